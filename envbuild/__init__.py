@@ -1,0 +1,5 @@
+"""envbuild: one reproducible, hash-locked ComfyUI environment per GPU profile."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

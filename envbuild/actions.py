@@ -1,0 +1,210 @@
+"""Use cases: plan, lock and sync one profile. Values in, result values out; no printing.
+
+The order matters for safety: everything that can be checked without uv (parsing, merging,
+rendering, conflicts, torch pins) is checked before uv runs, and a lock is written into its
+folder only after `uv lock` has succeeded on a staged copy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from envbuild.config import Config
+from envbuild.errors import StaleLockError, UsageError, VerifyError
+from envbuild.fsio import atomic_write, replace_dir, staging_dir
+from envbuild.inputs import MergedInputs, merge_inputs, normalized_digest, profile_display_path
+from envbuild.lockdir import Fingerprint, LockFolder, count_locked_packages, sha256_text, stale_reasons
+from envbuild.profiles import ProfileCatalogue, TorchProfile, load_catalogue
+from envbuild.render import RENDER_VERSION, UV_REQUIRED_VERSION, RenderInput, render_pyproject
+from envbuild.torchcheck import TorchBuild, inspect_torch, mismatches
+from envbuild.uv import Uv, get_uv, venv_python
+
+UvFactory = Callable[[], Uv]
+
+
+@dataclass(frozen=True)
+class LockPlan:
+    """Everything a lock needs, computed without uv."""
+
+    profile: TorchProfile
+    merged: MergedInputs
+    pyproject: str
+    fingerprint: Fingerprint
+    folder: LockFolder
+
+
+@dataclass(frozen=True)
+class LockResult:
+    profile: str
+    status: str  # "locked" | "up-to-date"
+    folder: Path
+    packages: int
+    reasons: tuple[str, ...]  # why it was (re)locked
+    uv_summary: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    profile: str
+    venv: Path
+    torch: TorchBuild | None
+    seconds: float
+
+
+def catalogue_for(config: Config) -> ProfileCatalogue:
+    return load_catalogue(config.profiles_dirs)
+
+
+def plan_lock(config: Config, profile: TorchProfile, environ: Mapping[str, str] | None = None) -> LockPlan:
+    env = os.environ if environ is None else environ
+    merged = merge_inputs(config, profile)
+    index_url = profile.resolved_index_url(env)
+    inputs = {config.display(item.path): "" for item in merged.collected.files}
+    digests = _input_digests(merged, config)
+    inputs.update(digests)
+    input_paths = [*inputs, profile_display_path(profile, config)]
+    pyproject = render_pyproject(RenderInput(
+        merged=merged.result, profile=profile, requires_python=config.requires_python,
+        index_url=index_url, input_paths=input_paths,
+    ))
+    fingerprint = Fingerprint(
+        profile=profile.name, render_version=RENDER_VERSION, uv_required_version=UV_REQUIRED_VERSION,
+        torch_source=profile.torch_source, index_url=index_url,
+        profile_sha256=sha256_text("\n".join([profile.index_url or "", *(p.requirement_text() for p in profile.packages),
+                                              *profile.environments, "|", *profile.required_environments,
+                                              profile.channel])),
+        pyproject_sha256=sha256_text(pyproject), inputs=inputs,
+    )
+    return LockPlan(profile, merged, pyproject, fingerprint, LockFolder(config.lock_dir, profile.name))
+
+
+def _input_digests(merged: MergedInputs, config: Config) -> dict[str, str]:
+    """Per file, a digest of the requirement lines it contributed (comments do not count)."""
+    texts: dict[str, list[str]] = {config.display(path): [] for path in merged.files_read}
+    for group in (merged.result.requirements, merged.result.constraints):
+        for requirement in group:
+            for item in requirement.origins:
+                if item.origin.path in texts:
+                    texts[item.origin.path].append(f"{item.origin.line}:{item.text}")
+    return {path: normalized_digest(sorted(lines)) for path, lines in texts.items()}
+
+
+def lock_profile(
+    config: Config, profile: TorchProfile, *, uv_factory: UvFactory = get_uv, upgrade: bool = False,
+    upgrade_packages: Sequence[str] = (), stream: bool = True, environ: Mapping[str, str] | None = None,
+) -> LockResult:
+    started = time.perf_counter()
+    plan = plan_lock(config, profile, environ)
+    reasons = stale_reasons(plan.folder, plan.pyproject, plan.fingerprint)
+    if not reasons and not upgrade and not upgrade_packages:
+        packages = count_locked_packages(plan.folder.uv_lock.read_text(encoding="utf-8"))
+        return LockResult(profile.name, "up-to-date", plan.folder.path, packages, (), "",
+                          time.perf_counter() - started)
+    uv = uv_factory()
+    with staging_dir(config.lock_dir, profile.name) as staged:
+        atomic_write(staged / "pyproject.toml", plan.pyproject)
+        if plan.folder.uv_lock.is_file():
+            # The previous lock is uv's starting point: re-locking keeps versions unless asked.
+            shutil.copyfile(plan.folder.uv_lock, staged / "uv.lock")
+        summary = uv.lock(staged, upgrade=upgrade, upgrade_packages=upgrade_packages, stream=stream)
+        lock_text = (staged / "uv.lock").read_text(encoding="utf-8")
+        fingerprint = _with_lock_hash(plan.fingerprint, lock_text)
+        atomic_write(staged / plan.folder.fingerprint_path.name, fingerprint.to_json())
+        replace_dir(staged, plan.folder.path)
+    if upgrade or upgrade_packages:
+        reasons = [*reasons, "upgrade requested"]
+    return LockResult(profile.name, "locked", plan.folder.path, count_locked_packages(lock_text),
+                      tuple(reasons), summary, time.perf_counter() - started)
+
+
+def _with_lock_hash(fingerprint: Fingerprint, lock_text: str) -> Fingerprint:
+    from dataclasses import replace
+
+    return replace(fingerprint, uv_lock_sha256=sha256_text(lock_text))
+
+
+def default_venv(config: Config) -> Path:
+    """Beside the ComfyUI checkout, not inside it: `uv sync`/`uv run` in the checkout would sync
+    ComfyUI's own dependency-less pyproject and empty a venv kept there."""
+    if config.comfyui is not None:
+        return config.comfyui.parent / ".venv"
+    return config.project_dir / ".venv"
+
+
+def sync_profile(
+    config: Config, profile: TorchProfile, venv: Path, *, verify: bool = True, inexact: bool = False,
+    python: str | None = None, uv_factory: UvFactory = get_uv, stream: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> SyncResult:
+    started = time.perf_counter()
+    folder = LockFolder(config.lock_dir, profile.name)
+    if not folder.exists():
+        raise StaleLockError(
+            f"no lock for profile {profile.name} at {folder.path}",
+            hint=f"run `envbuild lock --profile {profile.name}` (on a machine that can reach the index) and commit it",
+        )
+    _refuse_stale(config, profile, folder, environ)
+    uv = uv_factory()
+    venv = venv.absolute()
+    uv.sync(folder.path, venv, inexact=inexact, python=python, stream=stream)
+    build = verify_venv(venv, profile) if verify else None
+    return SyncResult(profile.name, venv, build, time.perf_counter() - started)
+
+
+def _refuse_stale(config: Config, profile: TorchProfile, folder: LockFolder,
+                  environ: Mapping[str, str] | None) -> None:
+    """With the inputs at hand, a lock that no longer matches them is refused, saying why."""
+    if config.comfyui is None or not (config.comfyui / "requirements.txt").is_file():
+        return
+    plan = plan_lock(config, profile, environ)
+    reasons = stale_reasons(folder, plan.pyproject, plan.fingerprint)
+    if reasons:
+        raise StaleLockError(
+            f"the lock for profile {profile.name} is out of date: " + "; ".join(reasons),
+            hint=f"run `envbuild lock --profile {profile.name}` and commit locks/{profile.name}/",
+        )
+
+
+def verify_venv(venv: Path, profile: TorchProfile) -> TorchBuild:
+    python = venv_python(venv)
+    if not python.exists():
+        raise VerifyError(f"{venv} has no interpreter at {python}")
+    build = inspect_torch(python)
+    if build is None:
+        raise VerifyError(f"torch is not installed in {venv}", hint="the lock should contain torch; re-run sync")
+    problems = mismatches(build, profile, torch_source=profile.torch_source)
+    if problems:
+        raise VerifyError("the environment does not match the profile:\n  - " + "\n  - ".join(problems),
+                          hint=f"re-lock with `envbuild lock --profile {profile.name}`, then sync again")
+    return build
+
+
+def select_profile(catalogue: ProfileCatalogue, config: Config, *, profile: str | None,
+                   cuda: str | None) -> TorchProfile:
+    """--profile, or --cuda, or the first profile named in envbuild.toml."""
+    if profile and cuda:
+        raise UsageError("give either --profile or --cuda, not both")
+    if profile:
+        return catalogue.get(profile)
+    if cuda:
+        return catalogue.for_cuda(cuda)
+    if config.profiles:
+        return catalogue.get(config.profiles[0])
+    committed = committed_profiles(config)
+    raise UsageError(
+        "no profile given",
+        hint="pass --profile NAME or --cuda VERSION, or list profiles under [lock] in envbuild.toml"
+        + (f" (committed locks: {', '.join(committed)})" if committed else ""),
+    )
+
+
+def committed_profiles(config: Config) -> list[str]:
+    if not config.lock_dir.is_dir():
+        return []
+    return sorted(p.parent.name for p in config.lock_dir.glob("*/uv.lock"))

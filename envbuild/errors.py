@@ -1,0 +1,149 @@
+"""The one error hierarchy: every user mistake ends in one of these.
+
+Domain code raises them; only the CLI prints them and turns them into exit codes.
+Each class writes its own message, so the handler at the top stays one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class EnvbuildError(Exception):
+    """Base of every error envbuild reports to a user (never with a traceback)."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class UsageError(EnvbuildError):
+    """The user asked for something that cannot be done as asked (exit 2, like click)."""
+
+    exit_code = 2
+
+
+class ConfigError(EnvbuildError):
+    """envbuild.toml (or a per-user settings file) is missing, malformed or has a wrong key."""
+
+    exit_code = 2
+
+    def __init__(self, path: Path | str | None, message: str, *, hint: str | None = None) -> None:
+        where = f"{path}: " if path else ""
+        super().__init__(f"{where}{message}", hint=hint)
+        self.path = path
+
+
+class RequirementFileError(EnvbuildError):
+    """A requirement file has a line envbuild cannot accept; names file and line."""
+
+    exit_code = 2
+
+    def __init__(
+        self, path: Path | str, line: int | None, message: str, *, hint: str | None = None
+    ) -> None:
+        where = f"{path}:{line}" if line else f"{path}"
+        super().__init__(f"{where}: {message}", hint=hint)
+        self.path = path
+        self.line = line
+
+
+class ConflictError(EnvbuildError):
+    """Two (or more) inputs ask for versions of one package that cannot all hold."""
+
+    exit_code = 2
+
+    def __init__(self, package: str, details: Sequence[str], *, hint: str | None = None) -> None:
+        lines = "\n".join(f"  - {d}" for d in details)
+        super().__init__(f"conflicting requirements for {package}:\n{lines}", hint=hint)
+        self.package = package
+        self.details = tuple(details)
+
+
+class ProfileError(EnvbuildError):
+    """A profile is unknown, or a profile file is malformed."""
+
+    exit_code = 2
+
+
+class UvNotFoundError(EnvbuildError):
+    """No usable uv binary: envbuild never re-implements it, so it cannot go on."""
+
+    exit_code = 3
+
+
+class UvVersionError(EnvbuildError):
+    """The uv found is older than the settings envbuild writes need."""
+
+    exit_code = 3
+
+
+class CommandFailed(EnvbuildError):
+    """A subprocess exited non-zero; carries its argv and the tail of its output."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, output_tail: str) -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.output_tail = output_tail
+        super().__init__(f"`{_short_argv(argv)}` exited with status {returncode}")
+
+
+class UvError(EnvbuildError):
+    """uv itself refused or failed; the message carries uv's own words."""
+
+    def __init__(
+        self, action: str, uv_message: str, *, hint: str | None = None, shown: bool = False,
+        summary: str | None = None,
+    ) -> None:
+        """`shown`: uv's output already streamed to the user, so the message does not repeat it."""
+        text = uv_message.strip() or "(uv printed nothing)"
+        headline = f"{action} failed" + (f": {summary}" if summary else "")
+        if shown:
+            message = f"{headline} (uv's message is above)"
+        else:
+            indented = "\n".join(f"  {line}" for line in text.splitlines())
+            message = f"{headline}; uv said:\n{indented}"
+        super().__init__(message, hint=hint)
+        self.uv_message = uv_message
+        self.action = action
+
+
+class ResolveError(UvError):
+    """`uv lock` could not resolve the merged requirements."""
+
+
+class SyncError(UvError):
+    """`uv sync` could not build the environment."""
+
+
+class IndexUnreachableError(UvError):
+    """An index or mirror did not answer (connection refused, DNS, timeout)."""
+
+
+class StaleLockError(EnvbuildError):
+    """A committed lock is missing or no longer matches its inputs."""
+
+
+class LockIntegrityError(EnvbuildError):
+    """A lock was edited away from its profile, or carries artifacts without hashes."""
+
+
+class VerifyError(EnvbuildError):
+    """The environment was built but does not hold what the profile promises."""
+
+
+class DetectionError(EnvbuildError):
+    """Machine detection could not decide, or no profile fits this machine."""
+
+
+def _short_argv(argv: Sequence[str]) -> str:
+    return " ".join(str(a) for a in argv)

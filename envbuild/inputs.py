@@ -1,0 +1,254 @@
+"""What goes into a profile's lock: ComfyUI, its Manager, custom nodes, extras and the profile.
+
+Each input keeps its provenance (file, line, who asked) so that a conflict or a torch pin
+names the node responsible, and `merge --explain` can say why a package is there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+
+from envbuild.config import Config
+from envbuild.errors import ConfigError, ConflictError, RequirementFileError
+from envbuild.profiles import TorchProfile
+from envbuild.requirements import (
+    Diagnostic,
+    MergeResult,
+    Origin,
+    ParsedFile,
+    SourcedRequirement,
+    merge,
+    parse_requirements_file,
+    parse_requirements_text,
+    specifiers_satisfiable,
+)
+from envbuild.tomlfile import load_toml
+
+MANAGER_DIR_NAMES = ("comfyui-manager",)  # matched case-insensitively
+DISABLED_SUFFIX = ".disabled"
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One requirement source: its path, who it speaks for, and how strictly to read it."""
+
+    path: Path
+    source: str  # "ComfyUI", "ComfyUI-Manager", "node <name>", "extra"
+    lenient: bool  # custom nodes: one bad line is reported, not fatal
+    kind: str = "requirements"  # or "pyproject" (a node's [project].dependencies)
+
+
+@dataclass(frozen=True)
+class CollectedInputs:
+    files: tuple[InputFile, ...]
+    skipped_nodes: tuple[str, ...]  # disabled or excluded, with the reason
+    manager_dir: Path | None
+
+
+@dataclass(frozen=True)
+class MergedInputs:
+    result: MergeResult
+    warnings: tuple[Diagnostic, ...]
+    files_read: tuple[Path, ...]
+    collected: CollectedInputs
+
+
+def collect_inputs(config: Config) -> CollectedInputs:
+    """Find every requirement file the deployment consists of (no parsing yet)."""
+    if config.comfyui is None:
+        raise ConfigError(
+            config.source,
+            "no ComfyUI checkout given",
+            hint="pass --comfyui PATH, or create envbuild.toml with [comfyui] path = \"ComfyUI\"",
+        )
+    comfy_reqs = config.comfyui / "requirements.txt"
+    if not config.comfyui.is_dir():
+        raise ConfigError(config.source, f"ComfyUI checkout {config.comfyui} does not exist",
+                          hint="check [comfyui] path in envbuild.toml or --comfyui")
+    if not comfy_reqs.is_file():
+        raise ConfigError(config.source, f"{comfy_reqs} not found: is {config.comfyui} a ComfyUI checkout?")
+    files = [InputFile(comfy_reqs, "ComfyUI", lenient=False)]
+    manager = find_manager(config)
+    if manager is not None:
+        files.append(InputFile(manager / "requirements.txt", "ComfyUI-Manager", lenient=False))
+    node_files, skipped = _node_inputs(config, manager)
+    files.extend(node_files)
+    files.extend(InputFile(path, "extra", lenient=False) for path in config.extra_requirements)
+    return CollectedInputs(tuple(files), tuple(skipped), manager)
+
+
+def find_manager(config: Config) -> Path | None:
+    if not config.manager_enabled:
+        return None
+    if config.manager is not None:
+        if not (config.manager / "requirements.txt").is_file():
+            raise ConfigError(config.source, f"ComfyUI-Manager at {config.manager} has no requirements.txt",
+                              hint="check [manager] path, or set [manager] enabled = false")
+        return config.manager
+    for folder in config.custom_node_dirs():
+        if not folder.is_dir():
+            continue
+        for child in sorted(folder.iterdir()):
+            if child.name.lower() in MANAGER_DIR_NAMES and (child / "requirements.txt").is_file():
+                return child
+    return None
+
+
+def _node_inputs(config: Config, manager: Path | None) -> tuple[list[InputFile], list[str]]:
+    files: list[InputFile] = []
+    skipped: list[str] = []
+    seen: set[Path] = set()
+    excluded = {name.lower() for name in config.exclude_nodes}
+    for folder in config.custom_node_dirs():
+        if not folder.is_dir():
+            continue
+        for node in sorted(folder.iterdir(), key=lambda p: p.name):
+            if not node.is_dir() or node.name.startswith((".", "__")) or node.resolve() in seen:
+                if node.name == DISABLED_SUFFIX and node.is_dir():
+                    skipped.append(f"{config.display(node)}/* (the .disabled folder)")
+                continue
+            seen.add(node.resolve())
+            if manager is not None and node.resolve() == manager.resolve():
+                continue
+            if node.name.endswith(DISABLED_SUFFIX):
+                skipped.append(f"{node.name} (disabled)")
+                continue
+            if node.name.lower() in excluded:
+                skipped.append(f"{node.name} (excluded)")
+                continue
+            found = _node_requirement_file(node)
+            if found is not None:
+                files.append(found)
+    return files, skipped
+
+
+def _node_requirement_file(node: Path) -> InputFile | None:
+    reqs = node / "requirements.txt"
+    if reqs.is_file():
+        return InputFile(reqs, f"node {node.name}", lenient=True)
+    pyproject = node / "pyproject.toml"
+    if pyproject.is_file():
+        return InputFile(pyproject, f"node {node.name}", lenient=True, kind="pyproject")
+    return None
+
+
+def read_input(item: InputFile, config: Config) -> ParsedFile:
+    if item.kind == "pyproject":
+        return _read_node_pyproject(item, config)
+    return parse_requirements_file(
+        item.path, source=item.source, lenient=item.lenient, display_root=config.project_dir
+    )
+
+
+def _read_node_pyproject(item: InputFile, config: Config) -> ParsedFile:
+    """A node without requirements.txt may declare `[project].dependencies` instead."""
+    try:
+        data = load_toml(item.path)
+    except ConfigError as exc:
+        raise RequirementFileError(item.path, None, exc.message) from None
+    deps = data.get("project", {}).get("dependencies", [])
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise RequirementFileError(item.path, None, "[project].dependencies must be a list of strings")
+    text = item.path.read_text(encoding="utf-8-sig")
+    # One line per dependency, placed at the line the string appears on, so provenance is real.
+    lines = text.splitlines()
+    numbered = [""] * len(lines)
+    for dep in deps:
+        line = next((i for i, raw in enumerate(lines) if dep in raw and not numbered[i]), None)
+        if line is None:
+            numbered.append(dep)
+        else:
+            numbered[line] = dep
+    return parse_requirements_text(
+        "\n".join(numbered), path=item.path, source=item.source, lenient=True, display_root=config.project_dir
+    )
+
+
+def profile_requirements(profile: TorchProfile, config: Config) -> list[SourcedRequirement]:
+    """The profile's torch family as requirements, each pointing at its line in the profile file."""
+    packages = profile.packages
+    try:
+        text = profile.path.read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    display = profile_display_path(profile, config)
+    result = []
+    for package in packages:
+        match = re.search(rf"^\s*{re.escape(package.name)}\s*=", text, re.M)
+        line = text.count("\n", 0, match.start()) + 1 if match else 0
+        req_text = package.requirement_text()
+        origin = Origin(path=display, line=line, source=f"profile {profile.name}")
+        result.append(SourcedRequirement(Requirement(req_text), origin, req_text))
+    return result
+
+
+def profile_display_path(profile: TorchProfile, config: Config) -> str:
+    """Built-in profiles are named by envbuild, not by where it happens to be installed."""
+    try:
+        return profile.path.resolve().relative_to(config.project_dir.resolve()).as_posix()
+    except ValueError:
+        return f"envbuild:profiles/{profile.path.name}"
+
+
+def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
+    """Parse and merge everything; stop on conflicts before uv ever runs."""
+    collected = collect_inputs(config)
+    requirements: list[SourcedRequirement] = []
+    constraints: list[SourcedRequirement] = []
+    warnings: list[Diagnostic] = []
+    files_read: list[Path] = []
+    for item in collected.files:
+        parsed = read_input(item, config)
+        requirements.extend(parsed.requirements)
+        constraints.extend(parsed.constraints)
+        warnings.extend(parsed.warnings)
+        files_read.extend(parsed.files)
+    if collected.manager_dir is not None:
+        requirements.append(_manager_pip(collected.manager_dir, config))
+    family = profile_requirements(profile, config)
+    _guard_torch_family(family, requirements + constraints)
+    result = merge([*requirements, *family], constraints)
+    return MergedInputs(result, tuple(warnings), tuple(dict.fromkeys(files_read)), collected)
+
+
+def _manager_pip(manager: Path, config: Config) -> SourcedRequirement:
+    """The Manager shells out to `python -m pip`; uv venvs have no pip unless it is locked."""
+    origin = Origin(
+        path=config.display(manager / "requirements.txt"), line=0,
+        source="ComfyUI-Manager (runs `python -m pip`; added by envbuild)",
+    )
+    return SourcedRequirement(Requirement("pip"), origin, "pip")
+
+
+def _guard_torch_family(family: list[SourcedRequirement], inputs: list[SourcedRequirement]) -> None:
+    """No input may move the torch family off the profile's index or versions, whatever its marker."""
+    pinned = {canonicalize_name(req.requirement.name): req for req in family}
+    for item in inputs:
+        name = canonicalize_name(item.requirement.name)
+        anchor = pinned.get(name)
+        if anchor is None:
+            continue
+        if item.requirement.url:
+            raise ConflictError(name, [
+                f"{item.text} from {item.origin}",
+                f"{anchor.text} from {anchor.origin}",
+            ], hint=f"the profile pins {name} to its own index; remove the URL line or exclude the node")
+        combined = SpecifierSet(f"{item.requirement.specifier},{anchor.requirement.specifier}".strip(","))
+        if not specifiers_satisfiable(combined):
+            raise ConflictError(name, [
+                f"{item.text} from {item.origin}",
+                f"{anchor.text} from {anchor.origin}",
+            ], hint=f"{item.origin.source} needs a {name} this profile does not provide: "
+                    "choose another profile (--profile), or leave the node out with --exclude-node NAME")
+
+
+def normalized_digest(parsed_texts: list[str]) -> str:
+    """A file's fingerprint ignores comments and blank lines: only what it asks for counts."""
+    return hashlib.sha256("\n".join(parsed_texts).encode("utf-8")).hexdigest()

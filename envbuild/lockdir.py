@@ -1,0 +1,132 @@
+"""`locks/<profile>/`: the committed lock of one GPU profile, and whether it is still current.
+
+Besides uv's two files, a folder records a fingerprint of what it was made from, so that a
+no-op `envbuild lock` needs no resolver run and a stale lock can say *which* input changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from envbuild.fsio import recover_dir
+
+FINGERPRINT_NAME = "envbuild-lock.json"
+FINGERPRINT_SCHEMA = 1
+
+
+def sha256_text(text: str | bytes) -> str:
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    return hashlib.sha256(raw).hexdigest()
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    profile: str
+    render_version: int
+    uv_required_version: str
+    torch_source: str
+    index_url: str | None
+    profile_sha256: str
+    pyproject_sha256: str
+    inputs: Mapping[str, str]  # display path -> digest of what the file asks for
+    uv_lock_sha256: str = ""
+    schema: int = FINGERPRINT_SCHEMA
+    extra: Mapping[str, str] = field(default_factory=dict)  # e.g. resolved ComfyUI commit
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["inputs"] = dict(sorted(self.inputs.items()))
+        data["extra"] = dict(sorted(self.extra.items()))
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Fingerprint | None:
+        try:
+            data: dict[str, Any] = json.loads(text)
+            if data.get("schema") != FINGERPRINT_SCHEMA:
+                return None
+            return cls(**data)
+        except (ValueError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class LockFolder:
+    root: Path
+    profile: str
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.profile
+
+    @property
+    def pyproject(self) -> Path:
+        return self.path / "pyproject.toml"
+
+    @property
+    def uv_lock(self) -> Path:
+        return self.path / "uv.lock"
+
+    @property
+    def fingerprint_path(self) -> Path:
+        return self.path / FINGERPRINT_NAME
+
+    def exists(self) -> bool:
+        recover_dir(self.path)
+        return self.pyproject.is_file() and self.uv_lock.is_file()
+
+    def read_fingerprint(self) -> Fingerprint | None:
+        try:
+            return Fingerprint.from_json(self.fingerprint_path.read_text(encoding="utf-8"))
+        except OSError:
+            return None
+
+
+def stale_reasons(folder: LockFolder, pyproject_text: str, wanted: Fingerprint) -> list[str]:
+    """Why the committed lock does not match what the inputs give now (empty: it is current)."""
+    if not folder.exists():
+        return [f"no lock yet at {folder.path}"]
+    reasons: list[str] = []
+    if folder.pyproject.read_bytes() != pyproject_text.encode("utf-8"):
+        reasons.extend(_input_changes(folder.read_fingerprint(), wanted) or ["the generated pyproject.toml differs"])
+    recorded = folder.read_fingerprint()
+    if recorded is None:
+        reasons.append(f"{FINGERPRINT_NAME} is missing or unreadable")
+    elif recorded.uv_lock_sha256 != sha256_text(folder.uv_lock.read_bytes()):
+        reasons.append("uv.lock was changed outside envbuild")
+    return list(dict.fromkeys(reasons))
+
+
+def _input_changes(old: Fingerprint | None, new: Fingerprint) -> list[str]:
+    if old is None:
+        return []
+    reasons = []
+    for path, digest in sorted(new.inputs.items()):
+        if path not in old.inputs:
+            reasons.append(f"{path} is a new input")
+        elif old.inputs[path] != digest:
+            reasons.append(f"{path} changed")
+    reasons.extend(f"{path} is no longer an input" for path in sorted(set(old.inputs) - set(new.inputs)))
+    if old.profile_sha256 != new.profile_sha256:
+        reasons.append(f"profile {new.profile} changed")
+    if old.index_url != new.index_url:
+        reasons.append(f"the torch index changed ({old.index_url} → {new.index_url})")
+    if old.torch_source != new.torch_source:
+        reasons.append(f"the torch source changed ({old.torch_source} → {new.torch_source})")
+    if old.render_version != new.render_version:
+        reasons.append("envbuild's pyproject format changed")
+    if old.uv_required_version != new.uv_required_version:
+        reasons.append("the required uv version changed")
+    if old.extra != new.extra:
+        reasons.append("recorded sources changed")
+    return reasons
+
+
+def count_locked_packages(uv_lock_text: str) -> int:
+    """Packages in a uv.lock, not counting the generated project itself."""
+    return max(uv_lock_text.count("\n[[package]]\n") - 1, 0)

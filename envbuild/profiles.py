@@ -1,0 +1,301 @@
+"""Torch profiles: which PyTorch build a GPU needs, kept as data in `profiles/*.toml`.
+
+Index choices move every few months (cu124 stopped at torch 2.6.0, the nightly moved on), so
+nothing here is hard-coded: a profile file states its index, the torch-family packages pinned to
+it, their versions and the platforms a lock must cover. A deployment's own `profiles/` folder
+can add profiles or replace built-in ones by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.markers import InvalidMarker, Marker
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+
+from envbuild.errors import ConfigError, ProfileError
+from envbuild.tomlfile import check_keys, expect, expect_str_list, load_toml
+
+CANONICAL_PYTORCH_BASE = "https://download.pytorch.org/whl"
+TORCH_SOURCE_INDEX = "pytorch-index"
+TORCH_SOURCE_PYPI = "pypi"
+PYPI_SUFFIX = "-pypi"
+PYPI_CUDA_ENVIRONMENT = str(Marker("sys_platform == 'linux' and platform_machine == 'x86_64'"))
+PYTORCH_INDEX_ENV = "ENVBUILD_PYTORCH_INDEX"
+SCHEMA = 1
+ACCELERATORS = ("cpu", "cuda", "rocm", "xpu", "mps")
+CHANNELS = ("stable", "nightly")
+_TOP_KEYS = {"schema", "name", "description", "accelerator", "accelerator-version", "channel",
+             "local-version", "index", "packages", "platforms", "pypi"}
+
+
+@dataclass(frozen=True)
+class PinnedPackage:
+    """A torch-family package: a direct dependency, taken only from the profile's index."""
+
+    name: str
+    specifier: SpecifierSet
+    marker: Marker | None = None
+
+    def requirement_text(self) -> str:
+        spec = ",".join(sorted(str(s) for s in self.specifier))
+        return f"{self.name}{spec}" + (f"; {self.marker}" if self.marker else "")
+
+
+@dataclass(frozen=True)
+class TorchProfile:
+    name: str
+    description: str
+    accelerator: str
+    accelerator_version: str | None
+    channel: str
+    local_version: str | None
+    index_name: str | None  # None: the torch family comes from the default index (PyPI)
+    index_url: str | None  # canonical URL as written in the profile file
+    packages: tuple[PinnedPackage, ...]
+    environments: tuple[str, ...]
+    required_environments: tuple[str, ...]
+    path: Path
+    pypi_packages: tuple[PinnedPackage, ...] = field(default=())
+    base: str | None = None  # for a "-pypi" variant: the profile it derives from
+
+    @property
+    def prerelease(self) -> bool:
+        return self.channel == "nightly"
+
+    @property
+    def torch_source(self) -> str:
+        return TORCH_SOURCE_INDEX if self.index_url else TORCH_SOURCE_PYPI
+
+    def pypi_variant(self) -> TorchProfile | None:
+        """The same CUDA from PyPI's own torch wheels, where the PyTorch index cannot be reached.
+
+        PyPI's CUDA builds exist for Linux x86_64 only, so the variant locks for that platform alone.
+        """
+        if not self.pypi_packages or self.index_url is None:
+            return None
+        return dataclasses.replace(
+            self, name=f"{self.name}{PYPI_SUFFIX}", description=f"{self.description}; torch from PyPI",
+            index_name=None, index_url=None, packages=self.pypi_packages, pypi_packages=(), local_version=None,
+            environments=(PYPI_CUDA_ENVIRONMENT,), required_environments=(PYPI_CUDA_ENVIRONMENT,), base=self.name,
+        )
+
+    def package_names(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.packages)
+
+    def resolved_index_url(self, env: Mapping[str, str] | None = None) -> str | None:
+        """The index URL to lock against: `ENVBUILD_PYTORCH_INDEX` replaces the canonical base."""
+        if self.index_url is None:
+            return None
+        return rebase_pytorch_url(self.index_url, (env if env is not None else os.environ).get(PYTORCH_INDEX_ENV))
+
+
+def rebase_pytorch_url(url: str, base: str | None) -> str:
+    if not base:
+        return url
+    if url.startswith(CANONICAL_PYTORCH_BASE + "/"):
+        return base.rstrip("/") + url[len(CANONICAL_PYTORCH_BASE):]
+    return url
+
+
+def builtin_profiles_dir() -> Path:
+    """Profiles shipped with envbuild: the wheel's copy, or the repository's `profiles/`."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "_profiles"
+    if packaged.is_dir():
+        return packaged
+    return here.parent / "profiles"
+
+
+@dataclass(frozen=True)
+class ProfileCatalogue:
+    profiles: Mapping[str, TorchProfile]
+
+    def names(self) -> list[str]:
+        return sorted(self.profiles, key=_sort_key)
+
+    def with_source(self, profile: TorchProfile, torch_source: str | None) -> TorchProfile:
+        """`--torch-source pypi` turns cu130 into cu130-pypi (and says so when a profile has none)."""
+        if torch_source in (None, profile.torch_source):
+            return profile
+        if torch_source == TORCH_SOURCE_PYPI:
+            variant = self.profiles.get(f"{profile.name}{PYPI_SUFFIX}")
+            if variant is None:
+                raise ProfileError(
+                    f"profile {profile.name} has no PyPI torch source (no [pypi] table in {profile.path.name})",
+                    hint="PyPI's CUDA torch exists for some CUDA versions only; see `envbuild profiles`",
+                )
+            return variant
+        if profile.base is not None:
+            return self.get(profile.base)
+        raise ProfileError(f"profile {profile.name} takes torch from PyPI; it has no PyTorch index")
+
+    def get(self, name: str) -> TorchProfile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise ProfileError(
+                f"unknown profile `{name}`",
+                hint=f"known profiles: {', '.join(self.names())} (see `envbuild profiles`)",
+            ) from None
+
+    def for_cuda(self, version: str) -> TorchProfile:
+        """`--cuda 12.6` → the stable profile for that CUDA version (from its PyTorch index)."""
+        wanted = version.strip().lower().removeprefix("cuda").removeprefix("cu").strip()
+        for profile in self.profiles.values():
+            if profile.base is None and profile.accelerator == "cuda" and profile.channel == "stable" and _same_version(
+                profile.accelerator_version, wanted
+            ):
+                return profile
+        if wanted == "cpu" and "cpu" in self.profiles:
+            return self.profiles["cpu"]
+        known = sorted(
+            {p.accelerator_version for p in self.profiles.values()
+             if p.accelerator == "cuda" and p.channel == "stable" and p.accelerator_version},
+            key=_version_key,
+        )
+        raise ProfileError(
+            f"no profile for CUDA `{version}`",
+            hint=f"valid --cuda values: {', '.join(known)} (or --profile NAME; see `envbuild profiles`)",
+        )
+
+
+def _same_version(have: str | None, wanted: str) -> bool:
+    if not have:
+        return False
+    if have == wanted:
+        return True
+    return have.replace(".", "") == wanted.replace(".", "")
+
+
+def _version_key(text: str) -> tuple[int, ...]:
+    return tuple(int(p) if p.isdigit() else 0 for p in text.split("."))
+
+
+def _sort_key(name: str) -> tuple[int, str]:
+    order = {"cpu": 0, "cu": 1, "nightly": 2, "rocm": 3, "xpu": 4, "mps": 5}
+    for prefix, rank in order.items():
+        if name.startswith(prefix):
+            return rank, name
+    return 9, name
+
+
+def load_catalogue(extra_dirs: Iterable[Path] = ()) -> ProfileCatalogue:
+    """Built-in profiles, then each extra folder's, a later file replacing an earlier one by name."""
+    found: dict[str, TorchProfile] = {}
+    for folder in (builtin_profiles_dir(), *extra_dirs):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.toml")):
+            profile = load_profile(path)
+            found[profile.name] = profile
+    for profile in list(found.values()):
+        variant = profile.pypi_variant()
+        if variant is not None and variant.name not in found:
+            found[variant.name] = variant
+    return ProfileCatalogue(found)
+
+
+def load_profile(path: Path) -> TorchProfile:
+    data = load_toml(path)
+    check_keys(data, _TOP_KEYS, "", path)
+    schema = expect(data.get("schema", SCHEMA), int, "schema", path)
+    if schema != SCHEMA:
+        raise ConfigError(path, f"profile schema {schema} is not supported (this envbuild reads {SCHEMA})",
+                          hint="upgrade envbuild")
+    name = _required_str(data, "name", path)
+    if name != path.stem:
+        raise ConfigError(path, f"`name = \"{name}\"` does not match the file name `{path.stem}.toml`")
+    accelerator = _required_str(data, "accelerator", path)
+    _one_of(accelerator, ACCELERATORS, "accelerator", path)
+    channel = expect(data.get("channel", "stable"), str, "channel", path)
+    _one_of(channel, CHANNELS, "channel", path)
+    version = data.get("accelerator-version")
+    if accelerator in ("cuda", "rocm") and version is None:
+        raise ConfigError(path, f"`accelerator-version` is required for accelerator `{accelerator}`")
+    index = expect(data.get("index", {}), dict, "index", path)
+    check_keys(index, {"name", "url"}, "index.", path)
+    if accelerator in ("cuda", "rocm", "xpu") and not index:
+        raise ConfigError(path, f"an `{accelerator}` profile needs an `[index]` (name and url)",
+                          hint="only profiles whose torch comes from PyPI (cpu on PyPI, mps) go without one")
+    platforms = expect(data.get("platforms", {}), dict, "platforms", path)
+    check_keys(platforms, {"environments", "required-environments"}, "platforms.", path)
+    packages = _packages(expect(data.get("packages", {}), dict, "packages", path), "packages", path)
+    if "torch" not in {p.name for p in packages}:
+        raise ConfigError(path, "`[packages]` must include torch")
+    return TorchProfile(
+        name=name,
+        description=expect(data.get("description", ""), str, "description", path),
+        accelerator=accelerator,
+        accelerator_version=expect(version, str, "accelerator-version", path) if version is not None else None,
+        channel=channel,
+        local_version=_optional_str(data, "local-version", path),
+        index_name=_required_str(index, "name", path, prefix="index.") if index else None,
+        index_url=_required_str(index, "url", path, prefix="index.").rstrip("/") if index else None,
+        packages=packages,
+        environments=tuple(_markers(platforms.get("environments", []), "platforms.environments", path)),
+        required_environments=tuple(
+            _markers(platforms.get("required-environments", []), "platforms.required-environments", path)
+        ),
+        path=path,
+        pypi_packages=_packages(expect(data.get("pypi", {}), dict, "pypi", path), "pypi", path),
+    )
+
+
+def _packages(table: Mapping[str, Any], key: str, path: Path) -> tuple[PinnedPackage, ...]:
+    result = []
+    for raw_name, value in sorted(table.items()):
+        name = canonicalize_name(raw_name)
+        where = f"{key}.{raw_name}"
+        marker_text = None
+        if isinstance(value, dict):
+            check_keys(value, {"version", "marker"}, f"{where}.", path)
+            spec_text = expect(value.get("version", ""), str, f"{where}.version", path)
+            marker_text = value.get("marker")
+            if marker_text is not None:
+                expect(marker_text, str, f"{where}.marker", path)
+        else:
+            spec_text = expect(value, str, where, path)
+        try:
+            spec = SpecifierSet(spec_text)
+        except InvalidSpecifier:
+            raise ConfigError(path, f"`{where}` is not a version specifier: {spec_text!r}") from None
+        marker = _marker(marker_text, f"{where}.marker", path) if marker_text else None
+        result.append(PinnedPackage(name, spec, marker))
+    return tuple(result)
+
+
+def _markers(values: Any, key: str, path: Path) -> list[str]:
+    return [str(_marker(text, key, path)) for text in expect_str_list(values, key, path)]
+
+
+def _marker(text: str, key: str, path: Path) -> Marker:
+    try:
+        return Marker(text)
+    except InvalidMarker as exc:
+        raise ConfigError(path, f"`{key}` has an invalid marker {text!r}: {exc}") from None
+
+
+def _required_str(table: Mapping[str, Any], key: str, path: Path, prefix: str = "") -> str:
+    if key not in table:
+        raise ConfigError(path, f"missing required key `{prefix}{key}`")
+    value = expect(table[key], str, prefix + key, path)
+    if not value.strip():
+        raise ConfigError(path, f"`{prefix}{key}` must not be empty")
+    return str(value)
+
+
+def _optional_str(table: Mapping[str, Any], key: str, path: Path) -> str | None:
+    value = table.get(key)
+    return None if value is None else str(expect(value, str, key, path))
+
+
+def _one_of(value: str, allowed: tuple[str, ...], key: str, path: Path) -> None:
+    if value not in allowed:
+        raise ConfigError(path, f"`{key} = \"{value}\"` is not one of: {', '.join(allowed)}")

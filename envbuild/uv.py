@@ -1,0 +1,187 @@
+"""The one module that knows how to call uv: finding it, its argv, its environment, its errors.
+
+envbuild never re-implements resolution or installation; it writes a project and asks the real
+uv binary (from the `uv` package on PyPI, or PATH) to lock and sync it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from envbuild import runner
+from envbuild.errors import (
+    CommandFailed,
+    EnvbuildError,
+    IndexUnreachableError,
+    ResolveError,
+    StaleLockError,
+    SyncError,
+    UvError,
+    UvNotFoundError,
+    UvVersionError,
+)
+from envbuild.render import UV_REQUIRED_VERSION
+
+UV_OVERRIDE_ENV = "ENVBUILD_UV"
+# Variables that would point uv at another project or environment than the one we chose.
+_DROPPED_ENV = ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_PROJECT", "UV_PROJECT_ENVIRONMENT")
+_UNREACHABLE = re.compile(
+    r"(Connection refused|dns error|failed to lookup address|error sending request|"
+    r"operation timed out|timed out|Could not connect|tcp connect error|Network is unreachable)",
+    re.I,
+)
+_FAILED_URL = re.compile(r"(?:Failed to fetch|for url \(|Failed to download):? `?(\S+?)`?\)?$", re.M)
+# Most specific first: uv's cause chain names several.
+_FAILURE_KINDS = ("dns error", "Connection refused", "timed out", "Network is unreachable",
+                  "tcp connect error", "error sending request")
+_STALE = re.compile(r"needs to be updated, but `--(locked|check)` was provided", re.I)
+
+
+@dataclass(frozen=True)
+class Uv:
+    path: Path
+    version: Version
+
+    def base_env(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ if environ is None else environ)
+        for key in _DROPPED_ENV:
+            env.pop(key, None)
+        return env
+
+    def lock(
+        self, project: Path, *, upgrade: bool = False, upgrade_packages: Sequence[str] = (),
+        check: bool = False, offline: bool = False, stream: bool = True,
+    ) -> str:
+        """Run `uv lock` on a generated project; returns uv's own summary line."""
+        argv = [str(self.path), "lock", "--project", str(project)]
+        if upgrade:
+            argv.append("--upgrade")
+        for name in upgrade_packages:
+            argv += ["--upgrade-package", name]
+        if check:
+            argv.append("--check")
+        if offline:
+            argv.append("--offline")
+        proc = self._run(argv, action="uv lock", error=ResolveError, stream=stream)
+        return _last_line(proc.stderr)
+
+    def sync(
+        self, project: Path, venv: Path, *, inexact: bool = False, python: str | None = None,
+        dry_run: bool = False, stream: bool = True, reinstall_packages: Sequence[str] = (),
+    ) -> str:
+        """`uv sync --locked`: install exactly the lock, refuse (never re-resolve) if it is stale."""
+        argv = [str(self.path), "sync", "--locked", "--project", str(project), "--no-install-project"]
+        if inexact:
+            argv.append("--inexact")
+        if python:
+            argv += ["--python", python]
+        if dry_run:
+            argv.append("--dry-run")
+        for name in reinstall_packages:
+            argv += ["--reinstall-package", name]
+        env_set = {"UV_PROJECT_ENVIRONMENT": str(venv)}
+        proc = self._run(argv, action="uv sync", error=SyncError, stream=stream, env_set=env_set)
+        return proc.stderr
+
+    def _run(
+        self, argv: list[str], *, action: str, error: type[UvError], stream: bool,
+        env_set: Mapping[str, str] | None = None,
+    ) -> runner.subprocess.CompletedProcess[str]:
+        env = self.base_env()
+        env.update(env_set or {})
+        try:
+            return runner.run(argv, env=env, env_log=env_set, capture=not stream)
+        except CommandFailed as exc:
+            raise classify_failure(action, exc.output_tail, error, shown=stream) from None
+
+
+def classify_failure(action: str, message: str, default: type[UvError], *, shown: bool = False) -> EnvbuildError:
+    """Turn uv's words into the error a user can act on."""
+    if _STALE.search(message):
+        return StaleLockError(
+            f"the lock is out of date with its pyproject.toml; uv said:\n  {_last_line(message)}",
+            hint="run `envbuild lock` for this profile (and commit the result)",
+        )
+    if _UNREACHABLE.search(message):
+        url = _FAILED_URL.search(message)
+        kind = next((k for k in _FAILURE_KINDS if k.lower() in message.lower()), "network error")
+        where = url.group(1) if url else "an index"
+        return IndexUnreachableError(
+            action, message, shown=shown,
+            summary=f"could not reach {where} ({kind})",
+            hint="check the network, or configure a mirror (see README, 'Behind a firewall')",
+        )
+    return default(action, message, shown=shown)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def find_uv(environ: Mapping[str, str] | None = None) -> Path:
+    """`ENVBUILD_UV`, then the binary the `uv` package ships, then PATH."""
+    env = os.environ if environ is None else environ
+    override = env.get(UV_OVERRIDE_ENV)
+    if override:
+        path = Path(override)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise UvNotFoundError(f"{UV_OVERRIDE_ENV}={override} is not an executable file",
+                                  hint=f"unset {UV_OVERRIDE_ENV} or point it at a uv binary")
+        return path
+    try:
+        from uv import find_uv_bin
+
+        return Path(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        pass
+    found = shutil.which("uv", path=env.get("PATH"))
+    if found:
+        return Path(found)
+    raise UvNotFoundError(
+        "uv was not found (envbuild uses it to lock and install)",
+        hint="install it with `python -m pip install uv`, or set ENVBUILD_UV to its path",
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _probe_version(path: Path) -> Version:
+    try:
+        proc = runner.run([str(path), "--version"], timeout=30)
+    except CommandFailed as exc:
+        raise UvNotFoundError(f"{path} --version failed: {exc.output_tail or exc}") from None
+    except OSError as exc:
+        raise UvNotFoundError(f"{path} cannot be run: {exc.strerror}") from None
+    match = re.search(r"uv (\d+\.\d+\.\d+\S*)", proc.stdout)
+    try:
+        return Version(match.group(1)) if match else Version("0")
+    except InvalidVersion:
+        return Version("0")
+
+
+def get_uv(environ: Mapping[str, str] | None = None) -> Uv:
+    """A uv new enough for what envbuild writes (`[tool.uv] required-version`)."""
+    path = find_uv(environ)
+    version = _probe_version(path)
+    if version not in SpecifierSet(UV_REQUIRED_VERSION):
+        raise UvVersionError(
+            f"uv {version} at {path} is too old: envbuild needs uv {UV_REQUIRED_VERSION}",
+            hint="upgrade it with `python -m pip install -U uv` (or unset ENVBUILD_UV)",
+        )
+    return Uv(path, version)
+
+
+def venv_python(venv: Path) -> Path:
+    """The interpreter of a venv on this platform."""
+    if os.name == "nt":
+        return venv / "Scripts" / "python.exe"
+    return venv / "bin" / "python"

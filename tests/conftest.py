@@ -1,0 +1,115 @@
+"""Shared pytest fixtures for envbuild's tests."""
+
+from __future__ import annotations
+
+# ============================================================================
+# BEGIN test-support index fixtures (tests/support/). Keep this block intact;
+# add other fixtures below the END marker.
+# ============================================================================
+import os
+import shutil
+import sys
+import sysconfig
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.catalogue import Catalogue, build_standard_catalogue
+from tests.support.index import IndexServer
+
+# Variables that would let the developer's or CI's own setup leak into uv/pip runs.
+_LEAKY_PREFIXES = ("UV_", "PIP_")
+_LEAKY_NAMES = ("VIRTUAL_ENV", "CONDA_PREFIX")
+
+# The session catalogue, so the per-test cleanup can reset it without forcing it to be built.
+_ACTIVE_CATALOGUE: Catalogue | None = None
+
+
+def _is_leaky(name: str) -> bool:
+    return name.startswith(_LEAKY_PREFIXES) or name in _LEAKY_NAMES
+
+
+def find_uv() -> Path:
+    """The uv of this interpreter's environment (envbuild depends on the `uv` package), else PATH's.
+
+    A missing uv fails loudly rather than skipping: these tests exist to drive the real binary.
+    """
+    scripts = Path(sysconfig.get_path("scripts"))
+    for candidate in (scripts / "uv", Path(sys.executable).parent / "uv"):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    try:
+        from uv import find_uv_bin
+
+        return Path(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        pass
+    found = shutil.which("uv")
+    if found is None:
+        pytest.fail("no uv binary: install the `uv` package into the test environment")
+    return Path(found)
+
+
+@pytest.fixture(scope="session")
+def uv_bin() -> Path:
+    """Path of the real uv binary the tests drive."""
+    return find_uv()
+
+
+@pytest.fixture(scope="session")
+def index_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Catalogue]:
+    """Fake PyPI (`/simple`) + fake download.pytorch.org (`/whl/<variant>`) on 127.0.0.1.
+
+    Yields a `Catalogue`: `.url`, `.pypi_url`, `.pytorch_base`, `.server`
+    (request log, faults), `.extra_index(prefix)`, `.torch_index(variant)`.
+    """
+    global _ACTIVE_CATALOGUE
+    wheel_dir = tmp_path_factory.mktemp("index-wheels")
+    with IndexServer() as server:
+        catalogue = build_standard_catalogue(server, wheel_dir)
+        _ACTIVE_CATALOGUE = catalogue
+        try:
+            yield catalogue
+        finally:
+            _ACTIVE_CATALOGUE = None
+
+
+@pytest.fixture
+def uv_env(tmp_path: Path, index_server: Catalogue, uv_bin: Path) -> dict[str, str]:
+    """A complete, isolated environment for running envbuild/uv against the fake indexes."""
+    env = {k: v for k, v in os.environ.items() if not _is_leaky(k)}
+    env.update(
+        {
+            "UV_CACHE_DIR": str(tmp_path / "uv-cache"),
+            "UV_PYTHON_DOWNLOADS": "never",
+            "UV_DEFAULT_INDEX": index_server.pypi_url,
+            "ENVBUILD_PYTORCH_INDEX": index_server.pytorch_base,
+            "PIP_CONFIG_FILE": os.devnull,
+            "UV_NO_PROGRESS": "1",
+            "UV_PYTHON": sys.executable,
+            # A developer's ~/.config/uv/uv.toml must not change what the tests lock.
+            "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
+            # The fixture's uv first on PATH, so `uv` means the tested binary.
+            "PATH": os.pathsep.join([str(uv_bin.parent), env.get("PATH", "")]),
+        }
+    )
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _isolate_package_tool_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Keep the machine's pip/uv configuration out of every test; reset the shared index after."""
+    for name in list(os.environ):
+        if name.startswith(_LEAKY_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("UV_PYTHON_DOWNLOADS", "never")
+    yield
+    if _ACTIVE_CATALOGUE is not None:
+        _ACTIVE_CATALOGUE.reset()
+
+
+# ============================================================================
+# END test-support index fixtures
+# ============================================================================

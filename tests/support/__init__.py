@@ -1,0 +1,1 @@
+"""Hermetic test support: tiny wheels and a loopback package index (see index.py, wheels.py)."""
