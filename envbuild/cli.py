@@ -6,7 +6,6 @@ module holds the only error handler: an `EnvbuildError` becomes one message and 
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Callable
@@ -123,6 +122,8 @@ def _warn(message: str) -> None:
 @click.pass_context
 def profiles(ctx: click.Context, as_json: bool) -> None:
     """List the torch profiles (built-in and the deployment's own profiles/)."""
+    import json
+
     from envbuild.actions import catalogue_for
 
     catalogue = catalogue_for(_config(ctx))
@@ -150,6 +151,8 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
 def merge(ctx: click.Context, profile_name: str | None, cuda: str | None, explain: bool, as_json: bool,
           **flags: Any) -> None:
     """Print the merged requirement set for a profile (nothing is written, uv does not run)."""
+    import json
+
     from envbuild.actions import catalogue_for, select_profile
     from envbuild.inputs import merge_inputs
 

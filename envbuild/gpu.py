@@ -406,7 +406,7 @@ def _run_tool(argv: Sequence[str], notes: list[str]) -> subprocess.CompletedProc
 
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0][:120] if lines else "(no output)"
+    return lines[0][:200] if lines else "(no output)"
 
 
 def _query_nvidia_smi(
@@ -840,3 +840,259 @@ def assess(
         return Fit(profile.name, False, f"envbuild knows no accelerator {profile.accelerator!r}")
     ok, reason = check(machine, profile, rules, torch_version)
     return Fit(profile.name, ok, reason)
+
+
+# --------------------------------------------------------------------------- recommendation
+@dataclass(frozen=True)
+class _Ctx:
+    machine: Machine
+    usable: tuple[ProfileLike, ...]  # the profiles recommend may pick (stable, or all)
+    profiles: tuple[ProfileLike, ...]
+    rules: Rules
+    torch_version: str | None
+
+
+_Choice = tuple[str | None, str, str | None]  # (profile, reason, action)
+
+
+def recommend(
+    machine: Machine,
+    profiles: Sequence[ProfileLike],
+    rules: Rules,
+    *,
+    include_nightly: bool = False,
+    torch_version: str | None = None,
+) -> Recommendation:
+    """The newest build that runs on every GPU here; if none, say exactly what to do instead.
+
+    Nightly profiles are only picked with `include_nightly`; cpu is only recommended when no
+    GPU is usable, never in place of a GPU build that merely needs a driver upgrade.
+    """
+    fits = tuple(assess(machine, p, rules, torch_version=torch_version) for p in profiles)
+    usable = tuple(p for p in profiles if include_nightly or p.channel == "stable")
+    ctx = _Ctx(machine, usable, tuple(profiles), rules, torch_version)
+    for decide in (_for_nvidia, _for_amd, _for_apple, _for_intel):
+        choice = decide(ctx)
+        if choice is not None:
+            return Recommendation(choice[0], _sentence(choice[1]), fits, choice[2])
+    profile, reason, action = _cpu_choice(ctx, "no supported GPU found")
+    return Recommendation(profile, _sentence(reason), fits, action)
+
+
+def _sentence(text: str) -> str:
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith(".") else text + "."
+
+
+def _cpu_name(ctx: _Ctx) -> str | None:
+    return next((p.name for p in ctx.profiles if p.accelerator == "cpu"), None)
+
+
+def _cpu_choice(ctx: _Ctx, why: str, action: str | None = None) -> _Choice:
+    cpu = _cpu_name(ctx)
+    if cpu is None:
+        return None, f"{why}, and no cpu profile is offered", action or "add a cpu profile"
+    return cpu, f"{why} → {cpu}.", action
+
+
+def _cuda_profiles(ctx: _Ctx) -> list[ProfileLike]:
+    found = [p for p in ctx.usable if p.accelerator == "cuda" and p.accelerator_version]
+    return sorted(found, key=lambda p: (_vt(p.accelerator_version or "0"), p.channel == "stable"))
+
+
+def _covers(ctx: _Ctx, profile: ProfileLike, gpus: Sequence[Gpu] | None = None) -> bool:
+    """False only when a known GPU lacks kernels; an unknown GPU cannot rule a build out."""
+    machine = ctx.machine
+    if gpus is not None:
+        machine = Machine(machine.system, machine.machine, tuple(gpus), None, None, None, None, ())
+    ok, _reason = _arch_verdict(machine, profile, ctx.rules, ctx.torch_version)
+    return ok is not False
+
+
+def _range(chosen: Sequence[ProfileLike], ordered: Sequence[ProfileLike]) -> str:
+    """'cu128 or newer' / 'cu126 or older' / 'cu124 or cu128', for the builds a GPU can use."""
+    names = [p.name for p in ordered]
+    picked = [names.index(p.name) for p in chosen]
+    contiguous = picked == list(range(min(picked), max(picked) + 1))
+    if contiguous and max(picked) == len(names) - 1 and len(picked) < len(names):
+        return f"{names[min(picked)]} or newer"
+    if contiguous and min(picked) == 0 and len(picked) < len(names):
+        return f"{names[max(picked)]} or older"
+    return " or ".join(names[i] for i in picked)
+
+
+def _for_nvidia(ctx: _Ctx) -> _Choice | None:
+    machine = ctx.machine
+    if not _has(machine, "nvidia") and machine.nvidia_driver is None:
+        return None
+    cands = _cuda_profiles(ctx)
+    if not cands:
+        return _cpu_choice(ctx, "an NVIDIA GPU is here, but no CUDA profile is offered")
+    if machine.nvidia_driver is None:
+        return _nvidia_without_driver(ctx, cands)
+    covering = [p for p in cands if _covers(ctx, p)]
+    if not covering:
+        return _nvidia_no_kernels(ctx, cands)
+    runnable = [p for p in covering if _support(machine, p.accelerator_version or "", ctx.rules) != _NONE]
+    if not runnable:
+        return _nvidia_driver_too_old(ctx, covering)
+    chosen = max(
+        runnable,
+        key=lambda p: (
+            _support(machine, p.accelerator_version or "", ctx.rules) == _FULL,
+            _vt(p.accelerator_version or "0"),
+            p.channel == "stable",
+        ),
+    )
+    reason = f"{_gpu_clause(ctx, cands, covering)}; {_driver_clause(ctx, chosen, covering)} → {chosen.name}."
+    return chosen.name, reason, None
+
+
+def _gpu_clause(ctx: _Ctx, cands: Sequence[ProfileLike], covering: Sequence[ProfileLike]) -> str:
+    """Which GPU decides and which builds it allows, in words a non-expert follows."""
+    known = _known_nvidia(ctx.machine)
+    if not known:
+        return "no NVIDIA GPU model was detected, so kernels were not checked"
+    labels = " and ".join(_label(g, ctx.rules) for g in known)
+    if len(covering) == len(cands):
+        return f"every CUDA build offered has kernels for {labels}"
+    if len(known) == 1:
+        return f"{labels} needs {_range(covering, cands)}"
+    limiting = min(known, key=lambda g: (sum(_covers(ctx, p, [g]) for p in cands), _vt(g.compute_capability or "0")))
+    weakest = min(known, key=lambda g: _vt(g.compute_capability or "0"))
+    which = "weakest" if limiting is weakest else "newest"
+    return f"chosen for the {which} GPU, {_label(limiting, ctx.rules)}, which needs {_range(covering, cands)}"
+
+
+def _driver_clause(ctx: _Ctx, chosen: ProfileLike, covering: Sequence[ProfileLike]) -> str:
+    machine, rules = ctx.machine, ctx.rules
+    cuda = chosen.accelerator_version or ""
+    text = f"driver {machine.nvidia_driver} supports CUDA {machine.max_cuda}"
+    if _support(machine, cuda, rules) == _COMPAT:
+        need = _driver_need(cuda, machine.system, rules)
+        text += f", and {chosen.name} runs through minor-version compatibility (full support from {need.full})"
+    newer = [p for p in covering if _vt(p.accelerator_version or "0") > _vt(cuda)]
+    compat = [p.name for p in newer if _support(machine, p.accelerator_version or "", rules) == _COMPAT]
+    blocked = [p for p in newer if _support(machine, p.accelerator_version or "", rules) == _NONE]
+    if compat:
+        text += f"; {' and '.join(compat)} would run only through minor-version compatibility"
+    if blocked:
+        need = _driver_need(blocked[-1].accelerator_version or "", machine.system, rules)
+        text += f"; {blocked[-1].name} would need driver ≥ {need.lowest}"
+    return text
+
+
+def _nvidia_without_driver(ctx: _Ctx, cands: Sequence[ProfileLike]) -> _Choice:
+    gpu = next(g for g in ctx.machine.gpus if g.vendor == "nvidia")
+    newest = cands[-1]
+    need = _driver_need(newest.accelerator_version or "", ctx.machine.system, ctx.rules)
+    reason = f"{gpu.name} is here, but no NVIDIA driver answered (nvidia-smi, {_SYS_DRIVER}, {_PROC_DRIVER})"
+    action = (
+        f"install the NVIDIA driver (≥ {need.full} for {newest.name}) and run envbuild detect again, "
+        "or use profile cpu"
+    )
+    return None, reason, action
+
+
+def _nvidia_no_kernels(ctx: _Ctx, cands: Sequence[ProfileLike]) -> _Choice:
+    known = _known_nvidia(ctx.machine)
+    names = ", ".join(p.name for p in cands)
+    own = {g: [p for p in cands if _covers(ctx, p, [g])] for g in known}
+    if len(known) > 1 and all(own.values()):
+        needs = "; ".join(f"{_label(g, ctx.rules)} needs {_range(ps, cands)}" for g, ps in own.items())
+        reason = f"no single CUDA build offered carries kernels for every GPU: {needs}"
+        action = (
+            "hide the GPUs one build cannot serve with CUDA_VISIBLE_DEVICES and use the build the "
+            "others need, or use profile cpu"
+        )
+        return None, reason, action
+    rows = [r for p in cands if (r := _arch_row(p.accelerator_version or "", ctx.machine, ctx.rules, ctx.torch_version))]
+    if not rows:
+        where = f"{ctx.machine.system} {_norm_machine(ctx.machine.machine)}"
+        reason = f"cuda_rules.toml has no architecture list for {names} on {where}"
+        return None, reason, "use profile cpu, or add the missing rows to cuda_rules.toml"
+    gpu = next(g for g, ps in own.items() if not ps)
+    oldest = min((t for r in rows for t in r.targets), key=_vt)
+    side = "older" if _vt(gpu.compute_capability or "0") < _vt(oldest) else "newer"
+    reason = f"no CUDA build offered ({names}) carries kernels for {_label(gpu, ctx.rules)}"
+    return None, reason, f"use profile cpu: {gpu.name} is {side} than every CUDA build offered supports"
+
+
+def _nvidia_driver_too_old(ctx: _Ctx, covering: Sequence[ProfileLike]) -> _Choice:
+    machine, rules = ctx.machine, ctx.rules
+    needs = [(p, _driver_need(p.accelerator_version or "", machine.system, rules)) for p in covering]
+    needs = [(p, n) for p, n in needs if n.lowest]
+    has = f"supports CUDA up to {machine.max_cuda}" if machine.max_cuda else "is older than every CUDA release envbuild knows"
+    who = "this machine's GPUs can use" if _known_nvidia(machine) else "offered"
+    reason = f"driver {machine.nvidia_driver} {has}, too old for every CUDA build {who} ({', '.join(p.name for p in covering)})"
+    if not needs:
+        return None, reason, "use profile cpu"
+    lowest = min((n.lowest or "" for _p, n in needs), key=_vt)
+    target, need = [(p, n) for p, n in needs if n.lowest == lowest][-1]
+    if not _known_nvidia(machine):
+        major = _vt(target.accelerator_version or "0")[0]
+        action = (
+            f"upgrade the NVIDIA driver to ≥ {lowest} (the minimum for CUDA {major} builds) and run "
+            "envbuild detect again so it can check the GPU architecture, or use profile cpu"
+        )
+        return None, reason, action
+    full = f" (≥ {need.full} for full CUDA {target.accelerator_version} support)" if need.full != lowest else ""
+    return None, reason, f"upgrade the NVIDIA driver to ≥ {lowest} to use {target.name}{full}, or use profile cpu"
+
+
+def _for_amd(ctx: _Ctx) -> _Choice | None:
+    amd = [g for g in ctx.machine.gpus if g.vendor == "amd"]
+    if not amd:
+        return None
+    if not any(g.arch for g in amd):
+        why = f"{amd[0].name} is here, but ROCm did not report it (rocm_agent_enumerator), so no ROCm build is picked"
+        hint = "if it is a GPU ROCm supports, install ROCm and run envbuild detect again"
+        return _cpu_choice(ctx, why, hint)
+    cands = [p for p in ctx.usable if p.accelerator == "rocm" and p.accelerator_version]
+    fits = [(p, assess(ctx.machine, p, ctx.rules, torch_version=ctx.torch_version)) for p in cands]
+    good = [p for p, fit in fits if fit.ok]
+    archs = " and ".join(sorted({g.arch for g in amd if g.arch}))
+    if good:
+        chosen = max(good, key=lambda p: _vt(p.accelerator_version or "0"))
+        rocm = ctx.machine.rocm_version
+        installed = f"ROCm {rocm} is installed" if rocm else "the installed ROCm version is unknown"
+        return chosen.name, f"AMD GPU {archs}: {installed}, and {chosen.name} is the newest ROCm build that fits → {chosen.name}.", None
+    if not cands:
+        return _cpu_choice(ctx, f"AMD GPU {archs} is here, but no ROCm profile is offered")
+    reasons = "; ".join(fit.reason for _p, fit in fits)
+    return None, f"no ROCm profile fits AMD GPU {archs}: {reasons}", _rocm_action(ctx, cands)
+
+
+def _rocm_action(ctx: _Ctx, cands: Sequence[ProfileLike]) -> str:
+    """Name a ROCm upgrade only when a newer ROCm would make a build fit."""
+    m = ctx.machine
+    unversioned = Machine(m.system, m.machine, m.gpus, m.nvidia_driver, m.driver_source, m.max_cuda, None, m.notes)
+    would = [p for p in cands if assess(unversioned, p, ctx.rules, torch_version=ctx.torch_version).ok]
+    if not would:
+        return "use profile cpu"
+    oldest = min(would, key=lambda p: _vt(p.accelerator_version or "0"))
+    return f"upgrade ROCm to ≥ {oldest.accelerator_version} to use {oldest.name}, or use profile cpu"
+
+
+def _for_apple(ctx: _Ctx) -> _Choice | None:
+    if not _has(ctx.machine, "apple"):
+        return None
+    mps = next((p for p in ctx.usable if p.accelerator == "mps"), None)
+    if mps is None:
+        return _cpu_choice(ctx, "Apple silicon Mac, but no mps profile is offered")
+    return mps.name, f"Apple silicon Mac: PyTorch from PyPI uses its GPU through MPS → {mps.name}.", None
+
+
+def _for_intel(ctx: _Ctx) -> _Choice | None:
+    intel = [g for g in ctx.machine.gpus if g.vendor == "intel"]
+    if not intel:
+        return None
+    why = (
+        f"{intel[0].name} found, but envbuild cannot tell whether PyTorch's xpu build supports it, "
+        "so it does not pick xpu by itself"
+    )
+    hint = (
+        "if it is an Intel Arc, Core Ultra with Arc graphics or Data Center GPU Max GPU with Intel's "
+        "GPU driver installed, use profile xpu"
+    )
+    return _cpu_choice(ctx, why, hint)

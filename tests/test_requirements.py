@@ -34,7 +34,8 @@ WAS = "was-node-suite-comfyui"
 
 
 def fixture(rel: str, source: str, *, lenient: bool = False) -> ParsedFile:
-    return parse_requirements_file(FIXTURES / rel, source=source, lenient=lenient, display_root=REPO)
+    path = FIXTURES / rel
+    return parse_requirements_file(path, source=source, lenient=lenient, display_root=REPO)
 
 
 def node(name: str) -> ParsedFile:
@@ -64,7 +65,9 @@ def parse(tmp_path: Path, text: str, *, lenient: bool = False, source: str = "ex
                                    lenient=lenient, display_root=tmp_path)
 
 
-def sourced(text: str, source: str = "extra", path: str = "r.txt", line: int = 1) -> SourcedRequirement:
+def sourced(
+    text: str, source: str = "extra", path: str = "r.txt", line: int = 1
+) -> SourcedRequirement:
     return SourcedRequirement(Requirement(text), Origin(path, line, source), text)
 
 
@@ -126,7 +129,8 @@ def test_was_node_suite_strict_names_the_invalid_numpy_line() -> None:
         parse_requirements_text(text, path=path, source=f"node {WAS}", display_root=REPO)
     error = caught.value
     assert error.line == 9
-    assert str(error).startswith(f"tests/fixtures/nodes/{WAS}/requirements.txt:9: `numpy<1.24>=1.18`")
+    where = f"tests/fixtures/nodes/{WAS}/requirements.txt:9"
+    assert str(error).startswith(f"{where}: `numpy<1.24>=1.18`: not a valid requirement")
     assert error.hint == "did you mean `numpy>=1.18,<1.24`?"
 
 
@@ -171,7 +175,8 @@ def test_everything_but_was_merges() -> None:
     parts = [comfyui(), manager(), *(node(n) for n in NODES if n != WAS)]
     result = merge(r for p in parts for r in p.requirements)
     names = result.names()
-    assert {"torch", "numpy", "transformers", "pillow", "opencv-python", "opencv-python-headless"} <= names
+    assert {"torch", "numpy", "transformers", "pillow", "opencv-python"} <= names
+    assert "opencv-python-headless" in names  # a different distribution, kept apart
     assert "huggingface-hub" in names and "huggingface_hub" not in names
     by_name = {m.name: m for m in result.requirements}
     assert by_name["pillow"].pep508() == "pillow>=10.3.0"
@@ -191,7 +196,8 @@ def test_everything_including_was_stops_only_at_transformers() -> None:
 
 
 def test_nested_includes_keep_their_own_provenance() -> None:
-    parsed = parse_requirements_file(DATA / "app/requirements.txt", source="extra", display_root=DATA)
+    root = DATA / "app/requirements.txt"
+    parsed = parse_requirements_file(root, source="extra", display_root=DATA)
     assert [(r.text, str(r.origin)) for r in parsed.requirements] == [
         ("pillow", "app/shared.txt:1 (extra)"),
         ("numpy>=1.25", "app/common/base.txt:2 (extra)"),
@@ -209,9 +215,10 @@ def test_nested_includes_keep_their_own_provenance() -> None:
 
 def test_include_cycle_names_the_chain_at_the_closing_line() -> None:
     with pytest.raises(RequirementFileError) as caught:
-        parse_requirements_file(DATA / "cycle/a.txt", source="extra", lenient=True, display_root=DATA)
+        parse_requirements_file(DATA / "cycle/a.txt", source="x", lenient=True, display_root=DATA)
     assert caught.value.line == 3
-    assert str(caught.value).startswith("cycle/b.txt:3: include cycle: cycle/a.txt -> cycle/b.txt -> cycle/a.txt")
+    chain = "cycle/a.txt -> cycle/b.txt -> cycle/a.txt"
+    assert str(caught.value).startswith(f"cycle/b.txt:3: include cycle: {chain}")
 
 
 def test_self_include_is_a_cycle(tmp_path: Path) -> None:
@@ -250,7 +257,7 @@ def test_requirements_inside_a_constraints_file_stay_constraints(tmp_path: Path)
 
 
 def test_include_from_url_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(RequirementFileError, match="includes from URLs"):
+    with pytest.raises(RequirementFileError, match="only local files"):
         parse(tmp_path, "-r https://example.com/requirements.txt\n", lenient=True)
 
 
@@ -275,8 +282,10 @@ def test_comments_and_url_fragments(tmp_path: Path) -> None:
         "tqdm\n"
     )
     parsed = parse(tmp_path, text)
-    assert [r.requirement.name for r in parsed.requirements] == ["numpy", "scipy", "whl", "bee", "tqdm"]
-    assert parsed.requirements[2].requirement.url == "https://x.org/whl-1.0-py3-none-any.whl#sha256=abc"
+    names = [r.requirement.name for r in parsed.requirements]
+    assert names == ["numpy", "scipy", "whl", "bee", "tqdm"]
+    wheel = "https://x.org/whl-1.0-py3-none-any.whl#sha256=abc"
+    assert parsed.requirements[2].requirement.url == wheel
     bee = parsed.requirements[3]
     assert bee.requirement.url == "git+https://github.com/a/b.git#egg=bee&subdirectory=py"
     assert bee.text == "git+https://github.com/a/b.git#egg=bee&subdirectory=py"
@@ -293,7 +302,9 @@ def test_crlf_bom_and_empty_files(tmp_path: Path) -> None:
         assert (parsed.requirements, parsed.constraints, parsed.warnings) == ((), (), ())
 
 
-@pytest.mark.parametrize("content", [b"numpy\x00\n", b"\xff\xfenumpy\n", b"\x89PNG\r\n\x1a\n\x00\x00"])
+@pytest.mark.parametrize(
+    "content", [b"numpy\x00\n", b"\xff\xfenumpy\n", b"\x89PNG\r\n\x1a\n\x00\x00"]
+)
 def test_binary_files_are_refused(tmp_path: Path, content: bytes) -> None:
     write(tmp_path, {"bin.txt": content})
     with pytest.raises(RequirementFileError, match="not a text requirements file") as caught:
@@ -330,14 +341,16 @@ INDEX_LINES = [
     "--no-index", "--trusted-host example.com",
 ]
 INSTALL_LINES = [
-    "--pre", "--prefer-binary", "--only-binary :all:", "--no-binary=numpy", "--use-feature truststore",
-    "--require-hashes",
+    "--pre", "--prefer-binary", "--only-binary :all:", "--no-binary=numpy",
+    "--use-feature truststore", "--require-hashes",
 ]
 
 
 @pytest.mark.parametrize("lenient", [False, True])
 @pytest.mark.parametrize("line", INDEX_LINES + INSTALL_LINES)
-def test_index_and_install_options_are_reported_never_dropped(tmp_path: Path, line: str, lenient: bool) -> None:
+def test_index_and_install_options_are_reported_never_dropped(
+    tmp_path: Path, line: str, lenient: bool
+) -> None:
     parsed = parse(tmp_path, f"numpy\n{line}\nscipy\n", lenient=lenient)
     assert texts(parsed) == ["numpy", "scipy"]
     (warning,) = parsed.warnings
@@ -356,7 +369,9 @@ def test_several_options_on_one_line_and_credentials_hidden(tmp_path: Path) -> N
     assert "https://***@mirror.example/simple" in parsed.warnings[1].message
 
 
-@pytest.mark.parametrize("line", ["--frobnicate", "-x foo", "-i", "--pre numpy", "--index-url 'unclosed"])
+@pytest.mark.parametrize(
+    "line", ["--frobnicate", "-x foo", "-i", "--pre numpy", "--index-url 'unclosed"]
+)
 def test_bad_option_lines(tmp_path: Path, line: str) -> None:
     with pytest.raises(RequirementFileError, match=r"requirements.txt:2: "):
         parse(tmp_path, f"numpy\n{line}\n")
@@ -366,7 +381,9 @@ def test_bad_option_lines(tmp_path: Path, line: str) -> None:
     assert warning.message.startswith("Skipped `") and warning.origin.line == 2
 
 
-@pytest.mark.parametrize("line", ["-e .", "--editable=git+https://github.com/a/b.git#egg=b", "-e./pkg"])
+@pytest.mark.parametrize(
+    "line", ["-e .", "--editable=git+https://github.com/a/b.git#egg=b", "-e./pkg"]
+)
 def test_editable_lines(tmp_path: Path, line: str) -> None:
     with pytest.raises(RequirementFileError, match="editable") as caught:
         parse(tmp_path, line)
@@ -404,7 +421,8 @@ def test_wheel_urls_and_paths_are_named_from_the_filename(tmp_path: Path) -> Non
             "/opt/w/abs_pkg-0.1-py3-none-any.whl ; sys_platform == 'linux'\n"
             "plain_pkg-2.0-py3-none-any.whl\n")
     parsed = parse(tmp_path, text)
-    assert [r.requirement.name for r in parsed.requirements] == ["flash_attn", "local_pkg", "abs_pkg", "plain_pkg"]
+    names = [r.requirement.name for r in parsed.requirements]
+    assert names == ["flash_attn", "local_pkg", "abs_pkg", "plain_pkg"]
     urls = [r.requirement.url for r in parsed.requirements]
     assert urls[0] == "https://example.com/whl/flash_attn-2.7.4+cu126-cp311-cp311-linux_x86_64.whl"
     assert urls[1] == (tmp_path / "wheels/local_pkg-1.0-1-py3-none-any.whl").as_uri()
@@ -436,7 +454,7 @@ def test_nameless_urls_and_paths(tmp_path: Path, line: str) -> None:
 @pytest.mark.parametrize(("line", "hint"), [
     ("numpy<1.24>=1.18", "did you mean `numpy>=1.18,<1.24`?"),
     ("opencv[ffmpeg]>=4 <5", "did you mean `opencv[ffmpeg]>=4,<5`?"),
-    ("torch=2.1.0", "did you mean `torch==2.1.0`?"),
+    ("torch=2.1.0", None),
     ("numpy is great", None),
     ("numpy>=", None),
 ])
@@ -457,12 +475,16 @@ def test_markers_stay_separate_and_sorted() -> None:
         sourced("numpy!=2.1.0"),
         sourced("aiohttp"),
     ])
-    assert rendered(result.requirements) == ["aiohttp", "numpy!=2.1.0,>=2", 'numpy<2; python_version < "3.10"']
+    assert rendered(result.requirements) == [
+        "aiohttp", "numpy!=2.1.0,>=2", 'numpy<2; python_version < "3.10"',
+    ]
     assert result.names() == frozenset({"numpy", "aiohttp"})
 
 
 def test_extras_union_and_names_canonical() -> None:
-    result = merge([sourced("Opencv_Python[B_x]"), sourced("opencv-python[a]>=4"), sourced("opencv.python")])
+    result = merge([
+        sourced("Opencv_Python[B_x]"), sourced("opencv-python[a]>=4"), sourced("opencv.python"),
+    ])
     (merged,) = result.requirements
     assert merged.pep508() == "opencv-python[a,b-x]>=4"
     assert merged.extras == frozenset({"a", "b-x"}) and len(merged.origins) == 3
@@ -482,15 +504,19 @@ def test_torch_pin_against_profile_names_both_sources() -> None:
         "torch>=2.6.0 from profiles/cu126.toml:4 (profile cu126)",
         "torch==2.1.0 from custom_nodes/OldNode/requirements.txt:2 (node OldNode)",
     )
-    assert caught.value.hint == "relax one of them, or leave the node out with --exclude-node OldNode"
+    hint = "relax one of them, or leave the node out with --exclude-node OldNode"
+    assert caught.value.hint == hint
     assert "conflicting requirements for torch" in str(caught.value)
 
 
 def test_conflict_names_only_the_clashing_pair() -> None:
-    items = [sourced("numpy>=1.25", line=1), sourced("numpy<2", line=2), sourced("numpy==1.20", line=3)]
+    items = [sourced("numpy>=1.25", line=1), sourced("numpy<2", line=2),
+             sourced("numpy==1.20", line=3)]
     with pytest.raises(ConflictError) as caught:
         merge(items)
-    assert caught.value.details == ("numpy>=1.25 from r.txt:1 (extra)", "numpy==1.20 from r.txt:3 (extra)")
+    assert caught.value.details == (
+        "numpy>=1.25 from r.txt:1 (extra)", "numpy==1.20 from r.txt:3 (extra)",
+    )
     assert caught.value.hint == "relax one of them"
 
 
@@ -506,7 +532,8 @@ def test_self_contradicting_line_and_three_way_conflict() -> None:
 
 def test_urls_merge_conflict_and_win_over_specifiers() -> None:
     wheel = "https://x.org/foo-1.0-py3-none-any.whl"
-    (merged,) = merge([sourced(f"foo @ {wheel}"), sourced("foo>=1.0"), sourced(f"Foo[x] @ {wheel}")]).requirements
+    items = [sourced(f"foo @ {wheel}"), sourced("foo>=1.0"), sourced(f"Foo[x] @ {wheel}")]
+    (merged,) = merge(items).requirements
     assert merged.pep508() == f"foo[x] @ {wheel}"
     assert str(merged.specifier) == ">=1.0" and len(merged.origins) == 3
     git = "git+https://github.com/a/foo.git"
@@ -518,14 +545,15 @@ def test_urls_merge_conflict_and_win_over_specifiers() -> None:
 
 
 def test_url_with_marker_renders_parsable_pep508() -> None:
-    (merged,) = merge([sourced('foo @ https://x.org/foo.whl ; python_version >= "3.11"')]).requirements
+    text = 'foo @ https://x.org/foo.whl ; python_version >= "3.11"'
+    (merged,) = merge([sourced(text)]).requirements
     assert merged.pep508() == 'foo @ https://x.org/foo.whl ; python_version >= "3.11"'
     assert Requirement(merged.pep508()).url == "https://x.org/foo.whl"
 
 
 def test_constraints_merge_and_are_checked_against_requirements() -> None:
-    result = merge([sourced("numpy>=1.25")], [sourced("numpy<2", "c"), sourced("numpy!=1.26.0", "c"),
-                                              sourced("torch<3", "c")])
+    constraints = [sourced("numpy<2", "c"), sourced("numpy!=1.26.0", "c"), sourced("torch<3", "c")]
+    result = merge([sourced("numpy>=1.25")], constraints)
     assert rendered(result.constraints) == ["numpy!=1.26.0,<2", "torch<3"]
     assert result.names() == frozenset({"numpy"})
     with pytest.raises(ConflictError) as caught:
@@ -539,8 +567,9 @@ def test_constraints_merge_and_are_checked_against_requirements() -> None:
 @pytest.mark.parametrize(("spec", "expected"), [
     ("", True), ("<2,>=2", False), ("<1.24,>=1.18", True), ("==2.1.0,>=2.6", False),
     ("==2.7.1,>=2.6", True), (">1.0,<1.0.1", True), ("==1.2.*,!=1.2.3", True), ("===foo", True),
-    ("==2.7.1+cu126,>=2.6", True), ("==2.7.1+cu126,!=2.7.1", False), ("==2.7.1,==2.7.1+cu128", True),
-    ("~=2.0,>=3", False), ("~=2.0,<2.1", True), ("~=1.4.5,!=1.4.*", False), (">2.0b1,<2.0rc1", True),
+    ("==2.7.1+cu126,>=2.6", True), ("==2.7.1+cu126,!=2.7.1", False),
+    ("==2.7.1,==2.7.1+cu128", True), ("~=2.0,>=3", False), ("~=2.0,<2.1", True),
+    ("~=1.4.5,!=1.4.*", False), (">2.0b1,<2.0rc1", True),
     (">=2.0rc1,<2.0", False), ("<2.0", True), (">1.0,<1.0.post1", False), ("==1.*,!=1.*", False),
     (">0,<0.0.1", True), ("<0", False), (">=1!0", True), ("==1.0,!=1.0.0", False), (">99999", True),
 ])
@@ -556,7 +585,8 @@ FRAGMENTS = [
     "'", '"', "./x.whl", "a @ b", ";", "--only-binary :all:", "[", "a[b", "x<1>=0", "=", "@",
     "https://h/p-1-py3-none-any.whl", "~", "C:\\x", "\t# c", "\ufeff", "\x00", "\r",
 ]
-TEXT = st.lists(st.one_of(st.text(max_size=30), st.sampled_from(FRAGMENTS)), max_size=8).map("".join)
+PIECES = st.one_of(st.text(max_size=30), st.sampled_from(FRAGMENTS))
+TEXT = st.lists(PIECES, max_size=8).map("".join)
 LINES = st.lists(TEXT, max_size=6).map("\n".join)
 NO_INCLUDES = re.compile(r"(?:^|\s)-[rc]|--(?:requirement|constraint)")
 FAKE = Path("/nonexistent-envbuild-test/requirements.txt")
@@ -575,15 +605,17 @@ def test_parse_raises_only_requirement_file_errors(text: str) -> None:
 
 
 NAMES = ["numpy", "NumPy", "torch", "pillow", "foo"]
-SPECS = ["", ">=1.0", "<2", "==1.5", "!=1.5", "~=1.4", ">=2", "==1.*", ">1.0,<1.0.1", "<1.0.0", ">=1.0.0"]
+SPECS = ["", ">=1.0", "<2", "==1.5", "!=1.5", "~=1.4", ">=2", "==1.*", ">1.0,<1.0.1", "<1.0.0",
+         ">=1.0.0"]
 EXTRAS = ["", "[a]", "[B]"]
 MARKERS = ["", '; python_version < "3.12"']
 
 
 @st.composite
 def simple_requirements(draw: st.DrawFn) -> list[SourcedRequirement]:
-    rows = draw(st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(EXTRAS), st.sampled_from(SPECS),
-                                   st.sampled_from(MARKERS), st.booleans()), max_size=8))
+    row = st.tuples(st.sampled_from(NAMES), st.sampled_from(EXTRAS), st.sampled_from(SPECS),
+                    st.sampled_from(MARKERS), st.booleans())
+    rows = draw(st.lists(row, max_size=8))
     items = []
     for line, (name, extra, spec, marker, url) in enumerate(rows, start=1):
         body = f" @ https://x.org/{name}-1.0-py3-none-any.whl " if url and name == "foo" else spec
@@ -617,23 +649,24 @@ def test_merged_pep508_round_trips(items: list[SourcedRequirement]) -> None:
         return
     for merged in result.requirements:
         again = Requirement(merged.pep508())
-        (remerged,) = merge([SourcedRequirement(again, Origin("x", 1, "y"), merged.pep508())]).requirements
+        reparsed = SourcedRequirement(again, Origin("x", 1, "y"), merged.pep508())
+        (remerged,) = merge([reparsed]).requirements
         assert remerged.pep508() == merged.pep508()
 
 
-VERSIONS = st.builds(
-    lambda parts, suffix: ".".join(map(str, parts)) + suffix,
-    st.lists(st.integers(0, 3), min_size=1, max_size=3), st.sampled_from(["", "", "", "rc1", ".post1", ".dev0"]),
-)
+RELEASES = st.lists(st.integers(0, 3), min_size=1, max_size=3).map(lambda p: ".".join(map(str, p)))
+SUFFIXES = st.sampled_from(["", "", "", "rc1", ".post1", ".dev0"])
+VERSIONS = st.builds(lambda release, suffix: release + suffix, RELEASES, SUFFIXES)
 ONE_SPEC = st.one_of(
     st.builds(lambda op, v: op + v, st.sampled_from(["<", "<=", ">", ">=", "==", "!="]), VERSIONS),
-    st.builds(lambda op, v: f"{op}{v}.*", st.sampled_from(["==", "!="]),
-              st.lists(st.integers(0, 3), min_size=1, max_size=2).map(lambda p: ".".join(map(str, p)))),
-    st.builds(lambda v: "~=" + v, st.lists(st.integers(0, 3), min_size=2, max_size=3)
-              .map(lambda p: ".".join(map(str, p)))),
+    st.builds(lambda op, v: f"{op}{v}.*", st.sampled_from(["==", "!="]), RELEASES),
+    st.builds(lambda v: f"~={v}.0", RELEASES),
 )
-GRID = [Version(".".join(map(str, (a, b, c, d))) + s) for a in range(5) for b in range(5) for c in range(5)
-        for d in (0, 1) for s in ("", "rc1", "rc2", ".post1", ".post2", ".dev0", ".dev1")]
+GRID = [
+    Version(f"{a}.{b}.{c}.{d}{suffix}")
+    for a in range(5) for b in range(5) for c in range(5) for d in (0, 1)
+    for suffix in ("", "rc1", "rc2", ".post1", ".post2", ".dev0", ".dev1")
+]
 
 
 @settings(max_examples=300, deadline=None)
@@ -641,6 +674,7 @@ GRID = [Version(".".join(map(str, (a, b, c, d))) + s) for a in range(5) for b in
 def test_satisfiable_never_misses_a_version_on_a_grid(specs: list[str]) -> None:
     spec = SpecifierSet(",".join(specs))
     allow_pre = any(Version(s.version.removesuffix(".*")).is_prerelease for s in spec)
-    found = any(spec.contains(v, prereleases=True) for v in GRID if allow_pre or not v.is_prerelease)
+    allowed = (v for v in GRID if allow_pre or not v.is_prerelease)
+    found = any(spec.contains(v, prereleases=True) for v in allowed)
     if found:
         assert specifiers_satisfiable(spec)

@@ -1,0 +1,593 @@
+"""envbuild.gpu: parsers on captured outputs, detection through fake tools, and the verdicts.
+
+No GPU is needed: fake `nvidia-smi` / `rocm_agent_enumerator` scripts print the files in
+tests/data/gpu/, and gpu._ROOT points /sys, /proc and /opt at a tmp dir.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from envbuild import gpu
+from envbuild.errors import DetectionError
+from envbuild.gpu import Gpu, Machine
+
+DATA = Path(__file__).parent / "data" / "gpu"
+QUERY = "--query-gpu=name,driver_version,compute_cap --format=csv,noheader"
+QUERY_NO_CC = "--query-gpu=name,driver_version --format=csv,noheader"
+
+needs_sh = pytest.mark.skipif(sys.platform == "win32", reason="fake tools are /bin/sh scripts")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    accelerator: str
+    accelerator_version: str | None
+    channel: str = "stable"
+
+
+PROFILES = (
+    Profile("cpu", "cpu", None),
+    Profile("cu124", "cuda", "12.4"),
+    Profile("cu126", "cuda", "12.6"),
+    Profile("cu128", "cuda", "12.8"),
+    Profile("cu130", "cuda", "13.0"),
+    Profile("nightly-cu128", "cuda", "12.8", "nightly"),
+    Profile("rocm6.3", "rocm", "6.3"),
+    Profile("xpu", "xpu", None),
+    Profile("mps", "mps", None),
+)
+
+
+@pytest.fixture
+def rules() -> gpu.Rules:
+    return gpu.load_rules()
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty fake filesystem root: no /sys, /proc or /opt unless a test writes them."""
+    fake = tmp_path / "root"
+    fake.mkdir()
+    monkeypatch.setattr(gpu, "_ROOT", fake)
+    return fake
+
+
+@pytest.fixture
+def bindir(tmp_path: Path) -> Path:
+    path = tmp_path / "bin"
+    path.mkdir()
+    return path
+
+
+def put(root: Path, path: str, text: str) -> None:
+    target = root / path.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+
+
+def fake_tool(bindir: Path, name: str, answers: Mapping[str, tuple[str, int]]) -> None:
+    """A /bin/sh script printing a data file (stdout) and exiting with a code, per argument string."""
+    cases = []
+    for args, (datafile, code) in answers.items():
+        cases.append(f"  '{args}') cat '{DATA / datafile}'; exit {code} ;;")
+    script = "\n".join(
+        ["#!/bin/sh", 'case "$*" in', *cases, '  *) echo "unexpected: $*" >&2; exit 99 ;;', "esac", ""]
+    )
+    tool = bindir / name
+    tool.write_text(script, encoding="utf-8")
+    tool.chmod(0o755)
+
+
+def fake_nvidia_smi(bindir: Path, case: str) -> None:
+    fake_tool(bindir, "nvidia-smi", {QUERY: (f"{case}.query.txt", 0), "": (f"{case}.smi.txt", 0)})
+
+
+def detect(bindir: Path, **env: str) -> Machine:
+    return gpu.detect_machine(env={"PATH": str(bindir), **env}, system="Linux", machine="x86_64")
+
+
+def nvidia(name: str, cc: str | None) -> Gpu:
+    return Gpu("nvidia", name, cc, "sm_" + cc.replace(".", "") if cc else None)
+
+
+def linux(gpus: list[Gpu], driver: str | None, cuda: str | None, machine: str = "x86_64") -> Machine:
+    source = "nvidia-smi" if driver else None
+    return Machine("Linux", machine, tuple(gpus), driver, source, cuda, None, ())
+
+
+def fit_of(rec: gpu.Recommendation, name: str) -> gpu.Fit:
+    return next(f for f in rec.fits if f.profile == name)
+
+
+# --------------------------------------------------------------------------- rules file
+def test_rules_file_is_a_package_resource_without_init() -> None:
+    resource = importlib.resources.files("envbuild") / "data" / "cuda_rules.toml"
+    assert resource.is_file()
+    assert not (Path(gpu.__file__).parent / "data" / "__init__.py").exists()
+
+
+def test_every_rule_row_cites_a_known_source(rules: gpu.Rules) -> None:
+    sources = dict(rules.sources)
+    rows = (*rules.drivers, *rules.arches, *rules.rocm_arches)
+    assert rows and all(row.source in sources for row in rows)
+    assert all(url.startswith("https://") for url in sources.values())
+    assert rules.read_on == "2026-11-25"
+
+
+def test_rules_reject_a_row_without_a_known_source(tmp_path: Path) -> None:
+    text = (Path(gpu.__file__).parent / "data" / "cuda_rules.toml").read_text(encoding="utf-8")
+    broken = tmp_path / "rules.toml"
+    broken.write_text(text.replace('source = "uv_backend"', 'source = "hearsay"', 1), encoding="utf-8")
+    with pytest.raises(DetectionError, match="unknown sources: hearsay"):
+        gpu.load_rules(broken)
+
+
+def test_python_310_reads_the_rules_with_tomlkit(monkeypatch: pytest.MonkeyPatch) -> None:
+    path = Path(gpu.__file__).parent / "data" / "cuda_rules.toml"
+    with_tomllib = gpu.load_rules(path)
+    monkeypatch.setattr(sys, "version_info", (3, 10, 0))
+    assert gpu.load_rules(path) == with_tomllib
+
+
+# --------------------------------------------------------------------------- parsers
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("rtx4070s-570", [("NVIDIA GeForce RTX 4070 SUPER", "8.9", "sm_89")]),
+        ("rtx5090-575", [("NVIDIA GeForce RTX 5090", "12.0", "sm_120")]),
+        (
+            "mixed-1080-4090-570",
+            [("NVIDIA GeForce GTX 1080", "6.1", "sm_61"), ("NVIDIA GeForce RTX 4090", "8.9", "sm_89")],
+        ),
+        ("v100-470", [("Tesla V100-SXM2-16GB", None, None)]),
+    ],
+)
+def test_parse_nvidia_smi_query(case: str, expected: list[tuple[str, str | None, str | None]]) -> None:
+    gpus = gpu.parse_nvidia_smi_query((DATA / f"{case}.query.txt").read_text())
+    assert [(g.name, g.compute_capability, g.arch) for g in gpus] == expected
+    assert all(g.vendor == "nvidia" for g in gpus)
+
+
+@pytest.mark.parametrize(
+    "datafile", ["garbage.txt", "no-driver.smi.txt", "v100-470.query-compute_cap.txt", "rtx4070s-570.smi.txt"]
+)
+def test_parse_nvidia_smi_query_rejects_anything_else(datafile: str) -> None:
+    assert gpu.parse_nvidia_smi_query((DATA / datafile).read_text()) == []
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("rtx4070s-570", ("570.133.07", "12.8")),
+        ("rtx5090-575", ("575.57.08", "12.9")),
+        ("rtx5090-580", ("580.82.07", "13.0")),
+        ("gtx1080-535", ("535.183.01", "12.2")),
+        ("v100-470", ("470.256.02", "11.4")),
+        ("no-driver", (None, None)),
+    ],
+)
+def test_parse_nvidia_smi_header(case: str, expected: tuple[str | None, str | None]) -> None:
+    assert gpu.parse_nvidia_smi_header((DATA / f"{case}.smi.txt").read_text()) == expected
+
+
+def test_parse_proc_driver_version_both_kernel_modules() -> None:
+    assert gpu.parse_proc_driver_version((DATA / "proc-version-550.txt").read_text()) == "550.54.14"
+    assert gpu.parse_proc_driver_version((DATA / "proc-version-open-570.txt").read_text()) == "570.86.15"
+    assert gpu.parse_proc_driver_version((DATA / "garbage.txt").read_text()) is None
+
+
+def test_parse_rocm_agents_drops_the_cpu_agent() -> None:
+    assert gpu.parse_rocm_agents((DATA / "rocm-agents-gfx1100.txt").read_text()) == ["gfx1100"]
+    assert gpu.parse_rocm_agents("gfx000\ngfx90a\ngfx90a\nerror: no ROCm\n") == ["gfx90a", "gfx90a"]
+
+
+# --------------------------------------------------------------------------- driver table
+@pytest.mark.parametrize(
+    ("driver", "system", "expected"),
+    [
+        ("570.133.07", "Linux", ("12.8", "toolkit")),
+        ("570.26", "Linux", ("12.8", "toolkit")),
+        ("570.25", "Linux", ("12.6", "toolkit")),
+        ("560.28.03", "Linux", ("12.6", "toolkit")),
+        ("535.183.01", "Linux", ("12.2", "toolkit")),
+        ("470.256.02", "Linux", ("11.4", "toolkit")),
+        ("580.82.07", "Linux", ("13.0", "toolkit")),
+        ("595.45.04", "Linux", ("13.2", "toolkit")),
+        ("576.02", "Windows", ("12.9", "toolkit")),
+        ("440.33", "Linux", (None, "none")),
+    ],
+)
+def test_max_cuda_for_driver(driver: str, system: str, expected: tuple[str | None, str], rules: gpu.Rules) -> None:
+    assert gpu.max_cuda_for_driver(driver, system, rules) == expected
+
+
+# --------------------------------------------------------------------------- binary compatibility
+@pytest.mark.parametrize(
+    ("cc", "targets", "cubin"),
+    [
+        ("8.9", ["7.5", "8.0", "8.6", "9.0"], "8.6"),  # Ada runs the Ampere sm_86 cubin
+        ("6.1", ["5.0", "6.0", "7.0"], "6.0"),  # GTX 10xx runs sm_60
+        ("12.1", ["10.0", "12.0"], "12.0"),  # DGX Spark runs sm_120
+        ("12.0", ["9.0", "10.0"], None),  # sm_100 does not run on sm_120
+        ("6.1", ["7.5", "8.0"], None),
+        ("7.0", ["7.5"], None),  # a newer minor does not run on an older one
+    ],
+)
+def test_cubin_runs_within_a_major_on_equal_or_newer_minor(cc: str, targets: list[str], cubin: str | None) -> None:
+    assert gpu._cubin_for(cc, targets) == cubin
+
+
+def test_cu128_lost_volta_in_torch_2_11(rules: gpu.Rules) -> None:
+    machine = linux([nvidia("Tesla V100-SXM2-16GB", "7.0")], "570.133.07", "12.8")
+    cu128 = PROFILES[3]
+    assert gpu.assess(machine, cu128, rules, torch_version="2.10.0").ok
+    old = gpu.assess(machine, cu128, rules, torch_version="2.11.0+cu128")
+    assert not old.ok
+    assert old.reason == (
+        "cu128 carries no kernels for Tesla V100-SXM2-16GB (Volta, sm_70): its oldest target is sm_75 (Turing)"
+    )
+    assert not gpu.assess(machine, cu128, rules).ok  # no torch version: the newest row
+    assert "no architecture list for cu128 for torch 2.12" in gpu.assess(
+        machine, cu128, rules, torch_version="2.12"
+    ).reason
+
+
+def test_linux_aarch64_uses_its_own_rows(rules: gpu.Rules) -> None:
+    spark = linux([nvidia("NVIDIA GB10", "12.1")], "580.95.05", "13.0", machine="aarch64")
+    rec = gpu.recommend(spark, PROFILES, rules)
+    assert rec.profile == "cu130"
+    assert "NVIDIA GB10 (Blackwell, sm_121, runs the sm_120 kernels)" in fit_of(rec, "cu130").reason
+    assert "no kernels for NVIDIA GB10" in fit_of(rec, "cu126").reason
+
+
+# --------------------------------------------------------------------------- detection + recommendation
+@needs_sh
+def test_rtx_4070_super_on_570_gets_cu128(bindir: Path, root: Path, rules: gpu.Rules) -> None:
+    fake_nvidia_smi(bindir, "rtx4070s-570")
+    machine = detect(bindir)
+    assert machine.gpus == (Gpu("nvidia", "NVIDIA GeForce RTX 4070 SUPER", "8.9", "sm_89"),)
+    assert (machine.nvidia_driver, machine.driver_source, machine.max_cuda) == ("570.133.07", "nvidia-smi", "12.8")
+    rec = gpu.recommend(machine, PROFILES, rules)
+    assert rec.profile == "cu128"
+    assert rec.action is None
+    assert rec.reason == (
+        "Every CUDA build offered has kernels for NVIDIA GeForce RTX 4070 SUPER (Ada Lovelace, sm_89); "
+        "driver 570.133.07 supports CUDA 12.8; cu130 would need driver ≥ 580.65.06 → cu128."
+    )
+    assert fit_of(rec, "cu128").reason == (
+        "driver 570.133.07 supports CUDA 12.8, and cu128 carries kernels for "
+        "NVIDIA GeForce RTX 4070 SUPER (Ada Lovelace, sm_89, runs the sm_86 kernels)"
+    )
+    assert [f.profile for f in rec.fits] == [p.name for p in PROFILES]
+
+
+@needs_sh
+def test_rtx_5090_on_575_gets_cu128_not_cu130(bindir: Path, root: Path, rules: gpu.Rules) -> None:
+    fake_nvidia_smi(bindir, "rtx5090-575")
+    rec = gpu.recommend(detect(bindir), PROFILES, rules)
+    assert rec.profile == "cu128"
+    assert rec.reason == (
+        "NVIDIA GeForce RTX 5090 (Blackwell, sm_120) needs cu128 or newer; driver 575.57.08 supports "
+        "CUDA 12.9; cu130 would need driver ≥ 580.65.06 → cu128."
+    )
+    assert fit_of(rec, "cu126").reason == (
+        "cu126 carries no kernels for NVIDIA GeForce RTX 5090 (Blackwell, sm_120): "
+        "its newest target is sm_90 (Hopper)"
+    )
+    assert fit_of(rec, "cu130").reason == (
+        "cu130 needs NVIDIA driver ≥ 580.65.06; driver 575.57.08 supports CUDA up to 12.9"
+    )
+
+
+@needs_sh
+def test_rtx_5090_on_580_gets_cu130(bindir: Path, root: Path, rules: gpu.Rules) -> None:
+    fake_nvidia_smi(bindir, "rtx5090-580")
+    rec = gpu.recommend(detect(bindir), PROFILES, rules)
+    assert rec.profile == "cu130"
+    assert rec.reason == (
+        "NVIDIA GeForce RTX 5090 (Blackwell, sm_120) needs cu128 or newer; "
+        "driver 580.82.07 supports CUDA 13.0 → cu130."
+    )
+
+
+@needs_sh
+def test_gtx_1080_on_535_gets_cu126_through_minor_version_compat(
+    bindir: Path, root: Path, rules: gpu.Rules
+) -> None:
+    fake_nvidia_smi(bindir, "gtx1080-535")
+    rec = gpu.recommend(detect(bindir), PROFILES, rules)
+    assert rec.profile == "cu126"
+    assert rec.reason == (
+        "NVIDIA GeForce GTX 1080 (Pascal, sm_61) needs cu126 or older; driver 535.183.01 supports "
+        "CUDA 12.2, and cu126 runs through minor-version compatibility (full support from 560.28.03) → cu126."
+    )
+    assert fit_of(rec, "cu128").reason == (
+        "cu128 carries no kernels for NVIDIA GeForce GTX 1080 (Pascal, sm_61): its oldest target is sm_75 (Turing)"
+    )
+
+
+@needs_sh
+def test_mixed_gpus_are_served_for_the_weakest(bindir: Path, root: Path, rules: gpu.Rules) -> None:
+    fake_nvidia_smi(bindir, "mixed-1080-4090-570")
+    machine = detect(bindir)
+    assert [g.arch for g in machine.gpus] == ["sm_61", "sm_89"]
+    rec = gpu.recommend(machine, PROFILES, rules)
+    assert rec.profile == "cu126"
+    assert rec.reason == (
+        "Chosen for the weakest GPU, NVIDIA GeForce GTX 1080 (Pascal, sm_61), which needs cu126 or older; "
+        "driver 570.133.07 supports CUDA 12.8 → cu126."
+    )
+    assert "GTX 1080 (Pascal, sm_61, runs the sm_60 kernels) and NVIDIA GeForce RTX 4090" in fit_of(rec, "cu126").reason
+
+
+def test_gpus_no_single_build_serves(rules: gpu.Rules) -> None:
+    machine = linux([nvidia("NVIDIA GeForce GTX 1080", "6.1"), nvidia("NVIDIA GeForce RTX 5090", "12.0")], "580.82.07", "13.0")
+    rec = gpu.recommend(machine, PROFILES, rules)
+    assert rec.profile is None
+    assert rec.reason == (
+        "No single CUDA build offered carries kernels for every GPU: NVIDIA GeForce GTX 1080 (Pascal, sm_61) "
+        "needs cu126 or older; NVIDIA GeForce RTX 5090 (Blackwell, sm_120) needs cu128 or newer."
+    )
+    assert "CUDA_VISIBLE_DEVICES" in (rec.action or "")
+
+
+@needs_sh
+def test_driver_470_is_too_old_for_every_build(bindir: Path, root: Path, rules: gpu.Rules) -> None:
+    fake_tool(
+        bindir,
+        "nvidia-smi",
+        {
+            QUERY: ("v100-470.query-compute_cap.txt", 2),
+            QUERY_NO_CC: ("v100-470.query.txt", 0),
+            "": ("v100-470.smi.txt", 0),
+        },
+    )
+    machine = detect(bindir)
+    assert machine.gpus == (Gpu("nvidia", "Tesla V100-SXM2-16GB", None, None),)
+    assert (machine.nvidia_driver, machine.max_cuda) == ("470.256.02", "11.4")
+    assert any("cannot report compute capability" in n for n in machine.notes)
+    rec = gpu.recommend(machine, PROFILES, rules)
+    assert rec.profile is None
+    assert rec.reason == (
+        "Driver 470.256.02 supports CUDA up to 11.4, too old for every CUDA build offered "
+        "(cu124, cu126, cu128, cu130)."
+    )
+    assert rec.action == (
+        "upgrade the NVIDIA driver to ≥ 525.60.13 (the minimum for CUDA 12 builds) and run envbuild "
+        "detect again so it can check the GPU architecture, or use profile cpu"
+    )
+    assert fit_of(rec, "cu128").reason == (
+        "cu128 needs NVIDIA driver ≥ 525.60.13 (≥ 570.26 for full CUDA 12.8 support); "
+        "driver 470.256.02 supports CUDA up to 11.4"
+    )
+
+
+@needs_sh
+def test_driver_470_with_known_volta_names_the_build_to_upgrade_for(
+    bindir: Path, root: Path, rules: gpu.Rules
+) -> None:
+    fake_tool(
+        bindir,
+        "nvidia-smi",
+        {QUERY: ("v100-470.query-compute_cap.txt", 2), QUERY_NO_CC: ("v100-470.query.txt", 0), "": ("v100-470.smi.txt", 0)},
+    )
+    rec = gpu.recommend(detect(bindir, ENVBUILD_GPU_COMPUTE_CAP="7.0"), PROFILES, rules)
+    assert rec.profile is None
+    assert rec.action == (
+        "upgrade the NVIDIA driver to ≥ 525.60.13 to use cu126 (≥ 560.28.03 for full CUDA 12.6 support), "
+        "or use profile cpu"
+    )
+
+
+@needs_sh
+def test_no_nvidia_smi_and_no_kernel_module_means_cpu(bindir: Path, root: Path, rules: gpu.Rules) -> None:
+    machine = detect(bindir)
+    assert machine.gpus == () and machine.nvidia_driver is None and machine.max_cuda is None
+    assert "nvidia-smi not found on PATH: no NVIDIA GPU details" in machine.notes
+    assert any("no NVIDIA kernel module found" in n for n in machine.notes)
+    rec = gpu.recommend(machine, PROFILES, rules)
+    assert (rec.profile, rec.reason, rec.action) == ("cpu", "No supported GPU found → cpu.", None)
+
+
+@needs_sh
+def test_garbage_from_nvidia_smi_falls_back_to_proc(bindir: Path, root: Path, rules: gpu.Rules) -> None:
+    fake_tool(bindir, "nvidia-smi", {QUERY: ("garbage.txt", 0), "": ("garbage.txt", 0)})
+    put(root, "/proc/driver/nvidia/version", (DATA / "proc-version-550.txt").read_text())
+    machine = detect(bindir)
+    assert (machine.nvidia_driver, machine.driver_source) == ("550.54.14", "/proc/driver/nvidia/version")
+    assert machine.max_cuda == "12.4"  # from the driver table: no header to ask
+    assert any(n.startswith("nvidia-smi printed something envbuild cannot read: \"ERROR: ld.so") for n in machine.notes)
+    assert gpu.recommend(machine, PROFILES, rules).profile == "cu124"
+
+
+@needs_sh
+def test_sys_module_version_comes_before_proc(bindir: Path, root: Path) -> None:
+    put(root, "/sys/module/nvidia/version", (DATA / "sys-module-version-570.txt").read_text())
+    put(root, "/proc/driver/nvidia/version", (DATA / "proc-version-550.txt").read_text())
+    machine = detect(bindir)
+    assert (machine.nvidia_driver, machine.driver_source, machine.max_cuda) == (
+        "570.86.15",
+        "/sys/module/nvidia/version",
+        "12.8",
+    )
+
+
+@needs_sh
+def test_nvidia_smi_without_a_driver_is_a_note(bindir: Path, root: Path) -> None:
+    fake_tool(bindir, "nvidia-smi", {QUERY: ("no-driver.smi.txt", 9)})
+    machine = detect(bindir)
+    assert machine.nvidia_driver is None
+    assert (
+        "nvidia-smi failed (exit 9): NVIDIA-SMI has failed because it couldn't communicate with the "
+        "NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running."
+    ) in machine.notes
+
+
+@needs_sh
+def test_nvidia_smi_that_hangs_is_a_note(bindir: Path, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tool = bindir / "nvidia-smi"
+    tool.write_text("#!/bin/sh\nexec sleep 5\n", encoding="utf-8")
+    tool.chmod(0o755)
+    monkeypatch.setattr(gpu, "_TIMEOUT", 0.3)
+    machine = detect(bindir)
+    assert machine.nvidia_driver is None
+    assert "nvidia-smi: timed out after 0.3 s" in machine.notes
+
+
+def test_driver_override_without_any_gpu_info(root: Path, rules: gpu.Rules) -> None:
+    machine = gpu.detect_machine(
+        env={"PATH": "", "ENVBUILD_CUDA_DRIVER_VERSION": "550.54.14"}, system="Linux", machine="x86_64"
+    )
+    assert (machine.nvidia_driver, machine.driver_source, machine.max_cuda) == (
+        "550.54.14",
+        "ENVBUILD_CUDA_DRIVER_VERSION",
+        "12.4",
+    )
+    rec = gpu.recommend(machine, PROFILES, rules)
+    assert rec.profile == "cu124"
+    assert rec.reason == (
+        "No NVIDIA GPU model was detected, so kernels were not checked; driver 550.54.14 supports CUDA 12.4; "
+        "cu126 and cu128 would run only through minor-version compatibility; "
+        "cu130 would need driver ≥ 580.65.06 → cu124."
+    )
+    assert fit_of(rec, "cu128").ok
+    assert "through minor-version compatibility (full support from 570.26)" in fit_of(rec, "cu128").reason
+
+
+@needs_sh
+def test_driver_override_replaces_the_detected_driver_and_its_cuda(bindir: Path, root: Path) -> None:
+    fake_nvidia_smi(bindir, "rtx4070s-570")
+    machine = detect(bindir, ENVBUILD_CUDA_DRIVER_VERSION="535.183.01")
+    assert (machine.nvidia_driver, machine.max_cuda) == ("535.183.01", "12.2")
+    assert machine.gpus[0].name == "NVIDIA GeForce RTX 4070 SUPER"
+
+
+def test_compute_capability_override_simulates_gpus(root: Path, rules: gpu.Rules) -> None:
+    env = {"PATH": "", "ENVBUILD_CUDA_DRIVER_VERSION": "570.133.07", "ENVBUILD_GPU_COMPUTE_CAP": "6.1, 8.9"}
+    machine = gpu.detect_machine(env=env, system="Linux", machine="x86_64")
+    assert [(g.name, g.arch) for g in machine.gpus] == [
+        ("NVIDIA GPU 0 (from ENVBUILD_GPU_COMPUTE_CAP)", "sm_61"),
+        ("NVIDIA GPU 1 (from ENVBUILD_GPU_COMPUTE_CAP)", "sm_89"),
+    ]
+    assert gpu.recommend(machine, PROFILES, rules).profile == "cu126"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ENVBUILD_CUDA_DRIVER_VERSION", "latest"),
+        ("ENVBUILD_GPU_COMPUTE_CAP", "sm_89"),
+        ("ENVBUILD_AMD_GPU_ARCHITECTURE", "navi31"),
+    ],
+)
+def test_a_malformed_override_is_a_detection_error(root: Path, variable: str, value: str) -> None:
+    with pytest.raises(DetectionError, match=variable):
+        gpu.detect_machine(env={"PATH": "", variable: value}, system="Linux", machine="x86_64")
+
+
+@needs_sh
+def test_amd_gfx1100_with_rocm_6_3(bindir: Path, root: Path, rules: gpu.Rules) -> None:
+    fake_tool(bindir, "rocm_agent_enumerator", {"": ("rocm-agents-gfx1100.txt", 0)})
+    put(root, "/opt/rocm/.info/version", (DATA / "rocm-info-version.txt").read_text())
+    machine = detect(bindir)
+    assert machine.gpus == (Gpu("amd", "AMD GPU gfx1100", None, "gfx1100"),)
+    assert machine.rocm_version == "6.3.1"
+    rec = gpu.recommend(machine, PROFILES, rules)
+    assert rec.profile == "rocm6.3"
+    assert rec.reason == (
+        "AMD GPU gfx1100: ROCm 6.3.1 is installed, and rocm6.3 is the newest ROCm build that fits → rocm6.3."
+    )
+    assert fit_of(rec, "rocm6.3").reason == "rocm6.3 carries kernels for gfx1100, and ROCm 6.3.1 is installed"
+
+
+def test_amd_with_older_rocm_says_what_to_upgrade(root: Path, rules: gpu.Rules) -> None:
+    machine = Machine("Linux", "x86_64", (Gpu("amd", "AMD GPU gfx1100", None, "gfx1100"),), None, None, None, "6.1.3", ())
+    rec = gpu.recommend(machine, PROFILES, rules)
+    assert rec.profile is None
+    assert rec.reason == "No ROCm profile fits AMD GPU gfx1100: rocm6.3 is newer than the installed ROCm 6.1.3."
+    assert rec.action == "upgrade ROCm to ≥ 6.3 to use rocm6.3, or use profile cpu"
+
+
+def test_apple_silicon_gets_mps(rules: gpu.Rules) -> None:
+    machine = gpu.detect_machine(env={}, system="Darwin", machine="arm64")
+    assert machine.gpus == (Gpu("apple", "Apple silicon GPU", None, None),)
+    assert machine.notes == ()
+    rec = gpu.recommend(machine, PROFILES, rules)
+    assert (rec.profile, rec.reason) == ("mps", "Apple silicon Mac: PyTorch from PyPI uses its GPU through MPS → mps.")
+    assert not fit_of(rec, "cu128").ok
+
+
+def test_intel_mac_gets_cpu(rules: gpu.Rules) -> None:
+    rec = gpu.recommend(gpu.detect_machine(env={}, system="Darwin", machine="x86_64"), PROFILES, rules)
+    assert rec.profile == "cpu"
+    assert fit_of(rec, "mps").reason == "mps needs macOS on Apple silicon (arm64); this is Darwin x86_64"
+
+
+def _pci_device(root: Path, slot: str, cls: str, vendor: str, device: str) -> None:
+    for leaf, value in (("class", cls), ("vendor", vendor), ("device", device)):
+        put(root, f"/sys/bus/pci/devices/{slot}/{leaf}", value + "\n")
+
+
+@needs_sh
+def test_intel_gpu_is_reported_but_xpu_is_not_picked(bindir: Path, root: Path, rules: gpu.Rules) -> None:
+    _pci_device(root, "0000:00:02.0", "0x030000", "0x8086", "0x56a0")
+    _pci_device(root, "0000:00:1f.3", "0x040300", "0x8086", "0x7a50")  # audio: not a GPU
+    machine = detect(bindir)
+    assert machine.gpus == (Gpu("intel", "Intel GPU (PCI 8086:56a0)", None, None),)
+    rec = gpu.recommend(machine, PROFILES, rules)
+    assert rec.profile == "cpu"
+    assert "cannot tell whether PyTorch's xpu build supports it" in rec.reason
+    assert rec.action is not None and rec.action.endswith("use profile xpu")
+    assert fit_of(rec, "xpu").ok
+
+
+@needs_sh
+def test_nvidia_gpu_on_pci_without_driver(bindir: Path, root: Path, rules: gpu.Rules) -> None:
+    _pci_device(root, "0000:01:00.0", "0x030000", "0x10de", "0x2684")
+    machine = detect(bindir)
+    assert machine.gpus == (Gpu("nvidia", "NVIDIA GPU (PCI 10de:2684)", None, None),)
+    rec = gpu.recommend(machine, PROFILES, rules)
+    assert rec.profile is None
+    assert rec.reason.startswith("NVIDIA GPU (PCI 10de:2684) is here, but no NVIDIA driver answered")
+    assert rec.action == (
+        "install the NVIDIA driver (≥ 580.65.06 for cu130) and run envbuild detect again, or use profile cpu"
+    )
+    assert fit_of(rec, "cu126").reason == "no NVIDIA driver found although an NVIDIA GPU is on the PCI bus"
+
+
+def test_windows_reads_no_linux_files(root: Path) -> None:
+    put(root, "/proc/driver/nvidia/version", (DATA / "proc-version-550.txt").read_text())
+    machine = gpu.detect_machine(env={"PATH": ""}, system="Windows", machine="AMD64")
+    assert machine.nvidia_driver is None
+    assert machine.notes == ("nvidia-smi not found on PATH: no NVIDIA GPU details",)
+
+
+def test_nightly_is_picked_only_when_asked(rules: gpu.Rules) -> None:
+    machine = linux([nvidia("NVIDIA GeForce RTX 4070 SUPER", "8.9")], "570.133.07", "12.8")
+    offered = [PROFILES[0], PROFILES[5]]  # cpu, nightly-cu128
+    plain = gpu.recommend(machine, offered, rules)
+    assert (plain.profile, plain.reason) == ("cpu", "An NVIDIA GPU is here, but no CUDA profile is offered → cpu.")
+    assert gpu.recommend(machine, offered, rules, include_nightly=True).profile == "nightly-cu128"
+    assert gpu.recommend(machine, PROFILES, rules, include_nightly=True).profile == "cu128"
+
+
+def test_machine_to_json_has_stable_keys() -> None:
+    machine = linux([nvidia("NVIDIA GeForce RTX 5090", "12.0")], "575.57.08", "12.9")
+    assert machine.to_json() == {
+        "system": "Linux",
+        "machine": "x86_64",
+        "gpus": [{"vendor": "nvidia", "name": "NVIDIA GeForce RTX 5090", "compute_capability": "12.0", "arch": "sm_120"}],
+        "nvidia_driver": "575.57.08",
+        "driver_source": "nvidia-smi",
+        "max_cuda": "12.9",
+        "rocm_version": None,
+        "notes": [],
+    }
