@@ -47,6 +47,7 @@ class LockResult:
     reasons: tuple[str, ...]  # why it was (re)locked
     uv_summary: str
     seconds: float
+    warnings: tuple[str, ...] = ()  # lines skipped or ignored, nodes left out: never silent
 
 
 @dataclass(frozen=True)
@@ -102,10 +103,11 @@ def lock_profile(
     started = time.perf_counter()
     plan = plan_lock(config, profile, environ)
     reasons = stale_reasons(plan.folder, plan.pyproject, plan.fingerprint)
+    warnings = input_warnings(plan.merged)
     if not reasons and not upgrade and not upgrade_packages:
         packages = count_locked_packages(plan.folder.uv_lock.read_text(encoding="utf-8"))
         return LockResult(profile.name, "up-to-date", plan.folder.path, packages, (), "",
-                          time.perf_counter() - started)
+                          time.perf_counter() - started, warnings)
     uv = uv_factory()
     with staging_dir(config.lock_dir, profile.name) as staged:
         atomic_write(staged / "pyproject.toml", plan.pyproject)
@@ -120,7 +122,20 @@ def lock_profile(
     if upgrade or upgrade_packages:
         reasons = [*reasons, "upgrade requested"]
     return LockResult(profile.name, "locked", plan.folder.path, count_locked_packages(lock_text),
-                      tuple(reasons), summary, time.perf_counter() - started)
+                      tuple(reasons), summary, time.perf_counter() - started, warnings)
+
+
+def input_warnings(merged: MergedInputs) -> tuple[str, ...]:
+    """What the inputs asked for that will not be in the lock, one line each."""
+    lines = [f"{w.origin}: {w.message}" for w in merged.warnings]
+    lines.extend(f"custom node skipped: {skipped}" for skipped in merged.collected.skipped_nodes)
+    return tuple(lines)
+
+
+def check_profile(config: Config, profile: TorchProfile, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Offline: why the committed lock would change if locked now (empty: current). No uv, no network."""
+    plan = plan_lock(config, profile, environ)
+    return stale_reasons(plan.folder, plan.pyproject, plan.fingerprint)
 
 
 def _with_lock_hash(fingerprint: Fingerprint, lock_text: str) -> Fingerprint:

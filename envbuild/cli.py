@@ -153,16 +153,14 @@ def merge(ctx: click.Context, profile_name: str | None, cuda: str | None, explai
     """Print the merged requirement set for a profile (nothing is written, uv does not run)."""
     import json
 
-    from envbuild.actions import catalogue_for, select_profile
+    from envbuild.actions import catalogue_for, input_warnings, select_profile
     from envbuild.inputs import merge_inputs
 
     config = _config(ctx, **flags)
     profile = select_profile(catalogue_for(config), config, profile=profile_name, cuda=cuda)
     merged = merge_inputs(config, profile)
-    for warning in merged.warnings:
-        _warn(f"{warning.origin}: {warning.message}")
-    for skipped in merged.collected.skipped_nodes:
-        _warn(f"custom node skipped: {skipped}")
+    for warning in input_warnings(merged):
+        _warn(warning)
     if as_json:
         click.echo(json.dumps([
             {"requirement": r.pep508(), "origins": [
@@ -182,11 +180,14 @@ def merge(ctx: click.Context, profile_name: str | None, cuda: str | None, explai
 @config_options
 @click.option("--all", "all_profiles", is_flag=True,
               help="Lock every profile listed in envbuild.toml [lock] profiles (default: all profiles).")
+@click.option("--check", is_flag=True,
+              help="Only check, offline and without uv, that the locks are current; exit 1 naming each "
+                   "stale profile and why. For CI.")
 @click.option("--upgrade", is_flag=True, help="Allow newer versions of every package.")
 @click.option("--upgrade-package", multiple=True, metavar="NAME", help="Allow a newer version of one package.")
 @click.pass_context
-def lock(ctx: click.Context, profile_name: str | None, cuda: str | None, all_profiles: bool, upgrade: bool,
-         upgrade_package: tuple[str, ...], **flags: Any) -> None:
+def lock(ctx: click.Context, profile_name: str | None, cuda: str | None, all_profiles: bool, check: bool,
+         upgrade: bool, upgrade_package: tuple[str, ...], **flags: Any) -> None:
     """Merge the inputs with a profile and write locks/<profile>/ (pyproject.toml + uv.lock).
 
     A failed lock leaves the previous lock untouched; an unchanged input set does not run uv.
@@ -202,6 +203,10 @@ def lock(ctx: click.Context, profile_name: str | None, cuda: str | None, all_pro
         targets = [catalogue.get(n) for n in (config.profiles or catalogue.names())]
     else:
         targets = [select_profile(catalogue, config, profile=profile_name, cuda=cuda)]
+    if check:
+        if upgrade or upgrade_package:
+            raise UsageError("--check only checks; drop --upgrade/--upgrade-package")
+        ctx.exit(_check_locks(ctx, config, targets))
     failures = 0
     for profile in targets:
         try:
@@ -218,7 +223,28 @@ def lock(ctx: click.Context, profile_name: str | None, cuda: str | None, all_pro
         ctx.exit(1)
 
 
+def _check_locks(ctx: click.Context, config: Config, targets: list[Any]) -> int:
+    from envbuild.actions import check_profile
+
+    stale = 0
+    for profile in targets:
+        reasons = check_profile(config, profile)
+        where = config.display(config.lock_dir / profile.name)
+        if reasons:
+            stale += 1
+            click.echo(f"{profile.name}: stale ({where}): {'; '.join(reasons)}", err=True)
+        else:
+            _say(ctx, f"{profile.name}: current ({where})")
+    if stale:
+        command = "envbuild lock --all" if len(targets) > 1 else f"envbuild lock --profile {targets[0].name}"
+        click.echo(f"error: {stale} of {len(targets)} lock(s) out of date; run `{command}` and commit locks/",
+                   err=True)
+    return 1 if stale else 0
+
+
 def _report_lock(ctx: click.Context, config: Config, result: LockResult) -> None:
+    for warning in result.warnings:
+        _warn(f"{result.profile}: {warning}")
     where = config.display(result.folder)
     if result.status == "up-to-date":
         _say(ctx, f"{result.profile}: up to date ({where}, {result.packages} packages; uv not run)")

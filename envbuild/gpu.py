@@ -125,7 +125,7 @@ def _parse_query_rows(text: str) -> list[tuple[str, str, str | None]]:
 
 
 def parse_nvidia_smi_query(text: str) -> list[Gpu]:
-    """GPUs from `nvidia-smi --query-gpu=name,driver_version[,compute_cap] --format=csv,noheader`."""
+    """GPUs from `nvidia-smi --query-gpu=name,driver_version[,compute_cap] --format=csv`."""
     return [_nvidia_gpu(name, cc) for name, _driver, cc in _parse_query_rows(text)]
 
 
@@ -181,7 +181,7 @@ def _norm_machine(machine: str) -> str:
 # --------------------------------------------------------------------------- rules
 @dataclass(frozen=True)
 class DriverRule:
-    """One driver minimum: per CUDA release ("toolkit") or per CUDA major ("minor-version-compat")."""
+    """A driver minimum per CUDA release ("toolkit") or per major ("minor-version-compat")."""
 
     cuda: str
     kind: str
@@ -261,8 +261,8 @@ def _build_rules(data: dict[str, Any], where: str) -> Rules:
             sources=tuple(sources.items()),
             read_on=str(data["read_on"]),
         )
-        cited = [r.source for r in (*rules.drivers, *rules.arches, *rules.rocm_arches)]
-        cited += [r["source"] for r in data["family"]]
+        cited = [r.source for r in rules.drivers] + [r.source for r in rules.arches]
+        cited += [r.source for r in rules.rocm_arches] + [r["source"] for r in data["family"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise DetectionError(f"{where}: malformed rules ({exc!r})") from exc
     missing = sorted({s for s in cited if s not in sources})
@@ -278,7 +278,12 @@ def _driver_rule(row: Mapping[str, Any]) -> DriverRule:
         if key in row:
             _vt(row[key])
     return DriverRule(
-        row["cuda"], row["kind"], row.get("linux"), row.get("windows"), row["release"], row["source"]
+        row["cuda"],
+        row["kind"],
+        row.get("linux"),
+        row.get("windows"),
+        row["release"],
+        row["source"],
     )
 
 
@@ -311,9 +316,9 @@ def max_cuda_for_driver(driver: str, system: str, rules: Rules) -> tuple[str | N
     best: tuple[tuple[int, ...], str] | None = None
     for rule in rules.drivers:
         minimum = _driver_min(rule, system)
-        if rule.kind == "toolkit" and minimum and _at_least(driver, minimum):
-            if best is None or _vt(rule.cuda) > best[0]:
-                best = (_vt(rule.cuda), rule.cuda)
+        met = rule.kind == "toolkit" and minimum is not None and _at_least(driver, minimum)
+        if met and (best is None or _vt(rule.cuda) > best[0]):
+            best = (_vt(rule.cuda), rule.cuda)
     if best is not None:
         return best[1], "toolkit"
     compat = _compat_majors(driver, system, rules)
@@ -357,14 +362,16 @@ def detect_machine(
         gpus += [g for g in pci if g.vendor == "amd"]
     if driver and cuda is None:
         cuda, _kind = max_cuda_for_driver(driver, system, load_rules())
-    return Machine(
-        system, machine, tuple(gpus), driver, source, cuda, rocm_version, tuple(notes)
-    )
+    return Machine(system, machine, tuple(gpus), driver, source, cuda, rocm_version, tuple(notes))
 
 
 def _darwin_machine(machine: str) -> Machine:
     """macOS: no NVIDIA/ROCm stack to ask; Apple silicon has the MPS GPU."""
-    gpus = (Gpu("apple", "Apple silicon GPU", None, None),) if _norm_machine(machine) == "aarch64" else ()
+    gpus = (
+        (Gpu("apple", "Apple silicon GPU", None, None),)
+        if _norm_machine(machine) == "aarch64"
+        else ()
+    )
     return Machine("Darwin", machine, gpus, None, None, None, None, ())
 
 
@@ -433,7 +440,9 @@ def _query_nvidia_smi(
         return [], None, None
     rows = _parse_query_rows(proc.stdout)
     if not rows:
-        notes.append(f"nvidia-smi printed something envbuild cannot read: {_first_line(proc.stdout)!r}")
+        notes.append(
+            f"nvidia-smi printed something envbuild cannot read: {_first_line(proc.stdout)!r}"
+        )
         return [], None, None
     return [_nvidia_gpu(n, cc) for n, _d, cc in rows], rows[0][1], _nvidia_smi_cuda(exe, notes)
 
@@ -445,7 +454,9 @@ def _nvidia_smi_cuda(exe: str, notes: list[str]) -> str | None:
         return None
     _driver, cuda = parse_nvidia_smi_header(proc.stdout)
     if proc.returncode != 0 or cuda is None:
-        notes.append("nvidia-smi showed no CUDA Version; the newest CUDA comes from the driver table")
+        notes.append(
+            "nvidia-smi showed no CUDA Version; the newest CUDA comes from the driver table"
+        )
         return None
     return cuda
 
@@ -496,9 +507,11 @@ def _apply_cc_override(gpus: list[Gpu], env: Mapping[str, str], notes: list[str]
     if gpus and len(values) == 1:
         values = values * len(gpus)
     if gpus and len(values) == len(gpus):
-        return [_nvidia_gpu(g.name, v) for g, v in zip(gpus, values)]
+        return [_nvidia_gpu(g.name, v) for g, v in zip(gpus, values, strict=True)]
     if gpus:
-        notes.append(f"{_ENV_CC} lists {len(values)} GPUs, nvidia-smi {len(gpus)}: the override wins")
+        notes.append(
+            f"{_ENV_CC} lists {len(values)} GPUs, nvidia-smi {len(gpus)}: the override wins"
+        )
     return [_nvidia_gpu(f"NVIDIA GPU {i} (from {_ENV_CC})", v) for i, v in enumerate(values)]
 
 
@@ -531,13 +544,15 @@ def _rocm_agents(env: Mapping[str, str], notes: list[str]) -> list[str]:
     if proc is None:
         return []
     if proc.returncode != 0:
-        notes.append(f"rocm_agent_enumerator failed (exit {proc.returncode}): {_first_line(proc.stderr)}")
+        notes.append(
+            f"rocm_agent_enumerator failed (exit {proc.returncode}): {_first_line(proc.stderr)}"
+        )
         return []
     return parse_rocm_agents(proc.stdout)
 
 
 def _pci_gpus() -> list[Gpu]:
-    """Display-class PCI devices (class 0x03xxxx) of NVIDIA, AMD and Intel, as uv scans for Intel."""
+    """Display-class PCI devices (0x03xxxx) of NVIDIA, AMD and Intel; uv scans so for Intel."""
     try:
         devices = sorted(_at_root(_PCI_DEVICES).iterdir())
     except OSError:
@@ -551,7 +566,9 @@ def _pci_gpus() -> list[Gpu]:
             continue
         if (cls >> 16) == 0x03 and vendor in _PCI_VENDORS:
             label = _PCI_VENDORS[vendor]
-            name = f"{label.upper() if label != 'intel' else 'Intel'} GPU (PCI {vendor:04x}:{dev:04x})"
+            name = (
+                f"{label.upper() if label != 'intel' else 'Intel'} GPU (PCI {vendor:04x}:{dev:04x})"
+            )
             found.append(Gpu(label, name, None, None))
     return found
 
@@ -619,7 +636,9 @@ def _cubin_for(cc: str, targets: Iterable[str]) -> str | None:
     return max(usable, key=_vt) if usable else None
 
 
-def _arch_row(cuda: str, machine: Machine, rules: Rules, torch_version: str | None) -> ArchRule | None:
+def _arch_row(
+    cuda: str, machine: Machine, rules: Rules, torch_version: str | None
+) -> ArchRule | None:
     """The arch row for this build and platform; without a torch version, the newest torch's."""
     rows = [
         r
@@ -733,8 +752,16 @@ def _driver_text(machine: Machine, name: str, cuda: str, rules: Rules) -> str:
         )
     if need.lowest is None:
         return f"cuda_rules.toml has no driver minimum for CUDA {cuda} on {machine.system}"
-    full = f" (≥ {need.full} for full CUDA {cuda} support)" if need.full != need.lowest else ""
-    has = f"supports CUDA up to {newest}" if newest else "is older than every CUDA release envbuild knows"
+    full = (
+        f" (≥ {need.full} for full CUDA {cuda} support)"
+        if need.full not in (None, need.lowest)
+        else ""
+    )
+    has = (
+        f"supports CUDA up to {newest}"
+        if newest
+        else "is older than every CUDA release envbuild knows"
+    )
     return f"{name} needs NVIDIA driver ≥ {need.lowest}{full}; driver {driver} {has}"
 
 
@@ -773,7 +800,10 @@ def _check_mps(
 ) -> tuple[bool, str]:
     if machine.system == "Darwin" and _norm_machine(machine.machine) == "aarch64":
         return True, "Apple silicon Mac: PyTorch from PyPI uses its GPU through MPS"
-    return False, f"mps needs macOS on Apple silicon (arm64); this is {machine.system} {machine.machine}"
+    return (
+        False,
+        f"mps needs macOS on Apple silicon (arm64); this is {machine.system} {machine.machine}",
+    )
 
 
 def _check_xpu(
@@ -812,10 +842,19 @@ def _check_rocm(
     row = _rocm_row(version, rules)
     for gpu in amd:
         if row and gpu.arch not in row.gfx:
-            return False, f"{profile.name} carries no kernels for {gpu.arch}: it has {', '.join(row.gfx)}"
+            return (
+                False,
+                f"{profile.name} carries no kernels for {gpu.arch}: it has {', '.join(row.gfx)}",
+            )
     names = " and ".join(g.arch or g.name for g in amd)
-    kernels = f"carries kernels for {names}" if row else f"was not checked for {names} (no gfx list)"
-    rocm = f"ROCm {installed} is installed" if installed else f"the ROCm version is unknown ({_ROCM_VERSION})"
+    kernels = (
+        f"carries kernels for {names}" if row else f"was not checked for {names} (no gfx list)"
+    )
+    rocm = (
+        f"ROCm {installed} is installed"
+        if installed
+        else f"the ROCm version is unknown ({_ROCM_VERSION})"
+    )
     return True, f"{profile.name} {kernels}, and {rocm}"
 
 
@@ -933,7 +972,9 @@ def _for_nvidia(ctx: _Ctx) -> _Choice | None:
     covering = [p for p in cands if _covers(ctx, p)]
     if not covering:
         return _nvidia_no_kernels(ctx, cands)
-    runnable = [p for p in covering if _support(machine, p.accelerator_version or "", ctx.rules) != _NONE]
+    runnable = [
+        p for p in covering if _support(machine, p.accelerator_version or "", ctx.rules) != _NONE
+    ]
     if not runnable:
         return _nvidia_driver_too_old(ctx, covering)
     chosen = max(
@@ -944,7 +985,8 @@ def _for_nvidia(ctx: _Ctx) -> _Choice | None:
             p.channel == "stable",
         ),
     )
-    reason = f"{_gpu_clause(ctx, cands, covering)}; {_driver_clause(ctx, chosen, covering)} → {chosen.name}."
+    gpus, driver = _gpu_clause(ctx, cands, covering), _driver_clause(ctx, chosen, covering)
+    reason = f"{gpus}; {driver} → {chosen.name}."
     return chosen.name, reason, None
 
 
@@ -958,10 +1000,14 @@ def _gpu_clause(ctx: _Ctx, cands: Sequence[ProfileLike], covering: Sequence[Prof
         return f"every CUDA build offered has kernels for {labels}"
     if len(known) == 1:
         return f"{labels} needs {_range(covering, cands)}"
-    limiting = min(known, key=lambda g: (sum(_covers(ctx, p, [g]) for p in cands), _vt(g.compute_capability or "0")))
+    limiting = min(
+        known,
+        key=lambda g: (sum(_covers(ctx, p, [g]) for p in cands), _vt(g.compute_capability or "0")),
+    )
     weakest = min(known, key=lambda g: _vt(g.compute_capability or "0"))
     which = "weakest" if limiting is weakest else "newest"
-    return f"chosen for the {which} GPU, {_label(limiting, ctx.rules)}, which needs {_range(covering, cands)}"
+    label = _label(limiting, ctx.rules)
+    return f"chosen for the {which} GPU, {label}, which needs {_range(covering, cands)}"
 
 
 def _driver_clause(ctx: _Ctx, chosen: ProfileLike, covering: Sequence[ProfileLike]) -> str:
@@ -970,9 +1016,12 @@ def _driver_clause(ctx: _Ctx, chosen: ProfileLike, covering: Sequence[ProfileLik
     text = f"driver {machine.nvidia_driver} supports CUDA {machine.max_cuda}"
     if _support(machine, cuda, rules) == _COMPAT:
         need = _driver_need(cuda, machine.system, rules)
-        text += f", and {chosen.name} runs through minor-version compatibility (full support from {need.full})"
+        full = f" (full support from {need.full})" if need.full else ""
+        text += f", and {chosen.name} runs through minor-version compatibility{full}"
     newer = [p for p in covering if _vt(p.accelerator_version or "0") > _vt(cuda)]
-    compat = [p.name for p in newer if _support(machine, p.accelerator_version or "", rules) == _COMPAT]
+    compat = [
+        p.name for p in newer if _support(machine, p.accelerator_version or "", rules) == _COMPAT
+    ]
     blocked = [p for p in newer if _support(machine, p.accelerator_version or "", rules) == _NONE]
     if compat:
         text += f"; {' and '.join(compat)} would run only through minor-version compatibility"
@@ -986,10 +1035,11 @@ def _nvidia_without_driver(ctx: _Ctx, cands: Sequence[ProfileLike]) -> _Choice:
     gpu = next(g for g in ctx.machine.gpus if g.vendor == "nvidia")
     newest = cands[-1]
     need = _driver_need(newest.accelerator_version or "", ctx.machine.system, ctx.rules)
-    reason = f"{gpu.name} is here, but no NVIDIA driver answered (nvidia-smi, {_SYS_DRIVER}, {_PROC_DRIVER})"
+    asked = f"nvidia-smi, {_SYS_DRIVER}, {_PROC_DRIVER}"
+    reason = f"{gpu.name} is here, but no NVIDIA driver answered ({asked})"
     action = (
-        f"install the NVIDIA driver (≥ {need.full} for {newest.name}) and run envbuild detect again, "
-        "or use profile cpu"
+        f"install the NVIDIA driver (≥ {need.full or need.lowest} for {newest.name}) and run "
+        "envbuild detect again, or use profile cpu"
     )
     return None, reason, action
 
@@ -999,14 +1049,20 @@ def _nvidia_no_kernels(ctx: _Ctx, cands: Sequence[ProfileLike]) -> _Choice:
     names = ", ".join(p.name for p in cands)
     own = {g: [p for p in cands if _covers(ctx, p, [g])] for g in known}
     if len(known) > 1 and all(own.values()):
-        needs = "; ".join(f"{_label(g, ctx.rules)} needs {_range(ps, cands)}" for g, ps in own.items())
+        needs = "; ".join(
+            f"{_label(g, ctx.rules)} needs {_range(ps, cands)}" for g, ps in own.items()
+        )
         reason = f"no single CUDA build offered carries kernels for every GPU: {needs}"
         action = (
             "hide the GPUs one build cannot serve with CUDA_VISIBLE_DEVICES and use the build the "
             "others need, or use profile cpu"
         )
         return None, reason, action
-    rows = [r for p in cands if (r := _arch_row(p.accelerator_version or "", ctx.machine, ctx.rules, ctx.torch_version))]
+    rows = [
+        r
+        for p in cands
+        if (r := _arch_row(p.accelerator_version or "", ctx.machine, ctx.rules, ctx.torch_version))
+    ]
     if not rows:
         where = f"{ctx.machine.system} {_norm_machine(ctx.machine.machine)}"
         reason = f"cuda_rules.toml has no architecture list for {names} on {where}"
@@ -1015,16 +1071,27 @@ def _nvidia_no_kernels(ctx: _Ctx, cands: Sequence[ProfileLike]) -> _Choice:
     oldest = min((t for r in rows for t in r.targets), key=_vt)
     side = "older" if _vt(gpu.compute_capability or "0") < _vt(oldest) else "newer"
     reason = f"no CUDA build offered ({names}) carries kernels for {_label(gpu, ctx.rules)}"
-    return None, reason, f"use profile cpu: {gpu.name} is {side} than every CUDA build offered supports"
+    return (
+        None,
+        reason,
+        f"use profile cpu: {gpu.name} is {side} than every CUDA build offered supports",
+    )
 
 
 def _nvidia_driver_too_old(ctx: _Ctx, covering: Sequence[ProfileLike]) -> _Choice:
     machine, rules = ctx.machine, ctx.rules
-    needs = [(p, _driver_need(p.accelerator_version or "", machine.system, rules)) for p in covering]
+    needs = [
+        (p, _driver_need(p.accelerator_version or "", machine.system, rules)) for p in covering
+    ]
     needs = [(p, n) for p, n in needs if n.lowest]
-    has = f"supports CUDA up to {machine.max_cuda}" if machine.max_cuda else "is older than every CUDA release envbuild knows"
+    has = (
+        f"supports CUDA up to {machine.max_cuda}"
+        if machine.max_cuda
+        else "is older than every CUDA release envbuild knows"
+    )
     who = "this machine's GPUs can use" if _known_nvidia(machine) else "offered"
-    reason = f"driver {machine.nvidia_driver} {has}, too old for every CUDA build {who} ({', '.join(p.name for p in covering)})"
+    names = ", ".join(p.name for p in covering)
+    reason = f"driver {machine.nvidia_driver} {has}, too old for every CUDA build {who} ({names})"
     if not needs:
         return None, reason, "use profile cpu"
     lowest = min((n.lowest or "" for _p, n in needs), key=_vt)
@@ -1032,12 +1099,20 @@ def _nvidia_driver_too_old(ctx: _Ctx, covering: Sequence[ProfileLike]) -> _Choic
     if not _known_nvidia(machine):
         major = _vt(target.accelerator_version or "0")[0]
         action = (
-            f"upgrade the NVIDIA driver to ≥ {lowest} (the minimum for CUDA {major} builds) and run "
-            "envbuild detect again so it can check the GPU architecture, or use profile cpu"
+            f"upgrade the NVIDIA driver to ≥ {lowest} (the minimum for CUDA {major} builds) and "
+            "run envbuild detect again so it can check the GPU architecture, or use profile cpu"
         )
         return None, reason, action
-    full = f" (≥ {need.full} for full CUDA {target.accelerator_version} support)" if need.full != lowest else ""
-    return None, reason, f"upgrade the NVIDIA driver to ≥ {lowest} to use {target.name}{full}, or use profile cpu"
+    full = (
+        f" (≥ {need.full} for full CUDA {target.accelerator_version} support)"
+        if need.full not in (None, lowest)
+        else ""
+    )
+    return (
+        None,
+        reason,
+        f"upgrade the NVIDIA driver to ≥ {lowest} to use {target.name}{full}, or use profile cpu",
+    )
 
 
 def _for_amd(ctx: _Ctx) -> _Choice | None:
@@ -1045,7 +1120,10 @@ def _for_amd(ctx: _Ctx) -> _Choice | None:
     if not amd:
         return None
     if not any(g.arch for g in amd):
-        why = f"{amd[0].name} is here, but ROCm did not report it (rocm_agent_enumerator), so no ROCm build is picked"
+        why = (
+            f"{amd[0].name} is here, but ROCm did not report it (rocm_agent_enumerator), "
+            "so no ROCm build is picked"
+        )
         hint = "if it is a GPU ROCm supports, install ROCm and run envbuild detect again"
         return _cpu_choice(ctx, why, hint)
     cands = [p for p in ctx.usable if p.accelerator == "rocm" and p.accelerator_version]
@@ -1056,7 +1134,12 @@ def _for_amd(ctx: _Ctx) -> _Choice | None:
         chosen = max(good, key=lambda p: _vt(p.accelerator_version or "0"))
         rocm = ctx.machine.rocm_version
         installed = f"ROCm {rocm} is installed" if rocm else "the installed ROCm version is unknown"
-        return chosen.name, f"AMD GPU {archs}: {installed}, and {chosen.name} is the newest ROCm build that fits → {chosen.name}.", None
+        return (
+            chosen.name,
+            f"AMD GPU {archs}: {installed}, and {chosen.name} is the newest ROCm build that fits"
+            f" → {chosen.name}.",
+            None,
+        )
     if not cands:
         return _cpu_choice(ctx, f"AMD GPU {archs} is here, but no ROCm profile is offered")
     reasons = "; ".join(fit.reason for _p, fit in fits)
@@ -1066,12 +1149,18 @@ def _for_amd(ctx: _Ctx) -> _Choice | None:
 def _rocm_action(ctx: _Ctx, cands: Sequence[ProfileLike]) -> str:
     """Name a ROCm upgrade only when a newer ROCm would make a build fit."""
     m = ctx.machine
-    unversioned = Machine(m.system, m.machine, m.gpus, m.nvidia_driver, m.driver_source, m.max_cuda, None, m.notes)
-    would = [p for p in cands if assess(unversioned, p, ctx.rules, torch_version=ctx.torch_version).ok]
+    unversioned = Machine(
+        m.system, m.machine, m.gpus, m.nvidia_driver, m.driver_source, m.max_cuda, None, m.notes
+    )
+    would = [
+        p for p in cands if assess(unversioned, p, ctx.rules, torch_version=ctx.torch_version).ok
+    ]
     if not would:
         return "use profile cpu"
     oldest = min(would, key=lambda p: _vt(p.accelerator_version or "0"))
-    return f"upgrade ROCm to ≥ {oldest.accelerator_version} to use {oldest.name}, or use profile cpu"
+    return (
+        f"upgrade ROCm to ≥ {oldest.accelerator_version} to use {oldest.name}, or use profile cpu"
+    )
 
 
 def _for_apple(ctx: _Ctx) -> _Choice | None:
@@ -1080,7 +1169,11 @@ def _for_apple(ctx: _Ctx) -> _Choice | None:
     mps = next((p for p in ctx.usable if p.accelerator == "mps"), None)
     if mps is None:
         return _cpu_choice(ctx, "Apple silicon Mac, but no mps profile is offered")
-    return mps.name, f"Apple silicon Mac: PyTorch from PyPI uses its GPU through MPS → {mps.name}.", None
+    return (
+        mps.name,
+        f"Apple silicon Mac: PyTorch from PyPI uses its GPU through MPS → {mps.name}.",
+        None,
+    )
 
 
 def _for_intel(ctx: _Ctx) -> _Choice | None:
@@ -1092,7 +1185,7 @@ def _for_intel(ctx: _Ctx) -> _Choice | None:
         "so it does not pick xpu by itself"
     )
     hint = (
-        "if it is an Intel Arc, Core Ultra with Arc graphics or Data Center GPU Max GPU with Intel's "
-        "GPU driver installed, use profile xpu"
+        "if it is an Intel Arc, Core Ultra with Arc graphics or Data Center GPU Max GPU with "
+        "Intel's GPU driver installed, use profile xpu"
     )
     return _cpu_choice(ctx, why, hint)

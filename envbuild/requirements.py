@@ -275,7 +275,7 @@ class _Reader:
 
 def _quote(text: str, limit: int = 200) -> str:
     """Quote a line for a message, hiding credentials and cutting very long lines."""
-    shown = redact(text)
+    shown = _CONTROL.sub(lambda char: f"\\x{ord(char.group()):02x}", redact(text))
     return f"`{shown if len(shown) <= limit else shown[:limit] + '...'}`"
 
 

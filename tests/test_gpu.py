@@ -74,12 +74,19 @@ def put(root: Path, path: str, text: str) -> None:
 
 
 def fake_tool(bindir: Path, name: str, answers: Mapping[str, tuple[str, int]]) -> None:
-    """A /bin/sh script printing a data file (stdout) and exiting with a code, per argument string."""
+    """A /bin/sh script that, per argument string, prints a data file and exits with a code."""
     cases = []
     for args, (datafile, code) in answers.items():
         cases.append(f"  '{args}') cat '{DATA / datafile}'; exit {code} ;;")
     script = "\n".join(
-        ["#!/bin/sh", 'case "$*" in', *cases, '  *) echo "unexpected: $*" >&2; exit 99 ;;', "esac", ""]
+        [
+            "#!/bin/sh",
+            'case "$*" in',
+            *cases,
+            '  *) echo "unexpected: $*" >&2; exit 99 ;;',
+            "esac",
+            "",
+        ]
     )
     tool = bindir / name
     tool.write_text(script, encoding="utf-8")
@@ -98,7 +105,9 @@ def nvidia(name: str, cc: str | None) -> Gpu:
     return Gpu("nvidia", name, cc, "sm_" + cc.replace(".", "") if cc else None)
 
 
-def linux(gpus: list[Gpu], driver: str | None, cuda: str | None, machine: str = "x86_64") -> Machine:
+def linux(
+    gpus: list[Gpu], driver: str | None, cuda: str | None, machine: str = "x86_64"
+) -> Machine:
     source = "nvidia-smi" if driver else None
     return Machine("Linux", machine, tuple(gpus), driver, source, cuda, None, ())
 
@@ -125,7 +134,9 @@ def test_every_rule_row_cites_a_known_source(rules: gpu.Rules) -> None:
 def test_rules_reject_a_row_without_a_known_source(tmp_path: Path) -> None:
     text = (Path(gpu.__file__).parent / "data" / "cuda_rules.toml").read_text(encoding="utf-8")
     broken = tmp_path / "rules.toml"
-    broken.write_text(text.replace('source = "uv_backend"', 'source = "hearsay"', 1), encoding="utf-8")
+    broken.write_text(
+        text.replace('source = "uv_backend"', 'source = "hearsay"', 1), encoding="utf-8"
+    )
     with pytest.raises(DetectionError, match="unknown sources: hearsay"):
         gpu.load_rules(broken)
 
@@ -145,19 +156,25 @@ def test_python_310_reads_the_rules_with_tomlkit(monkeypatch: pytest.MonkeyPatch
         ("rtx5090-575", [("NVIDIA GeForce RTX 5090", "12.0", "sm_120")]),
         (
             "mixed-1080-4090-570",
-            [("NVIDIA GeForce GTX 1080", "6.1", "sm_61"), ("NVIDIA GeForce RTX 4090", "8.9", "sm_89")],
+            [
+                ("NVIDIA GeForce GTX 1080", "6.1", "sm_61"),
+                ("NVIDIA GeForce RTX 4090", "8.9", "sm_89"),
+            ],
         ),
         ("v100-470", [("Tesla V100-SXM2-16GB", None, None)]),
     ],
 )
-def test_parse_nvidia_smi_query(case: str, expected: list[tuple[str, str | None, str | None]]) -> None:
+def test_parse_nvidia_smi_query(
+    case: str, expected: list[tuple[str, str | None, str | None]]
+) -> None:
     gpus = gpu.parse_nvidia_smi_query((DATA / f"{case}.query.txt").read_text())
     assert [(g.name, g.compute_capability, g.arch) for g in gpus] == expected
     assert all(g.vendor == "nvidia" for g in gpus)
 
 
 @pytest.mark.parametrize(
-    "datafile", ["garbage.txt", "no-driver.smi.txt", "v100-470.query-compute_cap.txt", "rtx4070s-570.smi.txt"]
+    "datafile",
+    ["garbage.txt", "no-driver.smi.txt", "v100-470.query-compute_cap.txt", "rtx4070s-570.smi.txt"],
 )
 def test_parse_nvidia_smi_query_rejects_anything_else(datafile: str) -> None:
     assert gpu.parse_nvidia_smi_query((DATA / datafile).read_text()) == []
@@ -180,7 +197,10 @@ def test_parse_nvidia_smi_header(case: str, expected: tuple[str | None, str | No
 
 def test_parse_proc_driver_version_both_kernel_modules() -> None:
     assert gpu.parse_proc_driver_version((DATA / "proc-version-550.txt").read_text()) == "550.54.14"
-    assert gpu.parse_proc_driver_version((DATA / "proc-version-open-570.txt").read_text()) == "570.86.15"
+    assert (
+        gpu.parse_proc_driver_version((DATA / "proc-version-open-570.txt").read_text())
+        == "570.86.15"
+    )
     assert gpu.parse_proc_driver_version((DATA / "garbage.txt").read_text()) is None
 
 
@@ -205,7 +225,9 @@ def test_parse_rocm_agents_drops_the_cpu_agent() -> None:
         ("440.33", "Linux", (None, "none")),
     ],
 )
-def test_max_cuda_for_driver(driver: str, system: str, expected: tuple[str | None, str], rules: gpu.Rules) -> None:
+def test_max_cuda_for_driver(
+    driver: str, system: str, expected: tuple[str | None, str], rules: gpu.Rules
+) -> None:
     assert gpu.max_cuda_for_driver(driver, system, rules) == expected
 
 
@@ -221,7 +243,9 @@ def test_max_cuda_for_driver(driver: str, system: str, expected: tuple[str | Non
         ("7.0", ["7.5"], None),  # a newer minor does not run on an older one
     ],
 )
-def test_cubin_runs_within_a_major_on_equal_or_newer_minor(cc: str, targets: list[str], cubin: str | None) -> None:
+def test_cubin_runs_within_a_major_on_equal_or_newer_minor(
+    cc: str, targets: list[str], cubin: str | None
+) -> None:
     assert gpu._cubin_for(cc, targets) == cubin
 
 
@@ -232,12 +256,14 @@ def test_cu128_lost_volta_in_torch_2_11(rules: gpu.Rules) -> None:
     old = gpu.assess(machine, cu128, rules, torch_version="2.11.0+cu128")
     assert not old.ok
     assert old.reason == (
-        "cu128 carries no kernels for Tesla V100-SXM2-16GB (Volta, sm_70): its oldest target is sm_75 (Turing)"
+        "cu128 carries no kernels for Tesla V100-SXM2-16GB (Volta, sm_70): "
+        "its oldest target is sm_75 (Turing)"
     )
     assert not gpu.assess(machine, cu128, rules).ok  # no torch version: the newest row
-    assert "no architecture list for cu128 for torch 2.12" in gpu.assess(
-        machine, cu128, rules, torch_version="2.12"
-    ).reason
+    assert (
+        "no architecture list for cu128 for torch 2.12"
+        in gpu.assess(machine, cu128, rules, torch_version="2.12").reason
+    )
 
 
 def test_linux_aarch64_uses_its_own_rows(rules: gpu.Rules) -> None:
@@ -248,19 +274,24 @@ def test_linux_aarch64_uses_its_own_rows(rules: gpu.Rules) -> None:
     assert "no kernels for NVIDIA GB10" in fit_of(rec, "cu126").reason
 
 
-# --------------------------------------------------------------------------- detection + recommendation
+# --------------------------------------------------------------------------- detect + recommend
 @needs_sh
 def test_rtx_4070_super_on_570_gets_cu128(bindir: Path, root: Path, rules: gpu.Rules) -> None:
     fake_nvidia_smi(bindir, "rtx4070s-570")
     machine = detect(bindir)
     assert machine.gpus == (Gpu("nvidia", "NVIDIA GeForce RTX 4070 SUPER", "8.9", "sm_89"),)
-    assert (machine.nvidia_driver, machine.driver_source, machine.max_cuda) == ("570.133.07", "nvidia-smi", "12.8")
+    assert (machine.nvidia_driver, machine.driver_source, machine.max_cuda) == (
+        "570.133.07",
+        "nvidia-smi",
+        "12.8",
+    )
     rec = gpu.recommend(machine, PROFILES, rules)
     assert rec.profile == "cu128"
     assert rec.action is None
     assert rec.reason == (
-        "Every CUDA build offered has kernels for NVIDIA GeForce RTX 4070 SUPER (Ada Lovelace, sm_89); "
-        "driver 570.133.07 supports CUDA 12.8; cu130 would need driver ≥ 580.65.06 → cu128."
+        "Every CUDA build offered has kernels for NVIDIA GeForce RTX 4070 SUPER "
+        "(Ada Lovelace, sm_89); driver 570.133.07 supports CUDA 12.8; "
+        "cu130 would need driver ≥ 580.65.06 → cu128."
     )
     assert fit_of(rec, "cu128").reason == (
         "driver 570.133.07 supports CUDA 12.8, and cu128 carries kernels for "
@@ -275,8 +306,8 @@ def test_rtx_5090_on_575_gets_cu128_not_cu130(bindir: Path, root: Path, rules: g
     rec = gpu.recommend(detect(bindir), PROFILES, rules)
     assert rec.profile == "cu128"
     assert rec.reason == (
-        "NVIDIA GeForce RTX 5090 (Blackwell, sm_120) needs cu128 or newer; driver 575.57.08 supports "
-        "CUDA 12.9; cu130 would need driver ≥ 580.65.06 → cu128."
+        "NVIDIA GeForce RTX 5090 (Blackwell, sm_120) needs cu128 or newer; "
+        "driver 575.57.08 supports CUDA 12.9; cu130 would need driver ≥ 580.65.06 → cu128."
     )
     assert fit_of(rec, "cu126").reason == (
         "cu126 carries no kernels for NVIDIA GeForce RTX 5090 (Blackwell, sm_120): "
@@ -306,11 +337,13 @@ def test_gtx_1080_on_535_gets_cu126_through_minor_version_compat(
     rec = gpu.recommend(detect(bindir), PROFILES, rules)
     assert rec.profile == "cu126"
     assert rec.reason == (
-        "NVIDIA GeForce GTX 1080 (Pascal, sm_61) needs cu126 or older; driver 535.183.01 supports "
-        "CUDA 12.2, and cu126 runs through minor-version compatibility (full support from 560.28.03) → cu126."
+        "NVIDIA GeForce GTX 1080 (Pascal, sm_61) needs cu126 or older; "
+        "driver 535.183.01 supports CUDA 12.2, and cu126 runs through minor-version "
+        "compatibility (full support from 560.28.03) → cu126."
     )
     assert fit_of(rec, "cu128").reason == (
-        "cu128 carries no kernels for NVIDIA GeForce GTX 1080 (Pascal, sm_61): its oldest target is sm_75 (Turing)"
+        "cu128 carries no kernels for NVIDIA GeForce GTX 1080 (Pascal, sm_61): "
+        "its oldest target is sm_75 (Turing)"
     )
 
 
@@ -322,19 +355,27 @@ def test_mixed_gpus_are_served_for_the_weakest(bindir: Path, root: Path, rules: 
     rec = gpu.recommend(machine, PROFILES, rules)
     assert rec.profile == "cu126"
     assert rec.reason == (
-        "Chosen for the weakest GPU, NVIDIA GeForce GTX 1080 (Pascal, sm_61), which needs cu126 or older; "
-        "driver 570.133.07 supports CUDA 12.8 → cu126."
+        "Chosen for the weakest GPU, NVIDIA GeForce GTX 1080 (Pascal, sm_61), "
+        "which needs cu126 or older; driver 570.133.07 supports CUDA 12.8 → cu126."
     )
-    assert "GTX 1080 (Pascal, sm_61, runs the sm_60 kernels) and NVIDIA GeForce RTX 4090" in fit_of(rec, "cu126").reason
+    assert (
+        "GTX 1080 (Pascal, sm_61, runs the sm_60 kernels) and NVIDIA GeForce RTX 4090"
+        in fit_of(rec, "cu126").reason
+    )
 
 
 def test_gpus_no_single_build_serves(rules: gpu.Rules) -> None:
-    machine = linux([nvidia("NVIDIA GeForce GTX 1080", "6.1"), nvidia("NVIDIA GeForce RTX 5090", "12.0")], "580.82.07", "13.0")
+    machine = linux(
+        [nvidia("NVIDIA GeForce GTX 1080", "6.1"), nvidia("NVIDIA GeForce RTX 5090", "12.0")],
+        "580.82.07",
+        "13.0",
+    )
     rec = gpu.recommend(machine, PROFILES, rules)
     assert rec.profile is None
     assert rec.reason == (
-        "No single CUDA build offered carries kernels for every GPU: NVIDIA GeForce GTX 1080 (Pascal, sm_61) "
-        "needs cu126 or older; NVIDIA GeForce RTX 5090 (Blackwell, sm_120) needs cu128 or newer."
+        "No single CUDA build offered carries kernels for every GPU: "
+        "NVIDIA GeForce GTX 1080 (Pascal, sm_61) needs cu126 or older; "
+        "NVIDIA GeForce RTX 5090 (Blackwell, sm_120) needs cu128 or newer."
     )
     assert "CUDA_VISIBLE_DEVICES" in (rec.action or "")
 
@@ -361,8 +402,8 @@ def test_driver_470_is_too_old_for_every_build(bindir: Path, root: Path, rules: 
         "(cu124, cu126, cu128, cu130)."
     )
     assert rec.action == (
-        "upgrade the NVIDIA driver to ≥ 525.60.13 (the minimum for CUDA 12 builds) and run envbuild "
-        "detect again so it can check the GPU architecture, or use profile cpu"
+        "upgrade the NVIDIA driver to ≥ 525.60.13 (the minimum for CUDA 12 builds) and "
+        "run envbuild detect again so it can check the GPU architecture, or use profile cpu"
     )
     assert fit_of(rec, "cu128").reason == (
         "cu128 needs NVIDIA driver ≥ 525.60.13 (≥ 570.26 for full CUDA 12.8 support); "
@@ -377,18 +418,24 @@ def test_driver_470_with_known_volta_names_the_build_to_upgrade_for(
     fake_tool(
         bindir,
         "nvidia-smi",
-        {QUERY: ("v100-470.query-compute_cap.txt", 2), QUERY_NO_CC: ("v100-470.query.txt", 0), "": ("v100-470.smi.txt", 0)},
+        {
+            QUERY: ("v100-470.query-compute_cap.txt", 2),
+            QUERY_NO_CC: ("v100-470.query.txt", 0),
+            "": ("v100-470.smi.txt", 0),
+        },
     )
     rec = gpu.recommend(detect(bindir, ENVBUILD_GPU_COMPUTE_CAP="7.0"), PROFILES, rules)
     assert rec.profile is None
     assert rec.action == (
-        "upgrade the NVIDIA driver to ≥ 525.60.13 to use cu126 (≥ 560.28.03 for full CUDA 12.6 support), "
-        "or use profile cpu"
+        "upgrade the NVIDIA driver to ≥ 525.60.13 to use cu126 "
+        "(≥ 560.28.03 for full CUDA 12.6 support), or use profile cpu"
     )
 
 
 @needs_sh
-def test_no_nvidia_smi_and_no_kernel_module_means_cpu(bindir: Path, root: Path, rules: gpu.Rules) -> None:
+def test_no_nvidia_smi_and_no_kernel_module_means_cpu(
+    bindir: Path, root: Path, rules: gpu.Rules
+) -> None:
     machine = detect(bindir)
     assert machine.gpus == () and machine.nvidia_driver is None and machine.max_cuda is None
     assert "nvidia-smi not found on PATH: no NVIDIA GPU details" in machine.notes
@@ -398,13 +445,21 @@ def test_no_nvidia_smi_and_no_kernel_module_means_cpu(bindir: Path, root: Path, 
 
 
 @needs_sh
-def test_garbage_from_nvidia_smi_falls_back_to_proc(bindir: Path, root: Path, rules: gpu.Rules) -> None:
+def test_garbage_from_nvidia_smi_falls_back_to_proc(
+    bindir: Path, root: Path, rules: gpu.Rules
+) -> None:
     fake_tool(bindir, "nvidia-smi", {QUERY: ("garbage.txt", 0), "": ("garbage.txt", 0)})
     put(root, "/proc/driver/nvidia/version", (DATA / "proc-version-550.txt").read_text())
     machine = detect(bindir)
-    assert (machine.nvidia_driver, machine.driver_source) == ("550.54.14", "/proc/driver/nvidia/version")
+    assert (machine.nvidia_driver, machine.driver_source) == (
+        "550.54.14",
+        "/proc/driver/nvidia/version",
+    )
     assert machine.max_cuda == "12.4"  # from the driver table: no header to ask
-    assert any(n.startswith("nvidia-smi printed something envbuild cannot read: \"ERROR: ld.so") for n in machine.notes)
+    assert any(
+        n.startswith('nvidia-smi printed something envbuild cannot read: "ERROR: ld.so')
+        for n in machine.notes
+    )
     assert gpu.recommend(machine, PROFILES, rules).profile == "cu124"
 
 
@@ -426,13 +481,15 @@ def test_nvidia_smi_without_a_driver_is_a_note(bindir: Path, root: Path) -> None
     machine = detect(bindir)
     assert machine.nvidia_driver is None
     assert (
-        "nvidia-smi failed (exit 9): NVIDIA-SMI has failed because it couldn't communicate with the "
-        "NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running."
+        "nvidia-smi failed (exit 9): NVIDIA-SMI has failed because it couldn't communicate "
+        "with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running."
     ) in machine.notes
 
 
 @needs_sh
-def test_nvidia_smi_that_hangs_is_a_note(bindir: Path, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nvidia_smi_that_hangs_is_a_note(
+    bindir: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tool = bindir / "nvidia-smi"
     tool.write_text("#!/bin/sh\nexec sleep 5\n", encoding="utf-8")
     tool.chmod(0o755)
@@ -444,7 +501,9 @@ def test_nvidia_smi_that_hangs_is_a_note(bindir: Path, root: Path, monkeypatch: 
 
 def test_driver_override_without_any_gpu_info(root: Path, rules: gpu.Rules) -> None:
     machine = gpu.detect_machine(
-        env={"PATH": "", "ENVBUILD_CUDA_DRIVER_VERSION": "550.54.14"}, system="Linux", machine="x86_64"
+        env={"PATH": "", "ENVBUILD_CUDA_DRIVER_VERSION": "550.54.14"},
+        system="Linux",
+        machine="x86_64",
     )
     assert (machine.nvidia_driver, machine.driver_source, machine.max_cuda) == (
         "550.54.14",
@@ -454,16 +513,22 @@ def test_driver_override_without_any_gpu_info(root: Path, rules: gpu.Rules) -> N
     rec = gpu.recommend(machine, PROFILES, rules)
     assert rec.profile == "cu124"
     assert rec.reason == (
-        "No NVIDIA GPU model was detected, so kernels were not checked; driver 550.54.14 supports CUDA 12.4; "
+        "No NVIDIA GPU model was detected, so kernels were not checked; "
+        "driver 550.54.14 supports CUDA 12.4; "
         "cu126 and cu128 would run only through minor-version compatibility; "
         "cu130 would need driver ≥ 580.65.06 → cu124."
     )
     assert fit_of(rec, "cu128").ok
-    assert "through minor-version compatibility (full support from 570.26)" in fit_of(rec, "cu128").reason
+    assert (
+        "through minor-version compatibility (full support from 570.26)"
+        in fit_of(rec, "cu128").reason
+    )
 
 
 @needs_sh
-def test_driver_override_replaces_the_detected_driver_and_its_cuda(bindir: Path, root: Path) -> None:
+def test_driver_override_replaces_the_detected_driver_and_its_cuda(
+    bindir: Path, root: Path
+) -> None:
     fake_nvidia_smi(bindir, "rtx4070s-570")
     machine = detect(bindir, ENVBUILD_CUDA_DRIVER_VERSION="535.183.01")
     assert (machine.nvidia_driver, machine.max_cuda) == ("535.183.01", "12.2")
@@ -471,7 +536,11 @@ def test_driver_override_replaces_the_detected_driver_and_its_cuda(bindir: Path,
 
 
 def test_compute_capability_override_simulates_gpus(root: Path, rules: gpu.Rules) -> None:
-    env = {"PATH": "", "ENVBUILD_CUDA_DRIVER_VERSION": "570.133.07", "ENVBUILD_GPU_COMPUTE_CAP": "6.1, 8.9"}
+    env = {
+        "PATH": "",
+        "ENVBUILD_CUDA_DRIVER_VERSION": "570.133.07",
+        "ENVBUILD_GPU_COMPUTE_CAP": "6.1, 8.9",
+    }
     machine = gpu.detect_machine(env=env, system="Linux", machine="x86_64")
     assert [(g.name, g.arch) for g in machine.gpus] == [
         ("NVIDIA GPU 0 (from ENVBUILD_GPU_COMPUTE_CAP)", "sm_61"),
@@ -503,16 +572,32 @@ def test_amd_gfx1100_with_rocm_6_3(bindir: Path, root: Path, rules: gpu.Rules) -
     rec = gpu.recommend(machine, PROFILES, rules)
     assert rec.profile == "rocm6.3"
     assert rec.reason == (
-        "AMD GPU gfx1100: ROCm 6.3.1 is installed, and rocm6.3 is the newest ROCm build that fits → rocm6.3."
+        "AMD GPU gfx1100: ROCm 6.3.1 is installed, "
+        "and rocm6.3 is the newest ROCm build that fits → rocm6.3."
     )
-    assert fit_of(rec, "rocm6.3").reason == "rocm6.3 carries kernels for gfx1100, and ROCm 6.3.1 is installed"
+    assert (
+        fit_of(rec, "rocm6.3").reason
+        == "rocm6.3 carries kernels for gfx1100, and ROCm 6.3.1 is installed"
+    )
 
 
 def test_amd_with_older_rocm_says_what_to_upgrade(root: Path, rules: gpu.Rules) -> None:
-    machine = Machine("Linux", "x86_64", (Gpu("amd", "AMD GPU gfx1100", None, "gfx1100"),), None, None, None, "6.1.3", ())
+    machine = Machine(
+        "Linux",
+        "x86_64",
+        (Gpu("amd", "AMD GPU gfx1100", None, "gfx1100"),),
+        None,
+        None,
+        None,
+        "6.1.3",
+        (),
+    )
     rec = gpu.recommend(machine, PROFILES, rules)
     assert rec.profile is None
-    assert rec.reason == "No ROCm profile fits AMD GPU gfx1100: rocm6.3 is newer than the installed ROCm 6.1.3."
+    assert (
+        rec.reason
+        == "No ROCm profile fits AMD GPU gfx1100: rocm6.3 is newer than the installed ROCm 6.1.3."
+    )
     assert rec.action == "upgrade ROCm to ≥ 6.3 to use rocm6.3, or use profile cpu"
 
 
@@ -521,14 +606,22 @@ def test_apple_silicon_gets_mps(rules: gpu.Rules) -> None:
     assert machine.gpus == (Gpu("apple", "Apple silicon GPU", None, None),)
     assert machine.notes == ()
     rec = gpu.recommend(machine, PROFILES, rules)
-    assert (rec.profile, rec.reason) == ("mps", "Apple silicon Mac: PyTorch from PyPI uses its GPU through MPS → mps.")
+    assert (rec.profile, rec.reason) == (
+        "mps",
+        "Apple silicon Mac: PyTorch from PyPI uses its GPU through MPS → mps.",
+    )
     assert not fit_of(rec, "cu128").ok
 
 
 def test_intel_mac_gets_cpu(rules: gpu.Rules) -> None:
-    rec = gpu.recommend(gpu.detect_machine(env={}, system="Darwin", machine="x86_64"), PROFILES, rules)
+    rec = gpu.recommend(
+        gpu.detect_machine(env={}, system="Darwin", machine="x86_64"), PROFILES, rules
+    )
     assert rec.profile == "cpu"
-    assert fit_of(rec, "mps").reason == "mps needs macOS on Apple silicon (arm64); this is Darwin x86_64"
+    assert (
+        fit_of(rec, "mps").reason
+        == "mps needs macOS on Apple silicon (arm64); this is Darwin x86_64"
+    )
 
 
 def _pci_device(root: Path, slot: str, cls: str, vendor: str, device: str) -> None:
@@ -537,7 +630,9 @@ def _pci_device(root: Path, slot: str, cls: str, vendor: str, device: str) -> No
 
 
 @needs_sh
-def test_intel_gpu_is_reported_but_xpu_is_not_picked(bindir: Path, root: Path, rules: gpu.Rules) -> None:
+def test_intel_gpu_is_reported_but_xpu_is_not_picked(
+    bindir: Path, root: Path, rules: gpu.Rules
+) -> None:
     _pci_device(root, "0000:00:02.0", "0x030000", "0x8086", "0x56a0")
     _pci_device(root, "0000:00:1f.3", "0x040300", "0x8086", "0x7a50")  # audio: not a GPU
     machine = detect(bindir)
@@ -556,11 +651,17 @@ def test_nvidia_gpu_on_pci_without_driver(bindir: Path, root: Path, rules: gpu.R
     assert machine.gpus == (Gpu("nvidia", "NVIDIA GPU (PCI 10de:2684)", None, None),)
     rec = gpu.recommend(machine, PROFILES, rules)
     assert rec.profile is None
-    assert rec.reason.startswith("NVIDIA GPU (PCI 10de:2684) is here, but no NVIDIA driver answered")
-    assert rec.action == (
-        "install the NVIDIA driver (≥ 580.65.06 for cu130) and run envbuild detect again, or use profile cpu"
+    assert rec.reason.startswith(
+        "NVIDIA GPU (PCI 10de:2684) is here, but no NVIDIA driver answered"
     )
-    assert fit_of(rec, "cu126").reason == "no NVIDIA driver found although an NVIDIA GPU is on the PCI bus"
+    assert rec.action == (
+        "install the NVIDIA driver (≥ 580.65.06 for cu130) and run envbuild detect again, "
+        "or use profile cpu"
+    )
+    assert (
+        fit_of(rec, "cu126").reason
+        == "no NVIDIA driver found although an NVIDIA GPU is on the PCI bus"
+    )
 
 
 def test_windows_reads_no_linux_files(root: Path) -> None:
@@ -574,7 +675,10 @@ def test_nightly_is_picked_only_when_asked(rules: gpu.Rules) -> None:
     machine = linux([nvidia("NVIDIA GeForce RTX 4070 SUPER", "8.9")], "570.133.07", "12.8")
     offered = [PROFILES[0], PROFILES[5]]  # cpu, nightly-cu128
     plain = gpu.recommend(machine, offered, rules)
-    assert (plain.profile, plain.reason) == ("cpu", "An NVIDIA GPU is here, but no CUDA profile is offered → cpu.")
+    assert (plain.profile, plain.reason) == (
+        "cpu",
+        "An NVIDIA GPU is here, but no CUDA profile is offered → cpu.",
+    )
     assert gpu.recommend(machine, offered, rules, include_nightly=True).profile == "nightly-cu128"
     assert gpu.recommend(machine, PROFILES, rules, include_nightly=True).profile == "cu128"
 
@@ -584,10 +688,40 @@ def test_machine_to_json_has_stable_keys() -> None:
     assert machine.to_json() == {
         "system": "Linux",
         "machine": "x86_64",
-        "gpus": [{"vendor": "nvidia", "name": "NVIDIA GeForce RTX 5090", "compute_capability": "12.0", "arch": "sm_120"}],
+        "gpus": [
+            {
+                "vendor": "nvidia",
+                "name": "NVIDIA GeForce RTX 5090",
+                "compute_capability": "12.0",
+                "arch": "sm_120",
+            }
+        ],
         "nvidia_driver": "575.57.08",
         "driver_source": "nvidia-smi",
         "max_cuda": "12.9",
         "rocm_version": None,
         "notes": [],
     }
+
+
+@needs_sh
+def test_windows_trusts_the_nvidia_smi_header(bindir: Path, root: Path, rules: gpu.Rules) -> None:
+    fake_nvidia_smi(bindir, "rtx5090-580")
+    machine = gpu.detect_machine(env={"PATH": str(bindir)}, system="Windows", machine="AMD64")
+    assert (machine.max_cuda, machine.notes) == ("13.0", ())
+    assert gpu.recommend(machine, PROFILES, rules).profile == "cu130"
+
+
+def test_windows_cuda_13_without_header_counts_as_minor_version_compat(rules: gpu.Rules) -> None:
+    """NVIDIA lists no Windows toolkit driver for CUDA 13.x (N/A), only the >= 580 floor."""
+    machine = gpu.detect_machine(
+        env={"PATH": "", "ENVBUILD_CUDA_DRIVER_VERSION": "581.57", "ENVBUILD_GPU_COMPUTE_CAP": "12.0"},
+        system="Windows",
+        machine="AMD64",
+    )
+    assert machine.max_cuda == "12.9"
+    rec = gpu.recommend(machine, PROFILES, rules)
+    assert rec.profile == "cu128"
+    assert fit_of(rec, "cu130").reason.startswith(
+        "driver 581.57 supports CUDA 12.9 in full and CUDA 13.0 through minor-version compatibility, "
+    )

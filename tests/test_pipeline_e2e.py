@@ -270,3 +270,27 @@ def test_verbose_shows_the_exact_uv_command(deployment: Deployment, uv_env: dict
     result = run_cli(["-v", "lock", "--profile", "cu126"], env=uv_env, cwd=deployment.root)
     assert result.returncode == 0, result
     assert "envbuild: $ " in result.stderr and " lock --project " in result.stderr
+
+
+def test_lock_check_is_offline_and_names_what_changed(deployment: Deployment, uv_env: dict[str, str]) -> None:
+    node = deployment.add_node("ComfyUI-KJNodes", "six\n")
+    assert run_cli(["lock", "--profile", "cu126"], env=uv_env, cwd=deployment.root).returncode == 0
+    offline = dict(uv_env, ENVBUILD_UV="/nonexistent", UV_DEFAULT_INDEX="http://127.0.0.1:9/none",
+                   ENVBUILD_PYTORCH_INDEX=uv_env["ENVBUILD_PYTORCH_INDEX"])
+    result = run_cli(["lock", "--check", "--profile", "cu126"], env=offline, cwd=deployment.root)
+    assert result.returncode == 0 and "cu126: current" in result.stdout, result
+    (node / "requirements.txt").write_text("six>=1.16\n")
+    result = run_cli(["lock", "--check", "--all"], env=offline, cwd=deployment.root)
+    assert result.returncode == 1
+    assert "cu126: stale (locks/cu126): data/custom_nodes/ComfyUI-KJNodes/requirements.txt changed" in result.stderr
+    assert "cu128: stale (locks/cu128): no lock yet" in result.stderr
+    # A deployment-level profile that changes cu126's torch range is named as such.
+    (node / "requirements.txt").write_text("six\n")
+    profiles = deployment.root / "profiles"
+    profiles.mkdir()
+    from envbuild.profiles import builtin_profiles_dir
+
+    text = (builtin_profiles_dir() / "cu126.toml").read_text().replace('torch = ">=2.6.0"', 'torch = ">=2.7.0"')
+    (profiles / "cu126.toml").write_text(text)
+    result = run_cli(["lock", "--check", "--profile", "cu126"], env=offline, cwd=deployment.root)
+    assert result.returncode == 1 and "profile cu126 changed" in result.stderr, result
