@@ -77,12 +77,17 @@ def plan_lock(config: Config, profile: TorchProfile, environ: Mapping[str, str] 
     fingerprint = Fingerprint(
         profile=profile.name, render_version=RENDER_VERSION, uv_required_version=UV_REQUIRED_VERSION,
         torch_source=profile.torch_source, index_url=index_url,
-        profile_sha256=sha256_text("\n".join([profile.index_url or "", *(p.requirement_text() for p in profile.packages),
-                                              *profile.environments, "|", *profile.required_environments,
-                                              profile.channel])),
+        profile_sha256=_profile_digest(profile),
         pyproject_sha256=sha256_text(pyproject), inputs=inputs,
     )
     return LockPlan(profile, merged, pyproject, fingerprint, LockFolder(config.lock_dir, profile.name))
+
+
+def _profile_digest(profile: TorchProfile) -> str:
+    """What of a profile shapes the lock (comments and descriptions do not)."""
+    parts = [profile.index_url or "", *(p.requirement_text() for p in profile.packages),
+             *profile.environments, "|", *profile.required_environments, profile.channel]
+    return sha256_text("\n".join(parts))
 
 
 def _input_digests(merged: MergedInputs, config: Config) -> dict[str, str]:

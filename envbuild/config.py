@@ -110,7 +110,9 @@ def load_config(project_dir: Path) -> Config:
             rel(p, "lock.extra-requirements")
             for p in expect_str_list(lock.get("extra-requirements", []), "lock.extra-requirements", path)
         ),
-        profiles_dirs=(rel(profiles_dir, "lock.profiles-dir"),) if profiles_dir else _default_profiles_dirs(project_dir),
+        profiles_dirs=(
+            (rel(profiles_dir, "lock.profiles-dir"),) if profiles_dir else _default_profiles_dirs(project_dir)
+        ),
     )
 
 

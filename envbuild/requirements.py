@@ -170,7 +170,7 @@ def _display(path: Path, root: Path | None) -> str:
 
 def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
     """Drop comments and join `\\` continuations like pip; yield (first line number, text)."""
-    start, parts = 0, []
+    start, parts = 0, list[str]()
     for number, raw in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
         line = _COMMENT.sub("", raw).rstrip()
         if line.endswith("\\"):

@@ -1,0 +1,83 @@
+"""The command line: parse, call one use case, print its result. Nothing else lives here.
+
+Each command lives in its own module, imported only when that command runs (or when --help lists
+it), and domain modules are imported inside the commands, so `envbuild --help` stays fast. This
+module holds the only error handler: an `EnvbuildError` becomes one message and an exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+# command name -> "module:function", loaded on first use
+COMMANDS: dict[str, str] = {
+    "profiles": "envbuild.cli.profiles:profiles",
+    "merge": "envbuild.cli.merge:merge",
+    "lock": "envbuild.cli.lock:lock",
+    "sync": "envbuild.cli.sync:sync",
+}
+
+
+class EnvbuildGroup(click.Group):
+    """Loads commands lazily and turns every envbuild error into `error: ...` and its exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from envbuild.errors import EnvbuildError
+
+        try:
+            return super().invoke(ctx)
+        except EnvbuildError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # the last line of defence: one line, the traceback only with -v
+            if ctx.obj and ctx.obj.get("verbose"):
+                raise
+            click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)", err=True)
+            ctx.exit(70)
+
+
+@click.group(cls=EnvbuildGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="Show the exact uv commands (-vv: their output too).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.option("-C", "--project-dir", type=click.Path(file_okay=False, path_type=Path), default=".",
+              show_default=True, help="The deployment folder (where envbuild.toml and locks/ live).")
+@click.version_option(package_name="envbuild", prog_name="envbuild")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool, project_dir: Path) -> None:
+    """Reproducible, hash-locked ComfyUI environments, one per GPU profile.
+
+    \b
+    Typical use:
+      envbuild lock --cuda 12.6      merge ComfyUI + nodes + the cu126 profile, lock it
+      envbuild sync --profile cu126  build the venv from the committed lock, check torch
+    """
+    level = logging.WARNING if quiet else (logging.INFO if verbose == 1 else logging.DEBUG if verbose > 1
+                                           else logging.WARNING)
+    logging.basicConfig(level=level, format="envbuild: %(message)s", stream=sys.stderr, force=True)
+    ctx.obj = {"verbose": verbose, "quiet": quiet, "project_dir": project_dir}
+
+
+def main() -> None:
+    cli(prog_name="envbuild")

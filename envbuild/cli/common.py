@@ -1,0 +1,68 @@
+"""Options and helpers shared by the commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from envbuild.config import Config
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_options(func: F) -> F:
+    """Flags that override envbuild.toml, shared by the commands that read the inputs."""
+    options = [
+        click.option("--comfyui", type=click.Path(file_okay=False, path_type=Path),
+                     help="ComfyUI checkout (overrides [comfyui] path)."),
+        click.option("--base-directory", type=click.Path(file_okay=False, path_type=Path),
+                     help="ComfyUI's --base-directory; its custom_nodes/ holds the nodes."),
+        click.option("--exclude-node", "exclude_nodes", multiple=True, metavar="NAME",
+                     help="Leave a custom node's requirements out (repeatable)."),
+        click.option("--extra-requirements", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+                     help="Another requirements file to include (repeatable)."),
+        click.option("--lock-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Where the per-profile lock folders live (default: locks/)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def profile_options(func: F) -> F:
+    func = click.option("--cuda", metavar="VERSION",
+                        help="Pick the stable profile for a CUDA version, e.g. 12.6.")(func)
+    return click.option("--profile", "profile_name", metavar="NAME",
+                        help="A profile by name (see `envbuild profiles`).")(func)
+
+
+def load_config(ctx: click.Context, **flags: Any) -> Config:
+    from envbuild.config import load_config
+
+    config = load_config(ctx.obj["project_dir"])
+    cwd = Path.cwd()
+
+    def absolute(path: Path | None) -> Path | None:
+        return None if path is None else (cwd / path).resolve()
+
+    return config.with_overrides(
+        comfyui=absolute(flags.get("comfyui")),
+        base_directory=absolute(flags.get("base_directory")),
+        exclude_nodes=tuple(config.exclude_nodes) + tuple(flags.get("exclude_nodes") or ()),
+        extra_requirements=tuple(config.extra_requirements)
+        + tuple(absolute(p) for p in flags.get("extra_requirements") or ()),
+        lock_dir=absolute(flags.get("lock_dir")),
+    )
+
+
+def say(ctx: click.Context, message: str) -> None:
+    if not ctx.obj["quiet"]:
+        click.echo(message)
+
+
+def warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)

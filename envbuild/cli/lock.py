@@ -1,0 +1,90 @@
+"""`envbuild lock`: write locks/<profile>/ from the merged inputs, or check that it is current."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from envbuild.cli.common import config_options, load_config, profile_options, say, warn
+
+if TYPE_CHECKING:
+    from envbuild.actions import LockResult
+    from envbuild.config import Config
+
+@click.command()
+@profile_options
+@config_options
+@click.option("--all", "all_profiles", is_flag=True,
+              help="Lock every profile listed in envbuild.toml [lock] profiles (default: all profiles).")
+@click.option("--check", is_flag=True,
+              help="Only check, offline and without uv, that the locks are current; exit 1 naming each "
+                   "stale profile and why. For CI.")
+@click.option("--upgrade", is_flag=True, help="Allow newer versions of every package.")
+@click.option("--upgrade-package", multiple=True, metavar="NAME", help="Allow a newer version of one package.")
+@click.pass_context
+def lock(ctx: click.Context, profile_name: str | None, cuda: str | None, all_profiles: bool, check: bool,
+         upgrade: bool, upgrade_package: tuple[str, ...], **flags: Any) -> None:
+    """Merge the inputs with a profile and write locks/<profile>/ (pyproject.toml + uv.lock).
+
+    A failed lock leaves the previous lock untouched; an unchanged input set does not run uv.
+    """
+    from envbuild.actions import catalogue_for, lock_profile, select_profile
+    from envbuild.errors import EnvbuildError, UsageError
+
+    config = load_config(ctx, **flags)
+    catalogue = catalogue_for(config)
+    if all_profiles:
+        if profile_name or cuda:
+            raise UsageError("--all locks every profile; drop --profile/--cuda")
+        targets = [catalogue.get(n) for n in (config.profiles or catalogue.names())]
+    else:
+        targets = [select_profile(catalogue, config, profile=profile_name, cuda=cuda)]
+    if check:
+        if upgrade or upgrade_package:
+            raise UsageError("--check only checks; drop --upgrade/--upgrade-package")
+        ctx.exit(_check_locks(ctx, config, targets))
+    failures = 0
+    for profile in targets:
+        try:
+            result = lock_profile(config, profile, upgrade=upgrade, upgrade_packages=upgrade_package,
+                                  stream=not ctx.obj["quiet"])
+        except EnvbuildError as exc:
+            if not all_profiles:
+                raise
+            failures += 1
+            click.echo(f"error: {profile.name}: {exc}", err=True)
+            continue
+        _report_lock(ctx, config, result)
+    if failures:
+        ctx.exit(1)
+
+
+def _check_locks(ctx: click.Context, config: Config, targets: list[Any]) -> int:
+    from envbuild.actions import check_profile
+
+    stale = 0
+    for profile in targets:
+        reasons = check_profile(config, profile)
+        where = config.display(config.lock_dir / profile.name)
+        if reasons:
+            stale += 1
+            click.echo(f"{profile.name}: stale ({where}): {'; '.join(reasons)}", err=True)
+        else:
+            say(ctx, f"{profile.name}: current ({where})")
+    if stale:
+        command = "envbuild lock --all" if len(targets) > 1 else f"envbuild lock --profile {targets[0].name}"
+        click.echo(f"error: {stale} of {len(targets)} lock(s) out of date; run `{command}` and commit locks/",
+                   err=True)
+    return 1 if stale else 0
+
+
+def _report_lock(ctx: click.Context, config: Config, result: LockResult) -> None:
+    for warning in result.warnings:
+        warn(f"{result.profile}: {warning}")
+    where = config.display(result.folder)
+    if result.status == "up-to-date":
+        say(ctx, f"{result.profile}: up to date ({where}, {result.packages} packages; uv not run)")
+        return
+    why = f" ({'; '.join(result.reasons)})" if result.reasons else ""
+    say(ctx, f"{result.profile}: locked {result.packages} packages into {where} in {result.seconds:.2f} s{why}")
