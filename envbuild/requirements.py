@@ -82,7 +82,8 @@ _RUN_TOGETHER = re.compile(
 
 _REASONS = {
     "index": "envbuild takes indexes from the torch profile and envbuild.toml, not from "
-    "requirement files; add the index to envbuild.toml if it is needed",
+    "requirement files; a package that only that index has must be served by your default index "
+    "(UV_DEFAULT_INDEX) or a mirror",
     "install": "install options in requirement files do not reach uv; envbuild sets the "
     "resolver options itself",
     "per-requirement": "envbuild's lock carries its own hashes and uv builds with its own "

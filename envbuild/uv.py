@@ -43,7 +43,8 @@ _FAILED_URL = re.compile(r"(?:Failed to fetch|for url \(|Failed to download):? `
 # Most specific first: uv's cause chain names several.
 _FAILURE_KINDS = ("dns error", "Connection refused", "timed out", "Network is unreachable",
                   "tcp connect error", "error sending request")
-_STALE = re.compile(r"needs to be updated, but `--(locked|check)` was provided", re.I)
+# uv wraps its messages to the terminal width: any whitespace may separate the words.
+_STALE = re.compile(r"needs\s+to\s+be\s+updated,\s+but\s+`--(locked|check)`\s+was\s+provided", re.I)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def classify_failure(action: str, message: str, default: type[UvError], *, shown
     """Turn uv's words into the error a user can act on."""
     if _STALE.search(message):
         return StaleLockError(
-            f"the lock is out of date with its pyproject.toml; uv said:\n  {_last_line(message)}",
+            "the lock is out of date with its pyproject.toml (uv --locked refused it)",
             hint="run `envbuild lock` for this profile (and commit the result)",
         )
     if _UNREACHABLE.search(message):
