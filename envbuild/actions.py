@@ -7,24 +7,36 @@ folder only after `uv lock` has succeeded on a staged copy.
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from envbuild.config import Config
 from envbuild.errors import StaleLockError, UsageError, VerifyError
 from envbuild.fsio import atomic_write, replace_dir, staging_dir
-from envbuild.inputs import MergedInputs, merge_inputs, normalized_digest, profile_display_path
-from envbuild.lockdir import Fingerprint, LockFolder, count_locked_packages, sha256_text, stale_reasons
+from envbuild.inputs import MergedInputs, collect_inputs, merge_inputs, normalized_digest, profile_display_path
+from envbuild.lockdir import (
+    Fingerprint,
+    LockFolder,
+    count_locked_packages,
+    file_digest,
+    sha256_text,
+    stale_reasons,
+    unchanged_since_lock,
+)
 from envbuild.profiles import ProfileCatalogue, TorchProfile, load_catalogue
 from envbuild.render import RENDER_VERSION, UV_REQUIRED_VERSION, RenderInput, render_pyproject
-from envbuild.torchcheck import TorchBuild, inspect_torch, mismatches
-from envbuild.uv import Uv, get_uv, venv_python
 
-UvFactory = Callable[[], Uv]
+if TYPE_CHECKING:
+    from envbuild.torchcheck import TorchBuild
+    from envbuild.uv import Uv
+
+UvFactory = Callable[[], "Uv"]
 
 
 @dataclass(frozen=True)
@@ -63,24 +75,39 @@ def catalogue_for(config: Config) -> ProfileCatalogue:
 
 
 def plan_lock(config: Config, profile: TorchProfile, environ: Mapping[str, str] | None = None) -> LockPlan:
-    env = os.environ if environ is None else environ
     merged = merge_inputs(config, profile)
-    index_url = profile.resolved_index_url(env)
+    base = _expected_fingerprint(config, profile, environ)
     inputs = {config.display(item.path): "" for item in merged.collected.files}
-    digests = _input_digests(merged, config)
-    inputs.update(digests)
+    inputs.update(_input_digests(merged, config))
     input_paths = [*inputs, profile_display_path(profile, config)]
     pyproject = render_pyproject(RenderInput(
         merged=merged.result, profile=profile, requires_python=config.requires_python,
-        index_url=index_url, input_paths=input_paths,
+        index_url=base.index_url, input_paths=input_paths,
     ))
-    fingerprint = Fingerprint(
-        profile=profile.name, render_version=RENDER_VERSION, uv_required_version=UV_REQUIRED_VERSION,
-        torch_source=profile.torch_source, index_url=index_url,
-        profile_sha256=_profile_digest(profile),
-        pyproject_sha256=sha256_text(pyproject), inputs=inputs,
+    raw = {config.display(path): file_digest(path) or "" for path in merged.files_read}
+    fingerprint = replace(
+        base, pyproject_sha256=sha256_text(pyproject), inputs=inputs, raw_inputs=raw,
+        roots=tuple(config.display(item.path) for item in merged.collected.files),
+        warnings=input_warnings(merged),
     )
     return LockPlan(profile, merged, pyproject, fingerprint, LockFolder(config.lock_dir, profile.name))
+
+
+def _expected_fingerprint(config: Config, profile: TorchProfile, environ: Mapping[str, str] | None) -> Fingerprint:
+    """What a current lock must have recorded, as far as it is known without parsing any input."""
+    env = os.environ if environ is None else environ
+    return Fingerprint(
+        profile=profile.name, render_version=RENDER_VERSION, uv_required_version=UV_REQUIRED_VERSION,
+        torch_source=profile.torch_source, index_url=profile.resolved_index_url(env),
+        profile_sha256=_profile_digest(profile), pyproject_sha256="", inputs={},
+    )
+
+
+def is_unchanged(config: Config, profile: TorchProfile, environ: Mapping[str, str] | None = None) -> bool:
+    """The cheap answer first: True means current without parsing; False means "plan and compare"."""
+    roots = [config.display(item.path) for item in collect_inputs(config).files]
+    folder = LockFolder(config.lock_dir, profile.name)
+    return unchanged_since_lock(folder, config.project_dir, roots, _expected_fingerprint(config, profile, environ))
 
 
 def _profile_digest(profile: TorchProfile) -> str:
@@ -97,23 +124,28 @@ def _input_digests(merged: MergedInputs, config: Config) -> dict[str, str]:
         for requirement in group:
             for item in requirement.origins:
                 if item.origin.path in texts:
-                    texts[item.origin.path].append(f"{item.origin.line}:{item.text}")
+                    texts[item.origin.path].append(item.text)
     return {path: normalized_digest(sorted(lines)) for path, lines in texts.items()}
 
 
 def lock_profile(
-    config: Config, profile: TorchProfile, *, uv_factory: UvFactory = get_uv, upgrade: bool = False,
+    config: Config, profile: TorchProfile, *, uv_factory: UvFactory | None = None, upgrade: bool = False,
     upgrade_packages: Sequence[str] = (), stream: bool = True, environ: Mapping[str, str] | None = None,
 ) -> LockResult:
     started = time.perf_counter()
+    upgrading = bool(upgrade or upgrade_packages)
+    if not upgrading and is_unchanged(config, profile, environ):
+        return _up_to_date(LockFolder(config.lock_dir, profile.name), started)
     plan = plan_lock(config, profile, environ)
     reasons = stale_reasons(plan.folder, plan.pyproject, plan.fingerprint)
-    warnings = input_warnings(plan.merged)
-    if not reasons and not upgrade and not upgrade_packages:
-        packages = count_locked_packages(plan.folder.uv_lock.read_text(encoding="utf-8"))
-        return LockResult(profile.name, "up-to-date", plan.folder.path, packages, (), "",
-                          time.perf_counter() - started, warnings)
-    uv = uv_factory()
+    if not reasons and not upgrading:
+        # Only comments or formatting changed: remember the new bytes so the next run is a fast no-op.
+        recorded = plan.folder.read_fingerprint()
+        assert recorded is not None  # stale_reasons reports a missing fingerprint
+        refreshed = replace(plan.fingerprint, uv_lock_sha256=recorded.uv_lock_sha256, extra=recorded.extra)
+        atomic_write(plan.folder.fingerprint_path, refreshed.to_json())
+        return _up_to_date(plan.folder, started)
+    uv = _uv(uv_factory)
     with staging_dir(config.lock_dir, profile.name) as staged:
         atomic_write(staged / "pyproject.toml", plan.pyproject)
         if plan.folder.uv_lock.is_file():
@@ -121,13 +153,21 @@ def lock_profile(
             shutil.copyfile(plan.folder.uv_lock, staged / "uv.lock")
         summary = uv.lock(staged, upgrade=upgrade, upgrade_packages=upgrade_packages, stream=stream)
         lock_text = (staged / "uv.lock").read_text(encoding="utf-8")
-        fingerprint = _with_lock_hash(plan.fingerprint, lock_text)
+        fingerprint = plan.fingerprint.with_lock(lock_text, _today())
         atomic_write(staged / plan.folder.fingerprint_path.name, fingerprint.to_json())
         replace_dir(staged, plan.folder.path)
     if upgrade or upgrade_packages:
         reasons = [*reasons, "upgrade requested"]
     return LockResult(profile.name, "locked", plan.folder.path, count_locked_packages(lock_text),
-                      tuple(reasons), summary, time.perf_counter() - started, warnings)
+                      tuple(reasons), summary, time.perf_counter() - started, plan.fingerprint.warnings)
+
+
+def _up_to_date(folder: LockFolder, started: float) -> LockResult:
+    recorded = folder.read_fingerprint()
+    packages = count_locked_packages(folder.uv_lock.read_text(encoding="utf-8"))
+    warnings = recorded.warnings if recorded else ()
+    return LockResult(folder.profile, "up-to-date", folder.path, packages, (), "", time.perf_counter() - started,
+                      warnings)
 
 
 def input_warnings(merged: MergedInputs) -> tuple[str, ...]:
@@ -139,14 +179,22 @@ def input_warnings(merged: MergedInputs) -> tuple[str, ...]:
 
 def check_profile(config: Config, profile: TorchProfile, environ: Mapping[str, str] | None = None) -> list[str]:
     """Offline: why the committed lock would change if locked now (empty: current). No uv, no network."""
+    if is_unchanged(config, profile, environ):
+        return []
     plan = plan_lock(config, profile, environ)
     return stale_reasons(plan.folder, plan.pyproject, plan.fingerprint)
 
 
-def _with_lock_hash(fingerprint: Fingerprint, lock_text: str) -> Fingerprint:
-    from dataclasses import replace
+def _today() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).date().isoformat()
 
-    return replace(fingerprint, uv_lock_sha256=sha256_text(lock_text))
+
+def _uv(factory: UvFactory | None) -> Uv:
+    if factory is not None:
+        return factory()
+    from envbuild.uv import get_uv
+
+    return get_uv()
 
 
 def default_venv(config: Config) -> Path:
@@ -159,7 +207,7 @@ def default_venv(config: Config) -> Path:
 
 def sync_profile(
     config: Config, profile: TorchProfile, venv: Path, *, verify: bool = True, inexact: bool = False,
-    python: str | None = None, uv_factory: UvFactory = get_uv, stream: bool = True,
+    python: str | None = None, uv_factory: UvFactory | None = None, stream: bool = True,
     environ: Mapping[str, str] | None = None,
 ) -> SyncResult:
     started = time.perf_counter()
@@ -170,7 +218,7 @@ def sync_profile(
             hint=f"run `envbuild lock --profile {profile.name}` (on a machine that can reach the index) and commit it",
         )
     _refuse_stale(config, profile, folder, environ)
-    uv = uv_factory()
+    uv = _uv(uv_factory)
     venv = venv.absolute()
     uv.sync(folder.path, venv, inexact=inexact, python=python, stream=stream)
     build = verify_venv(venv, profile) if verify else None
@@ -182,8 +230,7 @@ def _refuse_stale(config: Config, profile: TorchProfile, folder: LockFolder,
     """With the inputs at hand, a lock that no longer matches them is refused, saying why."""
     if config.comfyui is None or not (config.comfyui / "requirements.txt").is_file():
         return
-    plan = plan_lock(config, profile, environ)
-    reasons = stale_reasons(folder, plan.pyproject, plan.fingerprint)
+    reasons = check_profile(config, profile, environ)
     if reasons:
         raise StaleLockError(
             f"the lock for profile {profile.name} is out of date: " + "; ".join(reasons),
@@ -192,10 +239,9 @@ def _refuse_stale(config: Config, profile: TorchProfile, folder: LockFolder,
 
 
 def verify_venv(venv: Path, profile: TorchProfile) -> TorchBuild:
-    python = venv_python(venv)
-    if not python.exists():
-        raise VerifyError(f"{venv} has no interpreter at {python}")
-    build = inspect_torch(python)
+    from envbuild.torchcheck import inspect_torch, mismatches
+
+    build = inspect_torch(venv)
     if build is None:
         raise VerifyError(f"torch is not installed in {venv}", hint="the lock should contain torch; re-run sync")
     problems = mismatches(build, profile, torch_source=profile.torch_source)

@@ -10,26 +10,15 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-from packaging.requirements import Requirement
-from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
+from typing import TYPE_CHECKING
 
 from envbuild.config import Config
 from envbuild.errors import ConfigError, ConflictError, RequirementFileError
 from envbuild.profiles import TorchProfile
-from envbuild.requirements import (
-    Diagnostic,
-    MergeResult,
-    Origin,
-    ParsedFile,
-    SourcedRequirement,
-    merge,
-    parse_requirements_file,
-    parse_requirements_text,
-    specifiers_satisfiable,
-)
 from envbuild.tomlfile import load_toml
+
+if TYPE_CHECKING:  # the parser is imported when parsing, not to find files (the no-op path)
+    from envbuild.requirements import Diagnostic, MergeResult, ParsedFile, SourcedRequirement
 
 MANAGER_DIR_NAMES = ("comfyui-manager",)  # matched case-insensitively
 DISABLED_SUFFIX = ".disabled"
@@ -140,6 +129,8 @@ def _node_requirement_file(node: Path) -> InputFile | None:
 
 
 def read_input(item: InputFile, config: Config) -> ParsedFile:
+    from envbuild.requirements import parse_requirements_file
+
     if item.kind == "pyproject":
         return _read_node_pyproject(item, config)
     return parse_requirements_file(
@@ -149,6 +140,8 @@ def read_input(item: InputFile, config: Config) -> ParsedFile:
 
 def _read_node_pyproject(item: InputFile, config: Config) -> ParsedFile:
     """A node without requirements.txt may declare `[project].dependencies` instead."""
+    from envbuild.requirements import parse_requirements_text
+
     try:
         data = load_toml(item.path)
     except ConfigError as exc:
@@ -173,6 +166,10 @@ def _read_node_pyproject(item: InputFile, config: Config) -> ParsedFile:
 
 def profile_requirements(profile: TorchProfile, config: Config) -> list[SourcedRequirement]:
     """The profile's torch family as requirements, each pointing at its line in the profile file."""
+    from packaging.requirements import Requirement
+
+    from envbuild.requirements import Origin, SourcedRequirement
+
     packages = profile.packages
     try:
         text = profile.path.read_text(encoding="utf-8")
@@ -199,6 +196,8 @@ def profile_display_path(profile: TorchProfile, config: Config) -> str:
 
 def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     """Parse and merge everything; stop on conflicts before uv ever runs."""
+    from envbuild.requirements import merge
+
     collected = collect_inputs(config)
     requirements: list[SourcedRequirement] = []
     constraints: list[SourcedRequirement] = []
@@ -220,6 +219,10 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
 
 def _manager_pip(manager: Path, config: Config) -> SourcedRequirement:
     """The Manager shells out to `python -m pip`; uv venvs have no pip unless it is locked."""
+    from packaging.requirements import Requirement
+
+    from envbuild.requirements import Origin, SourcedRequirement
+
     origin = Origin(
         path=config.display(manager / "requirements.txt"), line=0,
         source="ComfyUI-Manager (runs `python -m pip`; added by envbuild)",
@@ -229,6 +232,11 @@ def _manager_pip(manager: Path, config: Config) -> SourcedRequirement:
 
 def _guard_torch_family(family: list[SourcedRequirement], inputs: list[SourcedRequirement]) -> None:
     """No input may move the torch family off the profile's index or versions, whatever its marker."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.utils import canonicalize_name
+
+    from envbuild.requirements import specifiers_satisfiable
+
     pinned = {canonicalize_name(req.requirement.name): req for req in family}
     for item in inputs:
         name = canonicalize_name(item.requirement.name)

@@ -9,14 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from envbuild.fsio import recover_dir
 
 FINGERPRINT_NAME = "envbuild-lock.json"
-FINGERPRINT_SCHEMA = 1
+FINGERPRINT_SCHEMA = 2
+LOCKED_AT = "locked-at"  # in `extra`: when uv last wrote this lock (a date, for people, not for freshness)
 
 
 def sha256_text(text: str | bytes) -> str:
@@ -33,15 +34,24 @@ class Fingerprint:
     index_url: str | None
     profile_sha256: str
     pyproject_sha256: str
-    inputs: Mapping[str, str]  # display path -> digest of what the file asks for
+    inputs: Mapping[str, str]  # display path -> digest of what the file asks for (comments do not count)
     uv_lock_sha256: str = ""
     schema: int = FINGERPRINT_SCHEMA
-    extra: Mapping[str, str] = field(default_factory=dict)  # e.g. resolved ComfyUI commit
+    extra: Mapping[str, str] = field(default_factory=dict)  # e.g. resolved ComfyUI commit, lock date
+    raw_inputs: Mapping[str, str] = field(default_factory=dict)  # display path -> sha256 of the bytes read
+    roots: tuple[str, ...] = ()  # the input files found (not includes), in order
+    warnings: tuple[str, ...] = ()  # what the inputs asked for that is not in the lock (shown on every run)
+
+    def with_lock(self, lock_text: str, locked_at: str) -> Fingerprint:
+        return replace(self, uv_lock_sha256=sha256_text(lock_text), extra={**self.extra, LOCKED_AT: locked_at})
 
     def to_json(self) -> str:
         data = asdict(self)
         data["inputs"] = dict(sorted(self.inputs.items()))
+        data["raw_inputs"] = dict(sorted(self.raw_inputs.items()))
         data["extra"] = dict(sorted(self.extra.items()))
+        data["roots"] = list(self.roots)
+        data["warnings"] = list(self.warnings)
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -50,6 +60,8 @@ class Fingerprint:
             data: dict[str, Any] = json.loads(text)
             if data.get("schema") != FINGERPRINT_SCHEMA:
                 return None
+            data["roots"] = tuple(data.get("roots", ()))
+            data["warnings"] = tuple(data.get("warnings", ()))
             return cls(**data)
         except (ValueError, TypeError):
             return None
@@ -122,9 +134,49 @@ def _input_changes(old: Fingerprint | None, new: Fingerprint) -> list[str]:
         reasons.append("envbuild's pyproject format changed")
     if old.uv_required_version != new.uv_required_version:
         reasons.append("the required uv version changed")
-    if old.extra != new.extra:
+    if _sources_of(old) != _sources_of(new):
         reasons.append("recorded sources changed")
     return reasons
+
+
+def _sources_of(fingerprint: Fingerprint) -> dict[str, str]:
+    return {k: v for k, v in fingerprint.extra.items() if k != LOCKED_AT}
+
+
+def unchanged_since_lock(folder: LockFolder, project_dir: Path, roots: list[str], expected: Fingerprint) -> bool:
+    """The no-op fast path: every byte that fed the lock is as it was, so there is nothing to parse.
+
+    `expected` carries what can be known without parsing (profile digest, index URL, versions of
+    envbuild's format); a False answer only means "look closer", never "stale".
+    """
+    recorded = folder.read_fingerprint()
+    if recorded is None or not recorded.raw_inputs or list(recorded.roots) != roots:
+        return False
+    same = (recorded.profile_sha256, recorded.index_url, recorded.render_version, recorded.uv_required_version,
+            recorded.torch_source, _sources_of(recorded))
+    if same != (expected.profile_sha256, expected.index_url, expected.render_version,
+                expected.uv_required_version, expected.torch_source, _sources_of(expected)):
+        return False
+    for path, digest in recorded.raw_inputs.items():
+        if file_digest(_resolve(project_dir, path)) != digest:
+            return False
+    try:
+        return (sha256_text(folder.pyproject.read_bytes()) == recorded.pyproject_sha256
+                and sha256_text(folder.uv_lock.read_bytes()) == recorded.uv_lock_sha256)
+    except OSError:
+        return False
+
+
+def _resolve(project_dir: Path, display: str) -> Path:
+    path = Path(display)
+    return path if path.is_absolute() else project_dir / path
+
+
+def file_digest(path: Path) -> str | None:
+    try:
+        return sha256_text(path.read_bytes())
+    except OSError:
+        return None
 
 
 def count_locked_packages(uv_lock_text: str) -> int:

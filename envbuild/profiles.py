@@ -26,7 +26,7 @@ CANONICAL_PYTORCH_BASE = "https://download.pytorch.org/whl"
 TORCH_SOURCE_INDEX = "pytorch-index"
 TORCH_SOURCE_PYPI = "pypi"
 PYPI_SUFFIX = "-pypi"
-PYPI_CUDA_ENVIRONMENT = str(Marker("sys_platform == 'linux' and platform_machine == 'x86_64'"))
+PYPI_CUDA_ENVIRONMENT = 'sys_platform == "linux" and platform_machine == "x86_64"'  # as str(Marker(...)) writes it
 PYTORCH_INDEX_ENV = "ENVBUILD_PYTORCH_INDEX"
 SCHEMA = 1
 ACCELERATORS = ("cpu", "cuda", "rocm", "xpu", "mps")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import tomlkit
 from packaging.utils import canonicalize_name
 
 from envbuild.profiles import TorchProfile
-from envbuild.requirements import MergeResult
+
+if TYPE_CHECKING:  # tomlkit and the merger are only needed when a render really happens
+    from envbuild.requirements import MergeResult
 
 # Bump when the rendered shape changes, so existing locks are seen as needing a re-lock.
 RENDER_VERSION = 1
@@ -35,6 +37,8 @@ def project_name(profile: TorchProfile) -> str:
 
 
 def render_pyproject(spec: RenderInput) -> str:
+    import tomlkit
+
     profile = spec.profile
     doc = tomlkit.document()
     for line in _header(spec):
@@ -82,7 +86,9 @@ def _family(spec: RenderInput) -> list[str]:
     return sorted(p.name for p in spec.profile.packages)
 
 
-def _sources(spec: RenderInput, family: list[str]) -> tomlkit.items.Table:
+def _sources(spec: RenderInput, family: list[str]) -> Any:
+    import tomlkit
+
     sources = tomlkit.table()
     markers = {p.name: p.marker for p in spec.profile.packages}
     for name in family:
@@ -94,7 +100,9 @@ def _sources(spec: RenderInput, family: list[str]) -> tomlkit.items.Table:
     return sources
 
 
-def _multiline(values: object) -> tomlkit.items.Array:
+def _multiline(values: object) -> Any:
+    import tomlkit
+
     array = tomlkit.array()
     for value in values:  # type: ignore[attr-defined]
         array.append(value)

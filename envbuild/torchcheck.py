@@ -1,44 +1,24 @@
 """Prove the venv holds the torch build the profile promises, without importing torch.
 
-`import torch` of a real CUDA build takes seconds and most of a gigabyte; the venv's own
-interpreter reads torch's installed metadata and parses `torch/version.py` (cuda, hip) instead.
+`import torch` of a real CUDA build takes seconds and most of a gigabyte, and even starting the
+venv's interpreter costs more than uv's whole no-op sync. So torch's installed metadata
+(`torch-*.dist-info/METADATA`) and `torch/version.py` (`cuda`, `hip`) are read as files and parsed
+with `ast`: nothing in the venv runs.
 """
 
 from __future__ import annotations
 
-import json
+import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from envbuild import runner
-from envbuild.errors import CommandFailed, VerifyError
+from envbuild.errors import VerifyError
 from envbuild.profiles import TorchProfile
 
-# Runs inside the venv: stdlib only, never imports torch.
-_PROBE = r"""
-import ast, json, sys
-import importlib.metadata as md
-try:
-    dist = md.distribution("torch")
-except md.PackageNotFoundError:
-    print(json.dumps(None)); sys.exit(0)
-fields = {}
-path = dist.locate_file("torch/version.py")
-try:
-    tree = ast.parse(open(path, encoding="utf-8").read())
-except OSError:
-    tree = ast.Module(body=[], type_ignores=[])
-for node in tree.body:
-    target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
-    value = getattr(node, "value", None)
-    if isinstance(target, ast.Name) and isinstance(value, ast.Constant):
-        fields[target.id] = value.value
-print(json.dumps({"version": dist.version, "version_py": str(path), "python": sys.version.split()[0],
-                  "cuda": fields.get("cuda"), "hip": fields.get("hip"), "xpu": fields.get("xpu"),
-                  "file_version": fields.get("__version__")}))
-"""
+_VERSION_FIELDS = ("__version__", "cuda", "hip", "xpu")
 
 
 @dataclass(frozen=True)
@@ -69,21 +49,66 @@ class TorchBuild:
         return f"torch {self.version} ({build}), Python {self.python}"
 
 
-def inspect_torch(python: Path) -> TorchBuild | None:
-    """What torch the interpreter at `python` would import; None if there is no torch."""
+def site_packages(venv: Path) -> list[Path]:
+    """Where a venv keeps its packages: lib/pythonX.Y/site-packages (POSIX) or Lib/site-packages."""
+    found = sorted(venv.glob("lib/python*/site-packages")) + sorted(venv.glob("lib64/python*/site-packages"))
+    windows = venv / "Lib" / "site-packages"
+    return found + ([windows] if windows.is_dir() else [])
+
+
+def inspect_torch(venv: Path) -> TorchBuild | None:
+    """What torch the venv at `venv` holds; None if it has none. Raises VerifyError if it is no venv."""
+    config = venv / "pyvenv.cfg"
+    if not config.is_file():
+        raise VerifyError(f"{venv} is not a virtual environment (no pyvenv.cfg)")
+    python = _venv_python_version(config.read_text(encoding="utf-8", errors="replace"))
+    for folder in site_packages(venv):
+        infos = sorted(folder.glob("torch-*.dist-info"))
+        if not infos:
+            continue
+        if len(infos) > 1:
+            raise VerifyError(f"{folder} holds several torch installs ({', '.join(i.name for i in infos)})",
+                              hint="re-sync the venv, or delete it and sync again")
+        version = _metadata_version(infos[0] / "METADATA")
+        version_py = folder / "torch" / "version.py"
+        fields = _version_fields(version_py)
+        return TorchBuild(version=version, cuda=_str(fields.get("cuda")), hip=_str(fields.get("hip")),
+                          xpu=_str(fields.get("xpu")), version_py=str(version_py), python=python)
+    return None
+
+
+def _metadata_version(path: Path) -> str:
     try:
-        proc = runner.run([str(python), "-I", "-c", _PROBE], timeout=60)
-    except CommandFailed as exc:
-        raise VerifyError(f"could not inspect torch with {python}: {exc.output_tail or exc}") from None
+        text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        raise VerifyError(f"could not run {python}: {exc.strerror}") from None
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
-    if data is None:
-        return None
-    return TorchBuild(
-        version=data["version"], cuda=_str(data.get("cuda")), hip=_str(data.get("hip")),
-        xpu=_str(data.get("xpu")), version_py=data["version_py"], python=data["python"],
-    )
+        raise VerifyError(f"cannot read {path}: {exc.strerror}") from None
+    # The header block ends at the first blank line; Version is one of its plain "Key: value" lines.
+    headers = text.split("\n\n", 1)[0]
+    match = re.search(r"^Version:[ \t]*(\S+)", headers, re.M)
+    version = match.group(1) if match else None
+    if not version:
+        raise VerifyError(f"{path} has no Version field: the torch install is broken, re-sync the venv")
+    return str(version).strip()
+
+
+def _version_fields(path: Path) -> dict[str, object]:
+    """Top-level `name = constant` assignments of torch/version.py (annotated ones too)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    fields: dict[str, object] = {}
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        value = getattr(node, "value", None)
+        if isinstance(target, ast.Name) and target.id in _VERSION_FIELDS and isinstance(value, ast.Constant):
+            fields[target.id] = value.value
+    return fields
+
+
+def _venv_python_version(cfg: str) -> str:
+    match = re.search(r"^\s*(?:version_info|version)\s*=\s*(\S+)", cfg, re.M)
+    return match.group(1) if match else "unknown"
 
 
 def _str(value: object) -> str | None:

@@ -43,6 +43,8 @@ _FAILED_URL = re.compile(r"(?:Failed to fetch|for url \(|Failed to download):? `
 # Most specific first: uv's cause chain names several.
 _FAILURE_KINDS = ("dns error", "Connection refused", "timed out", "Network is unreachable",
                   "tcp connect error", "error sending request")
+_REQUIRED_VERSION = re.compile(r"Required\s+uv\s+version\s+`([^`]+)`\s+does\s+not\s+match\s+the\s+running"
+                               r"\s+version\s+`([^`]+)`")
 # uv wraps its messages to the terminal width: any whitespace may separate the words.
 _STALE = re.compile(r"needs\s+to\s+be\s+updated,\s+but\s+`--(locked|check)`\s+was\s+provided", re.I)
 
@@ -50,7 +52,6 @@ _STALE = re.compile(r"needs\s+to\s+be\s+updated,\s+but\s+`--(locked|check)`\s+wa
 @dataclass(frozen=True)
 class Uv:
     path: Path
-    version: Version
 
     def base_env(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ if environ is None else environ)
@@ -107,6 +108,12 @@ class Uv:
 
 def classify_failure(action: str, message: str, default: type[UvError], *, shown: bool = False) -> EnvbuildError:
     """Turn uv's words into the error a user can act on."""
+    too_old = _REQUIRED_VERSION.search(message)
+    if too_old:
+        return UvVersionError(
+            f"uv {too_old.group(2)} is too old for this lock: it needs uv {too_old.group(1)}",
+            hint="upgrade it with `python -m pip install -U uv` (or point ENVBUILD_UV at a newer uv)",
+        )
     if _STALE.search(message):
         return StaleLockError(
             "the lock is out of date with its pyproject.toml (uv --locked refused it)",
@@ -170,7 +177,13 @@ def _probe_version(path: Path) -> Version:
 
 
 def get_uv(environ: Mapping[str, str] | None = None) -> Uv:
-    """A uv new enough for what envbuild writes (`[tool.uv] required-version`)."""
+    """The uv to run. Its version is not probed here: uv itself enforces the `required-version` that
+    every generated pyproject carries, and that refusal becomes a `UvVersionError`."""
+    return Uv(find_uv(environ))
+
+
+def checked_uv(environ: Mapping[str, str] | None = None) -> tuple[Uv, Version]:
+    """A uv whose version was asked for and is new enough (for `doctor`)."""
     path = find_uv(environ)
     version = _probe_version(path)
     if version not in SpecifierSet(UV_REQUIRED_VERSION):
@@ -178,7 +191,7 @@ def get_uv(environ: Mapping[str, str] | None = None) -> Uv:
             f"uv {version} at {path} is too old: envbuild needs uv {UV_REQUIRED_VERSION}",
             hint="upgrade it with `python -m pip install -U uv` (or unset ENVBUILD_UV)",
         )
-    return Uv(path, version)
+    return Uv(path), version
 
 
 def venv_python(venv: Path) -> Path:

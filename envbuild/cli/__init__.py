@@ -8,12 +8,13 @@ module holds the only error handler: an `EnvbuildError` becomes one message and 
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+
+from envbuild import __version__
 
 # command name -> "module:function", loaded on first use
 COMMANDS: dict[str, str] = {
@@ -63,7 +64,7 @@ class EnvbuildGroup(click.Group):
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 @click.option("-C", "--project-dir", type=click.Path(file_okay=False, path_type=Path), default=".",
               show_default=True, help="The deployment folder (where envbuild.toml and locks/ live).")
-@click.version_option(package_name="envbuild", prog_name="envbuild")
+@click.version_option(version=__version__, prog_name="envbuild")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool, project_dir: Path) -> None:
     """Reproducible, hash-locked ComfyUI environments, one per GPU profile.
@@ -73,9 +74,11 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, project_dir: Path) -> Non
       envbuild lock --cuda 12.6      merge ComfyUI + nodes + the cu126 profile, lock it
       envbuild sync --profile cu126  build the venv from the committed lock, check torch
     """
-    level = logging.WARNING if quiet else (logging.INFO if verbose == 1 else logging.DEBUG if verbose > 1
-                                           else logging.WARNING)
-    logging.basicConfig(level=level, format="envbuild: %(message)s", stream=sys.stderr, force=True)
+    if verbose and not quiet:  # logging costs start-up time: only set it up when asked to talk
+        import logging
+
+        level = logging.INFO if verbose == 1 else logging.DEBUG
+        logging.basicConfig(level=level, format="envbuild: %(message)s", stream=sys.stderr, force=True)
     ctx.obj = {"verbose": verbose, "quiet": quiet, "project_dir": project_dir}
 
 
