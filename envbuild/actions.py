@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from envbuild.config import Config
-from envbuild.errors import StaleLockError, UsageError, VerifyError
-from envbuild.fsio import atomic_write, replace_dir, staging_dir
+from envbuild.errors import EnvbuildError, StaleLockError, UsageError, VerifyError
+from envbuild.fsio import atomic_write, exclusive_lock, replace_dir, staging_dir
 from envbuild.inputs import MergedInputs, collect_inputs, merge_inputs, normalized_digest, profile_display_path
 from envbuild.lockdir import (
     Fingerprint,
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from envbuild.uv import Uv
 
 UvFactory = Callable[[], "Uv"]
+LOCK_TIMEOUT_ENV = "ENVBUILD_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 900.0  # a real ComfyUI lock takes seconds; a cold one on a slow mirror, minutes
 
 
 @dataclass(frozen=True)
@@ -131,22 +133,32 @@ def _input_digests(merged: MergedInputs, config: Config) -> dict[str, str]:
 def lock_profile(
     config: Config, profile: TorchProfile, *, uv_factory: UvFactory | None = None, upgrade: bool = False,
     upgrade_packages: Sequence[str] = (), stream: bool = True, environ: Mapping[str, str] | None = None,
+    on_wait: Callable[[], None] | None = None,
 ) -> LockResult:
     started = time.perf_counter()
     upgrading = bool(upgrade or upgrade_packages)
     if not upgrading and is_unchanged(config, profile, environ):
         return _up_to_date(LockFolder(config.lock_dir, profile.name), started)
-    plan = plan_lock(config, profile, environ)
-    reasons = stale_reasons(plan.folder, plan.pyproject, plan.fingerprint)
-    if not reasons and not upgrading:
-        # Only comments or formatting changed: remember the new bytes so the next run is a fast no-op.
-        recorded = plan.folder.read_fingerprint()
-        assert recorded is not None  # stale_reasons reports a missing fingerprint
-        refreshed = replace(plan.fingerprint, uv_lock_sha256=recorded.uv_lock_sha256, extra=recorded.extra)
-        atomic_write(plan.folder.fingerprint_path, refreshed.to_json())
-        return _up_to_date(plan.folder, started)
-    uv = _uv(uv_factory)
-    with staging_dir(config.lock_dir, profile.name) as staged:
+    env = os.environ if environ is None else environ
+    timeout = float(env.get(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT))
+    # One writer per profile folder: a second run waits, then finds the lock current (or re-locks).
+    with exclusive_lock(config.lock_dir / f".{profile.name}.lock", timeout=timeout, on_wait=on_wait):
+        plan = plan_lock(config, profile, environ)
+        reasons = stale_reasons(plan.folder, plan.pyproject, plan.fingerprint)
+        if not reasons and not upgrading:
+            _refresh_fingerprint(plan)
+            return _up_to_date(plan.folder, started)
+        lock_text, summary = _lock_staged(config, plan, _uv(uv_factory), upgrade, upgrade_packages, stream)
+    if upgrading:
+        reasons = [*reasons, "upgrade requested"]
+    return LockResult(profile.name, "locked", plan.folder.path, count_locked_packages(lock_text),
+                      tuple(reasons), summary, time.perf_counter() - started, plan.fingerprint.warnings)
+
+
+def _lock_staged(config: Config, plan: LockPlan, uv: Uv, upgrade: bool, upgrade_packages: Sequence[str],
+                 stream: bool) -> tuple[str, str]:
+    """Lock a copy beside the folder; only a successful lock replaces the committed one."""
+    with staging_dir(config.lock_dir, plan.profile.name) as staged:
         atomic_write(staged / "pyproject.toml", plan.pyproject)
         if plan.folder.uv_lock.is_file():
             # The previous lock is uv's starting point: re-locking keeps versions unless asked.
@@ -156,10 +168,17 @@ def lock_profile(
         fingerprint = plan.fingerprint.with_lock(lock_text, _today())
         atomic_write(staged / plan.folder.fingerprint_path.name, fingerprint.to_json())
         replace_dir(staged, plan.folder.path)
-    if upgrade or upgrade_packages:
-        reasons = [*reasons, "upgrade requested"]
-    return LockResult(profile.name, "locked", plan.folder.path, count_locked_packages(lock_text),
-                      tuple(reasons), summary, time.perf_counter() - started, plan.fingerprint.warnings)
+    return lock_text, summary
+
+
+def _refresh_fingerprint(plan: LockPlan) -> None:
+    """Only comments or formatting changed: remember the new bytes so the next run is a fast no-op."""
+    recorded = plan.folder.read_fingerprint()
+    if recorded is None:
+        return
+    refreshed = replace(plan.fingerprint, uv_lock_sha256=recorded.uv_lock_sha256, extra=recorded.extra)
+    if refreshed != recorded:
+        atomic_write(plan.folder.fingerprint_path, refreshed.to_json())
 
 
 def _up_to_date(folder: LockFolder, started: float) -> LockResult:
@@ -168,6 +187,50 @@ def _up_to_date(folder: LockFolder, started: float) -> LockResult:
     warnings = recorded.warnings if recorded else ()
     return LockResult(folder.profile, "up-to-date", folder.path, packages, (), "", time.perf_counter() - started,
                       warnings)
+
+
+@dataclass(frozen=True)
+class LockEvent:
+    """Progress of one profile in `lock --all`, reported as it happens (from worker threads)."""
+
+    profile: str
+    kind: str  # "started" | "waiting" | "done" | "failed"
+    result: LockResult | None = None
+    error: EnvbuildError | None = None
+
+
+def lock_many(
+    config: Config, profiles: Sequence[TorchProfile], *, jobs: int, on_event: Callable[[LockEvent], None],
+    upgrade: bool = False, upgrade_packages: Sequence[str] = (), environ: Mapping[str, str] | None = None,
+) -> list[LockEvent]:
+    """Lock several profiles at once (uv is I/O bound), each independently: one failure stops no other."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    found: list[Uv] = []
+    finding = threading.Lock()
+
+    def shared_uv() -> Uv:
+        """Looked up once, and only if some profile needs it (finding uv is not thread-safe)."""
+        with finding:
+            if not found:
+                found.append(_uv(None))
+            return found[0]
+
+    def one(profile: TorchProfile) -> LockEvent:
+        on_event(LockEvent(profile.name, "started"))
+        try:
+            result = lock_profile(config, profile, upgrade=upgrade, upgrade_packages=upgrade_packages, stream=False,
+                                  environ=environ, uv_factory=shared_uv,
+                                  on_wait=lambda: on_event(LockEvent(profile.name, "waiting")))
+            event = LockEvent(profile.name, "done", result=result)
+        except EnvbuildError as exc:
+            event = LockEvent(profile.name, "failed", error=exc)
+        on_event(event)
+        return event
+
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(profiles)))) as pool:
+        return list(pool.map(one, profiles))
 
 
 def input_warnings(merged: MergedInputs) -> tuple[str, ...]:

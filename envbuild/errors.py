@@ -115,6 +115,19 @@ class UvError(EnvbuildError):
         super().__init__(message, hint=hint)
         self.uv_message = uv_message
         self.action = action
+        self.summary = summary
+
+    @property
+    def brief(self) -> str:
+        """One line for progress output: uv's own reason, not its preamble."""
+        if self.summary:
+            return f"{self.action} failed: {self.summary}"
+        lines = [line.strip(" ╰─▶│") for line in self.uv_message.splitlines() if line.strip()]
+        for marker in ("Because ", "because ", "cause: ", "error: "):
+            for line in lines:
+                if marker in line:
+                    return f"{self.action} failed: {line[line.index(marker):].removeprefix('error: ')}"
+        return f"{self.action} failed"
 
 
 class ResolveError(UvError):
@@ -131,6 +144,10 @@ class IndexUnreachableError(UvError):
 
 class StaleLockError(EnvbuildError):
     """A committed lock is missing or no longer matches its inputs."""
+
+
+class LockBusyError(EnvbuildError):
+    """Another envbuild is writing the same lock folder and did not finish in time."""
 
 
 class LockIntegrityError(EnvbuildError):

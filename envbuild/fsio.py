@@ -10,8 +10,12 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
+
+from envbuild.errors import LockBusyError
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -79,3 +83,57 @@ def recover_dir(target: Path) -> None:
             shutil.rmtree(backup, ignore_errors=True)
         else:
             os.replace(backup, target)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, *, timeout: float, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """An OS-level lock on `path`, held for the block: a second envbuild waits for the first.
+
+    The kernel drops the lock when its holder dies, so a killed run never leaves a stale lock.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        deadline = time.monotonic() + timeout
+        waited = False
+        while not _try_lock(handle):
+            if not waited and on_wait is not None:
+                on_wait()
+            waited = True
+            if time.monotonic() >= deadline:
+                raise LockBusyError(
+                    f"another envbuild has held {path} for over {timeout:g} s",
+                    hint="let it finish (or stop it), then run the command again",
+                )
+            time.sleep(0.1)
+        try:
+            yield
+        finally:
+            _unlock(handle)
+
+
+def _try_lock(handle: BinaryIO) -> bool:
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def _unlock(handle: BinaryIO) -> None:
+    if os.name == "nt":
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

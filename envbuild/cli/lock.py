@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from envbuild.actions import LockResult
     from envbuild.config import Config
 
+
 @click.command()
 @profile_options
 @config_options
@@ -22,15 +23,17 @@ if TYPE_CHECKING:
                    "stale profile and why. For CI.")
 @click.option("--upgrade", is_flag=True, help="Allow newer versions of every package.")
 @click.option("--upgrade-package", multiple=True, metavar="NAME", help="Allow a newer version of one package.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 16), default=4, show_default=True,
+              help="With --all: how many profiles to lock at once.")
 @click.pass_context
 def lock(ctx: click.Context, profile_name: str | None, cuda: str | None, all_profiles: bool, check: bool,
-         upgrade: bool, upgrade_package: tuple[str, ...], **flags: Any) -> None:
+         upgrade: bool, upgrade_package: tuple[str, ...], jobs: int, **flags: Any) -> None:
     """Merge the inputs with a profile and write locks/<profile>/ (pyproject.toml + uv.lock).
 
     A failed lock leaves the previous lock untouched; an unchanged input set does not run uv.
     """
     from envbuild.actions import catalogue_for, lock_profile, select_profile
-    from envbuild.errors import EnvbuildError, UsageError
+    from envbuild.errors import UsageError
 
     config = load_config(ctx, **flags)
     catalogue = catalogue_for(config)
@@ -44,20 +47,56 @@ def lock(ctx: click.Context, profile_name: str | None, cuda: str | None, all_pro
         if upgrade or upgrade_package:
             raise UsageError("--check only checks; drop --upgrade/--upgrade-package")
         ctx.exit(_check_locks(ctx, config, targets))
-    failures = 0
-    for profile in targets:
-        try:
-            result = lock_profile(config, profile, upgrade=upgrade, upgrade_packages=upgrade_package,
-                                  stream=not ctx.obj["quiet"])
-        except EnvbuildError as exc:
-            if not all_profiles:
-                raise
-            failures += 1
-            click.echo(f"error: {profile.name}: {exc}", err=True)
-            continue
-        _report_lock(ctx, config, result)
-    if failures:
-        ctx.exit(1)
+    if all_profiles:
+        ctx.exit(_lock_all(ctx, config, targets, jobs, upgrade, upgrade_package))
+    profile = targets[0]
+    result = lock_profile(config, profile, upgrade=upgrade, upgrade_packages=upgrade_package,
+                          stream=not ctx.obj["quiet"],
+                          on_wait=lambda: warn(f"{profile.name}: waiting for another envbuild locking it"))
+    _report_lock(ctx, config, result)
+
+
+def _lock_all(ctx: click.Context, config: Config, targets: list[Any], jobs: int, upgrade: bool,
+              upgrade_package: tuple[str, ...]) -> int:
+    """Parallel locks with one progress line per event and a summary table; exit 1 if any failed."""
+    import threading
+
+    from envbuild.actions import LockEvent, lock_many
+
+    printing = threading.Lock()
+
+    def progress(event: LockEvent) -> None:
+        with printing:
+            if event.kind == "started":
+                say(ctx, f"{event.profile}: started")
+            elif event.kind == "waiting":
+                warn(f"{event.profile}: waiting for another envbuild locking it")
+            elif event.kind == "failed":
+                first = getattr(event.error, "brief", None) or str(event.error).splitlines()[0]
+                click.echo(f"{event.profile}: failed: {first}", err=True)
+            elif event.result is not None:
+                _report_lock(ctx, config, event.result)
+
+    events = lock_many(config, targets, jobs=jobs, on_event=progress, upgrade=upgrade,
+                       upgrade_packages=upgrade_package)
+    failed = [e for e in events if e.kind == "failed"]
+    say(ctx, "")
+    for line in _summary(events):
+        say(ctx, line)
+    for event in failed:
+        click.echo(f"\nerror: {event.profile}: {event.error}", err=True)
+    return 1 if failed else 0
+
+
+def _summary(events: list[Any]) -> list[str]:
+    rows = [("profile", "result", "packages", "seconds")]
+    for e in events:
+        if e.result is not None:
+            rows.append((e.profile, e.result.status, str(e.result.packages), f"{e.result.seconds:.2f}"))
+        else:
+            rows.append((e.profile, "FAILED", "-", "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
 def _check_locks(ctx: click.Context, config: Config, targets: list[Any]) -> int:
