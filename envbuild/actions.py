@@ -141,9 +141,10 @@ def lock_profile(
         return _up_to_date(LockFolder(config.lock_dir, profile.name), started)
     env = os.environ if environ is None else environ
     timeout = float(env.get(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT))
+    plan = plan_lock(config, profile, environ)  # every input error surfaces before anything is written
+    _ignore_scratch_files(config.lock_dir)
     # One writer per profile folder: a second run waits, then finds the lock current (or re-locks).
     with exclusive_lock(config.lock_dir / f".{profile.name}.lock", timeout=timeout, on_wait=on_wait):
-        plan = plan_lock(config, profile, environ)
         reasons = stale_reasons(plan.folder, plan.pyproject, plan.fingerprint)
         if not reasons and not upgrading:
             _refresh_fingerprint(plan)
@@ -153,6 +154,13 @@ def lock_profile(
         reasons = [*reasons, "upgrade requested"]
     return LockResult(profile.name, "locked", plan.folder.path, count_locked_packages(lock_text),
                       tuple(reasons), summary, time.perf_counter() - started, plan.fingerprint.warnings)
+
+
+def _ignore_scratch_files(lock_dir: Path) -> None:
+    """locks/ is committed; envbuild's lock files and staging folders in it must never be."""
+    ignore = lock_dir / ".gitignore"
+    if not ignore.exists():
+        atomic_write(ignore, "# envbuild's scratch files (per-profile write locks, staged locks)\n.*\n!.gitignore\n")
 
 
 def _lock_staged(config: Config, plan: LockPlan, uv: Uv, upgrade: bool, upgrade_packages: Sequence[str],

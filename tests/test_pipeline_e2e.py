@@ -131,7 +131,9 @@ def test_failed_lock_leaves_the_previous_lock_untouched(deployment: Deployment, 
     assert "no-such-package-anywhere" in result.stderr
     assert "Traceback" not in result.output
     assert deployment.snapshot_locks() == before
-    assert not [p for p in deployment.locks.iterdir() if p.name.startswith(".")], "staging left behind"
+    scratch = [p.name for p in deployment.locks.iterdir() if p.name.startswith(".")]
+    assert sorted(scratch) == [".cu126.lock", ".gitignore"], "staging left behind"
+    assert (deployment.locks / ".gitignore").read_text().splitlines()[1:] == [".*", "!.gitignore"]
 
 
 def test_stale_lock_is_refused_by_sync_with_the_reason(deployment: Deployment, uv_env: dict[str, str]) -> None:
