@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from envbuild.uv import Uv
 
 UvFactory = Callable[[], "Uv"]
+AUTO = "auto"  # --cuda auto / --profile auto: let GPU detection choose
 LOCK_TIMEOUT_ENV = "ENVBUILD_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 900.0  # a real ComfyUI lock takes seconds; a cold one on a slow mirror, minutes
 
@@ -327,6 +328,10 @@ def select_profile(catalogue: ProfileCatalogue, config: Config, *, profile: str 
     """--profile, or --cuda, or the first profile named in envbuild.toml."""
     if profile and cuda:
         raise UsageError("give either --profile or --cuda, not both")
+    if AUTO in (profile, cuda):
+        from envbuild.fitting import candidates, choose_or_explain
+
+        return choose_or_explain(candidates(catalogue))
     if profile:
         return catalogue.get(profile)
     if cuda:

@@ -10,6 +10,7 @@ import click
 
 if TYPE_CHECKING:
     from envbuild.config import Config
+    from envbuild.profiles import ProfileCatalogue, TorchProfile
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,7 +36,8 @@ def config_options(func: F) -> F:
 
 def profile_options(func: F) -> F:
     func = click.option("--cuda", metavar="VERSION",
-                        help="Pick the stable profile for a CUDA version, e.g. 12.6.")(func)
+                        help="Pick the stable profile for a CUDA version, e.g. 12.6; `auto`: the one that "
+                             "fits this machine (see `envbuild detect`).")(func)
     return click.option("--profile", "profile_name", metavar="NAME",
                         help="A profile by name (see `envbuild profiles`).")(func)
 
@@ -66,3 +68,26 @@ def say(ctx: click.Context, message: str) -> None:
 
 def warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
+
+
+def pick_profile(ctx: click.Context, config: Config, catalogue: ProfileCatalogue, name: str | None) -> TorchProfile:
+    """--profile NAME, `auto` (best committed lock for this machine), or the deployment's default."""
+    from envbuild.actions import AUTO, committed_profiles
+    from envbuild.errors import UsageError
+
+    committed = committed_profiles(config)
+    if name == AUTO:
+        from envbuild.fitting import choose_committed
+
+        profile = choose_committed(catalogue, config.lock_dir, committed)
+        say(ctx, f"auto: chose {profile.name} (the best committed lock that fits this machine)")
+        return profile
+    if name is None:
+        if config.profiles:
+            name = config.profiles[0]
+        elif len(committed) == 1:
+            name = committed[0]
+        else:
+            raise UsageError("which profile? pass --profile NAME (or --profile auto)",
+                             hint=f"committed locks: {', '.join(committed) or 'none (run envbuild lock first)'}")
+    return catalogue.get(name)

@@ -180,16 +180,19 @@ from torch import version as version
 __version__ = version.__version__
 
 
+import os as _os
+
+
 class cuda:
-    """Enough of torch.cuda for smoke checks on a machine without a GPU."""
+    """Enough of torch.cuda for smoke checks; FAKE_TORCH_CUDA_DEVICES=N plays a machine with N GPUs."""
 
     @staticmethod
     def is_available() -> bool:
-        return False
+        return int(_os.environ.get("FAKE_TORCH_CUDA_DEVICES", "0")) > 0
 
     @staticmethod
     def device_count() -> int:
-        return 0
+        return int(_os.environ.get("FAKE_TORCH_CUDA_DEVICES", "0"))
 '''
 
 

@@ -1,0 +1,162 @@
+"""`envbuild doctor`: every link from uv to a working torch on this GPU, one verdict each.
+
+Each check is independent and returns a `Check`; one failing check never hides the others, so a
+user sees the whole picture at once (uv, lock, venv, torch, driver, architecture).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from envbuild import runner
+from envbuild.config import Config
+from envbuild.errors import CommandFailed, EnvbuildError
+from envbuild.lockdir import LockFolder
+from envbuild.profiles import TorchProfile
+
+PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
+_IMPORT_PROBE = (
+    "import json, torch; print(json.dumps({'version': torch.__version__, 'cuda': torch.version.cuda, "
+    "'hip': getattr(torch.version, 'hip', None), 'available': bool(torch.cuda.is_available()), "
+    "'devices': int(torch.cuda.device_count()) if torch.cuda.is_available() else 0}))"
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # pass | warn | fail | skip
+    detail: str
+
+
+@dataclass(frozen=True)
+class Context:
+    config: Config
+    profile: TorchProfile
+    venv: Path
+    environ: Mapping[str, str]
+
+    @property
+    def folder(self) -> LockFolder:
+        return LockFolder(self.config.lock_dir, self.profile.name)
+
+
+def run_doctor(ctx: Context, *, import_torch: bool = True) -> list[Check]:
+    checks: list[Callable[[Context], Check]] = [_uv, _lock_present, _lock_fresh, _venv_matches, _torch_files]
+    if import_torch:
+        checks.append(_torch_import)
+    checks.append(_machine_fit)
+    return [_guarded(check, ctx) for check in checks]
+
+
+def _guarded(check: Callable[[Context], Check], ctx: Context) -> Check:
+    """A check that cannot run is itself a finding, not a crash of the whole report."""
+    try:
+        return check(ctx)
+    except EnvbuildError as exc:
+        name = check.__name__.strip("_").replace("_", " ")
+        return Check(name, FAIL, str(exc).splitlines()[0])
+
+
+def _uv(ctx: Context) -> Check:
+    from envbuild.uv import checked_uv
+
+    uv, version = checked_uv(ctx.environ)
+    return Check("uv", PASS, f"uv {version} at {uv.path}")
+
+
+def _lock_present(ctx: Context) -> Check:
+    if ctx.folder.exists():
+        return Check("lock present", PASS, f"{ctx.config.display(ctx.folder.path)}")
+    return Check("lock present", FAIL,
+                 f"no lock at {ctx.folder.path}: run `envbuild lock --profile {ctx.profile.name}`")
+
+
+def _lock_fresh(ctx: Context) -> Check:
+    config = ctx.config
+    if config.comfyui is None or not (config.comfyui / "requirements.txt").is_file():
+        return Check("lock fresh", SKIP, "no ComfyUI checkout configured here to compare the lock with")
+    if not ctx.folder.exists():
+        return Check("lock fresh", SKIP, "no lock")
+    from envbuild.actions import check_profile
+
+    reasons = check_profile(config, ctx.profile, ctx.environ)
+    if reasons:
+        return Check("lock fresh", FAIL, "; ".join(reasons))
+    return Check("lock fresh", PASS, "the lock matches its inputs")
+
+
+def _venv_matches(ctx: Context) -> Check:
+    if not ctx.folder.exists():
+        return Check("venv matches lock", SKIP, "no lock")
+    if not (ctx.venv / "pyvenv.cfg").is_file():
+        return Check("venv matches lock", FAIL,
+                     f"no venv at {ctx.venv}: run `envbuild sync --profile {ctx.profile.name}`")
+    from envbuild.uv import get_uv
+
+    output = get_uv(ctx.environ).sync(ctx.folder.path, ctx.venv, dry_run=True, stream=False)
+    changes = [line.strip() for line in output.splitlines() if line.strip().startswith(("+ ", "- ", "~ "))]
+    if "Would make no changes" in output or not changes:
+        return Check("venv matches lock", PASS, f"{ctx.venv} holds exactly the lock")
+    shown = ", ".join(changes[:5]) + (f" (+{len(changes) - 5} more)" if len(changes) > 5 else "")
+    return Check("venv matches lock", FAIL, f"sync would change {len(changes)} package(s): {shown}")
+
+
+def _torch_files(ctx: Context) -> Check:
+    from envbuild.torchcheck import inspect_torch, mismatches
+
+    if not (ctx.venv / "pyvenv.cfg").is_file():
+        return Check("torch build", SKIP, "no venv")
+    build = inspect_torch(ctx.venv)
+    if build is None:
+        return Check("torch build", FAIL, f"torch is not installed in {ctx.venv}")
+    problems = mismatches(build, ctx.profile, torch_source=ctx.profile.torch_source)
+    if problems:
+        return Check("torch build", FAIL, "; ".join(problems))
+    return Check("torch build", PASS, build.describe())
+
+
+def _torch_import(ctx: Context) -> Check:
+    """The one place envbuild imports torch: slow with a real build, but it proves the import works."""
+    from envbuild.uv import venv_python
+
+    python = venv_python(ctx.venv)
+    if not python.exists():
+        return Check("torch imports", SKIP, "no venv")
+    try:
+        proc = runner.run([str(python), "-c", _IMPORT_PROBE], timeout=300)
+    except CommandFailed as exc:
+        last = exc.output_tail.strip().splitlines()[-1:] or ["(no output)"]
+        return Check("torch imports", FAIL, f"`import torch` failed: {last[0]}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    if ctx.profile.accelerator in ("cuda", "rocm") and _gpu_expected(ctx) and not data["available"]:
+        return Check("torch imports", FAIL,
+                     f"torch {data['version']} imports, but torch.cuda.is_available() is False although a GPU "
+                     "was detected (driver too old, or no access to the device)")
+    state = (f"torch.cuda.is_available() = True ({data['devices']} device(s))" if data["available"]
+             else "no GPU in use")
+    return Check("torch imports", PASS, f"torch {data['version']} imports; {state}")
+
+
+def _gpu_expected(ctx: Context) -> bool:
+    from envbuild.gpu import detect_machine
+
+    machine = detect_machine(env=ctx.environ)
+    return any(gpu.vendor in ("nvidia", "amd") for gpu in machine.gpus)
+
+
+def _machine_fit(ctx: Context) -> Check:
+    from envbuild.fitting import fit_of
+
+    machine, fit = fit_of(ctx.profile, ctx.folder if ctx.folder.exists() else None, environ=ctx.environ)
+    if fit.ok:
+        return Check("machine runs profile", PASS, fit.reason)
+    status = FAIL if ctx.profile.accelerator != "cpu" else WARN
+    return Check("machine runs profile", status, fit.reason)
+
+
+def exit_code(checks: list[Check]) -> int:
+    return 1 if any(c.status == FAIL for c in checks) else 0

@@ -1,0 +1,108 @@
+"""Which profile fits this machine: the glue between GPU detection (`gpu`) and the profiles.
+
+`gpu` knows drivers, architectures and the rule table; this module knows which profiles are
+candidates (index or PyPI torch, committed locks only for `sync`) and which torch version a
+committed lock really holds, so the architecture check uses the build that will be installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from envbuild.errors import DetectionError
+from envbuild.gpu import Fit, Machine, Recommendation, assess, detect_machine, load_rules, recommend
+from envbuild.lockdir import LockFolder
+from envbuild.profiles import TORCH_SOURCE_PYPI, ProfileCatalogue, TorchProfile
+
+AUTO = "auto"
+_LOCKED_TORCH = re.compile(r'^\[\[package\]\]\nname = "torch"\nversion = "([^"]+)"', re.M)
+
+
+@dataclass(frozen=True)
+class Choice:
+    machine: Machine
+    recommendation: Recommendation
+
+
+def candidates(catalogue: ProfileCatalogue, torch_source: str | None = None) -> list[TorchProfile]:
+    """Profiles `auto` may pick: by default those from PyTorch's indexes (plus mps, which has none);
+    with torch_source "pypi", the PyPI-sourced variants (plus cpu and mps)."""
+    result = []
+    for name in catalogue.names():
+        profile = catalogue.get(name)
+        if profile.accelerator == "mps":
+            result.append(profile)
+        elif torch_source == TORCH_SOURCE_PYPI:
+            if profile.base is not None or profile.accelerator == "cpu":
+                result.append(profile)
+        elif profile.base is None:
+            result.append(profile)
+    return result
+
+
+def locked_torch_version(folder: LockFolder) -> str | None:
+    """The torch version a committed lock installs (its first torch entry)."""
+    try:
+        match = _LOCKED_TORCH.search(folder.uv_lock.read_text(encoding="utf-8"))
+    except OSError:
+        return None
+    return match.group(1) if match else None
+
+
+def choose(profiles: Sequence[TorchProfile], *, environ: Mapping[str, str] | None = None,
+           include_nightly: bool = False) -> Choice:
+    machine = detect_machine(env=os.environ if environ is None else environ)
+    rec = recommend(machine, profiles, load_rules(), include_nightly=include_nightly)
+    return Choice(machine, rec)
+
+
+def choose_or_explain(profiles: Sequence[TorchProfile], *, environ: Mapping[str, str] | None = None) -> TorchProfile:
+    """`--cuda auto`: the recommended profile, or a DetectionError that says what to do."""
+    choice = choose(profiles, environ=environ)
+    rec = choice.recommendation
+    if rec.profile is None:
+        raise DetectionError(f"no profile fits this machine: {rec.reason}", hint=rec.action)
+    return next(p for p in profiles if p.name == rec.profile)
+
+
+def choose_committed(catalogue: ProfileCatalogue, lock_dir: Path, committed: Sequence[str], *,
+                     environ: Mapping[str, str] | None = None) -> TorchProfile:
+    """`sync --profile auto`: the best profile that both fits this machine and has a committed lock."""
+    locked = [catalogue.get(name) for name in committed if name in catalogue.profiles]
+    if not locked:
+        raise DetectionError(f"no committed locks in {lock_dir}", hint="run `envbuild lock` first (and commit locks/)")
+    choice = choose(locked, environ=environ, include_nightly=True)
+    rec = choice.recommendation
+    if rec.profile is not None:
+        return catalogue.get(rec.profile)
+    would_fit = choose(candidates(catalogue), environ=environ).recommendation
+    fitting = [f.profile for f in would_fit.fits if f.ok]
+    raise DetectionError(
+        f"none of the committed locks ({', '.join(committed)}) fits this machine: {rec.reason}",
+        hint=(f"profiles that would fit: {', '.join(fitting)}; lock one with `envbuild lock --profile NAME`"
+              if fitting else rec.action or "see `envbuild detect`"),
+    )
+
+
+def fit_of(profile: TorchProfile, folder: LockFolder | None = None, *,
+           environ: Mapping[str, str] | None = None) -> tuple[Machine, Fit]:
+    """Can this machine run this profile (the locked torch version, when there is a lock)?"""
+    machine = detect_machine(env=os.environ if environ is None else environ)
+    version = locked_torch_version(folder) if folder is not None else None
+    return machine, assess(machine, profile, load_rules(), torch_version=_public(version))
+
+
+def _public(version: str | None) -> str | None:
+    """`2.7.1+cu126` → `2.7.1`, `2.9.0.dev20250801+cu128` → `2.9.0`: the rule table is keyed by release."""
+    if not version:
+        return None
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(version).base_version
+    except InvalidVersion:
+        return None
