@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from envbuild.config import Config
-from envbuild.errors import EnvbuildError, StaleLockError, UsageError, VerifyError
+from envbuild.errors import EnvbuildError, LockIntegrityError, StaleLockError, UsageError, UvError, VerifyError
 from envbuild.fsio import atomic_write, exclusive_lock, replace_dir, staging_dir
 from envbuild.inputs import MergedInputs, collect_inputs, merge_inputs, normalized_digest, profile_display_path
 from envbuild.lockdir import (
@@ -33,11 +34,13 @@ from envbuild.profiles import ProfileCatalogue, TorchProfile, load_catalogue
 from envbuild.render import RENDER_VERSION, UV_REQUIRED_VERSION, RenderInput, render_pyproject
 
 if TYPE_CHECKING:
+    from envbuild.mirrors import Mirrors
     from envbuild.torchcheck import TorchBuild
     from envbuild.uv import Uv
 
 UvFactory = Callable[[], "Uv"]
 AUTO = "auto"  # --cuda auto / --profile auto: let GPU detection choose
+DEFAULT_INDEX_ENV = ("UV_DEFAULT_INDEX", "UV_INDEX_URL")
 LOCK_TIMEOUT_ENV = "ENVBUILD_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 900.0  # a real ComfyUI lock takes seconds; a cold one on a slow mirror, minutes
 
@@ -51,6 +54,7 @@ class LockPlan:
     pyproject: str
     fingerprint: Fingerprint
     folder: LockFolder
+    mirror_env: Mapping[str, str] = field(default_factory=dict)  # uv settings for a run through a mirror
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,8 @@ def plan_lock(config: Config, profile: TorchProfile, environ: Mapping[str, str] 
     input_paths = [*inputs, profile_display_path(profile, config)]
     pyproject = render_pyproject(RenderInput(
         merged=merged.result, profile=profile, requires_python=config.requires_python,
-        index_url=base.index_url, input_paths=input_paths,
+        index_url=base.index_url, input_paths=input_paths, default_index=base.default_index,
+        index_format=base.extra.get("index-format", "simple"),
     ))
     raw = {config.display(path): file_digest(path) or "" for path in merged.files_read}
     fingerprint = replace(
@@ -93,17 +98,47 @@ def plan_lock(config: Config, profile: TorchProfile, environ: Mapping[str, str] 
         roots=tuple(config.display(item.path) for item in merged.collected.files),
         warnings=input_warnings(merged),
     )
-    return LockPlan(profile, merged, pyproject, fingerprint, LockFolder(config.lock_dir, profile.name))
+    from envbuild.mirrors import uv_environment
+
+    mirrors = mirrors_for(config, environ)
+    mirror_env = uv_environment(mirrors) if mirrors.locks_through else {}
+    return LockPlan(profile, merged, pyproject, fingerprint, LockFolder(config.lock_dir, profile.name), mirror_env)
 
 
 def _expected_fingerprint(config: Config, profile: TorchProfile, environ: Mapping[str, str] | None) -> Fingerprint:
     """What a current lock must have recorded, as far as it is known without parsing any input."""
     env = os.environ if environ is None else environ
+    index_url, default_index, index_format = lock_indexes(config, profile, env)
     return Fingerprint(
         profile=profile.name, render_version=RENDER_VERSION, uv_required_version=UV_REQUIRED_VERSION,
-        torch_source=profile.torch_source, index_url=profile.resolved_index_url(env),
-        profile_sha256=_profile_digest(profile), pyproject_sha256="", inputs={},
+        torch_source=profile.torch_source, index_url=index_url, profile_sha256=_profile_digest(profile),
+        pyproject_sha256="", inputs={}, default_index=default_index,
+        extra={"index-format": index_format} if index_format != "simple" else {},
     )
+
+
+def mirrors_for(config: Config, environ: Mapping[str, str] | None = None) -> Mirrors:
+    from envbuild.mirrors import resolve_mirrors
+
+    env = os.environ if environ is None else environ
+    return resolve_mirrors(config.mirrors, config.source, env, config.mirror_flags)
+
+
+def lock_indexes(config: Config, profile: TorchProfile, env: Mapping[str, str]) -> tuple[str | None, str | None, str]:
+    """The torch index, the default index and the torch index's format a lock is made against.
+
+    Only a mirror in mode "lock" changes them: in mode "install" locks stay canonical.
+    """
+    index_url = profile.resolved_index_url(env)
+    mirrors = mirrors_for(config, env)
+    if not mirrors.locks_through:
+        return index_url, None, "simple"
+    from envbuild.mirrors import mirrored_index
+
+    if index_url is not None and mirrors.pytorch:
+        index_url = mirrored_index(index_url, mirrors, env)
+        return index_url, mirrors.pypi, mirrors.pytorch_layout.replace("tree", "simple")
+    return index_url, mirrors.pypi, "simple"
 
 
 def is_unchanged(config: Config, profile: TorchProfile, environ: Mapping[str, str] | None = None) -> bool:
@@ -172,12 +207,30 @@ def _lock_staged(config: Config, plan: LockPlan, uv: Uv, upgrade: bool, upgrade_
         if plan.folder.uv_lock.is_file():
             # The previous lock is uv's starting point: re-locking keeps versions unless asked.
             shutil.copyfile(plan.folder.uv_lock, staged / "uv.lock")
-        summary = uv.lock(staged, upgrade=upgrade, upgrade_packages=upgrade_packages, stream=stream)
+        env_set, env_unset = _uv_lock_environment(plan)
+        summary = uv.lock(staged, upgrade=upgrade, upgrade_packages=upgrade_packages, stream=stream,
+                          env_set=env_set, env_unset=env_unset)
         lock_text = (staged / "uv.lock").read_text(encoding="utf-8")
         fingerprint = plan.fingerprint.with_lock(lock_text, _today())
         atomic_write(staged / plan.folder.fingerprint_path.name, fingerprint.to_json())
+        from envbuild import guard  # the torch guard's constraints.txt, from the lock just made
+
+        guard.write_constraints(staged, plan.profile, lock_text)
         replace_dir(staged, plan.folder.path)
     return lock_text, summary
+
+
+def _uv_lock_environment(plan: LockPlan) -> tuple[dict[str, str], tuple[str, ...]]:
+    """A lock made through a PyPI mirror names it in the pyproject; uv's own default-index settings
+    would silently win over that, so they are dropped for this run."""
+    unset = DEFAULT_INDEX_ENV if plan.fingerprint.default_index else ()
+    return dict(plan.mirror_env), unset
+
+
+def own_index_env(folder: LockFolder) -> tuple[str, ...]:
+    """uv variables to drop for a lock that names its own default index (made through a mirror)."""
+    recorded = folder.read_fingerprint()
+    return DEFAULT_INDEX_ENV if recorded is not None and recorded.default_index else ()
 
 
 def _refresh_fingerprint(plan: LockPlan) -> None:
@@ -292,9 +345,67 @@ def sync_profile(
     _refuse_stale(config, profile, folder, environ)
     uv = _uv(uv_factory)
     venv = venv.absolute()
-    uv.sync(folder.path, venv, inexact=inexact, python=python, stream=stream)
+    mirrors = mirrors_for(config, environ)
+    if mirrors.installs_through:
+        sync_through_mirror(uv, folder, venv, mirrors, environ, inexact=inexact, python=python, stream=stream)
+    else:
+        uv.sync(folder.path, venv, inexact=inexact, python=python, stream=stream, env_unset=own_index_env(folder))
     build = verify_venv(venv, profile) if verify else None
     return SyncResult(profile.name, venv, build, time.perf_counter() - started)
+
+
+def sync_through_mirror(uv: Uv, folder: LockFolder, venv: Path, mirrors: Mirrors,
+                        environ: Mapping[str, str] | None, *, inexact: bool, python: str | None,
+                        stream: bool) -> None:
+    """Install a canonical lock through a mirror, every artifact checked against the lock's sha256.
+
+    uv cannot do this alone (`--frozen` ignores mirror settings, `UV_INDEX` overrides break
+    `--locked`): so the canonical lock is first proven current, then a copy whose URLs point at the
+    mirror, hashes untouched, is installed with `--frozen`. A mirror that serves other bytes fails
+    uv's hash check before anything is installed.
+    """
+    import logging
+    import tempfile
+
+    from envbuild.mirrors import install_rules, rewrite_lock_text, uv_environment
+
+    env = os.environ if environ is None else environ
+    for line in mirrors.describe():
+        logging.getLogger("envbuild.mirrors").info(line)
+    uv.lock(folder.path, check=True, offline=True, stream=False)  # the canonical lock matches its pyproject
+    lock_text = folder.uv_lock.read_text(encoding="utf-8")
+    rules = install_rules(lock_text, mirrors, env)
+    with tempfile.TemporaryDirectory(prefix="envbuild-mirror-") as scratch:
+        copy = Path(scratch)
+        (copy / "uv.lock").write_text(rewrite_lock_text(lock_text, rules), encoding="utf-8")
+        pyproject = folder.pyproject.read_text(encoding="utf-8")
+        (copy / "pyproject.toml").write_text(rewrite_lock_text(pyproject, rules), encoding="utf-8")
+        rewritten = (copy / "uv.lock").read_text(encoding="utf-8")
+        try:
+            uv.sync(copy, venv, inexact=inexact, python=python, stream=stream, frozen=True,
+                    env_set=uv_environment(mirrors))
+        except UvError as exc:
+            raise _hash_mismatch(exc, rewritten) or exc from None
+
+
+_HASH_MISMATCH = re.compile(r"Hash\s+mismatch\s+for\s+`([^`=]+)==([^`]+)`.*?Expected:\s+(\S+).*?Computed:\s+(\S+)", re.S)
+
+
+def _hash_mismatch(exc: UvError, lock_text: str) -> LockIntegrityError | None:
+    """Name the file a mirror served with other bytes than the lock hashed, and both hashes."""
+    match = _HASH_MISMATCH.search(exc.uv_message)
+    if match is None:
+        return None
+    name, version, expected, computed = match.groups()
+    block = re.search(rf'name = "{re.escape(name)}"\nversion = "{re.escape(version)}"\n(.*?)(?:\n\n|\Z)',
+                      lock_text, re.S)
+    urls = re.findall(r'url = "([^"]+)"', block.group(1)) if block else []
+    where = f" from {urls[0]}" if len(urls) == 1 else ""
+    return LockIntegrityError(
+        f"hash mismatch for {name}=={version}{where}: the lock says {expected}, the mirror served {computed}; "
+        "nothing was installed",
+        hint="the mirror holds other bytes than the ones locked (stale or tampered): use another mirror",
+    )
 
 
 def _refuse_stale(config: Config, profile: TorchProfile, folder: LockFolder,

@@ -97,7 +97,10 @@ def _venv_matches(ctx: Context) -> Check:
                      f"no venv at {ctx.venv}: run `envbuild sync --profile {ctx.profile.name}`")
     from envbuild.uv import get_uv
 
-    output = get_uv(ctx.environ).sync(ctx.folder.path, ctx.venv, dry_run=True, stream=False)
+    from envbuild.actions import own_index_env
+
+    output = get_uv(ctx.environ).sync(ctx.folder.path, ctx.venv, dry_run=True, stream=False,
+                                      env_unset=own_index_env(ctx.folder))
     changes = [line.strip() for line in output.splitlines() if line.strip().startswith(("+ ", "- ", "~ "))]
     if "Would make no changes" in output or not changes:
         return Check("venv matches lock", PASS, f"{ctx.venv} holds exactly the lock")

@@ -41,6 +41,7 @@ class Fingerprint:
     raw_inputs: Mapping[str, str] = field(default_factory=dict)  # display path -> sha256 of the bytes read
     roots: tuple[str, ...] = ()  # the input files found (not includes), in order
     warnings: tuple[str, ...] = ()  # what the inputs asked for that is not in the lock (shown on every run)
+    default_index: str | None = None  # a PyPI mirror the lock was made through (None: uv's default)
 
     def with_lock(self, lock_text: str, locked_at: str) -> Fingerprint:
         return replace(self, uv_lock_sha256=sha256_text(lock_text), extra={**self.extra, LOCKED_AT: locked_at})
@@ -128,6 +129,9 @@ def _input_changes(old: Fingerprint | None, new: Fingerprint) -> list[str]:
         reasons.append(f"profile {new.profile} changed")
     if old.index_url != new.index_url:
         reasons.append(f"the torch index changed ({old.index_url} → {new.index_url})")
+    if old.default_index != new.default_index:
+        reasons.append(f"the default index changed ({old.default_index or 'uv default'} → "
+                       f"{new.default_index or 'uv default'})")
     if old.torch_source != new.torch_source:
         reasons.append(f"the torch source changed ({old.torch_source} → {new.torch_source})")
     if old.render_version != new.render_version:
@@ -153,9 +157,9 @@ def unchanged_since_lock(folder: LockFolder, project_dir: Path, roots: list[str]
     if recorded is None or not recorded.raw_inputs or list(recorded.roots) != roots:
         return False
     same = (recorded.profile_sha256, recorded.index_url, recorded.render_version, recorded.uv_required_version,
-            recorded.torch_source, _sources_of(recorded))
+            recorded.torch_source, _sources_of(recorded), recorded.default_index)
     if same != (expected.profile_sha256, expected.index_url, expected.render_version,
-                expected.uv_required_version, expected.torch_source, _sources_of(expected)):
+                expected.uv_required_version, expected.torch_source, _sources_of(expected), expected.default_index):
         return False
     for path, digest in recorded.raw_inputs.items():
         if file_digest(_resolve(project_dir, path)) != digest:

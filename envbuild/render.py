@@ -30,6 +30,8 @@ class RenderInput:
     requires_python: str
     index_url: str | None  # the profile's index after ENVBUILD_PYTORCH_INDEX / mirror rewriting
     input_paths: Sequence[str]  # display paths of every file that contributed
+    index_format: str = "simple"  # "flat": a mirror that serves one page of wheel links per variant
+    default_index: str | None = None  # a PyPI mirror the lock is made through (mirror mode "lock")
 
 
 def project_name(profile: TorchProfile) -> str:
@@ -69,14 +71,23 @@ def render_pyproject(spec: RenderInput) -> str:
             allow[name] = "allow"
         settings["prerelease-package"] = allow
     uv["uv"] = settings
+    index = tomlkit.aot()
     if profile.index_name is not None and spec.index_url is not None:
         settings["sources"] = _sources(spec, family)
-        index = tomlkit.aot()
         entry = tomlkit.table()
         entry["name"] = profile.index_name
         entry["url"] = spec.index_url
         entry["explicit"] = True
+        if spec.index_format == "flat":
+            entry["format"] = "flat"
         index.append(entry)
+    if spec.default_index is not None:
+        mirror = tomlkit.table()
+        mirror["name"] = "pypi-mirror"
+        mirror["url"] = spec.default_index
+        mirror["default"] = True
+        index.append(mirror)
+    if len(index):
         settings["index"] = index
     doc["tool"] = uv
     return tomlkit.dumps(doc)

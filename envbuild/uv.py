@@ -62,6 +62,7 @@ class Uv:
     def lock(
         self, project: Path, *, upgrade: bool = False, upgrade_packages: Sequence[str] = (),
         check: bool = False, offline: bool = False, stream: bool = True,
+        env_set: Mapping[str, str] | None = None, env_unset: Sequence[str] = (),
     ) -> str:
         """Run `uv lock` on a generated project; returns uv's own summary line."""
         argv = [str(self.path), "lock", "--project", str(project)]
@@ -73,15 +74,22 @@ class Uv:
             argv.append("--check")
         if offline:
             argv.append("--offline")
-        proc = self._run(argv, action="uv lock", error=ResolveError, stream=stream)
+        proc = self._run(argv, action="uv lock", error=ResolveError, stream=stream, env_set=env_set,
+                         env_unset=env_unset)
         return _last_line(proc.stderr)
 
     def sync(
         self, project: Path, venv: Path, *, inexact: bool = False, python: str | None = None,
         dry_run: bool = False, stream: bool = True, reinstall_packages: Sequence[str] = (),
+        frozen: bool = False, env_set: Mapping[str, str] | None = None, env_unset: Sequence[str] = (),
     ) -> str:
-        """`uv sync --locked`: install exactly the lock, refuse (never re-resolve) if it is stale."""
-        argv = [str(self.path), "sync", "--locked", "--project", str(project), "--no-install-project"]
+        """`uv sync --locked`: install exactly the lock, refuse (never re-resolve) if it is stale.
+
+        `frozen`: install the lock's URLs as written without checking it against the pyproject (the
+        caller has checked the canonical lock; this is how a lock is installed through a mirror).
+        """
+        mode = "--frozen" if frozen else "--locked"
+        argv = [str(self.path), "sync", mode, "--project", str(project), "--no-install-project"]
         if inexact:
             argv.append("--inexact")
         if python:
@@ -90,15 +98,31 @@ class Uv:
             argv.append("--dry-run")
         for name in reinstall_packages:
             argv += ["--reinstall-package", name]
-        env_set = {"UV_PROJECT_ENVIRONMENT": str(venv)}
-        proc = self._run(argv, action="uv sync", error=SyncError, stream=stream, env_set=env_set)
+        env_set = {**(env_set or {}), "UV_PROJECT_ENVIRONMENT": str(venv)}
+        proc = self._run(argv, action="uv sync", error=SyncError, stream=stream, env_set=env_set,
+                         env_unset=env_unset)
         return proc.stderr
+
+    def export(self, project: Path, *, fmt: str, offline: bool = True) -> str:
+        """`uv export --frozen`: the committed lock in another format, never re-resolved; returns the text.
+
+        `fmt` is uv's name (`requirements.txt`, `pylock.toml`). Hashes are on by default; index lines
+        and the header (which names this machine's paths) are left to the caller. `offline=False` only
+        lets uv download files whose hash the lock lacks (pylock needs one for every file).
+        """
+        argv = [str(self.path), "export", "--frozen", "--project", str(project), "--format", fmt,
+                "--no-emit-project", "--no-header"]
+        if offline:
+            argv.append("--offline")
+        return self._run(argv, action="uv export", error=UvError, stream=False).stdout
 
     def _run(
         self, argv: list[str], *, action: str, error: type[UvError], stream: bool,
-        env_set: Mapping[str, str] | None = None,
+        env_set: Mapping[str, str] | None = None, env_unset: Sequence[str] = (),
     ) -> runner.subprocess.CompletedProcess[str]:
         env = self.base_env()
+        for key in env_unset:
+            env.pop(key, None)
         env.update(env_set or {})
         try:
             return runner.run(argv, env=env, env_log=env_set, capture=not stream)

@@ -58,7 +58,36 @@ def load_config(ctx: click.Context, **flags: Any) -> Config:
         extra_requirements=tuple(config.extra_requirements)
         + tuple(absolute(p) for p in flags.get("extra_requirements") or ()),
         lock_dir=absolute(flags.get("lock_dir")),
+        mirror_flags=_mirror_flags(flags),
     )
+
+
+def _mirror_flags(flags: dict[str, Any]) -> dict[str, Any]:
+    """--mirror and friends; given on the command line, they apply in the command's own mode."""
+    given = {"pytorch": flags.get("mirror"), "pypi": flags.get("pypi_mirror"),
+             "pytorch-layout": flags.get("mirror_layout")}
+    given = {k: v for k, v in given.items() if v}
+    if given.get("pytorch") or given.get("pypi"):
+        given["mode"] = flags.get("mirror_mode")
+    return given
+
+
+def mirror_options(mode: str) -> Callable[[F], F]:
+    """Per-command mirror flags: on `lock` the lock is made through the mirror, on `sync` the
+    canonical lock is installed through it (hashes checked against the lock)."""
+    what = ("lock through this mirror (the lock names it)" if mode == "lock"
+            else "install the committed lock through this mirror (every file checked against the lock's hashes)")
+
+    def decorate(func: F) -> F:
+        func = click.option("--mirror-layout", type=click.Choice(["tree", "flat"]),
+                            help="tree: same paths as download.pytorch.org; flat: one page of wheel links "
+                                 "per variant.")(func)
+        func = click.option("--pypi-mirror", metavar="URL", help=f"A PyPI simple URL: {what}.")(func)
+        func = click.option("--mirror", metavar="URL",
+                            help=f"A base URL replacing https://download.pytorch.org/whl: {what}.")(func)
+        return click.option("--mirror-mode", hidden=True, default=mode)(func)
+
+    return decorate
 
 
 def say(ctx: click.Context, message: str) -> None:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from envbuild.cli.common import config_options, load_config, profile_options, say, warn
+from envbuild.cli.common import config_options, load_config, mirror_options, profile_options, say, warn
 
 if TYPE_CHECKING:
     from envbuild.actions import LockResult
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
                    "stale profile and why. For CI.")
 @click.option("--upgrade", is_flag=True, help="Allow newer versions of every package.")
 @click.option("--upgrade-package", multiple=True, metavar="NAME", help="Allow a newer version of one package.")
+@mirror_options("lock")
 @click.option("--jobs", "-j", type=click.IntRange(1, 16), default=4, show_default=True,
               help="With --all: how many profiles to lock at once.")
 @click.pass_context

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from envbuild.cli.common import load_config, pick_profile, say, warn
+from envbuild.cli.common import load_config, mirror_options, pick_profile, say, warn
 
 if TYPE_CHECKING:
     from envbuild.config import Config
@@ -23,14 +23,15 @@ if TYPE_CHECKING:
 @click.option("--python", metavar="VERSION|PATH", help="The interpreter uv builds the venv with.")
 @click.option("--inexact", is_flag=True, help="Keep packages the lock does not list (uv removes them by default).")
 @click.option("--no-verify", is_flag=True, help="Skip the torch check after installing.")
+@mirror_options("install")
 @click.option("--strict", is_flag=True, help="Refuse (instead of warning) when this machine cannot run the profile.")
 @click.pass_context
 def sync(ctx: click.Context, profile_name: str | None, venv: Path | None, lock_dir: Path | None,
-         python: str | None, inexact: bool, no_verify: bool, strict: bool) -> None:
+         python: str | None, inexact: bool, no_verify: bool, strict: bool, **mirror: Any) -> None:
     """Build the venv exactly from a committed lock (`uv sync --locked`), then check torch."""
     from envbuild.actions import catalogue_for, default_venv, sync_profile
 
-    config = load_config(ctx, lock_dir=lock_dir)
+    config = load_config(ctx, lock_dir=lock_dir, **mirror)
     catalogue = catalogue_for(config)
     profile = pick_profile(ctx, config, catalogue, profile_name)
     _check_fit(config, profile, strict)

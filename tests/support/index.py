@@ -43,6 +43,9 @@ class Index:
         self.server = server
         self.prefix = prefix
         self.json = json
+        # flat=True: `/<prefix>/` is one page of links to every file, as many PyTorch mirrors
+        # serve a variant (pip's --find-links, uv's `format = "flat"`); no per-project pages.
+        self.flat = False
         self._files: dict[str, IndexFile] = {}
 
     @property
@@ -253,6 +256,8 @@ class IndexServer:
         if rest == "":
             return pages.redirect(f"/{index.prefix}/")
         if rest == "/":
+            if index.flat:
+                return pages.flat_page(index.files())
             return pages.root_page(index.projects(), index.json and pages.wants_json(accept, query))
         parts = rest.strip("/").split("/")
         if parts[0] == "files" and len(parts) == 2:

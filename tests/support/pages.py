@@ -122,6 +122,17 @@ def root_page(projects: list[str], as_json: bool) -> Response:
     )
 
 
+def flat_page(files: list[IndexFile]) -> Response:
+    """A find-links page: every file of the index, linked from `/<prefix>/`."""
+    links = []
+    for entry in files:
+        href = f"files/{quote(entry.filename, safe='')}"
+        if entry.listed_sha256:
+            href += f"#sha256={entry.listed_sha256}"
+        links.append(f'<a href="{html.escape(href)}">{html.escape(entry.filename)}</a><br/>')
+    return _html("Flat index", links)
+
+
 def project_page(files: list[IndexFile], as_json: bool) -> Response:
     """`/<prefix>/<project>/` in the negotiated format; `files` all belong to one project."""
     project = files[0].project
