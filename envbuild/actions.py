@@ -34,6 +34,7 @@ from envbuild.profiles import ProfileCatalogue, TorchProfile, load_catalogue
 from envbuild.render import RENDER_VERSION, UV_REQUIRED_VERSION, RenderInput, render_pyproject
 
 if TYPE_CHECKING:
+    from envbuild.audit import AuditReport
     from envbuild.mirrors import Mirrors
     from envbuild.torchcheck import TorchBuild
     from envbuild.uv import Uv
@@ -185,11 +186,12 @@ def lock_profile(
         if not reasons and not upgrading:
             _refresh_fingerprint(plan)
             return _up_to_date(plan.folder, started)
-        lock_text, summary = _lock_staged(config, plan, _uv(uv_factory), upgrade, upgrade_packages, stream)
+        lock_text, summary, unhashed = _lock_staged(config, plan, _uv(uv_factory), upgrade, upgrade_packages,
+                                                    stream, environ)
     if upgrading:
         reasons = [*reasons, "upgrade requested"]
     return LockResult(profile.name, "locked", plan.folder.path, count_locked_packages(lock_text),
-                      tuple(reasons), summary, time.perf_counter() - started, plan.fingerprint.warnings)
+                      tuple(reasons), summary, time.perf_counter() - started, (*plan.fingerprint.warnings, *unhashed))
 
 
 def _ignore_scratch_files(lock_dir: Path) -> None:
@@ -200,8 +202,10 @@ def _ignore_scratch_files(lock_dir: Path) -> None:
 
 
 def _lock_staged(config: Config, plan: LockPlan, uv: Uv, upgrade: bool, upgrade_packages: Sequence[str],
-                 stream: bool) -> tuple[str, str]:
-    """Lock a copy beside the folder; only a successful lock replaces the committed one."""
+                 stream: bool, environ: Mapping[str, str] | None) -> tuple[str, str, tuple[str, ...]]:
+    """Lock a copy beside the folder; only a successful, audited lock replaces the committed one."""
+    from envbuild.audit import audit_texts, require_clean
+
     with staging_dir(config.lock_dir, plan.profile.name) as staged:
         atomic_write(staged / "pyproject.toml", plan.pyproject)
         if plan.folder.uv_lock.is_file():
@@ -211,13 +215,19 @@ def _lock_staged(config: Config, plan: LockPlan, uv: Uv, upgrade: bool, upgrade_
         summary = uv.lock(staged, upgrade=upgrade, upgrade_packages=upgrade_packages, stream=stream,
                           env_set=env_set, env_unset=env_unset)
         lock_text = (staged / "uv.lock").read_text(encoding="utf-8")
+        env = os.environ if environ is None else environ
+        report = audit_texts(plan.pyproject, lock_text, plan.profile, folder=staged, environ=env,
+                             indexes=lock_indexes(config, plan.profile, env))
+        require_clean(report, allow_unhashed=True)  # the index may omit hashes: said below, refused at sync
+        unhashed = tuple(f"no sha256 in the lock for {a.describe()} (sync will refuse it without --allow-unhashed)"
+                         for a in report.unhashed)
         fingerprint = plan.fingerprint.with_lock(lock_text, _today())
         atomic_write(staged / plan.folder.fingerprint_path.name, fingerprint.to_json())
         from envbuild import guard  # the torch guard's constraints.txt, from the lock just made
 
         guard.write_constraints(staged, plan.profile, lock_text)
         replace_dir(staged, plan.folder.path)
-    return lock_text, summary
+    return lock_text, summary, unhashed
 
 
 def _uv_lock_environment(plan: LockPlan) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -333,7 +343,7 @@ def default_venv(config: Config) -> Path:
 def sync_profile(
     config: Config, profile: TorchProfile, venv: Path, *, verify: bool = True, inexact: bool = False,
     python: str | None = None, uv_factory: UvFactory | None = None, stream: bool = True,
-    environ: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None, allow_unhashed: bool = False,
 ) -> SyncResult:
     started = time.perf_counter()
     folder = LockFolder(config.lock_dir, profile.name)
@@ -343,6 +353,9 @@ def sync_profile(
             hint=f"run `envbuild lock --profile {profile.name}` (on a machine that can reach the index) and commit it",
         )
     _refuse_stale(config, profile, folder, environ)
+    from envbuild.audit import require_clean
+
+    require_clean(audit_folder(config, profile, environ), allow_unhashed=allow_unhashed)
     uv = _uv(uv_factory)
     venv = venv.absolute()
     mirrors = mirrors_for(config, environ)
@@ -406,6 +419,30 @@ def _hash_mismatch(exc: UvError, lock_text: str) -> LockIntegrityError | None:
         "nothing was installed",
         hint="the mirror holds other bytes than the ones locked (stale or tampered): use another mirror",
     )
+
+
+def audit_folder(config: Config, profile: TorchProfile, environ: Mapping[str, str] | None = None) -> AuditReport:
+    """Hashes and hand-edits of a committed lock, judged against what this deployment would lock."""
+    from envbuild.audit import audit_lock
+
+    env = os.environ if environ is None else environ
+    return audit_lock(LockFolder(config.lock_dir, profile.name), profile, env,
+                      indexes=lock_indexes(config, profile, env))
+
+
+def refresh_locks_readme(config: Config) -> Path | None:
+    """locks/README.md, rewritten only when what it says changed (a no-op lock leaves it alone)."""
+    from envbuild.locks_readme import lock_folders, render_locks_readme, summarize
+
+    folders = lock_folders(config.lock_dir)
+    if not folders:
+        return None
+    catalogue = catalogue_for(config)
+    text = render_locks_readme(summarize(f, catalogue.profiles.get(f.profile)) for f in folders)
+    path = config.lock_dir / "README.md"
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        atomic_write(path, text)
+    return path
 
 
 def _refuse_stale(config: Config, profile: TorchProfile, folder: LockFolder,

@@ -20,13 +20,22 @@ from envbuild.tomlfile import check_keys, expect, expect_str_list, load_toml
 
 CONFIG_NAME = "envbuild.toml"
 DEFAULT_REQUIRES_PYTHON = ">=3.10"
-_SECTIONS = {"comfyui", "manager", "nodes", "lock"}
+_SECTIONS = {"comfyui", "manager", "nodes", "lock", "mirrors"}
 _KEYS: Mapping[str, set[str]] = {
-    "comfyui": {"path", "base-directory"},
-    "manager": {"path", "enabled"},
+    "comfyui": {"path", "base-directory", "listen", "port", "git", "ref"},
+    "manager": {"path", "enabled", "git", "ref"},
     "nodes": {"dirs", "exclude"},
     "lock": {"dir", "requires-python", "profiles", "extra-requirements", "profiles-dir"},
+    "mirrors": {"pytorch", "pytorch-layout", "pypi", "pypi-files", "mode", "timeout"},  # see mirrors.py
 }
+
+
+@dataclass(frozen=True)
+class GitSource:
+    """Where `envbuild fetch` gets a checkout from: a repository and the ref it is pinned to."""
+
+    url: str
+    ref: str
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,12 @@ class Config:
     profiles: tuple[str, ...] = ()
     extra_requirements: tuple[Path, ...] = ()
     profiles_dirs: tuple[Path, ...] = field(default=())
+    mirrors: Mapping[str, Any] = field(default_factory=dict)  # [mirrors] as written; mirrors.resolve_mirrors
+    mirror_flags: Mapping[str, Any] = field(default_factory=dict)  # --mirror/--pypi-mirror/... of this command
+    listen: str | None = None  # ComfyUI's --listen for `envbuild run`
+    port: int | None = None  # ComfyUI's --port for `envbuild run`
+    comfyui_git: GitSource | None = None  # clone/update [comfyui] path from here (`envbuild fetch`)
+    manager_git: GitSource | None = None
 
     def display(self, path: Path) -> str:
         """A path as it should appear in generated files: relative to the project, posix."""
@@ -94,12 +109,19 @@ def load_config(project_dir: Path) -> Config:
     except InvalidSpecifier:
         raise ConfigError(path, f"`lock.requires-python` is not a version specifier: {requires_python!r}") from None
     profiles_dir = lock.get("profiles-dir")
+    comfyui_git = _git_source(comfy, "comfyui", path)
+    manager_git = _git_source(manager, "manager", path)
+    comfyui_path = rel(comfy["path"], "comfyui.path") if "path" in comfy else None
+    if comfyui_path is None and comfyui_git is not None:
+        comfyui_path = project_dir / "ComfyUI"  # where `envbuild fetch` clones it
+    base_directory = rel(comfy["base-directory"], "comfyui.base-directory") if "base-directory" in comfy else None
     return Config(
         project_dir=project_dir,
         source=path,
-        comfyui=rel(comfy["path"], "comfyui.path") if "path" in comfy else None,
-        base_directory=rel(comfy["base-directory"], "comfyui.base-directory") if "base-directory" in comfy else None,
-        manager=rel(manager["path"], "manager.path") if "path" in manager else None,
+        comfyui=comfyui_path,
+        base_directory=base_directory,
+        manager=(rel(manager["path"], "manager.path") if "path" in manager
+                 else _manager_clone_path(manager_git, base_directory or comfyui_path, path)),
         manager_enabled=expect(manager.get("enabled", True), bool, "manager.enabled", path),
         node_dirs=tuple(rel(d, "nodes.dirs") for d in expect_str_list(nodes.get("dirs", []), "nodes.dirs", path)),
         exclude_nodes=tuple(expect_str_list(nodes.get("exclude", []), "nodes.exclude", path)),
@@ -113,7 +135,50 @@ def load_config(project_dir: Path) -> Config:
         profiles_dirs=(
             (rel(profiles_dir, "lock.profiles-dir"),) if profiles_dir else _default_profiles_dirs(project_dir)
         ),
+        mirrors=_mirrors_table(data.get("mirrors", {}), path),
+        listen=expect(comfy["listen"], str, "comfyui.listen", path) if "listen" in comfy else None,
+        port=_port(comfy.get("port"), path),
+        comfyui_git=comfyui_git,
+        manager_git=manager_git,
     )
+
+
+def _mirrors_table(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    from envbuild.mirrors import validate_team_table
+
+    return validate_team_table(table, path)
+
+
+def _port(value: Any, path: Path) -> int | None:
+    if value is None:
+        return None
+    port = expect(value, int, "comfyui.port", path)
+    if not 0 < port < 65536:
+        raise ConfigError(path, f"`comfyui.port` must be between 1 and 65535, not {port}")
+    return int(port)
+
+
+def _git_source(table: Mapping[str, Any], section: str, path: Path) -> GitSource | None:
+    """`git` and `ref` come together: envbuild pins a checkout, it never follows a moving default branch."""
+    url = expect(table["git"], str, f"{section}.git", path) if "git" in table else None
+    ref = expect(table["ref"], str, f"{section}.ref", path) if "ref" in table else None
+    if url is None and ref is None:
+        return None
+    if not url or not ref:
+        missing = f"{section}.ref" if url else f"{section}.git"
+        raise ConfigError(path, f"`{section}.git` and `{section}.ref` go together: `{missing}` is missing",
+                          hint="ref is a tag, a branch or a commit the checkout is pinned to")
+    return GitSource(url, ref)
+
+
+def _manager_clone_path(source: GitSource | None, base: Path | None, path: Path) -> Path | None:
+    """A Manager fetched by git lands where ComfyUI looks for it: `<custom_nodes>/comfyui-manager`."""
+    if source is None:
+        return None
+    if base is None:
+        raise ConfigError(path, "`manager.git` needs `manager.path` (or `comfyui.path`/`comfyui.base-directory`)",
+                          hint="the Manager is cloned into <custom_nodes>/comfyui-manager")
+    return base / "custom_nodes" / "comfyui-manager"
 
 
 def _default_profiles_dirs(project_dir: Path) -> tuple[Path, ...]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from envbuild.config import Config
-from envbuild.errors import ConfigError, ConflictError, RequirementFileError
+from envbuild.errors import ConfigError, ConflictError
 from envbuild.profiles import TorchProfile
 from envbuild.tomlfile import load_toml
 
@@ -139,22 +139,33 @@ def read_input(item: InputFile, config: Config) -> ParsedFile:
 
 
 def _read_node_pyproject(item: InputFile, config: Config) -> ParsedFile:
-    """A node without requirements.txt may declare `[project].dependencies` instead."""
+    """A node without requirements.txt may declare `[project].dependencies` instead.
+
+    Read as leniently as a node's requirements.txt: a file envbuild cannot read is reported with
+    the node's name and leaves that node's dependencies out, it does not stop the lock.
+    """
     from envbuild.requirements import parse_requirements_text
 
     try:
         data = load_toml(item.path)
     except ConfigError as exc:
-        raise RequirementFileError(item.path, None, exc.message) from None
-    deps = data.get("project", {}).get("dependencies", [])
+        reason = exc.message.split(": ", 1)[-1]
+        return _skipped_pyproject(item, config, f"{reason}; this node's dependencies are left out")
+    project = data.get("project", {})
+    deps = project.get("dependencies", []) if isinstance(project, dict) else []
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
-        raise RequirementFileError(item.path, None, "[project].dependencies must be a list of strings")
+        return _skipped_pyproject(item, config, "[project].dependencies is not a list of strings; "
+                                  "this node's dependencies are left out")
+    if not deps and isinstance(project, dict) and "dependencies" in project.get("dynamic", []):
+        return _skipped_pyproject(item, config, "[project].dependencies are dynamic (computed when the node is "
+                                  "built), so envbuild cannot read them; give the node a requirements.txt")
     text = item.path.read_text(encoding="utf-8-sig")
-    # One line per dependency, placed at the line the string appears on, so provenance is real.
+    # One line per dependency, placed at the line its quoted string is on, so provenance is real.
     lines = text.splitlines()
     numbered = [""] * len(lines)
     for dep in deps:
-        line = next((i for i, raw in enumerate(lines) if dep in raw and not numbered[i]), None)
+        quoted = re.compile(r"""["']""" + re.escape(dep) + r"""["']""")
+        line = next((i for i, raw in enumerate(lines) if quoted.search(raw) and not numbered[i]), None)
         if line is None:
             numbered.append(dep)
         else:
@@ -162,6 +173,13 @@ def _read_node_pyproject(item: InputFile, config: Config) -> ParsedFile:
     return parse_requirements_text(
         "\n".join(numbered), path=item.path, source=item.source, lenient=True, display_root=config.project_dir
     )
+
+
+def _skipped_pyproject(item: InputFile, config: Config, message: str) -> ParsedFile:
+    from envbuild.requirements import Diagnostic, Origin, ParsedFile
+
+    origin = Origin(path=config.display(item.path), line=0, source=item.source)
+    return ParsedFile((), (), (Diagnostic(origin, message),), (item.path,))
 
 
 def profile_requirements(profile: TorchProfile, config: Config) -> list[SourcedRequirement]:
@@ -209,6 +227,8 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
         constraints.extend(parsed.constraints)
         warnings.extend(parsed.warnings)
         files_read.extend(parsed.files)
+    requirements, constraints, settled = settle_clobbering(requirements, constraints, profile)
+    warnings.extend(settled)
     if collected.manager_dir is not None:
         requirements.append(_manager_pip(collected.manager_dir, config))
     family = profile_requirements(profile, config)
@@ -255,6 +275,80 @@ def _guard_torch_family(family: list[SourcedRequirement], inputs: list[SourcedRe
                 f"{anchor.text} from {anchor.origin}",
             ], hint=f"{item.origin.source} needs a {name} this profile does not provide: "
                     "choose another profile (--profile), or leave the node out with --exclude-node NAME")
+
+
+@dataclass(frozen=True)
+class _Clobbering:
+    """Distributions that install the same import package, so the last one installed wins."""
+
+    module: str
+    members: frozenset[str]
+
+
+_OPENCV = _Clobbering("cv2", frozenset({"opencv-python", "opencv-python-headless", "opencv-contrib-python",
+                                        "opencv-contrib-python-headless"}))
+_ONNXRUNTIME = _Clobbering("onnxruntime", frozenset({"onnxruntime", "onnxruntime-gpu", "onnxruntime-directml",
+                                                     "onnxruntime-openvino"}))
+
+
+def _choose(group: _Clobbering, asked: set[str], profile: TorchProfile) -> tuple[str, str]:
+    """The one variant to keep, and why: the same choice for the same inputs and profile, always."""
+    if group is _OPENCV:
+        if any("contrib" in name for name in asked):
+            return "opencv-contrib-python-headless", ("ComfyUI has no GUI, so the headless build serves every "
+                                                      "node, and contrib has every module the others have")
+        return "opencv-python-headless", "ComfyUI has no GUI, so the headless build (no Qt/X11/libGL) serves every node"
+    if profile.accelerator == "cuda":
+        return "onnxruntime-gpu", f"profile {profile.name} is a CUDA profile (onnxruntime-gpu also runs on the CPU)"
+    return "onnxruntime", f"profile {profile.name} is not a CUDA profile"
+
+
+def settle_clobbering(
+    requirements: list[SourcedRequirement], constraints: list[SourcedRequirement], profile: TorchProfile,
+) -> tuple[list[SourcedRequirement], list[SourcedRequirement], list[Diagnostic]]:
+    """When inputs ask for several variants of opencv (or of onnxruntime), keep one and rename the rest.
+
+    Each variant installs the same module, and whichever pip or uv installs last overwrites the
+    others' files: which `cv2` a node imports would depend on install order. The replaced lines
+    keep their specifiers, extras and markers, so they still constrain the version of the one kept.
+    """
+    from packaging.utils import canonicalize_name
+
+    from envbuild.requirements import Diagnostic
+
+    notes: list[Diagnostic] = []
+    for group in (_OPENCV, _ONNXRUNTIME):
+        items = [i for i in (*requirements, *constraints) if canonicalize_name(i.requirement.name) in group.members]
+        asked: set[str] = {canonicalize_name(i.requirement.name) for i in items if not i.requirement.url}
+        if len(asked) < 2:
+            continue
+        chosen, why = _choose(group, asked, profile)
+        askers = ", ".join(sorted({f"{i.origin.source} ({i.requirement.name})" for i in items}))
+        for item in items:
+            if canonicalize_name(item.requirement.name) == chosen or item.requirement.url:
+                continue
+            notes.append(Diagnostic(item.origin, f"{item.requirement.name} replaced by {chosen}: the variants asked "
+                                    f"for ({askers}) all install the `{group.module}` module and overwrite each "
+                                    f"other; {why}"))
+        requirements = [_renamed(i, group, chosen) for i in requirements]
+        constraints = [_renamed(i, group, chosen) for i in constraints]
+    return requirements, constraints, notes
+
+
+def _renamed(item: SourcedRequirement, group: _Clobbering, chosen: str) -> SourcedRequirement:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from envbuild.requirements import SourcedRequirement
+
+    req = item.requirement
+    name = canonicalize_name(req.name)
+    if name not in group.members or name == chosen or req.url:
+        return item
+    extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+    marker = f"; {req.marker}" if req.marker else ""
+    return SourcedRequirement(Requirement(f"{chosen}{extras}{req.specifier}{marker}"), item.origin,
+                              f"{item.text} (as {chosen})")
 
 
 def normalized_digest(parsed_texts: list[str]) -> str:

@@ -24,6 +24,8 @@ from envbuild.profiles import CANONICAL_PYTORCH_BASE, PYTORCH_INDEX_ENV
 from envbuild.tomlfile import check_keys, expect, load_toml
 
 PYPI_SIMPLE = "https://pypi.org/simple"
+# Since 2026 download.pytorch.org's pages link many files from this second host (docs/mirrors.md).
+PYTORCH_FILES_HOSTS = ("https://download-r2.pytorch.org/whl",)
 PYPI_FILES = "https://files.pythonhosted.org/packages"
 LAYOUTS = ("tree", "flat")
 MODES = ("lock", "install")
@@ -194,6 +196,8 @@ def install_rules(lock_text: str, mirrors: Mirrors, environ: Mapping[str, str]) 
     base = canonical_pytorch_base(environ)
     if mirrors.pytorch:
         rules.append((base, mirrors.pytorch))
+        if base == CANONICAL_PYTORCH_BASE:
+            rules.extend((host, mirrors.pytorch) for host in PYTORCH_FILES_HOSTS)
     if mirrors.pypi:
         registries = set(re.findall(r'source = \{ registry = "([^"]+)" \}', lock_text))
         for registry in sorted(r for r in registries if not r.startswith(base + "/") and r != base):

@@ -70,7 +70,7 @@ def test_two_concurrent_locks_of_one_profile_do_not_corrupt_it(
 
     assert fingerprint["uv_lock_sha256"] == hashlib.sha256((folder / "uv.lock").read_bytes()).hexdigest()
     assert locked_versions(folder / "uv.lock")["torch"][0] == "2.7.1+cu126"
-    assert sorted(p.name for p in deployment.locks.iterdir() if not p.name.endswith(".lock")) == [".gitignore", "cu126"]
+    assert sorted(p.name for p in deployment.locks.iterdir() if not p.name.endswith(".lock")) == [".gitignore", "README.md", "cu126"]
 
 
 def test_a_held_profile_lock_makes_the_second_run_wait_then_fail_clearly(

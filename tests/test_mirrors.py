@@ -88,13 +88,15 @@ def test_rewrite_keeps_hashes_and_maps_pypi_files(tmp_path: Path) -> None:
         '[[package]]\nname = "torch"\nversion = "2.7.1+cu126"\n'
         'source = { registry = "https://download.pytorch.org/whl/cu126" }\n'
         'wheels = [{ url = "https://download.pytorch.org/whl/cu126/torch-2.7.1%2Bcu126-cp312.whl", '
-        'hash = "sha256:aa" }]\n\n[[package]]\nname = "six"\nversion = "1.17.0"\n'
+        'hash = "sha256:aa" }, { url = "https://download-r2.pytorch.org/whl/cu126/torch-2.7.1%2Bcu126-cp313.whl", '
+        'hash = "sha256:cc" }]\n\n[[package]]\nname = "six"\nversion = "1.17.0"\n'
         'source = { registry = "https://pypi.org/simple" }\n'
         'wheels = [{ url = "https://files.pythonhosted.org/packages/b7/ce/six-1.17.0.whl", hash = "sha256:bb" }]\n'
     )
     mirrors = Mirrors(pytorch="https://mirrors.example.cn/pytorch-wheels", pypi="https://pypi.example.cn/simple")
     out = rewrite_lock_text(lock, install_rules(lock, mirrors, {}))
     assert 'url = "https://mirrors.example.cn/pytorch-wheels/cu126/torch-2.7.1%2Bcu126-cp312.whl"' in out
+    assert 'url = "https://mirrors.example.cn/pytorch-wheels/cu126/torch-2.7.1%2Bcu126-cp313.whl"' in out
     assert 'registry = "https://pypi.example.cn/simple"' in out
     assert 'url = "https://pypi.example.cn/packages/b7/ce/six-1.17.0.whl"' in out
     assert out.count("sha256:aa") == 1 and out.count("sha256:bb") == 1

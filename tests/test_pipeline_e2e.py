@@ -157,12 +157,17 @@ def test_sync_from_committed_files_only(deployment: Deployment, uv_env: dict[str
     result = run_cli(["sync", "--profile", "cu128", "--venv", str(venv)], env=uv_env, cwd=fresh)
     assert result.returncode == 0, result
     assert torch_in_venv(venv)[1] == "12.8"
-    # A hand-edited pyproject is caught by uv --locked, and reported without a traceback.
+    # A hand-edited pyproject is caught before uv runs, and reported without a traceback.
     pyproject = fresh / "locks" / "cu128" / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"einops",', '"einops>=0.1",'))
     result = run_cli(["sync", "--profile", "cu128", "--venv", str(venv)], env=uv_env, cwd=fresh)
     assert result.returncode != 0
-    assert "out of date" in result.stderr and "Traceback" not in result.output
+    assert "cannot be trusted" in result.stderr and "pyproject.toml differs from what envbuild wrote" in result.stderr
+    assert "Traceback" not in result.output
+    # Without envbuild's record, uv's own --locked check still refuses the edited pair.
+    (fresh / "locks" / "cu128" / "envbuild-lock.json").unlink()
+    result = run_cli(["sync", "--profile", "cu128", "--venv", str(venv)], env=uv_env, cwd=fresh)
+    assert result.returncode != 0 and "out of date" in result.stderr, result
 
 
 def test_sync_without_a_lock_says_how_to_make_one(deployment: Deployment, uv_env: dict[str, str]) -> None:

@@ -48,12 +48,17 @@ def lock(ctx: click.Context, profile_name: str | None, cuda: str | None, all_pro
         if upgrade or upgrade_package:
             raise UsageError("--check only checks; drop --upgrade/--upgrade-package")
         ctx.exit(_check_locks(ctx, config, targets))
+    from envbuild.actions import refresh_locks_readme
+
     if all_profiles:
-        ctx.exit(_lock_all(ctx, config, targets, jobs, upgrade, upgrade_package))
+        code = _lock_all(ctx, config, targets, jobs, upgrade, upgrade_package)
+        refresh_locks_readme(config)
+        ctx.exit(code)
     profile = targets[0]
     result = lock_profile(config, profile, upgrade=upgrade, upgrade_packages=upgrade_package,
                           stream=not ctx.obj["quiet"],
                           on_wait=lambda: warn(f"{profile.name}: waiting for another envbuild locking it"))
+    refresh_locks_readme(config)
     _report_lock(ctx, config, result)
 
 

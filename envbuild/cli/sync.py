@@ -23,11 +23,14 @@ if TYPE_CHECKING:
 @click.option("--python", metavar="VERSION|PATH", help="The interpreter uv builds the venv with.")
 @click.option("--inexact", is_flag=True, help="Keep packages the lock does not list (uv removes them by default).")
 @click.option("--no-verify", is_flag=True, help="Skip the torch check after installing.")
+@click.option("--allow-unhashed", is_flag=True,
+              help="Install even files the lock has no sha256 for (the index served none); never the default.")
 @mirror_options("install")
 @click.option("--strict", is_flag=True, help="Refuse (instead of warning) when this machine cannot run the profile.")
 @click.pass_context
 def sync(ctx: click.Context, profile_name: str | None, venv: Path | None, lock_dir: Path | None,
-         python: str | None, inexact: bool, no_verify: bool, strict: bool, **mirror: Any) -> None:
+         python: str | None, inexact: bool, no_verify: bool, allow_unhashed: bool, strict: bool,
+         **mirror: Any) -> None:
     """Build the venv exactly from a committed lock (`uv sync --locked`), then check torch."""
     from envbuild.actions import catalogue_for, default_venv, sync_profile
 
@@ -38,7 +41,7 @@ def sync(ctx: click.Context, profile_name: str | None, venv: Path | None, lock_d
     target = (Path.cwd() / venv).resolve() if venv else default_venv(config)
     say(ctx, f"{profile.name}: syncing {target} from {config.display(config.lock_dir / profile.name)}")
     result = sync_profile(config, profile, target, verify=not no_verify, inexact=inexact, python=python,
-                          stream=not ctx.obj["quiet"])
+                          stream=not ctx.obj["quiet"], allow_unhashed=allow_unhashed)
     if result.torch is not None:
         say(ctx, f"{profile.name}: {result.torch.describe()} in {result.venv}: matches the profile")
     else:

@@ -1,0 +1,38 @@
+"""`envbuild diff`: what differs between two committed profile locks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from envbuild.cli.common import load_config
+
+
+@click.command()
+@click.argument("a", metavar="A")
+@click.argument("b", metavar="B")
+@click.option("--lock-dir", type=click.Path(file_okay=False, path_type=Path), help="Where the lock folders live.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable: sorted, no paths).")
+@click.pass_context
+def diff(ctx: click.Context, a: str, b: str, lock_dir: Path | None, as_json: bool) -> None:
+    """Packages that differ between the committed locks of profiles A and B: only in one, another
+    version, another local label (+cu126 vs +cu128) or another index. Offline; exit 0 either way.
+
+    A and B are profile names (locks/<name>/) or paths to lock folders.
+    """
+    from envbuild.diff import diff_folders, render_table
+
+    config = load_config(ctx, lock_dir=lock_dir)
+    result = diff_folders(_folder(config.lock_dir, a), _folder(config.lock_dir, b))
+    click.echo(result.to_json() if as_json else render_table(result), nl=False)
+
+
+def _folder(lock_dir: Path, name: str) -> Path:
+    from envbuild.errors import StaleLockError
+
+    for candidate in (lock_dir / name, Path.cwd() / name):
+        if (candidate / "uv.lock").is_file():
+            return candidate.resolve()
+    raise StaleLockError(f"no committed lock `{name}` (looked for {lock_dir / name}/uv.lock)",
+                         hint=f"run `envbuild lock --profile {name}`, or pass a lock folder's path")
