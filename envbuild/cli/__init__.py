@@ -22,6 +22,11 @@ COMMANDS: dict[str, str] = {
     "merge": "envbuild.cli.merge:merge",
     "lock": "envbuild.cli.lock:lock",
     "sync": "envbuild.cli.sync:sync",
+    "detect": "envbuild.cli.detect:detect",
+    "doctor": "envbuild.cli.doctor:doctor",
+    "verify": "envbuild.cli.verify:verify",
+    "export": "envbuild.cli.export:export",
+    "diff": "envbuild.cli.diff:diff",
 }
 
 
