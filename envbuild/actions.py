@@ -473,19 +473,21 @@ def verify_venv(venv: Path, profile: TorchProfile) -> TorchBuild:
 
 def select_profile(catalogue: ProfileCatalogue, config: Config, *, profile: str | None,
                    cuda: str | None) -> TorchProfile:
-    """--profile, or --cuda, or the first profile named in envbuild.toml."""
+    """--profile, or --cuda, or the first profile named in envbuild.toml; --torch-source pypi (or
+    `[lock] torch-source`) then turns an index profile into its PyPI-sourced variant."""
     if profile and cuda:
         raise UsageError("give either --profile or --cuda, not both")
+    source = config.torch_source
     if AUTO in (profile, cuda):
         from envbuild.fitting import candidates, choose_or_explain
 
-        return choose_or_explain(candidates(catalogue))
+        return choose_or_explain(candidates(catalogue, source))
     if profile:
-        return catalogue.get(profile)
+        return catalogue.with_source(catalogue.get(profile), source)
     if cuda:
-        return catalogue.for_cuda(cuda)
+        return catalogue.with_source(catalogue.for_cuda(cuda), source)
     if config.profiles:
-        return catalogue.get(config.profiles[0])
+        return catalogue.with_source(catalogue.get(config.profiles[0]), source)
     committed = committed_profiles(config)
     raise UsageError(
         "no profile given",

@@ -25,7 +25,7 @@ _KEYS: Mapping[str, set[str]] = {
     "comfyui": {"path", "base-directory", "listen", "port", "git", "ref"},
     "manager": {"path", "enabled", "git", "ref"},
     "nodes": {"dirs", "exclude"},
-    "lock": {"dir", "requires-python", "profiles", "extra-requirements", "profiles-dir"},
+    "lock": {"dir", "requires-python", "profiles", "extra-requirements", "profiles-dir", "torch-source"},
     "mirrors": {"pytorch", "pytorch-layout", "pypi", "pypi-files", "mode", "timeout"},  # see mirrors.py
 }
 
@@ -50,6 +50,7 @@ class Config:
     exclude_nodes: tuple[str, ...] = ()
     lock_dir: Path = Path("locks")
     requires_python: str = DEFAULT_REQUIRES_PYTHON
+    torch_source: str | None = None  # "pypi": --cuda/--profile pick the profile's -pypi variant
     profiles: tuple[str, ...] = ()
     extra_requirements: tuple[Path, ...] = ()
     profiles_dirs: tuple[Path, ...] = field(default=())
@@ -127,6 +128,7 @@ def load_config(project_dir: Path) -> Config:
         exclude_nodes=tuple(expect_str_list(nodes.get("exclude", []), "nodes.exclude", path)),
         lock_dir=rel(lock.get("dir", "locks"), "lock.dir"),
         requires_python=requires_python,
+        torch_source=_torch_source(lock.get("torch-source"), path),
         profiles=tuple(expect_str_list(lock.get("profiles", []), "lock.profiles", path)),
         extra_requirements=tuple(
             rel(p, "lock.extra-requirements")
@@ -141,6 +143,15 @@ def load_config(project_dir: Path) -> Config:
         comfyui_git=comfyui_git,
         manager_git=manager_git,
     )
+
+
+def _torch_source(value: Any, path: Path) -> str | None:
+    if value is None:
+        return None
+    source = expect(value, str, "lock.torch-source", path)
+    if source not in ("pytorch-index", "pypi"):
+        raise ConfigError(path, f"`lock.torch-source = \"{source}\"` is not one of: pytorch-index, pypi")
+    return str(source)
 
 
 def _mirrors_table(table: Mapping[str, Any], path: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # tomlkit and the merger are only needed when a render really
     from envbuild.requirements import MergeResult
 
 # Bump when the rendered shape changes, so existing locks are seen as needing a re-lock.
-RENDER_VERSION = 1
+RENDER_VERSION = 2
 # prerelease-package (the nightly profiles) needs uv 0.12.1; older uv must refuse, not misread.
 UV_REQUIRED_VERSION = ">=0.12.1"
 
@@ -116,9 +116,18 @@ def _multiline(values: object) -> Any:
 
     array = tomlkit.array()
     for value in values:  # type: ignore[attr-defined]
-        array.append(value)
+        array.append(_readable(value))
     array.multiline(True)
     return array
+
+
+def _readable(value: Any) -> Any:
+    """Markers quote with `"`: a TOML literal string shows them as written instead of as `\\"`."""
+    import tomlkit
+
+    if isinstance(value, str) and '"' in value and "'" not in value and "\n" not in value:
+        return tomlkit.string(value, literal=True)
+    return value
 
 
 def _header(spec: RenderInput) -> list[str]:

@@ -22,11 +22,15 @@ COMMANDS: dict[str, str] = {
     "merge": "envbuild.cli.merge:merge",
     "lock": "envbuild.cli.lock:lock",
     "sync": "envbuild.cli.sync:sync",
+    "manager": "envbuild.cli.manager:manager",
+    "run": "envbuild.cli.run:run",
+    "fetch": "envbuild.cli.fetch:fetch",
     "detect": "envbuild.cli.detect:detect",
     "doctor": "envbuild.cli.doctor:doctor",
     "verify": "envbuild.cli.verify:verify",
     "export": "envbuild.cli.export:export",
     "diff": "envbuild.cli.diff:diff",
+    "check": "envbuild.cli.check:check",
 }
 
 

@@ -35,6 +35,9 @@ def config_options(func: F) -> F:
 
 
 def profile_options(func: F) -> F:
+    func = click.option("--torch-source", type=click.Choice(["pytorch-index", "pypi"]),
+                        help="Where the torch family comes from: the profile's PyTorch index (default), or "
+                             "PyPI's own CUDA wheels (Linux x86_64 only; the profile's -pypi variant).")(func)
     func = click.option("--cuda", metavar="VERSION",
                         help="Pick the stable profile for a CUDA version, e.g. 12.6; `auto`: the one that "
                              "fits this machine (see `envbuild detect`).")(func)
@@ -59,6 +62,7 @@ def load_config(ctx: click.Context, **flags: Any) -> Config:
         + tuple(absolute(p) for p in flags.get("extra_requirements") or ()),
         lock_dir=absolute(flags.get("lock_dir")),
         mirror_flags=_mirror_flags(flags),
+        torch_source=flags.get("torch_source"),
     )
 
 
@@ -119,4 +123,4 @@ def pick_profile(ctx: click.Context, config: Config, catalogue: ProfileCatalogue
         else:
             raise UsageError("which profile? pass --profile NAME (or --profile auto)",
                              hint=f"committed locks: {', '.join(committed) or 'none (run envbuild lock first)'}")
-    return catalogue.get(name)
+    return catalogue.with_source(catalogue.get(name), config.torch_source)

@@ -1,17 +1,25 @@
-"""`envbuild profiles`: the torch profiles a deployment can lock."""
+"""`envbuild profiles`: the torch profiles a deployment can lock; `profiles update` keeps them true."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
 
-from envbuild.cli.common import load_config
+from envbuild.cli.common import load_config, say, warn
+
+if TYPE_CHECKING:
+    from envbuild.catalogue import UpdateReport
+    from envbuild.config import Config
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def profiles(ctx: click.Context, as_json: bool) -> None:
     """List the torch profiles (built-in and the deployment's own profiles/)."""
+    if ctx.invoked_subcommand is not None:
+        return
     import json
 
     from envbuild.actions import catalogue_for
@@ -30,3 +38,90 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
     for r in rows:
         cells = [str(r[k] or "-").ljust(w) for k, w in zip(("name", "accelerator", "version", "torch"), widths, strict=True)]
         click.echo(f"{'  '.join(cells)}  {r['description']}")
+
+
+@profiles.command()
+@click.option("--profile", "names", multiple=True, metavar="NAME",
+              help="Only this profile (cu126: its [packages]; cu126-pypi: its [pypi] table). Repeatable.")
+@click.option("--write", is_flag=True, help="Write the proposed bounds into the profile files (comments kept).")
+@click.option("--offline", is_flag=True, help="Use only the cached index answers, however old.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def update(ctx: click.Context, names: tuple[str, ...], write: bool, offline: bool, as_json: bool) -> None:
+    """Check the profiles' torch-family bounds against their indexes; show (or --write) the fix.
+
+    \b
+    Reads each profile's index (ENVBUILD_PYTORCH_INDEX applies) and, for [pypi] tables and
+    profiles without an index, UV_DEFAULT_INDEX or PyPI: PEP 691 JSON or PEP 503 HTML pages and
+    wheel metadata, never whole wheels. Exits 1 when an index could not be read.
+    """
+    import os
+
+    from envbuild.actions import catalogue_for
+    from envbuild.catalogue import update_profiles, write_updates
+    from envbuild.indexclient import HttpCache, IndexClient, default_cache_dir
+
+    config = load_config(ctx)
+    with IndexClient(HttpCache(default_cache_dir(os.environ)), offline=offline) as client:
+        report = update_profiles(config, catalogue_for(config), names, client)
+    written = [config.display(p) for p in write_updates(report)] if write else []
+    if as_json:
+        click.echo(_json(report, config, written))
+    else:
+        _print(ctx, report, config, written, write=write, offline=offline)
+    if report.unreadable or any(t.error for t in report.tables):
+        ctx.exit(1)
+
+
+def _print(ctx: click.Context, report: UpdateReport, config: Config, written: list[str], *,
+           write: bool, offline: bool) -> None:
+    from envbuild.indexclient import describe_age
+
+    for table in report.tables:
+        age = f" ({'offline: ' if offline else ''}cached {describe_age(table.cache_age)})" if table.cache_age else ""
+        say(ctx, f"{table.profile} [{table.table}] from {table.index_url}{age}")
+        if table.newest:
+            say(ctx, "  newest compatible set: " + ", ".join(f"{k} {v}" for k, v in table.newest.items()))
+        for change in table.changes:
+            say(ctx, f"  {change.package}: {change.old} -> {change.new} ({change.reason})")
+        if table.newest and not table.changes:
+            say(ctx, "  bounds are true to the index")
+        for note in table.notes:
+            say(ctx, f"  note: {note}")
+        if table.error:
+            warn(f"{table.profile} [{table.table}]: {table.error}")
+    diff = report.diff(config)
+    if diff:
+        click.echo(diff, nl=False)
+    if written:
+        say(ctx, "wrote " + ", ".join(written))
+    elif diff and not write:
+        say(ctx, "(run with --write to apply)")
+    if report.unreadable:
+        warn("could not read:\n" + "\n".join(f"  {line}" for line in _grouped(report.unreadable)))
+
+
+def _grouped(failures: tuple[tuple[str, str], ...]) -> list[str]:
+    """One line per index and reason: `https://host/whl/cu126/ (torch, torchvision): connection failed`."""
+    import re
+
+    groups: dict[tuple[str, str], list[str]] = {}
+    for url, reason in failures:
+        page = re.fullmatch(r"(.*/)([^/]+)/", url)
+        key, project = ((page.group(1), reason), page.group(2)) if page else ((url, reason), "")
+        groups.setdefault(key, []).extend([project] if project else [])
+    return [f"{where}{' (' + ', '.join(names) + ')' if names else ''}: {reason}"
+            for (where, reason), names in groups.items()]
+
+
+def _json(report: UpdateReport, config: Config, written: list[str]) -> str:
+    import json
+
+    def table(t: Any) -> dict[str, Any]:
+        return {"profile": t.profile, "table": t.table, "file": config.display(t.path), "index": t.index_url,
+                "newest": dict(t.newest), "error": t.error, "notes": list(t.notes), "cache_age_seconds": t.cache_age,
+                "changes": [{"package": c.package, "old": c.old, "new": c.new, "reason": c.reason}
+                            for c in t.changes]}
+    unreadable = [{"url": url, "reason": reason} for url, reason in report.unreadable]
+    return json.dumps({"tables": [table(t) for t in report.tables], "unreadable": unreadable,
+                       "diff": report.diff(config), "written": written}, indent=2)

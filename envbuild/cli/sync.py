@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 @click.option("--no-verify", is_flag=True, help="Skip the torch check after installing.")
 @click.option("--allow-unhashed", is_flag=True,
               help="Install even files the lock has no sha256 for (the index served none); never the default.")
+@click.option("--torch-source", type=click.Choice(["pytorch-index", "pypi"]),
+              help="pypi: install the profile's -pypi lock (torch from PyPI's CUDA wheels).")
 @mirror_options("install")
 @click.option("--strict", is_flag=True, help="Refuse (instead of warning) when this machine cannot run the profile.")
 @click.pass_context

@@ -1,0 +1,179 @@
+"""Running ComfyUI in a profile's environment, and reading what a sync changed.
+
+`envbuild run` starts `<comfyui>/main.py` with the venv's own interpreter (no activation, no
+`uv run`, which would sync ComfyUI's dependency-less pyproject into the venv), the torch guard in
+its environment, and the deployment's --base-directory/--listen/--port. It refuses to start a
+stale lock or an environment that does not hold the lock: a server that starts on the wrong
+torch fails minutes later, on the first image.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from envbuild import runner
+from envbuild.actions import check_profile, committed_profiles
+from envbuild.config import Config
+from envbuild.errors import ConfigError, StaleLockError, UsageError, VerifyError
+from envbuild.guard import CONSTRAINTS_NAME, guard_environment
+from envbuild.lockdir import LockFolder
+from envbuild.profiles import ProfileCatalogue, TorchProfile
+from envbuild.uv import Uv, get_uv, venv_python
+
+log = logging.getLogger("envbuild.run")
+# Variables that would make the child (or the uv/pip the Manager starts) use another environment.
+_DROPPED_ENV = ("CONDA_PREFIX", "PYTHONHOME", "UV_PROJECT_ENVIRONMENT")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_CHANGE_LINE = re.compile(r"^\s*(?P<op>[-+~])\s+(?P<spec>(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\S*(?:\s.*)?)$")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything `launch` needs; built and checked without starting anything."""
+
+    profile: str
+    argv: tuple[str, ...]
+    cwd: Path
+    env: Mapping[str, str]  # the child's complete environment
+    env_set: Mapping[str, str]  # what envbuild set in it (shown with -v)
+    constraints: Path
+    warnings: tuple[str, ...] = ()
+
+
+def select_run_profile(catalogue: ProfileCatalogue, config: Config, name: str | None) -> TorchProfile:
+    """--profile, else the first profile of envbuild.toml, else the only committed lock."""
+    if name is None:
+        committed = committed_profiles(config)
+        if config.profiles:
+            name = config.profiles[0]
+        elif len(committed) == 1:
+            name = committed[0]
+        else:
+            raise UsageError("which profile? pass --profile NAME",
+                             hint=f"committed locks: {', '.join(committed) or 'none (run envbuild lock first)'}")
+    return catalogue.get(name)
+
+
+def comfy_args(config: Config) -> list[str]:
+    """ComfyUI's own flags from `[comfyui]`; ARGS given after them win (argparse keeps the last)."""
+    args: list[str] = []
+    if config.base_directory is not None:
+        args += ["--base-directory", str(config.base_directory)]
+    if config.listen is not None:
+        args += ["--listen", config.listen]
+    if config.port is not None:
+        args += ["--port", str(config.port)]
+    return args
+
+
+def prepare_run(
+    config: Config, profile: TorchProfile, venv: Path, args: Sequence[str] = (), *,
+    environ: Mapping[str, str] | None = None, uv: Uv | None = None,
+) -> Launch:
+    """Check lock and venv, then build the command line and the guarded environment."""
+    env = dict(os.environ if environ is None else environ)
+    venv = venv.absolute()
+    main = _main_py(config)
+    folder = LockFolder(config.lock_dir, profile.name)
+    if not folder.exists():
+        raise StaleLockError(f"no lock for profile {profile.name} at {folder.path}",
+                             hint=f"run `envbuild lock --profile {profile.name}`")
+    reasons = check_profile(config, profile, env)
+    if reasons:
+        raise StaleLockError(f"the lock for profile {profile.name} is out of date: " + "; ".join(reasons),
+                             hint=f"run `envbuild lock --profile {profile.name}`, then "
+                                  f"`envbuild sync --profile {profile.name}`")
+    python = venv_python(venv)
+    extras = _check_synced(uv or get_uv(env), folder, profile, venv, python)
+    guard = guard_environment(folder.path, profile, env)
+    # `uv pip` (the Manager's uv mode) must install into this venv, whatever the user's shell points at.
+    env_set = {**guard, "VIRTUAL_ENV": str(venv), "UV_PYTHON": str(python)}
+    child = {k: v for k, v in env.items() if k not in _DROPPED_ENV}
+    child.update(env_set)
+    child["PATH"] = os.pathsep.join([str(python.parent), env.get("PATH", "")]).rstrip(os.pathsep)
+    warnings: tuple[str, ...] = ()
+    if extras:
+        warnings = ((f"{venv} also holds {len(extras)} package(s) the lock does not list ({', '.join(extras)}): "
+                     "installed by a node? `envbuild lock` makes them part of the lock"),)
+    argv = (str(python), str(main), *comfy_args(config), *args)
+    return Launch(profile.name, argv, main.parent, child, env_set, folder.path / CONSTRAINTS_NAME, warnings)
+
+
+def _main_py(config: Config) -> Path:
+    if config.comfyui is None:
+        raise ConfigError(config.source, "no ComfyUI checkout given",
+                          hint="set [comfyui] path in envbuild.toml, or pass --comfyui PATH")
+    main = config.comfyui / "main.py"
+    if not main.is_file():
+        raise ConfigError(config.source, f"{main} not found: is {config.comfyui} a ComfyUI checkout?",
+                          hint="check [comfyui] path, or run `envbuild fetch` if [comfyui] git is set")
+    return main
+
+
+def _check_synced(uv: Uv, folder: LockFolder, profile: TorchProfile, venv: Path, python: Path) -> list[str]:
+    """`uv sync --locked --dry-run`: offline and about 30 ms, and it compares every locked package
+    (version and source), where reading torch alone would miss a node that replaced numpy.
+    Packages the lock lacks are returned, not refused: nodes installed at runtime add them."""
+    hint = f"run `envbuild sync --profile {profile.name} --venv {venv}`"
+    if not python.exists():
+        raise VerifyError(f"no environment at {venv} (no {python})", hint=hint)
+    output = uv.sync(folder.path, venv, dry_run=True, stream=False)
+    installs, removals = package_changes(output)
+    if installs:
+        shown = ", ".join(installs[:8]) + (f", … ({len(installs)} in all)" if len(installs) > 8 else "")
+        raise VerifyError(f"{venv} does not hold the lock of profile {profile.name}: a sync would install {shown}",
+                          hint=hint)
+    return removals
+
+
+def launch(plan: Launch) -> int:
+    """Hand the terminal to ComfyUI.
+
+    On POSIX the process becomes ComfyUI (`execve`): Ctrl-C, SIGTERM from systemd or
+    `docker stop` reach the server itself, its exit status is the command's, and no envbuild
+    process sits in between holding the terminal. Windows has no such exec, so there envbuild
+    waits for the child and returns its exit status.
+    """
+    shown = " ".join(f"{k}={runner.redact(v)}" for k, v in sorted(plan.env_set.items()))
+    log.info("$ %s %s (in %s)", shown, runner.format_argv(plan.argv), plan.cwd)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        os.chdir(plan.cwd)
+        os.execve(plan.argv[0], list(plan.argv), dict(plan.env))
+    proc = runner.run(plan.argv, cwd=plan.cwd, env=plan.env, env_log=plan.env_set, capture=False, check=False)
+    return proc.returncode
+
+
+def package_changes(uv_output: str) -> tuple[list[str], list[str]]:
+    """From uv's ` + name==ver` / ` - name==ver` lines: (installed or changed, removed and not replaced)."""
+    added: dict[str, str] = {}
+    removed: dict[str, str] = {}
+    for raw in _ANSI.sub("", uv_output).splitlines():
+        match = _CHANGE_LINE.match(raw)
+        if match is None:
+            continue
+        name = canonicalize_name(match.group("name"))
+        (removed if match.group("op") == "-" else added)[name] = match.group("spec").strip()
+    return sorted(added.values()), [spec for name, spec in sorted(removed.items()) if name not in added]
+
+
+def describe_removals(uv_output: str) -> list[str]:
+    """What an exact sync removed, as lines to show the user (empty: nothing was removed)."""
+    _, removed = package_changes(uv_output)
+    if not removed:
+        return []
+    return [
+        (f"sync removed {len(removed)} package(s) the lock does not list: {', '.join(removed)} "
+         "(sync is exact; `envbuild sync --inexact` keeps packages the lock does not list)"),
+        ("installed custom nodes since the last lock? run `envbuild lock` so their requirements are part of "
+         "the lock, then `envbuild sync`"),
+    ]
