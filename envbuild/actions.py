@@ -76,6 +76,7 @@ class SyncResult:
     venv: Path
     torch: TorchBuild | None
     seconds: float
+    notes: tuple[str, ...] = ()  # e.g. packages an exact sync removed
 
 
 def catalogue_for(config: Config) -> ProfileCatalogue:
@@ -110,11 +111,16 @@ def _expected_fingerprint(config: Config, profile: TorchProfile, environ: Mappin
     """What a current lock must have recorded, as far as it is known without parsing any input."""
     env = os.environ if environ is None else environ
     index_url, default_index, index_format = lock_indexes(config, profile, env)
+    from envbuild.gitsrc import resolved_commits
+
+    # Which ComfyUI (and Manager) a lock belongs to: a checkout that moved makes the lock stale.
+    extra = {f"{name}-commit": sha for name, sha in resolved_commits(config, env).items()}
+    if index_format != "simple":
+        extra["index-format"] = index_format
     return Fingerprint(
         profile=profile.name, render_version=RENDER_VERSION, uv_required_version=UV_REQUIRED_VERSION,
         torch_source=profile.torch_source, index_url=index_url, profile_sha256=_profile_digest(profile),
-        pyproject_sha256="", inputs={}, default_index=default_index,
-        extra={"index-format": index_format} if index_format != "simple" else {},
+        pyproject_sha256="", inputs={}, default_index=default_index, extra=extra,
     )
 
 
@@ -360,16 +366,20 @@ def sync_profile(
     venv = venv.absolute()
     mirrors = mirrors_for(config, environ)
     if mirrors.installs_through:
-        sync_through_mirror(uv, folder, venv, mirrors, environ, inexact=inexact, python=python, stream=stream)
+        output = sync_through_mirror(uv, folder, venv, mirrors, environ, inexact=inexact, python=python,
+                                     stream=stream)
     else:
-        uv.sync(folder.path, venv, inexact=inexact, python=python, stream=stream, env_unset=own_index_env(folder))
+        output = uv.sync(folder.path, venv, inexact=inexact, python=python, stream=stream,
+                         env_unset=own_index_env(folder))
     build = verify_venv(venv, profile) if verify else None
-    return SyncResult(profile.name, venv, build, time.perf_counter() - started)
+    from envbuild.comfy import describe_removals
+
+    return SyncResult(profile.name, venv, build, time.perf_counter() - started, tuple(describe_removals(output)))
 
 
 def sync_through_mirror(uv: Uv, folder: LockFolder, venv: Path, mirrors: Mirrors,
                         environ: Mapping[str, str] | None, *, inexact: bool, python: str | None,
-                        stream: bool) -> None:
+                        stream: bool) -> str:
     """Install a canonical lock through a mirror, every artifact checked against the lock's sha256.
 
     uv cannot do this alone (`--frozen` ignores mirror settings, `UV_INDEX` overrides break
@@ -395,8 +405,8 @@ def sync_through_mirror(uv: Uv, folder: LockFolder, venv: Path, mirrors: Mirrors
         (copy / "pyproject.toml").write_text(rewrite_lock_text(pyproject, rules), encoding="utf-8")
         rewritten = (copy / "uv.lock").read_text(encoding="utf-8")
         try:
-            uv.sync(copy, venv, inexact=inexact, python=python, stream=stream, frozen=True,
-                    env_set=uv_environment(mirrors))
+            return uv.sync(copy, venv, inexact=inexact, python=python, stream=stream, frozen=True,
+                           env_set=uv_environment(mirrors))
         except UvError as exc:
             raise _hash_mismatch(exc, rewritten) or exc from None
 

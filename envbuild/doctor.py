@@ -44,12 +44,14 @@ class Context:
         return LockFolder(self.config.lock_dir, self.profile.name)
 
 
-def run_doctor(ctx: Context, *, import_torch: bool = True) -> list[Check]:
-    checks: list[Callable[[Context], Check]] = [_uv, _lock_present, _lock_fresh, _venv_matches, _torch_files]
+def run_doctor(ctx: Context, *, import_torch: bool = True, probe: bool = True) -> list[Check]:
+    checks: list[Callable[[Context], Check]] = [_uv, _lock_present, _lock_fresh, _lock_integrity, _venv_matches,
+                                                _torch_files]
     if import_torch:
         checks.append(_torch_import)
-    checks.append(_machine_fit)
-    return [_guarded(check, ctx) for check in checks]
+    checks += [_machine_fit, _comfyui_check]
+    results = [_guarded(check, ctx) for check in checks]
+    return results + (_indexes(ctx) if probe else [])
 
 
 def _guarded(check: Callable[[Context], Check], ctx: Context) -> Check:
@@ -95,9 +97,8 @@ def _venv_matches(ctx: Context) -> Check:
     if not (ctx.venv / "pyvenv.cfg").is_file():
         return Check("venv matches lock", FAIL,
                      f"no venv at {ctx.venv}: run `envbuild sync --profile {ctx.profile.name}`")
-    from envbuild.uv import get_uv
-
     from envbuild.actions import own_index_env
+    from envbuild.uv import get_uv
 
     output = get_uv(ctx.environ).sync(ctx.folder.path, ctx.venv, dry_run=True, stream=False,
                                       env_unset=own_index_env(ctx.folder))
@@ -159,6 +160,85 @@ def _machine_fit(ctx: Context) -> Check:
         return Check("machine runs profile", PASS, fit.reason)
     status = FAIL if ctx.profile.accelerator != "cpu" else WARN
     return Check("machine runs profile", status, fit.reason)
+
+
+def _lock_integrity(ctx: Context) -> Check:
+    if not ctx.folder.exists():
+        return Check("lock integrity", SKIP, "no lock")
+    from envbuild.actions import audit_folder
+
+    report = audit_folder(ctx.config, ctx.profile, ctx.environ)
+    if report.tampering:
+        return Check("lock integrity", FAIL, "edited away from the profile: " + "; ".join(report.tampering))
+    if report.unhashed:
+        shown = ", ".join(a.describe() for a in report.unhashed[:3])
+        return Check("lock integrity", WARN,
+                     f"{len(report.unhashed)} file(s) without sha256 (sync needs --allow-unhashed): {shown}")
+    return Check("lock integrity", PASS,
+                 f"{report.artifacts} files, every one with a sha256; indexes as the profile says")
+
+
+def _comfyui_check(ctx: Context) -> Check:
+    from envbuild.smoke import last_check
+
+    result = last_check(ctx.venv)
+    if result is None:
+        return Check("ComfyUI check", SKIP, "not run yet for this venv: `envbuild check` (or `sync --check`)")
+    detail = f"last run: {result.status}, {result.nodes_loaded} custom node(s) loaded"
+    if result.ok:
+        return Check("ComfyUI check", PASS, detail)
+    return Check("ComfyUI check", FAIL,
+                 f"{detail}; {len(result.failures)} problem(s): run `envbuild check` for details")
+
+
+def _indexes(ctx: Context) -> list[Check]:
+    """Every index this deployment talks to, and where each setting came from; a short probe each."""
+    from envbuild.actions import lock_indexes, mirrors_for
+
+    mirrors = mirrors_for(ctx.config, ctx.environ)
+    checks = [Check("mirror setting", PASS, line) for line in mirrors.describe()]
+    torch_index, default_index, _ = lock_indexes(ctx.config, ctx.profile, ctx.environ)
+    targets: dict[str, str] = {}
+    if torch_index:
+        targets[torch_index] = "the torch index this deployment locks against"
+    default = default_index or ctx.environ.get("UV_DEFAULT_INDEX") or "https://pypi.org/simple"
+    targets.setdefault(default, "the default index")
+    if mirrors.installs_through:
+        for url, role in ((mirrors.pytorch, "PyTorch mirror (install)"), (mirrors.pypi, "PyPI mirror (install)")):
+            if url:
+                targets.setdefault(url, role)
+    named = _lock_registries(ctx.folder)
+    for url in sorted(named):
+        targets.setdefault(url, "named in the committed lock")
+    return checks + [_probe(url, role + (" (named in the lock)" if url in named else ""), mirrors.timeout)
+                     for url, role in targets.items()]
+
+
+def _lock_registries(folder: LockFolder) -> set[str]:
+    import re
+
+    try:
+        return set(re.findall(r'source = \{ registry = "([^"]+)" \}', folder.uv_lock.read_text(encoding="utf-8")))
+    except OSError:
+        return set()
+
+
+def _probe(url: str, role: str, timeout: float | None) -> Check:
+    """One GET with a short time limit and no retries: reachable or not, and how fast."""
+    import time
+
+    import httpx
+
+    started = time.perf_counter()
+    try:
+        response = httpx.get(url.rstrip("/") + "/", timeout=timeout or 5.0, follow_redirects=True)
+    except httpx.HTTPError as exc:
+        return Check("index reachable", WARN, f"{url} ({role}): unreachable: {type(exc).__name__}: {exc}")
+    elapsed = time.perf_counter() - started
+    if response.status_code >= 500:
+        return Check("index reachable", WARN, f"{url} ({role}): HTTP {response.status_code}")
+    # PyTorch's indexes answer 403/404 for their bare root; any answer means the host is reachable.
+    return Check("index reachable", PASS, f"{url} ({role}): answered HTTP {response.status_code} in {elapsed:.2f} s")
 
 
 def exit_code(checks: list[Check]) -> int:

@@ -138,8 +138,13 @@ def _input_changes(old: Fingerprint | None, new: Fingerprint) -> list[str]:
         reasons.append("envbuild's pyproject format changed")
     if old.uv_required_version != new.uv_required_version:
         reasons.append("the required uv version changed")
-    if _sources_of(old) != _sources_of(new):
-        reasons.append("recorded sources changed")
+    old_sources, new_sources = _sources_of(old), _sources_of(new)
+    for key in sorted(set(old_sources) | set(new_sources)):
+        before, after = old_sources.get(key), new_sources.get(key)
+        if before != after:
+            what = key.removesuffix("-commit").replace("comfyui-manager", "ComfyUI-Manager").replace("comfyui", "ComfyUI")
+            reasons.append(f"{what} moved from {(before or 'nothing')[:12]} to {(after or 'nothing')[:12]}"
+                           if key.endswith("-commit") else f"{key} changed ({before} → {after})")
     return reasons
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from envbuild.cli.common import load_config, say
+from envbuild.cli.common import load_config, pick_profile, say
 
 if TYPE_CHECKING:
     from envbuild.smoke import CheckResult
@@ -33,31 +33,25 @@ def check(ctx: click.Context, profile_name: str | None, venv: Path | None, comfy
     becomes the distribution to add to extra-requirements. Exits 1 when anything failed; the
     result is saved as <venv>/envbuild-check.json.
     """
-    from envbuild.actions import catalogue_for, committed_profiles, default_venv
-    from envbuild.errors import UsageError
+    from envbuild.actions import catalogue_for, default_venv
     from envbuild.smoke import run_check
 
     config = load_config(ctx, comfyui=comfyui, base_directory=base_directory)
-    if profile_name is None:
-        committed = committed_profiles(config)
-        if config.profiles:
-            profile_name = config.profiles[0]
-        elif len(committed) == 1:
-            profile_name = committed[0]
-        else:
-            raise UsageError("which profile's venv? pass --profile NAME",
-                             hint=f"committed locks: {', '.join(committed) or 'none'}")
-    profile = catalogue_for(config).get(profile_name)
+    profile = pick_profile(ctx, config, catalogue_for(config), profile_name)
     target = (Path.cwd() / venv).resolve() if venv else default_venv(config)
     if not as_json:
         say(ctx, f"{profile.name}: running ComfyUI's quick test in {target} (up to {timeout:g} s)")
     result = run_check(config, profile, target, timeout)
     if as_json:
         click.echo(result.to_json(), nl=False)
-    else:
-        _print(ctx, result, timeout)
-    if not result.ok:
-        ctx.exit(1)
+        ctx.exit(0 if result.ok else 1)
+    ctx.exit(report_check(ctx, result, timeout))
+
+
+def report_check(ctx: click.Context, result: CheckResult, timeout: float = 300) -> int:
+    """Print a check's verdict; the exit code to use (1 when anything failed)."""
+    _print(ctx, result, timeout)
+    return 0 if result.ok else 1
 
 
 def _print(ctx: click.Context, result: CheckResult, timeout: float) -> None:
