@@ -112,6 +112,8 @@ def stale_reasons(folder: LockFolder, pyproject_text: str, wanted: Fingerprint) 
         reasons.append(f"{FINGERPRINT_NAME} is missing or unreadable")
     elif recorded.uv_lock_sha256 != sha256_text(folder.uv_lock.read_bytes()):
         reasons.append("uv.lock was changed outside envbuild")
+    if recorded is not None:
+        reasons.extend(_source_changes(recorded, wanted))
     return list(dict.fromkeys(reasons))
 
 
@@ -138,13 +140,22 @@ def _input_changes(old: Fingerprint | None, new: Fingerprint) -> list[str]:
         reasons.append("envbuild's pyproject format changed")
     if old.uv_required_version != new.uv_required_version:
         reasons.append("the required uv version changed")
+    return reasons + _source_changes(old, new)
+
+
+def _source_changes(old: Fingerprint, new: Fingerprint) -> list[str]:
+    """Checkouts that moved (ComfyUI at another commit), even when no requirement line changed."""
     old_sources, new_sources = _sources_of(old), _sources_of(new)
+    reasons = []
     for key in sorted(set(old_sources) | set(new_sources)):
         before, after = old_sources.get(key), new_sources.get(key)
-        if before != after:
-            what = key.removesuffix("-commit").replace("comfyui-manager", "ComfyUI-Manager").replace("comfyui", "ComfyUI")
-            reasons.append(f"{what} moved from {(before or 'nothing')[:12]} to {(after or 'nothing')[:12]}"
-                           if key.endswith("-commit") else f"{key} changed ({before} → {after})")
+        if before == after:
+            continue
+        if key.endswith("-commit"):
+            what = {"comfyui-commit": "ComfyUI", "comfyui-manager-commit": "ComfyUI-Manager"}.get(key, key)
+            reasons.append(f"{what} moved from {(before or 'no commit')[:12]} to {(after or 'no commit')[:12]}")
+        else:
+            reasons.append(f"{key} changed ({before} → {after})")
     return reasons
 
 

@@ -116,3 +116,22 @@ def test_node_warnings_are_recorded_and_repeated_on_a_no_op(deployment: Deployme
         assert "Ignored `--extra-index-url" in result.stderr
     recorded = json.loads((deployment.locks / "cu126" / "envbuild-lock.json").read_text())["warnings"]
     assert len(recorded) == 2
+
+
+def test_a_lock_records_the_comfyui_commit_and_goes_stale_when_it_moves(
+    deployment: Deployment, uv_env: dict[str, str]
+) -> None:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], cwd=deployment.comfyui, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=deployment.comfyui, check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], cwd=deployment.comfyui, check=True)
+    first = subprocess.run(["git", "rev-parse", "HEAD"], cwd=deployment.comfyui, capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert run_cli(["lock", "--profile", "cu126"], env=uv_env, cwd=deployment.root).returncode == 0
+    recorded = json.loads((deployment.locks / "cu126" / "envbuild-lock.json").read_text())
+    assert recorded["extra"]["comfyui-commit"] == first
+    (deployment.comfyui / "main.py").write_text("print('ComfyUI, newer')\n")
+    subprocess.run([*git, "commit", "-qam", "two"], cwd=deployment.comfyui, check=True)
+    result = run_cli(["lock", "--check", "--profile", "cu126"], env=uv_env, cwd=deployment.root)
+    assert result.returncode == 1
+    assert f"ComfyUI moved from {first[:12]} to " in result.stderr, result

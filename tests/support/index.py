@@ -8,6 +8,8 @@ PyPI and download.pytorch.org. It records every request and can inject faults
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import hashlib
 import sys
 import threading
@@ -56,8 +58,12 @@ class Index:
     def file_url(self, filename: str) -> str:
         return f"{self.url}/files/{quote(filename, safe='')}"
 
-    def add(self, wheel_path: Path, *, hash: HashMode = "good", metadata: bool = True) -> IndexFile:
-        """Publish a wheel; its name, version and Requires-Python come from its METADATA."""
+    def add(self, wheel_path: Path, *, hash: HashMode = "good", metadata: bool | bytes = True) -> IndexFile:
+        """Publish a wheel; its name, version and Requires-Python come from its METADATA.
+
+        `metadata` may be bytes: the PEP 658 `.metadata` file then says that instead of what the
+        wheel's own METADATA says (an index whose metadata disagrees with its wheel).
+        """
         if hash not in ("good", "none", "wrong"):
             raise ValueError(f"hash must be good/none/wrong, not {hash!r}")
         wheel_path = Path(wheel_path)
@@ -70,12 +76,20 @@ class Index:
             data=data,
             sha256=hashlib.sha256(data).hexdigest(),
             requires_python=str(fields["Requires-Python"]) if "Requires-Python" in fields else None,
-            metadata=raw_meta if metadata else None,
+            metadata=metadata if isinstance(metadata, bytes) else (raw_meta if metadata else None),
             hash=hash,
         )
         with self.server._lock:
             self._files[entry.filename] = entry
         return entry
+
+    def tamper(self, filename: str, data: bytes) -> IndexFile:
+        """Serve other bytes for a published file while its listings keep the original sha256
+        (a compromised or stale mirror); returns the original entry, for `restore` by hand."""
+        with self.server._lock:
+            original = self._files[filename]
+            self._files[filename] = dataclasses.replace(original, data=data)
+        return original
 
     def remove(self, filename: str) -> None:
         """Withdraw a file (KeyError if it was never added)."""
@@ -113,6 +127,13 @@ class _Fault:
     status: int = 500
     times: int | None = None  # None: forever
     delay: float = 0.0
+    cut: int | None = None  # send only this many body bytes, then drop the connection
+
+
+@dataclass(frozen=True)
+class _Auth:
+    prefix: str
+    token: str  # the expected `Authorization` header value
 
 
 class IndexServer:
@@ -123,6 +144,8 @@ class IndexServer:
         self._indexes: dict[str, Index] = {}
         self._faults: list[_Fault] = []
         self._delays: list[_Fault] = []
+        self._cuts: list[_Fault] = []
+        self._auth: list[_Auth] = []
         self._log: list[Request] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -217,26 +240,38 @@ class IndexServer:
         with self._lock:
             self._delays.append(_Fault(_slash(path_prefix), delay=seconds))
 
+    def drop_mid_body(self, path_prefix: str, keep: int = 1024, times: int | None = None) -> None:
+        """Announce the full Content-Length, send `keep` bytes of the body, then close the connection."""
+        with self._lock:
+            self._cuts.append(_Fault(_slash(path_prefix), times=times, cut=keep))
+
+    def require_auth(self, path_prefix: str, username: str, password: str) -> None:
+        """HTTP Basic auth for everything under `path_prefix`: 401 without the right credentials."""
+        token = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        with self._lock:
+            self._auth.append(_Auth(_slash(path_prefix), token))
+
     def clear_faults(self) -> None:
+        """Remove every fault, delay, cut and auth requirement."""
         with self._lock:
             self._faults.clear()
             self._delays.clear()
+            self._cuts.clear()
+            self._auth.clear()
 
     # -- request handling (called from handler threads) --------------------
-    def _record(self, method: str, path: str) -> tuple[float, int | None]:
-        """Log the request and consume any matching fault; returns (delay, fail status)."""
+    def _record(self, method: str, path: str, authorization: str | None = None) -> tuple[float, int | None, int | None]:
+        """Log the request and consume any matching fault; returns (delay, fail status, body cut)."""
         with self._lock:
             self._log.append(Request(method, path))
             delay = sum(d.delay for d in self._delays if path.startswith(d.prefix))
-            status = None
-            for fault in self._faults:
-                if path.startswith(fault.prefix) and (fault.times is None or fault.times > 0):
-                    if fault.times is not None:
-                        fault.times -= 1
-                    status = fault.status
-                    break
+            if any(path.startswith(a.prefix) and authorization != a.token for a in self._auth):
+                return delay, 401, None
+            status = _consume(self._faults, path)
             self._faults = [f for f in self._faults if f.times is None or f.times > 0]
-        return delay, status
+            cut_fault = None if status is not None else _consume_fault(self._cuts, path)
+            self._cuts = [f for f in self._cuts if f.times is None or f.times > 0]
+        return delay, status, cut_fault.cut if cut_fault else None
 
     def _resolve(self, path: str) -> tuple[Index, str] | None:
         """Longest index prefix owning `path`, and the rest of the path after it."""
@@ -306,13 +341,17 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.index_server
         split = urlsplit(self.path)
         path = unquote(split.path)
-        delay, status = owner._record(self.command, path)
+        delay, status, cut = owner._record(self.command, path, self.headers.get("Authorization"))
         if delay:
             time.sleep(delay)
-        if status is not None:
+        if status == 401:
+            resp = pages.text(401, "authentication required\n")
+            resp.headers["WWW-Authenticate"] = 'Basic realm="envbuild-test-index"'
+        elif status is not None:
             resp = pages.text(status, f"injected fault {status}\n")
         else:
             resp = owner._respond(path, split.query, self.headers.get("Accept", ""))
+        body = resp.body if cut is None else resp.body[:cut]
         try:
             self.send_response(resp.status)
             for key, value in resp.headers.items():
@@ -320,9 +359,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(resp.body)))
             self.end_headers()
             if not head:
-                self.wfile.write(resp.body)
+                self.wfile.write(body)
+            if cut is not None:  # the promised length never arrives: the client sees the connection drop
+                self.wfile.flush()
+                self.close_connection = True
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+
+def _consume_fault(faults: list[_Fault], path: str) -> _Fault | None:
+    """The first fault matching `path` that has uses left, with one use taken."""
+    for fault in faults:
+        if path.startswith(fault.prefix) and (fault.times is None or fault.times > 0):
+            if fault.times is not None:
+                fault.times -= 1
+            return fault
+    return None
+
+
+def _consume(faults: list[_Fault], path: str) -> int | None:
+    fault = _consume_fault(faults, path)
+    return fault.status if fault else None
 
 
 def _slash(prefix: str) -> str:
