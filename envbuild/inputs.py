@@ -60,7 +60,8 @@ def collect_inputs(config: Config) -> CollectedInputs:
     comfy_reqs = config.comfyui / "requirements.txt"
     if not config.comfyui.is_dir():
         raise ConfigError(config.source, f"ComfyUI checkout {config.comfyui} does not exist",
-                          hint="check [comfyui] path in envbuild.toml or --comfyui")
+                          hint="run `envbuild fetch` to clone it at [comfyui] ref" if config.comfyui_git
+                          else "check [comfyui] path in envbuild.toml or --comfyui")
     if not comfy_reqs.is_file():
         raise ConfigError(config.source, f"{comfy_reqs} not found: is {config.comfyui} a ComfyUI checkout?")
     files = [InputFile(comfy_reqs, "ComfyUI", lenient=False)]
@@ -95,16 +96,21 @@ def _node_inputs(config: Config, manager: Path | None) -> tuple[list[InputFile],
     skipped: list[str] = []
     seen: set[Path] = set()
     excluded = {name.lower() for name in config.exclude_nodes}
+    found_names: set[str] = set()
     for folder in config.custom_node_dirs():
         if not folder.is_dir():
             continue
         for node in sorted(folder.iterdir(), key=lambda p: p.name):
+            found_names.add(node.name.lower())
             if not node.is_dir() or node.name.startswith((".", "__")) or node.resolve() in seen:
                 if node.name == DISABLED_SUFFIX and node.is_dir():
                     skipped.append(f"{config.display(node)}/* (the .disabled folder)")
                 continue
             seen.add(node.resolve())
             if manager is not None and node.resolve() == manager.resolve():
+                continue
+            if not config.manager_enabled and node.name.lower() in MANAGER_DIR_NAMES:
+                skipped.append(f"{node.name} (the Manager; [manager] enabled = false)")
                 continue
             if node.name.endswith(DISABLED_SUFFIX):
                 skipped.append(f"{node.name} (disabled)")
@@ -115,6 +121,9 @@ def _node_inputs(config: Config, manager: Path | None) -> tuple[list[InputFile],
             found = _node_requirement_file(node)
             if found is not None:
                 files.append(found)
+    # A name that matches no node is most likely a typo: say so rather than silently lock it all.
+    skipped.extend(f"--exclude-node {name}: no custom node of that name (nothing left out)"
+                   for name in sorted(excluded - found_names))
     return files, skipped
 
 

@@ -81,7 +81,12 @@ def run(
             # Stream through, but keep stderr so a failure can quote uv's own message.
             proc = _run_streaming(args, cwd=cwd, env=env, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        raise CommandFailed(args, -1, f"timed out after {timeout:g} s") from exc
+        # Keep what the program said before it was stopped: it shows where it hung.
+        partial = exc.stderr or exc.stdout or ""
+        if isinstance(partial, bytes):
+            partial = partial.decode("utf-8", errors="replace")
+        tail = output_tail(partial)
+        raise CommandFailed(args, -1, f"{tail}\ntimed out after {timeout:g} s".strip()) from exc
     if proc.stdout and capture:
         log.debug("stdout:\n%s", proc.stdout.rstrip())
     if proc.stderr and capture:

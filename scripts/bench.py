@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""envbuild against plain uv on the real ComfyUI requirement set: lock, no-op lock, sync, --help.
+"""envbuild against plain uv (and pip) on the real ComfyUI requirement set, side by side in one run.
 
 Workload: the real ComfyUI + ComfyUI-Manager + custom-node requirement files in tests/fixtures
 (was-node-suite left out: its transformers==4.26.1 conflicts with ComfyUI's), the torch family
 from a loopback index of small test wheels, everything else from PyPI (so this needs the
-network). Each figure is the median of several runs in this one process; envbuild and uv run on
-the same generated project, one after the other, so their ratio holds when the machine drifts.
+network). Each figure is the median of several whole-process runs in this one process of the
+script; envbuild and uv run on the same generated project, alternately, so their ratio holds when
+the machine drifts. Peak memory is the largest single process of a run (the kernel's accounting).
 
-    python scripts/bench.py [--runs 5] [--profile cu126] [--markdown docs/benchmarks.md]
+    python scripts/bench.py [--runs 5] [--markdown docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from tests.support.index import IndexServer  # noqa: E402
 FIXTURES = ROOT / "tests" / "fixtures"
 NODES = ("ComfyUI-GGUF", "ComfyUI-Impact-Pack", "ComfyUI-KJNodes", "ComfyUI-VideoHelperSuite",
          "comfyui_controlnet_aux")
+PROFILES = ("cu126", "cu128", "cu124", "cpu", "cu130", "nightly-cu128")
+MAIN = "cu126"
 
 
 @dataclass(frozen=True)
@@ -42,16 +45,25 @@ class Sample:
     peak_mib: float
 
 
+@dataclass(frozen=True)
+class Row:
+    case: str
+    ours: Sample
+    theirs: Sample | None = None
+    theirs_name: str = "uv"
+    target: str = ""
+    met: bool | None = None
+
+
 def run(argv: list[str], env: dict[str, str], cwd: Path) -> Sample:
-    """One whole-process run; peak memory from the kernel's accounting of the finished child."""
     started = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    stderr = proc.stderr.read().decode(errors="replace")
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - started
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(argv)}\n{stderr}")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(map(str, argv))}\n{stderr}")
     return Sample(elapsed, usage.ru_maxrss / 1024)
 
 
@@ -59,15 +71,20 @@ def median(samples: list[Sample]) -> Sample:
     return Sample(statistics.median(s.seconds for s in samples), max(s.peak_mib for s in samples))
 
 
-def measure(runs: int, prepare: Callable[[], None], argv: list[str], env: dict[str, str], cwd: Path) -> Sample:
-    samples = []
+def pair(runs: int, prepare: Callable[[], None], a: tuple[list[str], dict[str, str], Path],
+         b: tuple[list[str], dict[str, str], Path] | None = None) -> tuple[Sample, Sample | None]:
+    """A and B alternately, each after `prepare`: drift hits both equally."""
+    ours, theirs = [], []
     for _ in range(runs):
         prepare()
-        samples.append(run(argv, env, cwd))
-    return median(samples)
+        ours.append(run(*a))
+        if b is not None:
+            prepare()
+            theirs.append(run(*b))
+    return median(ours), (median(theirs) if b is not None else None)
 
 
-def make_site(root: Path, profile: str) -> Path:
+def make_site(root: Path) -> Path:
     site = root / "site"
     (site / "ComfyUI").mkdir(parents=True)
     shutil.copyfile(FIXTURES / "comfyui" / "requirements.txt", site / "ComfyUI" / "requirements.txt")
@@ -75,101 +92,157 @@ def make_site(root: Path, profile: str) -> Path:
     shutil.copytree(FIXTURES / "manager", nodes / "comfyui-manager")
     for node in NODES:
         shutil.copytree(FIXTURES / "nodes" / node, nodes / node)
+    listed = ", ".join(f'"{p}"' for p in PROFILES)
     (site / "envbuild.toml").write_text(
         '[comfyui]\npath = "ComfyUI"\nbase-directory = "data"\n'
-        f'[lock]\nrequires-python = ">=3.11,<3.13"\nprofiles = ["{profile}"]\n', encoding="utf-8")
+        f'[lock]\nrequires-python = ">=3.11,<3.13"\nprofiles = [{listed}]\n', encoding="utf-8")
     return site
+
+
+def within(ours: Sample, theirs: Sample) -> bool:
+    """The target: envbuild adds at most 10 % or 100 ms, whichever is larger, to uv's own time."""
+    return ours.seconds - theirs.seconds <= max(0.10 * theirs.seconds, 0.100)
+
+
+class Bench:
+    def __init__(self, tmp: Path, runs: int, catalogue) -> None:
+        from uv import find_uv_bin
+
+        self.tmp, self.runs = tmp, runs
+        self.uv = find_uv_bin()
+        self.site = make_site(tmp)
+        self.cache = tmp / "uv-cache"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "PIP_", "VIRTUAL_ENV"))}
+        env.update(UV_CACHE_DIR=str(self.cache), UV_PYTHON_DOWNLOADS="never", UV_PYTHON=sys.executable,
+                   ENVBUILD_PYTORCH_INDEX=catalogue.pytorch_base, UV_NO_PROGRESS="1", PIP_CONFIG_FILE=os.devnull)
+        self.env = env
+        self.envbuild = [sys.executable, "-m", "envbuild"]
+        self.plain = tmp / "plain"
+        self.venv = tmp / "venv"
+        self.pyproject = ""
+
+    def lock_dir(self, profile: str = MAIN) -> Path:
+        return self.site / "locks" / profile
+
+    def eb(self, *args: str) -> tuple[list[str], dict[str, str], Path]:
+        return [*self.envbuild, *args], self.env, self.site
+
+    def drop(self, *paths: Path) -> Callable[[], None]:
+        return lambda: [shutil.rmtree(p, ignore_errors=True) for p in paths] and None
+
+    def fresh_plain(self) -> None:
+        """uv's side: the same generated pyproject, in a folder of its own, with no lock yet."""
+        shutil.rmtree(self.plain, ignore_errors=True)
+        self.plain.mkdir()
+        (self.plain / "pyproject.toml").write_text(self.pyproject, encoding="utf-8")
+
+    def lock_rows(self) -> list[Row]:
+        uv_lock = ([self.uv, "lock"], self.env, self.plain)
+        cold_runs = max(1, min(self.runs, 3))
+        rows = []
+        a, b = pair(cold_runs, lambda: (self.drop(self.cache, self.site / "locks")(), self.fresh_plain()),
+                    self.eb("lock", "--profile", MAIN), uv_lock)
+        rows.append(Row("lock, cold cache", a, b, target="≤ uv + max(10 %, 100 ms)", met=within(a, b)))
+        a, b = pair(self.runs, lambda: (self.drop(self.site / "locks")(), self.fresh_plain()),
+                    self.eb("lock", "--profile", MAIN), uv_lock)
+        rows.append(Row("lock, warm cache", a, b, target="≤ uv + max(10 %, 100 ms)", met=within(a, b)))
+        a, b = pair(self.runs, lambda: None, self.eb("lock", "--profile", MAIN), uv_lock)
+        rows.append(Row("lock, inputs unchanged (no-op; envbuild runs no uv)", a, b,
+                        target="≤ uv + max(10 %, 100 ms)", met=within(a, b)))
+        return rows
+
+    def all_rows(self) -> list[Row]:
+        rows = []
+        run(*self.eb("lock", "--all"))
+        a, _ = pair(self.runs, lambda: None, self.eb("lock", "--all"))
+        rows.append(Row(f"lock --all, no-op ({len(PROFILES)} profiles)", a, target="< 0.5 s", met=a.seconds < 0.5))
+        checks = [[self.uv, "lock", "--check", "--offline", "--project", str(self.lock_dir(p))] for p in PROFILES]
+        script = " && ".join(" ".join(map(str, c)) for c in checks)
+        a, b = pair(self.runs, lambda: None, self.eb("lock", "--check", "--all"),
+                    (["sh", "-c", script], self.env, self.site))
+        rows.append(Row(f"lock --check --all vs uv lock --check per profile ({len(PROFILES)})", a, b,
+                        "uv ×" + str(len(PROFILES))))
+        seq = "; ".join(" ".join(map(str, [*self.envbuild, "lock", "--profile", p])) for p in PROFILES)
+        a, b = pair(max(1, min(self.runs, 3)), self.drop(self.site / "locks"), self.eb("lock", "--all", "--jobs", "4"),
+                    (["sh", "-c", seq], self.env, self.site))
+        rows.append(Row(f"lock --all (warm cache) vs one profile after another ({len(PROFILES)})", a, b,
+                        "sequential"))
+        return rows
+
+    def sync_rows(self) -> list[Row]:
+        run(*self.eb("lock", "--profile", MAIN))
+        run(*self.eb("sync", "--profile", MAIN, "--venv", str(self.venv)))  # downloads once: warm cache after
+        uv_env = dict(self.env, UV_PROJECT_ENVIRONMENT=str(self.venv))
+        uv_sync = ([self.uv, "sync", "--locked", "--project", str(self.lock_dir())], uv_env, self.site)
+        sync = self.eb("sync", "--profile", MAIN, "--venv", str(self.venv))
+        rows = []
+        a, b = pair(self.runs, self.drop(self.venv), sync, uv_sync)
+        rows.append(Row("sync into a fresh venv, warm cache", a, b, target="≤ uv + max(10 %, 100 ms)",
+                        met=within(a, b)))
+        a, b = pair(self.runs, lambda: None, sync, uv_sync)
+        rows.append(Row("sync, venv already current", a, b, target="≤ uv + max(10 %, 100 ms)", met=within(a, b)))
+        rows.append(self.pip_row(a_fresh=rows[0].ours))
+        return rows
+
+    def pip_row(self, a_fresh: Sample) -> Row:
+        """pip install --require-hashes of the exported requirements into a fresh venv (pip's cache warm)."""
+        exported = self.tmp / "requirements.txt"
+        run(*self.eb("export", "--profile", MAIN, "--format", "requirements", "-o", str(exported)))
+        pip_venv = self.tmp / "pip-venv"
+        pip_env = dict(self.env, PIP_CACHE_DIR=str(self.tmp / "pip-cache"), PIP_DISABLE_PIP_VERSION_CHECK="1")
+        script = (f"{sys.executable} -m venv {pip_venv} && {pip_venv}/bin/python -m pip install -q "
+                  f"--require-hashes -r {exported}")
+        run(["sh", "-c", f"rm -rf {pip_venv} && {script}"], pip_env, self.site)  # warms pip's cache
+        b = median([run(["sh", "-c", f"rm -rf {pip_venv} && {script}"], pip_env, self.site)
+                    for _ in range(max(1, min(self.runs, 3)))])
+        ratio = b.seconds / a_fresh.seconds
+        return Row("sync into a fresh venv vs pip --require-hashes (warm caches)", a_fresh, b, "pip",
+                   target="≥ 10× faster than pip", met=ratio >= 10)
+
+    def help_row(self) -> Row:
+        a, _ = pair(max(self.runs, 10), lambda: None, self.eb("--help"))
+        return Row("envbuild --help", a, target="< 150 ms", met=a.seconds < 0.150)
+
+
+def render(rows: list[Row], runs: int, packages: int, uv: str) -> str:
+    version = subprocess.run([uv, "--version"], capture_output=True, text=True).stdout.strip()
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()}, Python "
+        f"{platform.python_version()}, {version}; run {time.strftime('%Y-%m-%d')}. Workload: the real ComfyUI + "
+        f"Manager + 5 custom nodes, {packages} locked packages. Medians of {runs} runs (cold rows: up to 3).",
+        "",
+        "| case | envbuild s | other s | other | ratio | envbuild peak MiB | other peak MiB | target | met |",
+        "|---|---:|---:|---|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        met = "" if r.met is None else ("yes" if r.met else "**no**")
+        if r.theirs is None:
+            lines.append(f"| {r.case} | {r.ours.seconds:.3f} | | | | {r.ours.peak_mib:.0f} | | {r.target} | {met} |")
+            continue
+        lines.append(f"| {r.case} | {r.ours.seconds:.3f} | {r.theirs.seconds:.3f} | {r.theirs_name} | "
+                     f"{r.ours.seconds / r.theirs.seconds:.2f} | {r.ours.peak_mib:.0f} | {r.theirs.peak_mib:.0f} | "
+                     f"{r.target} | {met} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--profile", default="cu126")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args()
-    envbuild = [sys.executable, "-m", "envbuild"]
-    from uv import find_uv_bin
-
-    uv = find_uv_bin()
     with tempfile.TemporaryDirectory(prefix="envbuild-bench-") as scratch, IndexServer() as server:
         tmp = Path(scratch)
-        catalogue = build_standard_catalogue(server, tmp / "wheels")
-        site = make_site(tmp, args.profile)
-        cache = tmp / "uv-cache"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "PIP_", "VIRTUAL_ENV"))}
-        env.update(UV_CACHE_DIR=str(cache), UV_PYTHON_DOWNLOADS="never", UV_PYTHON=sys.executable,
-                   ENVBUILD_PYTORCH_INDEX=catalogue.pytorch_base, UV_NO_PROGRESS="1")
-        lock_dir = site / "locks" / args.profile
-        plain = tmp / "plain"
-        rows: list[tuple[str, Sample, Sample | None]] = []
-
-        def drop_cache() -> None:
-            shutil.rmtree(cache, ignore_errors=True)
-
-        def drop_lock() -> None:
-            shutil.rmtree(site / "locks", ignore_errors=True)
-
-        def fresh_plain() -> None:
-            shutil.rmtree(plain, ignore_errors=True)
-            plain.mkdir()
-            shutil.copyfile(lock_dir / "pyproject.toml", plain / "pyproject.toml")
-
-        run(envbuild + ["lock"], env, site)  # warms the cache and gives plain uv its project
-        cold_runs = max(1, min(args.runs, 3))
-        cold_e = measure(cold_runs, lambda: (drop_cache(), drop_lock()), envbuild + ["lock"], env, site)
-        cold_u = measure(cold_runs, lambda: (drop_cache(), fresh_plain()), [uv, "lock"], env, plain)
-        rows.append(("lock, cold cache", cold_e, cold_u))
-        warm_e = measure(args.runs, drop_lock, envbuild + ["lock"], env, site)
-        warm_u = measure(args.runs, fresh_plain, [uv, "lock"], env, plain)
-        rows.append(("lock, warm cache", warm_e, warm_u))
-        noop_e = measure(args.runs, lambda: None, envbuild + ["lock"], env, site)
-        noop_u = measure(args.runs, lambda: None, [uv, "lock"], env, plain)
-        rows.append(("lock, inputs unchanged (no-op)", noop_e, noop_u))
-        check_u = measure(args.runs, lambda: None, [uv, "lock", "--check", "--offline"], env, plain)
-        rows.append(("uv lock --check --offline (reference)", check_u, None))
-
-        venv = tmp / "venv"
-        run(envbuild + ["sync", "--venv", str(venv)], env, site)  # downloads once: warm cache from here
-
-        def drop_venv() -> None:
-            shutil.rmtree(venv, ignore_errors=True)
-
-        sync_e = measure(args.runs, drop_venv, envbuild + ["sync", "--venv", str(venv)], env, site)
-        uv_sync_env = dict(env, UV_PROJECT_ENVIRONMENT=str(venv))
-        sync_u = measure(args.runs, drop_venv, [uv, "sync", "--locked", "--project", str(lock_dir)],
-                         uv_sync_env, site)
-        rows.append(("sync into a fresh venv, warm cache", sync_e, sync_u))
-        noop_sync_e = measure(args.runs, lambda: None, envbuild + ["sync", "--venv", str(venv)], env, site)
-        noop_sync_u = measure(args.runs, lambda: None, [uv, "sync", "--locked", "--project", str(lock_dir)],
-                              uv_sync_env, site)
-        rows.append(("sync, venv already current", noop_sync_e, noop_sync_u))
-        rows.append(("envbuild --help", measure(args.runs, lambda: None, envbuild + ["--help"], env, site), None))
-        packages = (lock_dir / "uv.lock").read_text().count("\n[[package]]\n") - 1
-    table = render(rows, args.runs, packages, str(uv))
+        bench = Bench(tmp, args.runs, build_standard_catalogue(server, tmp / "wheels"))
+        run(*bench.eb("lock", "--profile", MAIN))  # warms the cache and gives plain uv its project
+        bench.pyproject = (bench.lock_dir() / "pyproject.toml").read_text(encoding="utf-8")
+        bench.fresh_plain()
+        rows = [*bench.lock_rows(), *bench.all_rows(), *bench.sync_rows(), bench.help_row()]
+        packages = (bench.lock_dir() / "uv.lock").read_text().count("\n[[package]]\n") - 1
+        table = render(rows, args.runs, packages, str(bench.uv))
     print(table)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(table + "\n", encoding="utf-8")
-
-
-def render(rows: list[tuple[str, Sample, Sample | None]], runs: int, packages: int, uv: str) -> str:
-    version = subprocess.run([uv, "--version"], capture_output=True, text=True).stdout.strip()
-    lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {version}; "
-        f"{time.strftime('%Y-%m-%d')}. Workload: {packages} locked packages. Medians of {runs} runs "
-        "(cold-cache rows: up to 3).",
-        "",
-        "| case | envbuild s | uv s | envbuild − uv | ratio | envbuild peak MiB | uv peak MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, ours, theirs in rows:
-        if theirs is None:
-            lines.append(f"| {name} | {ours.seconds:.3f} | | | | {ours.peak_mib:.0f} | |")
-            continue
-        lines.append(
-            f"| {name} | {ours.seconds:.3f} | {theirs.seconds:.3f} | {ours.seconds - theirs.seconds:+.3f} | "
-            f"{ours.seconds / theirs.seconds:.2f} | {ours.peak_mib:.0f} | {theirs.peak_mib:.0f} |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

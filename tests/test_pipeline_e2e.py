@@ -301,3 +301,17 @@ def test_lock_check_is_offline_and_names_what_changed(deployment: Deployment, uv
     (profiles / "cu126.toml").write_text(text)
     result = run_cli(["lock", "--check", "--profile", "cu126"], env=offline, cwd=deployment.root)
     assert result.returncode == 1 and "profile cu126 changed" in result.stderr, result
+
+
+def test_exclude_node_typo_and_disabled_manager_are_said(deployment: Deployment, uv_env: dict[str, str]) -> None:
+    deployment.add_node("ComfyUI-KJNodes", "six\n")
+    result = run_cli(["merge", "--profile", "cu126", "--exclude-node", "ComfyUI-KJNode"], env=uv_env,
+                     cwd=deployment.root)
+    assert result.returncode == 0, result
+    assert "--exclude-node comfyui-kjnode: no custom node of that name" in result.stderr
+    assert "six" in result.stdout.splitlines()
+    with (deployment.root / "envbuild.toml").open("a") as handle:
+        handle.write("\n[manager]\nenabled = false\n")
+    result = run_cli(["merge", "--profile", "cu126"], env=uv_env, cwd=deployment.root)
+    assert "comfyui-manager (the Manager; [manager] enabled = false)" in result.stderr
+    assert "pip" not in result.stdout.splitlines()
