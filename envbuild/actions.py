@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from envbuild.config import Config
 from envbuild.errors import EnvbuildError, LockIntegrityError, StaleLockError, UsageError, UvError, VerifyError
-from envbuild.fsio import atomic_write, exclusive_lock, replace_dir, staging_dir
+from envbuild.fsio import atomic_write, exclusive_lock, remove_stale_staging, replace_dir, staging_dir
 from envbuild.inputs import MergedInputs, collect_inputs, merge_inputs, normalized_digest, profile_display_path
 from envbuild.lockdir import (
     Fingerprint,
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 UvFactory = Callable[[], "Uv"]
 AUTO = "auto"  # --cuda auto / --profile auto: let GPU detection choose
+LISTED_IN = "envbuild.toml `lock.profiles`"  # where a default profile name comes from
 DEFAULT_INDEX_ENV = ("UV_DEFAULT_INDEX", "UV_INDEX_URL")
 LOCK_TIMEOUT_ENV = "ENVBUILD_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 900.0  # a real ComfyUI lock takes seconds; a cold one on a slow mirror, minutes
@@ -183,7 +184,7 @@ def lock_profile(
     if not upgrading and is_unchanged(config, profile, environ):
         return _up_to_date(LockFolder(config.lock_dir, profile.name), started)
     env = os.environ if environ is None else environ
-    timeout = float(env.get(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT))
+    timeout = _lock_timeout(env)
     plan = plan_lock(config, profile, environ)  # every input error surfaces before anything is written
     _ignore_scratch_files(config.lock_dir)
     # One writer per profile folder: a second run waits, then finds the lock current (or re-locks).
@@ -200,6 +201,21 @@ def lock_profile(
                       tuple(reasons), summary, time.perf_counter() - started, (*plan.fingerprint.warnings, *unhashed))
 
 
+def _lock_timeout(env: Mapping[str, str]) -> float:
+    """How long to wait for another envbuild locking the same profile (ENVBUILD_LOCK_TIMEOUT, seconds)."""
+    raw = env.get(LOCK_TIMEOUT_ENV)
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0:  # also refuses NaN
+        raise UsageError(f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds",
+                         hint=f"e.g. {LOCK_TIMEOUT_ENV}=600, or unset it (default {DEFAULT_LOCK_TIMEOUT:g} s)")
+    return seconds
+
+
 def _ignore_scratch_files(lock_dir: Path) -> None:
     """locks/ is committed; envbuild's lock files and staging folders in it must never be."""
     ignore = lock_dir / ".gitignore"
@@ -212,9 +228,10 @@ def _lock_staged(config: Config, plan: LockPlan, uv: Uv, upgrade: bool, upgrade_
     """Lock a copy beside the folder; only a successful, audited lock replaces the committed one."""
     from envbuild.audit import audit_texts, require_clean
 
+    remove_stale_staging(config.lock_dir, plan.profile.name)  # we hold the profile's lock: a killed run's
     with staging_dir(config.lock_dir, plan.profile.name) as staged:
         atomic_write(staged / "pyproject.toml", plan.pyproject)
-        if plan.folder.uv_lock.is_file():
+        if _trusted_previous_lock(plan.folder):
             # The previous lock is uv's starting point: re-locking keeps versions unless asked.
             shutil.copyfile(plan.folder.uv_lock, staged / "uv.lock")
         env_set, env_unset = _uv_lock_environment(plan)
@@ -234,6 +251,14 @@ def _lock_staged(config: Config, plan: LockPlan, uv: Uv, upgrade: bool, upgrade_
         guard.write_constraints(staged, plan.profile, lock_text)
         replace_dir(staged, plan.folder.path)
     return lock_text, summary, unhashed
+
+
+def _trusted_previous_lock(folder: LockFolder) -> bool:
+    """Only a uv.lock exactly as envbuild recorded it may seed the next lock: uv keeps a lock that still
+    fits as it is, so a hand-edited hash or URL would otherwise be blessed into the new lock."""
+    recorded = folder.read_fingerprint()
+    return (recorded is not None and bool(recorded.uv_lock_sha256)
+            and recorded.uv_lock_sha256 == file_digest(folder.uv_lock))
 
 
 def _uv_lock_environment(plan: LockPlan) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -369,8 +394,11 @@ def sync_profile(
         output = sync_through_mirror(uv, folder, venv, mirrors, environ, inexact=inexact, python=python,
                                      stream=stream)
     else:
-        output = uv.sync(folder.path, venv, inexact=inexact, python=python, stream=stream,
-                         env_unset=own_index_env(folder))
+        try:
+            output = uv.sync(folder.path, venv, inexact=inexact, python=python, stream=stream,
+                             env_unset=own_index_env(folder))
+        except UvError as exc:
+            raise _hash_mismatch(exc, folder.uv_lock.read_text(encoding="utf-8"), "the index") or exc from None
     build = verify_venv(venv, profile) if verify else None
     from envbuild.comfy import describe_removals
 
@@ -411,11 +439,12 @@ def sync_through_mirror(uv: Uv, folder: LockFolder, venv: Path, mirrors: Mirrors
             raise _hash_mismatch(exc, rewritten) or exc from None
 
 
-_HASH_MISMATCH = re.compile(r"Hash\s+mismatch\s+for\s+`([^`=]+)==([^`]+)`.*?Expected:\s+(\S+).*?Computed:\s+(\S+)", re.S)
+_HASH_MISMATCH = re.compile(
+    r"Hash\s+mismatch\s+for\s+`([^`=]+)==([^`]+)`.*?Expected:\s+(\S+).*?Computed:\s+(\S+)", re.S)
 
 
-def _hash_mismatch(exc: UvError, lock_text: str) -> LockIntegrityError | None:
-    """Name the file a mirror served with other bytes than the lock hashed, and both hashes."""
+def _hash_mismatch(exc: UvError, lock_text: str, server: str = "the mirror") -> LockIntegrityError | None:
+    """Name the file an index or mirror served with other bytes than the lock hashed, and both hashes."""
     match = _HASH_MISMATCH.search(exc.uv_message)
     if match is None:
         return None
@@ -425,9 +454,11 @@ def _hash_mismatch(exc: UvError, lock_text: str) -> LockIntegrityError | None:
     urls = re.findall(r'url = "([^"]+)"', block.group(1)) if block else []
     where = f" from {urls[0]}" if len(urls) == 1 else ""
     return LockIntegrityError(
-        f"hash mismatch for {name}=={version}{where}: the lock says {expected}, the mirror served {computed}; "
+        f"hash mismatch for {name}=={version}{where}: the lock says {expected}, {server} served {computed}; "
         "nothing was installed",
-        hint="the mirror holds other bytes than the ones locked (stale or tampered): use another mirror",
+        hint=f"{server} holds other bytes than the ones locked (stale or tampered): "
+             + ("use another mirror" if server == "the mirror" else "do not install from it until it serves "
+                                                                "the locked files again"),
     )
 
 
@@ -497,7 +528,7 @@ def select_profile(catalogue: ProfileCatalogue, config: Config, *, profile: str 
     if cuda:
         return catalogue.with_source(catalogue.for_cuda(cuda), source)
     if config.profiles:
-        return catalogue.with_source(catalogue.get(config.profiles[0]), source)
+        return catalogue.with_source(catalogue.get(config.profiles[0], listed_in=LISTED_IN), source)
     committed = committed_profiles(config)
     raise UsageError(
         "no profile given",
@@ -509,4 +540,5 @@ def select_profile(catalogue: ProfileCatalogue, config: Config, *, profile: str 
 def committed_profiles(config: Config) -> list[str]:
     if not config.lock_dir.is_dir():
         return []
-    return sorted(p.parent.name for p in config.lock_dir.glob("*/uv.lock"))
+    # Dot folders are envbuild's staging copies (one a killed run left behind), never a profile.
+    return sorted(p.parent.name for p in config.lock_dir.glob("*/uv.lock") if not p.parent.name.startswith("."))

@@ -248,7 +248,8 @@ def package_artifacts(package: LockedPackage) -> list[Artifact]:
             return [Artifact(package.name, package.version, "source tree", package.source[kind], None)]
     found = []
     sdist = package.raw.get("sdist")
-    files = ([("sdist", sdist)] if isinstance(sdist, dict) else []) + [("wheel", w) for w in package.raw.get("wheels", [])]
+    wheels = [("wheel", w) for w in package.raw.get("wheels", [])]
+    files = ([("sdist", sdist)] if isinstance(sdist, dict) else []) + wheels
     fallback = package.source_label()
     for kind, entry in files:
         where = entry.get("url") or entry.get("path") or entry.get("filename") or fallback
@@ -389,8 +390,9 @@ def _fingerprint_problems(folder: LockFolder, pyproject_text: str, lock_text: st
     if recorded is None:
         return []  # missing or from another envbuild: `lock --check` reports that
     return [f"{name} differs from what {writer} wrote (digest in {where})"
-            for name, writer, digest, text in (("pyproject.toml", "envbuild", recorded.pyproject_sha256, pyproject_text),
-                                               ("uv.lock", "`uv lock`", recorded.uv_lock_sha256, lock_text))
+            for name, writer, digest, text in (
+                    ("pyproject.toml", "envbuild", recorded.pyproject_sha256, pyproject_text),
+                    ("uv.lock", "`uv lock`", recorded.uv_lock_sha256, lock_text))
             if digest and digest != sha256_text(text)]
 
 

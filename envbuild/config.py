@@ -102,7 +102,7 @@ def load_config(project_dir: Path) -> Config:
     nodes, lock = data.get("nodes", {}), data.get("lock", {})
 
     def rel(value: Any, key: str) -> Path:
-        return (project_dir / expect(value, str, key, path)).resolve()
+        return (project_dir / str(expect(value, str, key, path))).resolve()
 
     requires_python = expect(lock.get("requires-python", DEFAULT_REQUIRES_PYTHON), str, "lock.requires-python", path)
     try:

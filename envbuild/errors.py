@@ -107,7 +107,7 @@ class UvError(EnvbuildError):
         """`shown`: uv's output already streamed to the user, so the message does not repeat it."""
         text = uv_message.strip() or "(uv printed nothing)"
         headline = f"{action} failed" + (f": {summary}" if summary else "")
-        if shown:
+        if shown and uv_message.strip():
             message = f"{headline} (uv's message is above)"
         else:
             indented = "\n".join(f"  {line}" for line in text.splitlines())

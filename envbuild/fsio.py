@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +47,14 @@ def staging_dir(parent: Path, name: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_stale_staging(parent: Path, name: str) -> None:
+    """Staging folders a killed run left behind; call only while holding the target's exclusive lock."""
+    import glob
+
+    for leftover in parent.glob(f".{glob.escape(name)}.staging-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _umask() -> int:
@@ -113,7 +122,7 @@ def exclusive_lock(path: Path, *, timeout: float, on_wait: Callable[[], None] | 
 
 def _try_lock(handle: BinaryIO) -> bool:
     try:
-        if os.name == "nt":
+        if sys.platform == "win32":
             import msvcrt
 
             handle.seek(0)
@@ -128,7 +137,7 @@ def _try_lock(handle: BinaryIO) -> bool:
 
 
 def _unlock(handle: BinaryIO) -> None:
-    if os.name == "nt":
+    if sys.platform == "win32":
         import msvcrt
 
         handle.seek(0)

@@ -71,7 +71,8 @@ def fetch_source(name: str, source: GitSource, path: Path, *, project_dir: Path,
                            hint=f"move it away, or drop the git/ref keys and manage {path} yourself")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        git.run(["clone", "--no-checkout", "--origin", "origin", url, str(path)], f"cloning {name} from {url}", loud=True)
+        git.run(["clone", "--no-checkout", "--origin", "origin", url, str(path)], f"cloning {name} from {url}",
+                loud=True)
         try:
             commit = _resolve(git, path, source.ref, name, url)
             git.run(["-C", str(path), "-c", "advice.detachedHead=false", "checkout", "--detach", commit],
@@ -83,7 +84,8 @@ def fetch_source(name: str, source: GitSource, path: Path, *, project_dir: Path,
     _check_origin(git, path, url, name)
     previous = head_commit(path, environ)
     if not (_FULL_SHA.fullmatch(source.ref) and _has_commit(git, path, source.ref)):
-        git.run(["-C", str(path), "fetch", "--tags", "--force", "--prune", "origin"], f"fetching {name} from {url}", loud=True)
+        git.run(["-C", str(path), "fetch", "--tags", "--force", "--prune", "origin"], f"fetching {name} from {url}",
+                loud=True)
     commit = _resolve(git, path, source.ref, name, url)
     if commit == previous:
         return FetchResult(name, path, url, source.ref, commit, previous, "unchanged")

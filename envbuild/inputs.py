@@ -62,7 +62,7 @@ def collect_inputs(config: Config) -> CollectedInputs:
         raise ConfigError(config.source, f"ComfyUI checkout {config.comfyui} does not exist",
                           hint="run `envbuild fetch` to clone it at [comfyui] ref" if config.comfyui_git
                           else "check [comfyui] path in envbuild.toml or --comfyui")
-    if not comfy_reqs.is_file():
+    if not comfy_reqs.exists():  # a directory or unreadable file is reported by the parser, naming it
         raise ConfigError(config.source, f"{comfy_reqs} not found: is {config.comfyui} a ComfyUI checkout?")
     files = [InputFile(comfy_reqs, "ComfyUI", lenient=False)]
     manager = find_manager(config)
@@ -129,7 +129,7 @@ def _node_inputs(config: Config, manager: Path | None) -> tuple[list[InputFile],
 
 def _node_requirement_file(node: Path) -> InputFile | None:
     reqs = node / "requirements.txt"
-    if reqs.is_file():
+    if reqs.exists():  # a directory in its place is an error naming the node, not a silent skip
         return InputFile(reqs, f"node {node.name}", lenient=True)
     pyproject = node / "pyproject.toml"
     if pyproject.is_file():
@@ -232,6 +232,7 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     files_read: list[Path] = []
     for item in collected.files:
         parsed = read_input(item, config)
+        _require_comfyui_requirements(item, parsed, config)
         requirements.extend(parsed.requirements)
         constraints.extend(parsed.constraints)
         warnings.extend(parsed.warnings)
@@ -244,6 +245,21 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     _guard_torch_family(family, requirements + constraints)
     result = merge([*requirements, *family], constraints)
     return MergedInputs(result, tuple(warnings), tuple(dict.fromkeys(files_read)), collected)
+
+
+def _require_comfyui_requirements(item: InputFile, parsed: ParsedFile, config: Config) -> None:
+    """ComfyUI always needs packages (torchsde, einops, ...): an empty file is a broken checkout, not a choice."""
+    if item.source != "ComfyUI" or parsed.requirements:
+        return
+    from envbuild.errors import RequirementFileError
+
+    raise RequirementFileError(
+        config.display(item.path), None,
+        "has no requirements: ComfyUI's requirements.txt always lists packages, so this checkout is incomplete "
+        "(a lock made from it would hold only the torch profile)",
+        hint="restore the file (`git checkout -- requirements.txt` in the checkout) or point [comfyui] path at a "
+             "complete ComfyUI checkout",
+    )
 
 
 def _manager_pip(manager: Path, config: Config) -> SourcedRequirement:
@@ -279,11 +295,12 @@ def _guard_torch_family(family: list[SourcedRequirement], inputs: list[SourcedRe
             ], hint=f"the profile pins {name} to its own index; remove the URL line or exclude the node")
         combined = SpecifierSet(f"{item.requirement.specifier},{anchor.requirement.specifier}".strip(","))
         if not specifiers_satisfiable(combined):
+            node = item.origin.source.removeprefix("node ") if item.origin.source.startswith("node ") else "NAME"
             raise ConflictError(name, [
                 f"{item.text} from {item.origin}",
                 f"{anchor.text} from {anchor.origin}",
             ], hint=f"{item.origin.source} needs a {name} this profile does not provide: "
-                    "choose another profile (--profile), or leave the node out with --exclude-node NAME")
+                    f"choose another profile (--profile), or leave the node out with --exclude-node {node}")
 
 
 @dataclass(frozen=True)

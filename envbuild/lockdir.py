@@ -105,9 +105,13 @@ def stale_reasons(folder: LockFolder, pyproject_text: str, wanted: Fingerprint) 
     if not folder.exists():
         return [f"no lock yet at {folder.path}"]
     reasons: list[str] = []
-    if folder.pyproject.read_bytes() != pyproject_text.encode("utf-8"):
-        reasons.extend(_input_changes(folder.read_fingerprint(), wanted) or ["the generated pyproject.toml differs"])
     recorded = folder.read_fingerprint()
+    on_disk = folder.pyproject.read_bytes()
+    if on_disk != pyproject_text.encode("utf-8"):
+        edited = bool(recorded and recorded.pyproject_sha256 and recorded.pyproject_sha256 != sha256_text(on_disk))
+        if edited:  # a hand edit, whatever the inputs say
+            reasons.append("pyproject.toml was changed outside envbuild")
+        reasons.extend(_input_changes(recorded, wanted) or ([] if edited else ["the generated pyproject.toml differs"]))
     if recorded is None:
         reasons.append(f"{FINGERPRINT_NAME} is missing or unreadable")
     elif recorded.uv_lock_sha256 != sha256_text(folder.uv_lock.read_bytes()):

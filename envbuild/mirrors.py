@@ -113,20 +113,24 @@ def resolve_mirrors(team: Mapping[str, Any], team_path: Path | None, environ: Ma
 def _build(values: dict[str, Any], origins: dict[str, str], team_path: Path | None) -> Mirrors:
     layout = str(values.get("pytorch-layout", "tree"))
     if layout not in LAYOUTS:
-        raise ConfigError(origins.get("pytorch-layout"), f"mirror layout `{layout}` is not one of: tree, flat")
+        raise ConfigError(origins.get("pytorch-layout"),
+                          f"`pytorch-layout`: mirror layout `{layout}` is not one of: tree, flat")
     mode = values.get("mode")
     if mode is None:
         # A mirror the team committed locks through it; one from this machine only installs through it.
         team_origin = str(team_path or TEAM_SOURCE)
         mode = "lock" if team_origin in (origins.get("pytorch"), origins.get("pypi")) else "install"
     if mode not in MODES:
-        raise ConfigError(origins.get("mode"), f"mirror mode `{mode}` is not one of: lock, install")
+        raise ConfigError(origins.get("mode"), f"`mode`: mirror mode `{mode}` is not one of: lock, install")
     timeout = values.get("timeout")
     try:
         seconds = float(timeout) if timeout is not None else None
     except (TypeError, ValueError):
+        seconds = float("nan")
+    if seconds is not None and not seconds > 0:  # also refuses NaN
         raise ConfigError(origins.get("timeout"),
-                          f"mirror timeout must be a number of seconds, not {timeout!r}") from None
+                          f"mirror timeout must be a number of seconds above 0, not {timeout!r}")
+    _refuse_conflicts(values, origins, str(mode))
     for key in ("pytorch", "pypi", "pypi-files"):
         url = values.get(key)
         if url is not None and not re.match(r"^(https?|file)://", str(url)):
@@ -135,6 +139,22 @@ def _build(values: dict[str, Any], origins: dict[str, str], team_path: Path | No
         pytorch=_strip(values.get("pytorch")), pytorch_layout=layout, pypi=_strip(values.get("pypi")),
         pypi_files=_strip(values.get("pypi-files")), mode=str(mode), timeout=seconds, origins=origins,
     )
+
+
+def _refuse_conflicts(values: Mapping[str, Any], origins: Mapping[str, str], mode: str) -> None:
+    """Settings that describe a mirror nobody set would be silently ignored; credentials in a URL the lock
+    records would be committed."""
+    for key, needs in (("pytorch-layout", "pytorch"), ("pypi-files", "pypi")):
+        if values.get(key) not in (None, "") and not values.get(needs):
+            raise ConfigError(origins.get(key), f"`{key}` is set, but no `{needs}` mirror is: it would be ignored",
+                              hint=f"set the `{needs}` mirror URL too, or remove `{key}`")
+    for key in ("pytorch", "pypi", "pypi-files"):
+        url = str(values.get(key) or "")
+        if mode == "lock" and "@" in url.partition("://")[2].split("/", 1)[0]:
+            raise ConfigError(origins.get(key), f"mirror `{key}` carries a user name or password, and in mode "
+                              "\"lock\" the mirror's URL is written into locks/, which are committed",
+                              hint="give the URL without them and the credentials to uv (UV_INDEX_<NAME>_USERNAME/"
+                                   "PASSWORD, or a .netrc), or use mode \"install\"")
 
 
 def _strip(value: Any) -> str | None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from packaging.markers import InvalidMarker, Marker
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -31,6 +33,7 @@ PYTORCH_INDEX_ENV = "ENVBUILD_PYTORCH_INDEX"
 SCHEMA = 1
 ACCELERATORS = ("cpu", "cuda", "rocm", "xpu", "mps")
 CHANNELS = ("stable", "nightly")
+_CREDENTIALS = "carries a user name or password"
 _TOP_KEYS = {"schema", "name", "description", "accelerator", "accelerator-version", "channel",
              "local-version", "index", "packages", "platforms", "pypi"}
 
@@ -93,7 +96,33 @@ class TorchProfile:
         """The index URL to lock against: `ENVBUILD_PYTORCH_INDEX` replaces the canonical base."""
         if self.index_url is None:
             return None
-        return rebase_pytorch_url(self.index_url, (env if env is not None else os.environ).get(PYTORCH_INDEX_ENV))
+        base = (env if env is not None else os.environ).get(PYTORCH_INDEX_ENV)
+        problem = index_url_problem(base) if base else None
+        if problem:
+            raise ConfigError(PYTORCH_INDEX_ENV, problem, hint=credentials_hint(self.index_name) if _CREDENTIALS in problem
+                              else "a base URL such as https://download.pytorch.org/whl (with cu126, ... below it)")
+        return rebase_pytorch_url(self.index_url, base)
+
+
+def index_url_problem(url: str) -> str | None:
+    """Why a URL cannot be an index envbuild writes into a lock (None: it can). Credentials are refused
+    because locks are committed; the URL is shown with them masked."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https", "file") or not (parts.netloc or scheme == "file"):
+        return f"{url!r} is not an http(s) or file URL"
+    if "@" in parts.netloc:
+        masked = urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+        return (f"{masked} {_CREDENTIALS} (shown as ***), and envbuild writes index URLs "
+                "into locks/, which are committed")
+    return None
+
+
+def credentials_hint(index_name: str | None) -> str:
+    """uv's own per-index credential variables, which never reach a file."""
+    var = re.sub(r"[^A-Z0-9]", "_", (index_name or "NAME").upper())
+    return (f"give the URL without them, and the credentials to uv as UV_INDEX_{var}_USERNAME and "
+            f"UV_INDEX_{var}_PASSWORD (one pair per profile index)")
 
 
 def rebase_pytorch_url(url: str, base: str | None) -> str:
@@ -136,12 +165,13 @@ class ProfileCatalogue:
             return self.get(profile.base)
         raise ProfileError(f"profile {profile.name} takes torch from PyPI; it has no PyTorch index")
 
-    def get(self, name: str) -> TorchProfile:
+    def get(self, name: str, *, listed_in: str | None = None) -> TorchProfile:
+        """`listed_in`: where the name was written (a typo in envbuild.toml must say it is there)."""
         try:
             return self.profiles[name]
         except KeyError:
             raise ProfileError(
-                f"unknown profile `{name}`",
+                f"unknown profile `{name}`" + (f" (listed in {listed_in})" if listed_in else ""),
                 hint=f"known profiles: {', '.join(self.names())} (see `envbuild profiles`)",
             ) from None
 
@@ -226,6 +256,11 @@ def load_profile(path: Path) -> TorchProfile:
                           hint="only profiles whose torch comes from PyPI (cpu on PyPI, mps) go without one")
     platforms = expect(data.get("platforms", {}), dict, "platforms", path)
     check_keys(platforms, {"environments", "required-environments"}, "platforms.", path)
+    url = _required_str(index, "url", path, prefix="index.").rstrip("/") if index else None
+    problem = index_url_problem(url) if url else None
+    if problem:
+        raise ConfigError(path, f"`index.url`: {problem}", hint=credentials_hint(index.get("name"))
+                          if _CREDENTIALS in problem else None)
     packages = _packages(expect(data.get("packages", {}), dict, "packages", path), "packages", path)
     if "torch" not in {p.name for p in packages}:
         raise ConfigError(path, "`[packages]` must include torch")
@@ -237,7 +272,7 @@ def load_profile(path: Path) -> TorchProfile:
         channel=channel,
         local_version=_optional_str(data, "local-version", path),
         index_name=_required_str(index, "name", path, prefix="index.") if index else None,
-        index_url=_required_str(index, "url", path, prefix="index.").rstrip("/") if index else None,
+        index_url=url,
         packages=packages,
         environments=tuple(_markers(platforms.get("environments", []), "platforms.environments", path)),
         required_environments=tuple(

@@ -73,6 +73,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _SCHEME = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|file:)")
 _PATH_START = re.compile(r"^(?:\.\.?(?:[/\\]|$)|[/\\~]|[A-Za-z]:[/\\])")
+_URL_SCHEMES = ("http", "https", "file")
 _ARCHIVE = re.compile(r"\.(?:whl|zip|tar\.gz|tgz|tar\.bz2|tar\.xz|tar)$", re.IGNORECASE)
 _VERSION = r"[A-Za-z0-9.*+!_-]+"
 _OPERATOR = r"~=|==|!=|<=|>=|<|>"
@@ -125,7 +126,10 @@ def parse_requirements_file(
 ) -> ParsedFile:
     """Parse a requirements file and everything it includes."""
     reader = _Reader(source, lenient, display_root)
-    reader.read(path, _read_text(path, _display(path, display_root)))
+    try:
+        reader.read(path, _read_text(path, _display(path, display_root)))
+    except RequirementFileError as exc:
+        raise _with_node_hint(exc, source) from None
     return reader.result()
 
 
@@ -134,8 +138,18 @@ def parse_requirements_text(
 ) -> ParsedFile:
     """Parse `text` as the content of `path`, so includes resolve next to `path`."""
     reader = _Reader(source, lenient, display_root)
-    reader.read(path, text.removeprefix("\ufeff"))
+    try:
+        reader.read(path, text.removeprefix("\ufeff"))
+    except RequirementFileError as exc:
+        raise _with_node_hint(exc, source) from None
     return reader.result()
+
+
+def _with_node_hint(exc: RequirementFileError, source: str) -> RequirementFileError:
+    """A custom node's unreadable file or broken include stops the lock: name the way around it."""
+    if source.startswith(NODE_SOURCE_PREFIX) and exc.hint is None:
+        exc.hint = f"fix the file, or leave the node out with --exclude-node {source.removeprefix(NODE_SOURCE_PREFIX)}"
+    return exc
 
 
 def _read_text(path: Path, shown: str) -> str:
@@ -332,10 +346,27 @@ def _to_requirement(text: str, base: Path) -> Requirement:
                                hint=f"write `NAME @ {redact(url)}`")
         text = f"{name} @ {url}" + (f" ; {marker.strip()}" if marker.strip() else "")
     try:
-        return Requirement(text)
+        requirement = Requirement(text)
     except InvalidRequirement as exc:
         raise _LineProblem(f"not a valid requirement ({str(exc).splitlines()[0]})",
                            hint=_suggest(text)) from None
+    if requirement.url:
+        _check_url(requirement.url)
+    return requirement
+
+
+def _check_url(url: str) -> None:
+    """PEP 508 accepts any `scheme:...`; uv fetches only these, so anything else is caught at its line."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    vcs, plus, transport = scheme.partition("+")
+    if scheme in _URL_SCHEMES or (plus and vcs == "git" and transport in _URL_SCHEMES + ("ssh",)):
+        if not parts.netloc and (transport or scheme) != "file":
+            raise _LineProblem(f"the URL {_quote(url)} names no host")
+        return
+    raise _LineProblem(f"the URL scheme `{scheme}:` cannot be fetched",
+                       hint="uv fetches http://, https:// and file:// archives and git+https://, git+ssh:// "
+                            "repositories")
 
 
 def _path_to_url(location: str, base: Path) -> str:

@@ -209,7 +209,8 @@ class LogReader:
             path = match.group("path")
             if match.group("failed") and path not in known:
                 why = skipped.get(path, "did not load (see the log)")
-                extra.append(NodeFailure(self._owner(path), path, "import-error", why, advice=f"fix or remove it: {why}"))
+                extra.append(NodeFailure(self._owner(path), path, "import-error", why,
+                                         advice=f"fix or remove it: {why}"))
         return extra
 
     def _failure(self, path: str, error: str, traceback: _Traceback | None, kind: str) -> NodeFailure:

@@ -10,6 +10,7 @@ import functools
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,14 @@ _UNREACHABLE = re.compile(
     r"operation timed out|timed out|Could not connect|tcp connect error|Network is unreachable)",
     re.I,
 )
-_FAILED_URL = re.compile(r"(?:Failed to fetch|for url \(|Failed to download):? `?(\S+?)`?\)?$", re.M)
+# Where a download failed, most precise first: uv names the URL in its cause chain, the package above it.
+_FAILED_AT = (re.compile(r"for url \((\S+?)\)"), re.compile(r"Failed to fetch:? `?(\S+?)`?$", re.M),
+              re.compile(r"Failed to download `([^`]+)`"))
+_HTTP_STATUS = re.compile(r"HTTP status (?:client|server) error \((\d{3}[^)]*)\) for url \((\S+?)\)")
+_BODY_CUT = re.compile(r"end of file before message length reached|connection closed before message completed|"
+                       r"connection reset by peer|error decoding response body", re.I)
+_NO_CREDENTIALS = re.compile(r"An index URL \((\S+?)\) could not be queried due to a lack of valid\s+"
+                             r"authentication credentials \(([^)]+)\)")
 # Most specific first: uv's cause chain names several.
 _FAILURE_KINDS = ("dns error", "Connection refused", "timed out", "Network is unreachable",
                   "tcp connect error", "error sending request")
@@ -119,7 +127,7 @@ class Uv:
     def _run(
         self, argv: list[str], *, action: str, error: type[UvError], stream: bool,
         env_set: Mapping[str, str] | None = None, env_unset: Sequence[str] = (),
-    ) -> runner.subprocess.CompletedProcess[str]:
+    ) -> subprocess.CompletedProcess[str]:
         env = self.base_env()
         for key in env_unset:
             env.pop(key, None)
@@ -144,15 +152,42 @@ def classify_failure(action: str, message: str, default: type[UvError], *, shown
             hint="run `envbuild lock` for this profile (and commit the result)",
         )
     if _UNREACHABLE.search(message):
-        url = _FAILED_URL.search(message)
         kind = next((k for k in _FAILURE_KINDS if k.lower() in message.lower()), "network error")
-        where = url.group(1) if url else "an index"
         return IndexUnreachableError(
             action, message, shown=shown,
-            summary=f"could not reach {where} ({kind})",
+            summary=f"could not reach {_failed_at(message)} ({kind})",
             hint="check the network, or configure a mirror (see README, 'Behind a firewall')",
         )
-    return default(action, message, shown=shown)
+    return _index_failure(action, message, default, shown) or default(action, message, shown=shown)
+
+
+def _index_failure(action: str, message: str, default: type[UvError], shown: bool) -> UvError | None:
+    """An index that answered, but wrongly: an HTTP error, a download cut short, a demand for credentials."""
+    status = _HTTP_STATUS.search(message)
+    if status:
+        return IndexUnreachableError(action, message, shown=shown,
+                                     summary=f"{status.group(2)} answered {status.group(1)}",
+                                     hint="the index failed; try again later, or configure a mirror")
+    cut = _BODY_CUT.search(message)
+    if cut:
+        return IndexUnreachableError(action, message, shown=shown,
+                                     summary=f"the connection dropped while downloading {_failed_at(message)} "
+                                             f"({cut.group(0)})",
+                                     hint="try again; a proxy or an unstable network cuts downloads short")
+    auth = _NO_CREDENTIALS.search(message)
+    if auth:
+        return default(action, message, shown=shown, summary=f"{auth.group(1)} wants credentials ({auth.group(2)})",
+                       hint="give them to uv as UV_INDEX_<NAME>_USERNAME and UV_INDEX_<NAME>_PASSWORD, NAME being "
+                            "the index's name in pyproject.toml, upper-cased, with _ for -")
+    return None
+
+
+def _failed_at(message: str) -> str:
+    for pattern in _FAILED_AT:
+        found = pattern.search(message)
+        if found:
+            return found.group(1)
+    return "an index"
 
 
 def _last_line(text: str) -> str:

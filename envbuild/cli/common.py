@@ -105,7 +105,7 @@ def warn(message: str) -> None:
 
 def pick_profile(ctx: click.Context, config: Config, catalogue: ProfileCatalogue, name: str | None) -> TorchProfile:
     """--profile NAME, `auto` (best committed lock for this machine), or the deployment's default."""
-    from envbuild.actions import AUTO, committed_profiles
+    from envbuild.actions import AUTO, LISTED_IN, committed_profiles
     from envbuild.errors import UsageError
 
     committed = committed_profiles(config)
@@ -117,7 +117,7 @@ def pick_profile(ctx: click.Context, config: Config, catalogue: ProfileCatalogue
         return profile
     if name is None:
         if config.profiles:
-            name = config.profiles[0]
+            return catalogue.with_source(catalogue.get(config.profiles[0], listed_in=LISTED_IN), config.torch_source)
         elif len(committed) == 1:
             name = committed[0]
         else:

@@ -46,7 +46,8 @@ def export(ctx: click.Context, profile_name: str, fmt: str, output: Path | None,
     folder = LockFolder(config.lock_dir, profile.name)
     result = export_lock(folder, profile, fmt, shown_as=config.display(folder.uv_lock), allow_unhashed=allow_unhashed)
     if result.unhashed:
-        warn(f"{profile.name}: {result.unhashed} file(s) in the lock have no sha256 (exported anyway: --allow-unhashed)")
+        warn(f"{profile.name}: {result.unhashed} file(s) in the lock have no sha256 "
+             "(exported anyway: --allow-unhashed)")
     if target is None:
         click.echo(result.text, nl=False)
         return

@@ -27,13 +27,13 @@ if TYPE_CHECKING:
 @click.option("--jobs", "-j", type=click.IntRange(1, 16), default=4, show_default=True,
               help="With --all: how many profiles to lock at once.")
 @click.pass_context
-def lock(ctx: click.Context, profile_name: str | None, cuda: str | None, all_profiles: bool, check: bool,
+def lock(ctx: click.Context, /, profile_name: str | None, cuda: str | None, all_profiles: bool, check: bool,
          upgrade: bool, upgrade_package: tuple[str, ...], jobs: int, **flags: Any) -> None:
     """Merge the inputs with a profile and write locks/<profile>/ (pyproject.toml + uv.lock).
 
     A failed lock leaves the previous lock untouched; an unchanged input set does not run uv.
     """
-    from envbuild.actions import catalogue_for, lock_profile, select_profile
+    from envbuild.actions import LISTED_IN, catalogue_for, lock_profile, select_profile
     from envbuild.errors import UsageError
 
     config = load_config(ctx, **flags)
@@ -41,7 +41,7 @@ def lock(ctx: click.Context, profile_name: str | None, cuda: str | None, all_pro
     if all_profiles:
         if profile_name or cuda:
             raise UsageError("--all locks every profile; drop --profile/--cuda")
-        targets = [catalogue.get(n) for n in (config.profiles or catalogue.names())]
+        targets = [catalogue.get(n, listed_in=LISTED_IN) for n in (config.profiles or catalogue.names())]
     else:
         targets = [select_profile(catalogue, config, profile=profile_name, cuda=cuda)]
     if check:

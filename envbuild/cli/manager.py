@@ -27,7 +27,7 @@ def manager() -> None:
 @_USER_DIRECTORY
 @config_options
 @click.pass_context
-def setup(ctx: click.Context, user_directory: Path | None, **flags: Any) -> None:
+def setup(ctx: click.Context, /, user_directory: Path | None, **flags: Any) -> None:
     """Write `use_uv = True` and `use_unified_resolver = False` into the Manager's config.ini.
 
     \b
@@ -63,7 +63,7 @@ def setup(ctx: click.Context, user_directory: Path | None, **flags: Any) -> None
 @_USER_DIRECTORY
 @config_options
 @click.pass_context
-def status(ctx: click.Context, user_directory: Path | None, **flags: Any) -> None:
+def status(ctx: click.Context, /, user_directory: Path | None, **flags: Any) -> None:
     """Show the Manager envbuild found, its config.ini and whether it is set up."""
     from envbuild.manager import WANTED, current_values, locate, lock_gaps, needs_setup
 

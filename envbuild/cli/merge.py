@@ -15,7 +15,7 @@ from envbuild.cli.common import config_options, load_config, profile_options, wa
 @click.option("--explain", is_flag=True, help="Show, for every package, which file and line asked for it.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def merge(ctx: click.Context, profile_name: str | None, cuda: str | None, explain: bool, as_json: bool,
+def merge(ctx: click.Context, /, profile_name: str | None, cuda: str | None, explain: bool, as_json: bool,
           **flags: Any) -> None:
     """Print the merged requirement set for a profile (nothing is written, uv does not run)."""
     import json

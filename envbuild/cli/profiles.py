@@ -36,7 +36,8 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
         return
     widths = [max(len(str(r[k] or "")) for r in rows) for k in ("name", "accelerator", "version", "torch")]
     for r in rows:
-        cells = [str(r[k] or "-").ljust(w) for k, w in zip(("name", "accelerator", "version", "torch"), widths, strict=True)]
+        keys = ("name", "accelerator", "version", "torch")
+        cells = [str(r[k] or "-").ljust(w) for k, w in zip(keys, widths, strict=True)]
         click.echo(f"{'  '.join(cells)}  {r['description']}")
 
 

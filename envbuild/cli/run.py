@@ -18,7 +18,7 @@ from envbuild.cli.common import config_options, load_config, say, warn
 @config_options
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[-- ARGS...]")
 @click.pass_context
-def run(ctx: click.Context, profile_name: str | None, venv: Path | None, args: tuple[str, ...],
+def run(ctx: click.Context, /, profile_name: str | None, venv: Path | None, args: tuple[str, ...],
         **flags: Any) -> None:
     """Run ComfyUI's main.py with the profile's venv, after checking lock and venv.
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 @mirror_options("install")
 @click.option("--strict", is_flag=True, help="Refuse (instead of warning) when this machine cannot run the profile.")
 @click.pass_context
-def sync(ctx: click.Context, profile_name: str | None, venv: Path | None, lock_dir: Path | None,
+def sync(ctx: click.Context, /, profile_name: str | None, venv: Path | None, lock_dir: Path | None,
          python: str | None, inexact: bool, no_verify: bool, allow_unhashed: bool, strict: bool, check: bool,
          **mirror: Any) -> None:
     """Build the venv exactly from a committed lock (`uv sync --locked`), then check torch."""
