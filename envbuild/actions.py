@@ -398,7 +398,8 @@ def sync_profile(
             output = uv.sync(folder.path, venv, inexact=inexact, python=python, stream=stream,
                              env_unset=own_index_env(folder))
         except UvError as exc:
-            raise _hash_mismatch(exc, folder.uv_lock.read_text(encoding="utf-8"), "the index") or exc from None
+            raise (_hash_mismatch(exc, folder.uv_lock.read_text(encoding="utf-8"), "the index")
+                   or _partly_changed(exc, venv)) from None
     build = verify_venv(venv, profile) if verify else None
     from envbuild.comfy import describe_removals
 
@@ -460,6 +461,19 @@ def _hash_mismatch(exc: UvError, lock_text: str, server: str = "the mirror") -> 
              + ("use another mirror" if server == "the mirror" else "do not install from it until it serves "
                                                                 "the locked files again"),
     )
+
+
+_CHANGED_VENV = re.compile(r"^\s*(?:Uninstalled|Installed) \d+ packages? in", re.M)
+
+
+def _partly_changed(exc: UvError, venv: Path) -> UvError:
+    """uv can fail an install (a malformed wheel) after it removed or replaced packages: say the venv is
+    incomplete now, instead of letting the user think the old one still stands."""
+    if _CHANGED_VENV.search(exc.uv_message):
+        note = (f"uv had already changed {venv} when it failed, so it is incomplete now: fix the cause and run "
+                "`envbuild sync` again")
+        exc.hint = f"{note}; {exc.hint}" if exc.hint else note
+    return exc
 
 
 def audit_folder(config: Config, profile: TorchProfile, environ: Mapping[str, str] | None = None) -> AuditReport:

@@ -99,8 +99,9 @@ class TorchProfile:
         base = (env if env is not None else os.environ).get(PYTORCH_INDEX_ENV)
         problem = index_url_problem(base) if base else None
         if problem:
-            raise ConfigError(PYTORCH_INDEX_ENV, problem, hint=credentials_hint(self.index_name) if _CREDENTIALS in problem
-                              else "a base URL such as https://download.pytorch.org/whl (with cu126, ... below it)")
+            hint = (credentials_hint(self.index_name) if _CREDENTIALS in problem
+                    else "a base URL such as https://download.pytorch.org/whl (with cu126, ... below it)")
+            raise ConfigError(PYTORCH_INDEX_ENV, problem, hint=hint)
         return rebase_pytorch_url(self.index_url, base)
 
 

@@ -41,13 +41,15 @@ _UNREACHABLE = re.compile(
     re.I,
 )
 # Where a download failed, most precise first: uv names the URL in its cause chain, the package above it.
-_FAILED_AT = (re.compile(r"for url \((\S+?)\)"), re.compile(r"Failed to fetch:? `?(\S+?)`?$", re.M),
-              re.compile(r"Failed to download `([^`]+)`"))
-_HTTP_STATUS = re.compile(r"HTTP status (?:client|server) error \((\d{3}[^)]*)\) for url \((\S+?)\)")
-_BODY_CUT = re.compile(r"end of file before message length reached|connection closed before message completed|"
-                       r"connection reset by peer|error decoding response body", re.I)
-_NO_CREDENTIALS = re.compile(r"An index URL \((\S+?)\) could not be queried due to a lack of valid\s+"
-                             r"authentication credentials \(([^)]+)\)")
+# uv wraps long lines to the terminal, so words may be separated by any whitespace.
+_FAILED_AT = (re.compile(r"for\s+url\s+\((\S+?)\)"), re.compile(r"Failed\s+to\s+fetch:?\s+`?(\S+?)`?$", re.M),
+              re.compile(r"Failed\s+to\s+download\s+`([^`]+)`"))
+_HTTP_STATUS = re.compile(r"HTTP\s+status\s+(?:client|server)\s+error\s+\((\d{3}[^)]*)\)\s+for\s+url\s+\((\S+?)\)")
+_BODY_CUTS = tuple(re.compile(phrase.replace(" ", r"\s+"), re.I) for phrase in (  # most specific first
+    "end of file before message length reached", "connection closed before message completed",
+    "connection reset by peer", "error decoding response body"))
+_NO_CREDENTIALS = re.compile(r"An\s+index\s+URL\s+\((\S+?)\)\s+could\s+not\s+be\s+queried\s+due\s+to\s+a\s+lack\s+"
+                             r"of\s+valid\s+authentication\s+credentials\s+\(([^)]+)\)")
 # Most specific first: uv's cause chain names several.
 _FAILURE_KINDS = ("dns error", "Connection refused", "timed out", "Network is unreachable",
                   "tcp connect error", "error sending request")
@@ -166,20 +168,25 @@ def _index_failure(action: str, message: str, default: type[UvError], shown: boo
     status = _HTTP_STATUS.search(message)
     if status:
         return IndexUnreachableError(action, message, shown=shown,
-                                     summary=f"{status.group(2)} answered {status.group(1)}",
+                                     summary=f"{status.group(2)} answered {_one_line(status.group(1))}",
                                      hint="the index failed; try again later, or configure a mirror")
-    cut = _BODY_CUT.search(message)
+    cut = next((found for found in (p.search(message) for p in _BODY_CUTS) if found), None)
     if cut:
         return IndexUnreachableError(action, message, shown=shown,
                                      summary=f"the connection dropped while downloading {_failed_at(message)} "
-                                             f"({cut.group(0)})",
+                                             f"({_one_line(cut.group(0))})",
                                      hint="try again; a proxy or an unstable network cuts downloads short")
     auth = _NO_CREDENTIALS.search(message)
     if auth:
-        return default(action, message, shown=shown, summary=f"{auth.group(1)} wants credentials ({auth.group(2)})",
+        return default(action, message, shown=shown,
+                       summary=f"{auth.group(1)} wants credentials ({_one_line(auth.group(2))})",
                        hint="give them to uv as UV_INDEX_<NAME>_USERNAME and UV_INDEX_<NAME>_PASSWORD, NAME being "
                             "the index's name in pyproject.toml, upper-cased, with _ for -")
     return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _failed_at(message: str) -> str:

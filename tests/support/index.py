@@ -83,12 +83,14 @@ class Index:
             self._files[entry.filename] = entry
         return entry
 
-    def tamper(self, filename: str, data: bytes) -> IndexFile:
-        """Serve other bytes for a published file while its listings keep the original sha256
-        (a compromised or stale mirror); returns the original entry, for `restore` by hand."""
+    def tamper(self, filename: str, data: bytes, *, rehash: bool = False) -> IndexFile:
+        """Serve other bytes under a published file's name. By default its listings keep the original
+        sha256 (a compromised mirror or proxy); `rehash=True` lists the new bytes' sha256 too (the file
+        was re-uploaded), while its PEP 658 metadata stays the original's. Returns the original entry."""
         with self.server._lock:
             original = self._files[filename]
-            self._files[filename] = dataclasses.replace(original, data=data)
+            digest = hashlib.sha256(data).hexdigest() if rehash else original.sha256
+            self._files[filename] = dataclasses.replace(original, data=data, sha256=digest)
         return original
 
     def remove(self, filename: str) -> None:

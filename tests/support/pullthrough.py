@@ -39,7 +39,9 @@ PYPI_FILES = "https://files.pythonhosted.org/packages"
 _DIST_SUFFIXES = (".whl", ".tar.gz", ".zip")
 _PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _RELAYED_HEADERS = ("content-type", "content-range", "accept-ranges", "etag", "last-modified", "cache-control")
+_HREF = re.compile(r'href="([^"]*)"')
 _CHUNK = 1 << 20
+UNSATISFIABLE = (-1, -1)  # a byte range outside the file
 
 
 def canonical_name(name: str) -> str:
@@ -181,7 +183,12 @@ class Served:
 
 
 class PullThrough:
-    """`with PullThrough() as mirror:` … `mirror.simple_url` is the PyPI mirror URL to give uv."""
+    """`with PullThrough() as mirror:` … `mirror.simple_url` is the PyPI mirror URL to give uv.
+
+    `port=0` takes any free port; a given port is tried first and, if taken, any other is used
+    (uv keys its cache by the index URL, so a stable port keeps a kept cache warm across runs).
+    `served()` lists every answer, with where it came from and how many bytes it sent.
+    """
 
     def __init__(self, store: LocalStore | None = None, *, upstream: str = PYPI_SIMPLE,
                  upstream_files: str = PYPI_FILES, port: int = 0, timeout: float = 60.0) -> None:
@@ -205,8 +212,7 @@ class PullThrough:
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def simple_url(self) -> str:
@@ -217,7 +223,8 @@ class PullThrough:
         return int(self._httpd.server_address[1])
 
     def start(self) -> PullThrough:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="pullthrough", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="pullthrough", daemon=True)
         self._thread.start()
         return self
 
@@ -271,8 +278,17 @@ class PullThrough:
                         for name in self.store.project_names())
         return f"<!DOCTYPE html><html><body>\n{links}</body></html>\n".encode()
 
-    def rewrite_relayed(self, text: str) -> str:
-        return text.replace(self.upstream_files + "/", f"{self.url}/packages/")
+    def rewrite_relayed(self, text: str, page_url: str) -> str:
+        """Each link made absolute against the upstream page; those under upstream's files point here."""
+        prefix = self.upstream_files + "/"
+
+        def swap(match: re.Match[str]) -> str:
+            url = urljoin(page_url, html.unescape(match.group(1)))
+            if url.startswith(prefix):
+                url = f"{self.url}/packages/{url[len(prefix):]}"
+            return f'href="{html.escape(url)}"'
+
+        return _HREF.sub(swap, text)
 
 
 class _Server(ThreadingHTTPServer):
@@ -305,7 +321,9 @@ class _Handler(BaseHTTPRequestHandler):
         mirror = self.server.mirror
         path = unquote(urlsplit(self.path).path)
         parts = path.split("/")
-        if path == "/simple/":
+        if path == "/simple":
+            self._redirect("/simple/")
+        elif path == "/simple/":
             self._send_bytes(200, mirror.root_page(), "text/html", head=head, source="mirror")
         elif len(parts) == 4 and parts[1] == "simple" and parts[3] == "" and _PROJECT.match(parts[2]):
             self._project_page(parts[2], head=head)
@@ -314,7 +332,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif len(parts) == 4 and parts[1] == "local":
             self._local_file(parts[2], parts[3], head=head)
         elif path.startswith("/packages/") and ".." not in parts:
-            self._relay(f"{mirror.upstream_files}/{path[len('/packages/'):]}", head=head, page=False)
+            raw = urlsplit(self.path).path  # forwarded as the client spelled it (%2B stays %2B)
+            self._relay(f"{mirror.upstream_files}/{raw[len('/packages/'):]}", head=head, page=False)
         else:
             self._send_bytes(404, b"not found\n", "text/plain", head=head, source="mirror")
 
@@ -343,7 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         size = item.path.stat().st_size
         span = _byte_range(self.headers.get("Range"), size)
-        if span == "unsatisfiable":
+        if span == UNSATISFIABLE:
             self._send_bytes(416, b"", None, head=True, source="local", extra={"Content-Range": f"bytes */{size}"})
             return
         start, end = span if span is not None else (0, size - 1)
@@ -365,10 +384,11 @@ class _Handler(BaseHTTPRequestHandler):
                    if k.lower() in ("range", "if-none-match", "if-modified-since")}
         forward["Accept"] = "text/html" if page else "*/*"
         try:
-            with mirror.client.stream("HEAD" if head else "GET", url, headers=forward) as answer:
+            # A page is always fetched whole: HEAD must announce the rewritten page's length.
+            with mirror.client.stream("HEAD" if head and not page else "GET", url, headers=forward) as answer:
                 extra = {k: v for k, v in answer.headers.items() if k.lower() in _RELAYED_HEADERS}
                 if page and answer.status_code == 200:
-                    body = b"" if head else mirror.rewrite_relayed(answer.read().decode("utf-8")).encode()
+                    body = mirror.rewrite_relayed(answer.read().decode("utf-8"), str(answer.url)).encode()
                     self._send_bytes(200, body, extra.pop("content-type", "text/html"), head=head,
                                      source="relay", extra=extra)
                 else:
@@ -382,7 +402,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(answer.status_code)
         for key, value in extra.items():
             self.send_header(key, value)
-        if length is not None and "content-encoding" not in answer.headers:
+        if answer.status_code in (204, 304):
+            pass  # no body, by definition
+        elif length is not None and "content-encoding" not in answer.headers:
             self.send_header("Content-Length", length)
         else:
             self.send_header("Connection", "close")  # the body ends when the connection does
@@ -417,22 +439,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
 
-def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
-    """One `bytes=` range as (first, last) inclusive; None: serve it all; "unsatisfiable": 416.
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One `bytes=` range as (first, last) inclusive; None: serve it all; UNSATISFIABLE: answer 416.
 
-    Several ranges at once are answered with the whole file, which RFC 9110 allows.
+    Several ranges at once (and invalid ones) are answered with the whole file, as RFC 9110 allows.
     """
     match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header or "")
-    if match is None or (not match.group(1) and not match.group(2)):
+    if match is None or not any(match.groups()):
         return None
     first, last = match.groups()
     if not first:  # the last N bytes
         length = min(int(last), size)
-        return (size - length, size - 1) if length else "unsatisfiable"
+        return (size - length, size - 1) if length else UNSATISFIABLE
     start = int(first)
     if last and int(last) < start:
-        return None  # invalid: ignored, as RFC 9110 says
+        return None
     if start >= size:
-        return "unsatisfiable"
+        return UNSATISFIABLE
     return start, min(int(last), size - 1) if last else size - 1
-
