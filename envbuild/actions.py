@@ -244,7 +244,8 @@ def _lock_staged(config: Config, plan: LockPlan, uv: Uv, upgrade: bool, upgrade_
         require_clean(report, allow_unhashed=True)  # the index may omit hashes: said below, refused at sync
         unhashed = tuple(f"no sha256 in the lock for {a.describe()} (sync will refuse it without --allow-unhashed)"
                          for a in report.unhashed)
-        fingerprint = plan.fingerprint.with_lock(lock_text, _today())
+        fingerprint = replace(plan.fingerprint.with_lock(lock_text, _today()), audited=True,
+                              unhashed=tuple(a.describe() for a in report.unhashed))
         atomic_write(staged / plan.folder.fingerprint_path.name, fingerprint.to_json())
         from envbuild import guard  # the torch guard's constraints.txt, from the lock just made
 
@@ -384,9 +385,7 @@ def sync_profile(
             hint=f"run `envbuild lock --profile {profile.name}` (on a machine that can reach the index) and commit it",
         )
     _refuse_stale(config, profile, folder, environ)
-    from envbuild.audit import require_clean
-
-    require_clean(audit_folder(config, profile, environ), allow_unhashed=allow_unhashed)
+    _require_trusted(config, profile, folder, environ, allow_unhashed)
     uv = _uv(uv_factory)
     venv = venv.absolute()
     mirrors = mirrors_for(config, environ)
@@ -476,6 +475,33 @@ def _partly_changed(exc: UvError, venv: Path) -> UvError:
     return exc
 
 
+def _require_trusted(config: Config, profile: TorchProfile, folder: LockFolder,
+                     environ: Mapping[str, str] | None, allow_unhashed: bool) -> None:
+    """The lock's audit: reused from lock time when the files are byte-for-byte what envbuild audited
+    and wrote (parsing a large uv.lock costs more than uv's whole no-op sync), else run now."""
+    env = os.environ if environ is None else environ
+    recorded = folder.read_fingerprint()
+    if recorded is not None and recorded.audited and _untouched(folder, recorded) \
+            and (recorded.index_url, recorded.default_index) == lock_indexes(config, profile, env)[:2]:
+        if recorded.unhashed and not allow_unhashed:
+            raise LockIntegrityError(
+                f"the lock for profile {profile.name} ({folder.path}) cannot be trusted:\n"
+                + "\n".join(f"  - no sha256: {item}" for item in recorded.unhashed),
+                hint="the index served these files without a sha256; pass --allow-unhashed to accept them anyway")
+        return
+    from envbuild.audit import require_clean
+
+    require_clean(audit_folder(config, profile, environ), allow_unhashed=allow_unhashed)
+
+
+def _untouched(folder: LockFolder, recorded: Fingerprint) -> bool:
+    try:
+        return (sha256_text(folder.pyproject.read_bytes()) == recorded.pyproject_sha256
+                and sha256_text(folder.uv_lock.read_bytes()) == recorded.uv_lock_sha256)
+    except OSError:
+        return False
+
+
 def audit_folder(config: Config, profile: TorchProfile, environ: Mapping[str, str] | None = None) -> AuditReport:
     """Hashes and hand-edits of a committed lock, judged against what this deployment would lock."""
     from envbuild.audit import audit_lock
@@ -485,16 +511,19 @@ def audit_folder(config: Config, profile: TorchProfile, environ: Mapping[str, st
                       indexes=lock_indexes(config, profile, env))
 
 
-def refresh_locks_readme(config: Config) -> Path | None:
-    """locks/README.md, rewritten only when what it says changed (a no-op lock leaves it alone)."""
+def refresh_locks_readme(config: Config, *, changed: bool = True) -> Path | None:
+    """locks/README.md, rewritten only when what it says changed. `changed=False` (every lock was
+    a no-op) skips even reading the locks, unless the README is missing: that is the no-op's cost."""
     from envbuild.locks_readme import lock_folders, render_locks_readme, summarize
 
+    path = config.lock_dir / "README.md"
+    if not changed and path.is_file():
+        return path
     folders = lock_folders(config.lock_dir)
     if not folders:
         return None
     catalogue = catalogue_for(config)
     text = render_locks_readme(summarize(f, catalogue.profiles.get(f.profile)) for f in folders)
-    path = config.lock_dir / "README.md"
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         atomic_write(path, text)
     return path

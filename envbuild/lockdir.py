@@ -42,6 +42,10 @@ class Fingerprint:
     roots: tuple[str, ...] = ()  # the input files found (not includes), in order
     warnings: tuple[str, ...] = ()  # what the inputs asked for that is not in the lock (shown on every run)
     default_index: str | None = None  # a PyPI mirror the lock was made through (None: uv's default)
+    # The audit envbuild ran on these exact bytes before committing them: passed (True), and which
+    # files had no sha256. Valid only while both files still match the digests above.
+    audited: bool = False
+    unhashed: tuple[str, ...] = ()
 
     def with_lock(self, lock_text: str, locked_at: str) -> Fingerprint:
         return replace(self, uv_lock_sha256=sha256_text(lock_text), extra={**self.extra, LOCKED_AT: locked_at})
@@ -53,6 +57,7 @@ class Fingerprint:
         data["extra"] = dict(sorted(self.extra.items()))
         data["roots"] = list(self.roots)
         data["warnings"] = list(self.warnings)
+        data["unhashed"] = list(self.unhashed)
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -63,6 +68,7 @@ class Fingerprint:
                 return None
             data["roots"] = tuple(data.get("roots", ()))
             data["warnings"] = tuple(data.get("warnings", ()))
+            data["unhashed"] = tuple(data.get("unhashed", ()))
             return cls(**data)
         except (ValueError, TypeError):
             return None

@@ -51,19 +51,19 @@ def lock(ctx: click.Context, /, profile_name: str | None, cuda: str | None, all_
     from envbuild.actions import refresh_locks_readme
 
     if all_profiles:
-        code = _lock_all(ctx, config, targets, jobs, upgrade, upgrade_package)
-        refresh_locks_readme(config)
+        code, changed = _lock_all(ctx, config, targets, jobs, upgrade, upgrade_package)
+        refresh_locks_readme(config, changed=changed)
         ctx.exit(code)
     profile = targets[0]
     result = lock_profile(config, profile, upgrade=upgrade, upgrade_packages=upgrade_package,
                           stream=not ctx.obj["quiet"],
                           on_wait=lambda: warn(f"{profile.name}: waiting for another envbuild locking it"))
-    refresh_locks_readme(config)
+    refresh_locks_readme(config, changed=result.status == "locked")
     _report_lock(ctx, config, result)
 
 
 def _lock_all(ctx: click.Context, config: Config, targets: list[Any], jobs: int, upgrade: bool,
-              upgrade_package: tuple[str, ...]) -> int:
+              upgrade_package: tuple[str, ...]) -> tuple[int, bool]:
     """Parallel locks with one progress line per event and a summary table; exit 1 if any failed."""
     import threading
 
@@ -91,7 +91,8 @@ def _lock_all(ctx: click.Context, config: Config, targets: list[Any], jobs: int,
         say(ctx, line)
     for event in failed:
         click.echo(f"\nerror: {event.profile}: {event.error}", err=True)
-    return 1 if failed else 0
+    changed = any(e.result is not None and e.result.status == "locked" for e in events)
+    return (1 if failed else 0), changed
 
 
 def _summary(events: list[Any]) -> list[str]:
