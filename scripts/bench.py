@@ -208,7 +208,8 @@ def render(rows: list[Row], runs: int, packages: int, uv: str) -> str:
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()}, Python "
         f"{platform.python_version()}, {version}; run {time.strftime('%Y-%m-%d')}. Workload: the real ComfyUI + "
-        f"Manager + 5 custom nodes, {packages} locked packages. Medians of {runs} runs (cold-cache rows: 2; `lock --all` vs sequential and pip: 1).",
+        f"Manager + 5 custom nodes, {packages} locked packages. Medians of {runs} runs "
+        "(cold-cache rows: 2; `lock --all` vs sequential and pip: 1).",
         "",
         "| case | envbuild s | other s | other | ratio | envbuild peak MiB | other peak MiB | target | met |",
         "|---|---:|---:|---|---:|---:|---:|---|---|",
