@@ -20,18 +20,11 @@ pytestmark = pytest.mark.network
 
 
 def test_real_comfyui_and_manager_lock_against_pypi(tmp_path: Path, uv_env: dict[str, str], index_server) -> None:
-    site = make_deployment(tmp_path / "site", requirements=(FIXTURES / "comfyui" / "requirements.txt").read_text())
+    site = make_deployment(tmp_path / "site", requirements=(FIXTURES / "comfyui" / "requirements.txt").read_text(),
+                           profiles=("cu126",), requires_python=">=3.11,<3.13")
     shutil.copyfile(FIXTURES / "manager" / "requirements.txt", site.nodes / "comfyui-manager" / "requirements.txt")
     env = dict(uv_env)
     del env["UV_DEFAULT_INDEX"]  # the real PyPI for everything but the torch family
-    site.write_config("""\
-        [comfyui]
-        path = "ComfyUI"
-        base-directory = "data"
-        [lock]
-        requires-python = ">=3.11,<3.13"
-        profiles = ["cu126"]
-        """)
     result = run_cli(["lock", "--profile", "cu126"], env=env, cwd=site.root, timeout=600)
     assert result.returncode == 0, result
     versions = locked_versions(site.locks / "cu126" / "uv.lock")

@@ -258,16 +258,7 @@ def realtorch_env(root: Path, cache: Path, python: str, mirror_url: str, uv_bin:
 def realtorch_site(root: Path) -> Deployment:
     """The real ComfyUI requirements.txt (no torchaudio in it); the Manager as make_deployment's (plus pip)."""
     site = make_deployment(root / "site", requirements=(FIXTURES / "comfyui" / "requirements.txt").read_text(),
-                           profiles=(PROFILE,))
-    site.write_config(f"""\
-        [comfyui]
-        path = "ComfyUI"
-        base-directory = "data"
-
-        [lock]
-        requires-python = "==3.11.*"
-        profiles = ["{PROFILE}"]
-        """)
+                           profiles=(PROFILE,), requires_python="==3.11.*")
     return site
 
 

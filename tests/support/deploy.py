@@ -68,7 +68,7 @@ class Deployment:
 
 def make_deployment(
     root: Path, *, requirements: str = DEFAULT_COMFY_REQUIREMENTS, manager: str | None = "pyyaml\nrequests\n",
-    profiles: tuple[str, ...] = ("cu126", "cu128"),
+    profiles: tuple[str, ...] = ("cu126", "cu128"), requires_python: str = ">=3.10",
 ) -> Deployment:
     """ComfyUI checkout + data dir with the Manager (optional) and an envbuild.toml."""
     deployment = Deployment(root)
@@ -85,7 +85,7 @@ def make_deployment(
         base-directory = "data"
 
         [lock]
-        requires-python = ">=3.10"
+        requires-python = "{requires_python}"
         profiles = [{profile_list}]
         """)
     return deployment
