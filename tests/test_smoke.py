@@ -223,3 +223,24 @@ def test_cli_check_on_a_synced_venv_passes_then_fails_with_json(tmp_path: Path, 
     human = run_cli(["check", "--profile", "cu126"], env=uv_env, cwd=deployment.root)
     assert "FAILED node_cv: module cv2, imported by data/custom_nodes/node_cv/__init__.py:1" in human.stderr
     assert "check failed: 1 problem" in human.stderr
+
+
+def test_sync_check_runs_the_quick_test_and_doctor_reports_it(tmp_path: Path, uv_env: dict[str, str]) -> None:
+    deployment = make_deployment(tmp_path / "site", manager=None)
+    fake_comfyui(deployment)
+    node(deployment, "node_ok", "import yaml, torch\nNODE_CLASS_MAPPINGS = {}\n")
+    assert run_cli(["lock", "--profile", "cu126"], env=uv_env, cwd=deployment.root).returncode == 0
+    synced = run_cli(["sync", "--profile", "cu126", "--check"], env=uv_env, cwd=deployment.root)
+    assert synced.returncode == 0, synced
+    assert "running ComfyUI's quick test" in synced.stdout and "ComfyUI and 1 custom node load" in synced.stdout
+    doctor = run_cli(["doctor", "--profile", "cu126", "--no-import", "--no-probe", "--json"], env=uv_env,
+                     cwd=deployment.root)
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert checks["ComfyUI check"]["status"] == "pass" and "1 custom node(s) loaded" in checks["ComfyUI check"]["detail"]
+    # A node that needs a module the lock lacks: the same sync now fails, naming the distribution.
+    node(deployment, "node_cv", "import cv2\nNODE_CLASS_MAPPINGS = {}\n")
+    failed = run_cli(["sync", "--profile", "cu126", "--check"], env=uv_env, cwd=deployment.root)
+    assert failed.returncode == 1, failed
+    assert "add opencv-python-headless to extra-requirements" in failed.stderr
+    doctor = run_cli(["doctor", "--profile", "cu126", "--no-import", "--no-probe"], env=uv_env, cwd=deployment.root)
+    assert "FAIL  ComfyUI check: last run: failed" in doctor.stdout
