@@ -7,15 +7,14 @@ folder only after `uv lock` has succeeded on a staged copy.
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, NamedTuple
 
 from envbuild.config import Config
 from envbuild.errors import EnvbuildError, LockIntegrityError, StaleLockError, UsageError, UvError, VerifyError
@@ -47,8 +46,7 @@ LOCK_TIMEOUT_ENV = "ENVBUILD_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 900.0  # a real ComfyUI lock takes seconds; a cold one on a slow mirror, minutes
 
 
-@dataclass(frozen=True)
-class LockPlan:
+class LockPlan(NamedTuple):
     """Everything a lock needs, computed without uv."""
 
     profile: TorchProfile
@@ -56,11 +54,10 @@ class LockPlan:
     pyproject: str
     fingerprint: Fingerprint
     folder: LockFolder
-    mirror_env: Mapping[str, str] = field(default_factory=dict)  # uv settings for a run through a mirror
+    mirror_env: Mapping[str, str] = MappingProxyType({})  # uv settings for a run through a mirror
 
 
-@dataclass(frozen=True)
-class LockResult:
+class LockResult(NamedTuple):
     profile: str
     status: str  # "locked" | "up-to-date"
     folder: Path
@@ -71,8 +68,7 @@ class LockResult:
     warnings: tuple[str, ...] = ()  # lines skipped or ignored, nodes left out: never silent
 
 
-@dataclass(frozen=True)
-class SyncResult:
+class SyncResult(NamedTuple):
     profile: str
     venv: Path
     torch: TorchBuild | None
@@ -85,6 +81,8 @@ def catalogue_for(config: Config) -> ProfileCatalogue:
 
 
 def plan_lock(config: Config, profile: TorchProfile, environ: Mapping[str, str] | None = None) -> LockPlan:
+    profile.validate()
+    config.validate()
     merged = merge_inputs(config, profile)
     base = _expected_fingerprint(config, profile, environ)
     inputs = {config.display(item.path): "" for item in merged.collected.files}
@@ -96,8 +94,8 @@ def plan_lock(config: Config, profile: TorchProfile, environ: Mapping[str, str] 
         index_format=base.extra.get("index-format", "simple"),
     ))
     raw = {config.display(path): file_digest(path) or "" for path in merged.files_read}
-    fingerprint = replace(
-        base, pyproject_sha256=sha256_text(pyproject), inputs=inputs, raw_inputs=raw,
+    fingerprint = base._replace(
+        pyproject_sha256=sha256_text(pyproject), inputs=inputs, raw_inputs=raw,
         roots=tuple(config.display(item.path) for item in merged.collected.files),
         warnings=input_warnings(merged),
     )
@@ -122,6 +120,7 @@ def _expected_fingerprint(config: Config, profile: TorchProfile, environ: Mappin
         profile=profile.name, render_version=RENDER_VERSION, uv_required_version=UV_REQUIRED_VERSION,
         torch_source=profile.torch_source, index_url=index_url, profile_sha256=_profile_digest(profile),
         pyproject_sha256="", inputs={}, default_index=default_index, extra=extra,
+        requires_python=config.requires_python,
     )
 
 
@@ -157,10 +156,7 @@ def is_unchanged(config: Config, profile: TorchProfile, environ: Mapping[str, st
 
 
 def _profile_digest(profile: TorchProfile) -> str:
-    """What of a profile shapes the lock (comments and descriptions do not)."""
-    parts = [profile.index_url or "", *(p.requirement_text() for p in profile.packages),
-             *profile.environments, "|", *profile.required_environments, profile.channel]
-    return sha256_text("\n".join(parts))
+    return sha256_text("\n".join(profile.digest_parts()))
 
 
 def _input_digests(merged: MergedInputs, config: Config) -> dict[str, str]:
@@ -244,8 +240,8 @@ def _lock_staged(config: Config, plan: LockPlan, uv: Uv, upgrade: bool, upgrade_
         require_clean(report, allow_unhashed=True)  # the index may omit hashes: said below, refused at sync
         unhashed = tuple(f"no sha256 in the lock for {a.describe()} (sync will refuse it without --allow-unhashed)"
                          for a in report.unhashed)
-        fingerprint = replace(plan.fingerprint.with_lock(lock_text, _today()), audited=True,
-                              unhashed=tuple(a.describe() for a in report.unhashed))
+        fingerprint = plan.fingerprint.with_lock(lock_text, _today())._replace(
+            audited=True, unhashed=tuple(a.describe() for a in report.unhashed))
         atomic_write(staged / plan.folder.fingerprint_path.name, fingerprint.to_json())
         from envbuild import guard  # the torch guard's constraints.txt, from the lock just made
 
@@ -276,11 +272,14 @@ def own_index_env(folder: LockFolder) -> tuple[str, ...]:
 
 
 def _refresh_fingerprint(plan: LockPlan) -> None:
-    """Only comments or formatting changed: remember the new bytes so the next run is a fast no-op."""
+    """Only comments or formatting changed: remember the new bytes so the next run is a fast no-op.
+
+    uv.lock and pyproject.toml are the bytes audited before, so the audit's verdict carries over."""
     recorded = plan.folder.read_fingerprint()
     if recorded is None:
         return
-    refreshed = replace(plan.fingerprint, uv_lock_sha256=recorded.uv_lock_sha256, extra=recorded.extra)
+    refreshed = plan.fingerprint._replace(uv_lock_sha256=recorded.uv_lock_sha256, extra=recorded.extra,
+                        audited=recorded.audited, unhashed=recorded.unhashed)
     if refreshed != recorded:
         atomic_write(plan.folder.fingerprint_path, refreshed.to_json())
 
@@ -293,8 +292,7 @@ def _up_to_date(folder: LockFolder, started: float) -> LockResult:
                       warnings)
 
 
-@dataclass(frozen=True)
-class LockEvent:
+class LockEvent(NamedTuple):
     """Progress of one profile in `lock --all`, reported as it happens (from worker threads)."""
 
     profile: str
@@ -353,6 +351,8 @@ def check_profile(config: Config, profile: TorchProfile, environ: Mapping[str, s
 
 
 def _today() -> str:
+    import datetime
+
     return datetime.datetime.now(datetime.timezone.utc).date().isoformat()
 
 
@@ -400,7 +400,7 @@ def sync_profile(
             raise (_hash_mismatch(exc, folder.uv_lock.read_text(encoding="utf-8"), "the index")
                    or _partly_changed(exc, venv)) from None
     build = verify_venv(venv, profile) if verify else None
-    from envbuild.comfy import describe_removals
+    from envbuild.uv import describe_removals
 
     return SyncResult(profile.name, venv, build, time.perf_counter() - started, tuple(describe_removals(output)))
 
@@ -514,11 +514,11 @@ def audit_folder(config: Config, profile: TorchProfile, environ: Mapping[str, st
 def refresh_locks_readme(config: Config, *, changed: bool = True) -> Path | None:
     """locks/README.md, rewritten only when what it says changed. `changed=False` (every lock was
     a no-op) skips even reading the locks, unless the README is missing: that is the no-op's cost."""
-    from envbuild.locks_readme import lock_folders, render_locks_readme, summarize
-
     path = config.lock_dir / "README.md"
     if not changed and path.is_file():
         return path
+    from envbuild.locks_readme import lock_folders, render_locks_readme, summarize
+
     folders = lock_folders(config.lock_dir)
     if not folders:
         return None

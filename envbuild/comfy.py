@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from packaging.utils import canonicalize_name
 
 from envbuild import runner
 from envbuild.actions import check_profile, committed_profiles
@@ -26,13 +23,11 @@ from envbuild.errors import ConfigError, StaleLockError, UsageError, VerifyError
 from envbuild.guard import CONSTRAINTS_NAME, guard_environment
 from envbuild.lockdir import LockFolder
 from envbuild.profiles import ProfileCatalogue, TorchProfile
-from envbuild.uv import Uv, get_uv, venv_python
+from envbuild.uv import Uv, get_uv, package_changes, venv_python
 
 log = logging.getLogger("envbuild.run")
 # Variables that would make the child (or the uv/pip the Manager starts) use another environment.
 _DROPPED_ENV = ("CONDA_PREFIX", "PYTHONHOME", "UV_PROJECT_ENVIRONMENT")
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_CHANGE_LINE = re.compile(r"^\s*(?P<op>[-+~])\s+(?P<spec>(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\S*(?:\s.*)?)$")
 
 
 @dataclass(frozen=True)
@@ -151,29 +146,3 @@ def launch(plan: Launch) -> int:
         os.execve(plan.argv[0], list(plan.argv), dict(plan.env))
     proc = runner.run(plan.argv, cwd=plan.cwd, env=plan.env, env_log=plan.env_set, capture=False, check=False)
     return proc.returncode
-
-
-def package_changes(uv_output: str) -> tuple[list[str], list[str]]:
-    """From uv's ` + name==ver` / ` - name==ver` lines: (installed or changed, removed and not replaced)."""
-    added: dict[str, str] = {}
-    removed: dict[str, str] = {}
-    for raw in _ANSI.sub("", uv_output).splitlines():
-        match = _CHANGE_LINE.match(raw)
-        if match is None:
-            continue
-        name = canonicalize_name(match.group("name"))
-        (removed if match.group("op") == "-" else added)[name] = match.group("spec").strip()
-    return sorted(added.values()), [spec for name, spec in sorted(removed.items()) if name not in added]
-
-
-def describe_removals(uv_output: str) -> list[str]:
-    """What an exact sync removed, as lines to show the user (empty: nothing was removed)."""
-    _, removed = package_changes(uv_output)
-    if not removed:
-        return []
-    return [
-        (f"sync removed {len(removed)} package(s) the lock does not list: {', '.join(removed)} "
-         "(sync is exact; `envbuild sync --inexact` keeps packages the lock does not list)"),
-        ("installed custom nodes since the last lock? run `envbuild lock` so their requirements are part of "
-         "the lock, then `envbuild sync`"),
-    ]

@@ -7,19 +7,17 @@ silently lock the wrong thing.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from envbuild.errors import ConfigError
 from envbuild.tomlfile import check_keys, expect, expect_str_list, load_toml
 
 CONFIG_NAME = "envbuild.toml"
 DEFAULT_REQUIRES_PYTHON = ">=3.10"
+NO_SETTINGS: Mapping[str, Any] = MappingProxyType({})  # an immutable default, shared safely
 _SECTIONS = {"comfyui", "manager", "nodes", "lock", "mirrors"}
 _KEYS: Mapping[str, set[str]] = {
     "comfyui": {"path", "base-directory", "listen", "port", "git", "ref"},
@@ -30,16 +28,14 @@ _KEYS: Mapping[str, set[str]] = {
 }
 
 
-@dataclass(frozen=True)
-class GitSource:
+class GitSource(NamedTuple):
     """Where `envbuild fetch` gets a checkout from: a repository and the ref it is pinned to."""
 
     url: str
     ref: str
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     project_dir: Path
     source: Path | None  # the envbuild.toml read, if any
     comfyui: Path | None = None
@@ -53,9 +49,9 @@ class Config:
     torch_source: str | None = None  # "pypi": --cuda/--profile pick the profile's -pypi variant
     profiles: tuple[str, ...] = ()
     extra_requirements: tuple[Path, ...] = ()
-    profiles_dirs: tuple[Path, ...] = field(default=())
-    mirrors: Mapping[str, Any] = field(default_factory=dict)  # [mirrors] as written; mirrors.resolve_mirrors
-    mirror_flags: Mapping[str, Any] = field(default_factory=dict)  # --mirror/--pypi-mirror/... of this command
+    profiles_dirs: tuple[Path, ...] = ()
+    mirrors: Mapping[str, Any] = NO_SETTINGS  # [mirrors] as written; mirrors.resolve_mirrors
+    mirror_flags: Mapping[str, Any] = NO_SETTINGS  # --mirror/--pypi-mirror/... of this command
     listen: str | None = None  # ComfyUI's --listen for `envbuild run`
     port: int | None = None  # ComfyUI's --port for `envbuild run`
     comfyui_git: GitSource | None = None  # clone/update [comfyui] path from here (`envbuild fetch`)
@@ -78,10 +74,22 @@ class Config:
             dirs.append(self.comfyui / "custom_nodes")
         return tuple(dict.fromkeys(dirs))
 
+    def validate(self) -> Config:
+        """What needs `packaging` to check, checked where it is used (a lock), not on every load: a
+        no-op `lock`/`sync` finds `requires-python` equal to the one recorded with the lock and stops."""
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+        try:
+            SpecifierSet(self.requires_python)
+        except InvalidSpecifier:
+            raise ConfigError(self.source or CONFIG_NAME,
+                              f"`lock.requires-python` is not a version specifier: {self.requires_python!r}") from None
+        return self
+
     def with_overrides(self, **changes: Any) -> Config:
         """Flags win over the file; None means "not given"."""
         given = {k: v for k, v in changes.items() if v not in (None, ())}
-        return dataclasses.replace(self, **given)
+        return self._replace(**given)
 
 
 def load_config(project_dir: Path) -> Config:
@@ -105,10 +113,6 @@ def load_config(project_dir: Path) -> Config:
         return (project_dir / str(expect(value, str, key, path))).resolve()
 
     requires_python = expect(lock.get("requires-python", DEFAULT_REQUIRES_PYTHON), str, "lock.requires-python", path)
-    try:
-        SpecifierSet(requires_python)
-    except InvalidSpecifier:
-        raise ConfigError(path, f"`lock.requires-python` is not a version specifier: {requires_python!r}") from None
     profiles_dir = lock.get("profiles-dir")
     comfyui_git = _git_source(comfy, "comfyui", path)
     manager_git = _git_source(manager, "manager", path)

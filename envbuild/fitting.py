@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from envbuild.errors import DetectionError
 from envbuild.gpu import Fit, Machine, Recommendation, assess, detect_machine, load_rules, recommend
@@ -22,8 +22,7 @@ AUTO = "auto"
 _LOCKED_TORCH = re.compile(r'^\[\[package\]\]\nname = "torch"\nversion = "([^"]+)"', re.M)
 
 
-@dataclass(frozen=True)
-class Choice:
+class Choice(NamedTuple):
     machine: Machine
     recommendation: Recommendation
 

@@ -10,7 +10,6 @@ import contextlib
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,8 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     """Write through a temporary file in the same folder, then rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 is wrong for files a team commits
@@ -41,6 +42,8 @@ def atomic_write(path: Path, data: str | bytes) -> None:
 def staging_dir(parent: Path, name: str) -> Iterator[Path]:
     """A scratch folder beside the target (same filesystem, so the final rename is atomic)."""
     parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
     path = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.staging-"))
     os.chmod(path, 0o777 & ~_umask())
     try:

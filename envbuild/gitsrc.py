@@ -13,8 +13,8 @@ import re
 import shutil
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from envbuild import runner
 from envbuild.config import Config, GitSource
@@ -32,8 +32,7 @@ class GitError(EnvbuildError):
     """git could not clone, update or read a checkout."""
 
 
-@dataclass(frozen=True)
-class FetchResult:
+class FetchResult(NamedTuple):
     name: str  # "ComfyUI" or "ComfyUI-Manager"
     path: Path
     url: str
@@ -124,8 +123,7 @@ def resolve_url(url: str, project_dir: Path) -> str:
     return str((project_dir / url).resolve())
 
 
-@dataclass(frozen=True)
-class _Git:
+class _Git(NamedTuple):
     env: Mapping[str, str]
     stream: bool
 

@@ -17,7 +17,6 @@ replace what was detected (containers without a GPU, tests).
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import os
 import platform
 import re
@@ -25,9 +24,8 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from envbuild.errors import CommandFailed, DetectionError
 from envbuild.runner import run
@@ -56,8 +54,7 @@ _PCI_VENDORS = {0x10DE: "nvidia", 0x1002: "amd", 0x8086: "intel"}
 
 
 # --------------------------------------------------------------------------- machine model
-@dataclass(frozen=True)
-class Gpu:
+class Gpu(NamedTuple):
     """One GPU as envbuild sees it; fields it could not learn are None."""
 
     vendor: str  # "nvidia" | "amd" | "intel" | "apple"
@@ -66,8 +63,7 @@ class Gpu:
     arch: str | None  # "sm_89", "gfx1100", ...
 
 
-@dataclass(frozen=True)
-class Machine:
+class Machine(NamedTuple):
     """What detection found, plus notes on every source that could not be read."""
 
     system: str  # "Linux" | "Windows" | "Darwin"
@@ -179,8 +175,7 @@ def _norm_machine(machine: str) -> str:
 
 
 # --------------------------------------------------------------------------- rules
-@dataclass(frozen=True)
-class DriverRule:
+class DriverRule(NamedTuple):
     """A driver minimum per CUDA release ("toolkit") or per major ("minor-version-compat")."""
 
     cuda: str
@@ -191,8 +186,7 @@ class DriverRule:
     source: str
 
 
-@dataclass(frozen=True)
-class ArchRule:
+class ArchRule(NamedTuple):
     """The cubin targets of one PyTorch CUDA build, for a torch range and platform."""
 
     cuda: str
@@ -205,15 +199,13 @@ class ArchRule:
     source: str
 
 
-@dataclass(frozen=True)
-class RocmArchRule:
+class RocmArchRule(NamedTuple):
     rocm: str
     gfx: tuple[str, ...]
     source: str
 
 
-@dataclass(frozen=True)
-class Rules:
+class Rules(NamedTuple):
     """cuda_rules.toml, checked: every row names a source that exists."""
 
     drivers: tuple[DriverRule, ...]
@@ -244,7 +236,7 @@ def load_rules(path: Path | None = None) -> Rules:
 
 @functools.lru_cache(maxsize=1)
 def _packaged_rules() -> Rules:
-    resource = importlib.resources.files("envbuild") / "data" / "cuda_rules.toml"
+    resource = Path(__file__).resolve().parent / "data" / "cuda_rules.toml"  # package data: always a file
     return _build_rules(_parse_toml(resource.read_text(encoding="utf-8")), "cuda_rules.toml")
 
 
@@ -590,8 +582,7 @@ class ProfileLike(Protocol):
     def channel(self) -> str: ...  # "stable" | "nightly"
 
 
-@dataclass(frozen=True)
-class Fit:
+class Fit(NamedTuple):
     """One profile's verdict on this machine, with the reason in one sentence."""
 
     profile: str
@@ -599,8 +590,7 @@ class Fit:
     reason: str
 
 
-@dataclass(frozen=True)
-class Recommendation:
+class Recommendation(NamedTuple):
     """The profile to use, why, every verdict, and what to do when no GPU build fits."""
 
     profile: str | None
@@ -709,8 +699,7 @@ def _arch_verdict(
     return True, f"{profile.name} carries kernels for {phrases}"
 
 
-@dataclass(frozen=True)
-class _Need:
+class _Need(NamedTuple):
     lowest: str | None  # the lowest driver that runs the build at all
     full: str | None  # the driver NVIDIA lists for that CUDA release
 
@@ -882,8 +871,7 @@ def assess(
 
 
 # --------------------------------------------------------------------------- recommendation
-@dataclass(frozen=True)
-class _Ctx:
+class _Ctx(NamedTuple):
     machine: Machine
     usable: tuple[ProfileLike, ...]  # the profiles recommend may pick (stable, or all)
     profiles: tuple[ProfileLike, ...]

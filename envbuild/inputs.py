@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from envbuild.config import Config
 from envbuild.errors import ConfigError, ConflictError
@@ -24,8 +23,7 @@ MANAGER_DIR_NAMES = ("comfyui-manager",)  # matched case-insensitively
 DISABLED_SUFFIX = ".disabled"
 
 
-@dataclass(frozen=True)
-class InputFile:
+class InputFile(NamedTuple):
     """One requirement source: its path, who it speaks for, and how strictly to read it."""
 
     path: Path
@@ -34,15 +32,13 @@ class InputFile:
     kind: str = "requirements"  # or "pyproject" (a node's [project].dependencies)
 
 
-@dataclass(frozen=True)
-class CollectedInputs:
+class CollectedInputs(NamedTuple):
     files: tuple[InputFile, ...]
     skipped_nodes: tuple[str, ...]  # disabled or excluded, with the reason
     manager_dir: Path | None
 
 
-@dataclass(frozen=True)
-class MergedInputs:
+class MergedInputs(NamedTuple):
     result: MergeResult
     warnings: tuple[Diagnostic, ...]
     files_read: tuple[Path, ...]
@@ -303,8 +299,7 @@ def _guard_torch_family(family: list[SourcedRequirement], inputs: list[SourcedRe
                     f"choose another profile (--profile), or leave the node out with --exclude-node {node}")
 
 
-@dataclass(frozen=True)
-class _Clobbering:
+class _Clobbering(NamedTuple):
     """Distributions that install the same import package, so the last one installed wins."""
 
     module: str

@@ -9,14 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from envbuild.fsio import recover_dir
 
 FINGERPRINT_NAME = "envbuild-lock.json"
 FINGERPRINT_SCHEMA = 2
+_NOTHING: Mapping[str, str] = MappingProxyType({})  # an immutable default, shared safely
 LOCKED_AT = "locked-at"  # in `extra`: when uv last wrote this lock (a date, for people, not for freshness)
 
 
@@ -25,8 +26,7 @@ def sha256_text(text: str | bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-@dataclass(frozen=True)
-class Fingerprint:
+class Fingerprint(NamedTuple):
     profile: str
     render_version: int
     uv_required_version: str
@@ -37,8 +37,8 @@ class Fingerprint:
     inputs: Mapping[str, str]  # display path -> digest of what the file asks for (comments do not count)
     uv_lock_sha256: str = ""
     schema: int = FINGERPRINT_SCHEMA
-    extra: Mapping[str, str] = field(default_factory=dict)  # e.g. resolved ComfyUI commit, lock date
-    raw_inputs: Mapping[str, str] = field(default_factory=dict)  # display path -> sha256 of the bytes read
+    extra: Mapping[str, str] = _NOTHING  # e.g. resolved ComfyUI commit, lock date
+    raw_inputs: Mapping[str, str] = _NOTHING  # display path -> sha256 of the bytes read
     roots: tuple[str, ...] = ()  # the input files found (not includes), in order
     warnings: tuple[str, ...] = ()  # what the inputs asked for that is not in the lock (shown on every run)
     default_index: str | None = None  # a PyPI mirror the lock was made through (None: uv's default)
@@ -46,12 +46,13 @@ class Fingerprint:
     # files had no sha256. Valid only while both files still match the digests above.
     audited: bool = False
     unhashed: tuple[str, ...] = ()
+    requires_python: str = ""  # envbuild.toml's lock.requires-python ("": recorded by an older envbuild)
 
     def with_lock(self, lock_text: str, locked_at: str) -> Fingerprint:
-        return replace(self, uv_lock_sha256=sha256_text(lock_text), extra={**self.extra, LOCKED_AT: locked_at})
+        return self._replace(uv_lock_sha256=sha256_text(lock_text), extra={**self.extra, LOCKED_AT: locked_at})
 
     def to_json(self) -> str:
-        data = asdict(self)
+        data = self._asdict()
         data["inputs"] = dict(sorted(self.inputs.items()))
         data["raw_inputs"] = dict(sorted(self.raw_inputs.items()))
         data["extra"] = dict(sorted(self.extra.items()))
@@ -74,8 +75,7 @@ class Fingerprint:
             return None
 
 
-@dataclass(frozen=True)
-class LockFolder:
+class LockFolder(NamedTuple):
     root: Path
     profile: str
 
@@ -144,6 +144,8 @@ def _input_changes(old: Fingerprint | None, new: Fingerprint) -> list[str]:
     if old.default_index != new.default_index:
         reasons.append(f"the default index changed ({old.default_index or 'uv default'} → "
                        f"{new.default_index or 'uv default'})")
+    if old.requires_python != new.requires_python and old.requires_python:
+        reasons.append(f"lock.requires-python changed ({old.requires_python} → {new.requires_python})")
     if old.torch_source != new.torch_source:
         reasons.append(f"the torch source changed ({old.torch_source} → {new.torch_source})")
     if old.render_version != new.render_version:
@@ -182,10 +184,7 @@ def unchanged_since_lock(folder: LockFolder, project_dir: Path, roots: list[str]
     recorded = folder.read_fingerprint()
     if recorded is None or not recorded.raw_inputs or list(recorded.roots) != roots:
         return False
-    same = (recorded.profile_sha256, recorded.index_url, recorded.render_version, recorded.uv_required_version,
-            recorded.torch_source, _sources_of(recorded), recorded.default_index)
-    if same != (expected.profile_sha256, expected.index_url, expected.render_version,
-                expected.uv_required_version, expected.torch_source, _sources_of(expected), expected.default_index):
+    if _settings(recorded) != _settings(expected):
         return False
     for path, digest in recorded.raw_inputs.items():
         if file_digest(_resolve(project_dir, path)) != digest:
@@ -195,6 +194,13 @@ def unchanged_since_lock(folder: LockFolder, project_dir: Path, roots: list[str]
                 and sha256_text(folder.uv_lock.read_bytes()) == recorded.uv_lock_sha256)
     except OSError:
         return False
+
+
+def _settings(fingerprint: Fingerprint) -> tuple[Any, ...]:
+    """What besides the input files shapes a lock, as far as it is known without parsing them."""
+    return (fingerprint.profile_sha256, fingerprint.index_url, fingerprint.render_version,
+            fingerprint.uv_required_version, fingerprint.torch_source, _sources_of(fingerprint),
+            fingerprint.default_index, fingerprint.requires_python)
 
 
 def _resolve(project_dir: Path, display: str) -> Path:

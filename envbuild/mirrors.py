@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from envbuild.errors import ConfigError
 from envbuild.profiles import CANONICAL_PYTORCH_BASE, PYTORCH_INDEX_ENV
@@ -39,15 +39,14 @@ USER_CONFIG_ENV = "ENVBUILD_USER_CONFIG"  # a file path; tests and containers po
 TEAM_SOURCE = "envbuild.toml"
 
 
-@dataclass(frozen=True)
-class Mirrors:
+class Mirrors(NamedTuple):
     pytorch: str | None = None  # replaces the canonical PyTorch base (…/whl)
     pytorch_layout: str = "tree"  # "flat": one page of wheel links per variant
     pypi: str | None = None  # a simple-API URL for everything but the torch family
     pypi_files: str | None = None  # where that mirror keeps files (default: <pypi>/../packages)
     mode: str = "install"
     timeout: float | None = None  # seconds, for uv's HTTP requests through the mirror
-    origins: Mapping[str, str] = field(default_factory=dict)  # key -> "flag", "ENV_VAR", path
+    origins: Mapping[str, str] = MappingProxyType({})  # key -> "flag", "ENV_VAR", path
 
     @property
     def any(self) -> bool:

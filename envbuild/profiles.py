@@ -13,16 +13,17 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
-
-from packaging.markers import InvalidMarker, Marker
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.utils import canonicalize_name
 
 from envbuild.errors import ConfigError, ProfileError
 from envbuild.tomlfile import check_keys, expect, expect_str_list, load_toml
+
+if TYPE_CHECKING:
+    from packaging.markers import Marker
+    from packaging.specifiers import SpecifierSet
 
 CANONICAL_PYTORCH_BASE = "https://download.pytorch.org/whl"
 TORCH_SOURCE_INDEX = "pytorch-index"
@@ -34,21 +35,45 @@ SCHEMA = 1
 ACCELERATORS = ("cpu", "cuda", "rocm", "xpu", "mps")
 CHANNELS = ("stable", "nightly")
 _CREDENTIALS = "carries a user name or password"
+_SEPARATORS = re.compile(r"[-_.]+")
 _TOP_KEYS = {"schema", "name", "description", "accelerator", "accelerator-version", "channel",
              "local-version", "index", "packages", "platforms", "pypi"}
 
 
 @dataclass(frozen=True)
 class PinnedPackage:
-    """A torch-family package: a direct dependency, taken only from the profile's index."""
+    """A torch-family package: a direct dependency, taken only from the profile's index.
+
+    Kept as written; `packaging` parses it on first use. A no-op `lock`/`sync` compares the profile's
+    digest with the lock's and never needs more, so it skips the ~40 ms that importing `packaging` costs.
+    `TorchProfile.validate()` (every lock, `envbuild profiles`) parses eagerly.
+    """
 
     name: str
-    specifier: SpecifierSet
-    marker: Marker | None = None
+    specifier_text: str
+    marker_text: str | None = None
+    path: Path = field(default=Path(), compare=False)  # the profile file, for error messages
+    key: str = field(default="", compare=False)  # e.g. "packages.torch"
+
+    @cached_property
+    def specifier(self) -> SpecifierSet:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+        try:
+            return SpecifierSet(self.specifier_text)
+        except InvalidSpecifier:
+            raise ConfigError(self.path, f"`{self.key}` is not a version specifier: {self.specifier_text!r}") from None
+
+    @cached_property
+    def marker(self) -> Marker | None:
+        return parse_marker(self.marker_text, f"{self.key}.marker", self.path) if self.marker_text else None
 
     def requirement_text(self) -> str:
         spec = ",".join(sorted(str(s) for s in self.specifier))
         return f"{self.name}{spec}" + (f"; {self.marker}" if self.marker else "")
+
+    def as_written(self) -> str:
+        return f"{self.name} {self.specifier_text}" + (f"; {self.marker_text}" if self.marker_text else "")
 
 
 @dataclass(frozen=True)
@@ -62,11 +87,33 @@ class TorchProfile:
     index_name: str | None  # None: the torch family comes from the default index (PyPI)
     index_url: str | None  # canonical URL as written in the profile file
     packages: tuple[PinnedPackage, ...]
-    environments: tuple[str, ...]
-    required_environments: tuple[str, ...]
+    environments_as_written: tuple[str, ...]
+    required_environments_as_written: tuple[str, ...]
     path: Path
     pypi_packages: tuple[PinnedPackage, ...] = field(default=())
     base: str | None = None  # for a "-pypi" variant: the profile it derives from
+
+    @cached_property
+    def environments(self) -> tuple[str, ...]:
+        """Normalized as uv writes them back into a lock (str(Marker))."""
+        return tuple(str(parse_marker(t, "platforms.environments", self.path)) for t in self.environments_as_written)
+
+    @cached_property
+    def required_environments(self) -> tuple[str, ...]:
+        return tuple(str(parse_marker(t, "platforms.required-environments", self.path))
+                     for t in self.required_environments_as_written)
+
+    def validate(self) -> TorchProfile:
+        """Parse every specifier and marker now, so a bad one fails before anything is written."""
+        for package in (*self.packages, *self.pypi_packages):
+            _ = package.specifier, package.marker
+        _ = self.environments, self.required_environments
+        return self
+
+    def digest_parts(self) -> list[str]:
+        """What of a profile shapes its lock, as written (comments and descriptions do not count)."""
+        return [self.index_url or "", *(p.as_written() for p in self.packages), *self.environments_as_written,
+                "|", *self.required_environments_as_written, self.channel]
 
     @property
     def prerelease(self) -> bool:
@@ -86,7 +133,8 @@ class TorchProfile:
         return dataclasses.replace(
             self, name=f"{self.name}{PYPI_SUFFIX}", description=f"{self.description}; torch from PyPI",
             index_name=None, index_url=None, packages=self.pypi_packages, pypi_packages=(), local_version=None,
-            environments=(PYPI_CUDA_ENVIRONMENT,), required_environments=(PYPI_CUDA_ENVIRONMENT,), base=self.name,
+            environments_as_written=(PYPI_CUDA_ENVIRONMENT,), required_environments_as_written=(PYPI_CUDA_ENVIRONMENT,),
+            base=self.name,
         )
 
     def package_names(self) -> frozenset[str]:
@@ -143,8 +191,7 @@ def builtin_profiles_dir() -> Path:
     return here.parent / "profiles"
 
 
-@dataclass(frozen=True)
-class ProfileCatalogue:
+class ProfileCatalogue(NamedTuple):
     profiles: Mapping[str, TorchProfile]
 
     def names(self) -> list[str]:
@@ -275,10 +322,10 @@ def load_profile(path: Path) -> TorchProfile:
         index_name=_required_str(index, "name", path, prefix="index.") if index else None,
         index_url=url,
         packages=packages,
-        environments=tuple(_markers(platforms.get("environments", []), "platforms.environments", path)),
-        required_environments=tuple(
-            _markers(platforms.get("required-environments", []), "platforms.required-environments", path)
-        ),
+        environments_as_written=tuple(
+            expect_str_list(platforms.get("environments", []), "platforms.environments", path)),
+        required_environments_as_written=tuple(
+            expect_str_list(platforms.get("required-environments", []), "platforms.required-environments", path)),
         path=path,
         pypi_packages=_packages(expect(data.get("pypi", {}), dict, "pypi", path), "pypi", path),
     )
@@ -287,7 +334,7 @@ def load_profile(path: Path) -> TorchProfile:
 def _packages(table: Mapping[str, Any], key: str, path: Path) -> tuple[PinnedPackage, ...]:
     result = []
     for raw_name, value in sorted(table.items()):
-        name = canonicalize_name(raw_name)
+        name = canonical_name(raw_name)
         where = f"{key}.{raw_name}"
         marker_text = None
         if isinstance(value, dict):
@@ -298,20 +345,18 @@ def _packages(table: Mapping[str, Any], key: str, path: Path) -> tuple[PinnedPac
                 expect(marker_text, str, f"{where}.marker", path)
         else:
             spec_text = expect(value, str, where, path)
-        try:
-            spec = SpecifierSet(spec_text)
-        except InvalidSpecifier:
-            raise ConfigError(path, f"`{where}` is not a version specifier: {spec_text!r}") from None
-        marker = _marker(marker_text, f"{where}.marker", path) if marker_text else None
-        result.append(PinnedPackage(name, spec, marker))
+        result.append(PinnedPackage(name, spec_text, marker_text or None, path, where))
     return tuple(result)
 
 
-def _markers(values: Any, key: str, path: Path) -> list[str]:
-    return [str(_marker(text, key, path)) for text in expect_str_list(values, key, path)]
+def canonical_name(name: str) -> str:
+    """PEP 503 normalization (what `packaging.utils.canonicalize_name` does), without importing packaging."""
+    return _SEPARATORS.sub("-", name).lower()
 
 
-def _marker(text: str, key: str, path: Path) -> Marker:
+def parse_marker(text: str, key: str, path: Path) -> Marker:
+    from packaging.markers import InvalidMarker, Marker
+
     try:
         return Marker(text)
     except InvalidMarker as exc:

@@ -7,12 +7,9 @@ give the same bytes: everything here is sorted, nothing depends on time, machine
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from packaging.utils import canonicalize_name
-
-from envbuild.profiles import TorchProfile
+from envbuild.profiles import TorchProfile, canonical_name
 
 if TYPE_CHECKING:  # tomlkit and the merger are only needed when a render really happens
     from envbuild.requirements import MergeResult
@@ -23,8 +20,7 @@ RENDER_VERSION = 2
 UV_REQUIRED_VERSION = ">=0.12.1"
 
 
-@dataclass(frozen=True)
-class RenderInput:
+class RenderInput(NamedTuple):
     merged: MergeResult
     profile: TorchProfile
     requires_python: str
@@ -35,7 +31,7 @@ class RenderInput:
 
 
 def project_name(profile: TorchProfile) -> str:
-    return str(canonicalize_name(f"comfyui-env-{profile.name}"))
+    return str(canonical_name(f"comfyui-env-{profile.name}"))
 
 
 def render_pyproject(spec: RenderInput) -> str:

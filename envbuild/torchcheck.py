@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass
 from pathlib import Path
-
-from packaging.version import InvalidVersion, Version
+from typing import NamedTuple
 
 from envbuild.errors import VerifyError
 from envbuild.profiles import TorchProfile
@@ -21,8 +19,7 @@ from envbuild.profiles import TorchProfile
 _VERSION_FIELDS = ("__version__", "cuda", "hip", "xpu")
 
 
-@dataclass(frozen=True)
-class TorchBuild:
+class TorchBuild(NamedTuple):
     version: str
     cuda: str | None
     hip: str | None
@@ -32,6 +29,8 @@ class TorchBuild:
 
     @property
     def local_label(self) -> str | None:
+        from packaging.version import InvalidVersion, Version
+
         try:
             return Version(self.version).local
         except InvalidVersion:

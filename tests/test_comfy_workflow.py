@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.comfy import comfy_args, describe_removals, package_changes
+from envbuild.comfy import comfy_args
 from envbuild.config import load_config
 from envbuild.errors import ConfigError
 from envbuild.inputs import merge_inputs
 from envbuild.profiles import load_catalogue
+from envbuild.uv import describe_removals, package_changes
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import Deployment, make_deployment, run_cli, torch_in_venv, venv_python
 from tests.test_gitsrc import GIT_ENV, make_repo

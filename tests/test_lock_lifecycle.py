@@ -104,6 +104,22 @@ def test_only_comments_changed_refreshes_the_fingerprint_without_uv(
     raw = hashlib.sha256((deployment.comfyui / "requirements.txt").read_bytes()).hexdigest()
     assert fingerprint["raw_inputs"]["ComfyUI/requirements.txt"] == raw
     assert fingerprint["extra"]["locked-at"]
+    assert fingerprint["audited"] is True  # the same bytes envbuild audited: sync may reuse the verdict
+
+
+def test_a_changed_requires_python_makes_the_lock_stale(deployment: Deployment, uv_env: dict[str, str]) -> None:
+    """It lives in envbuild.toml, not in any requirement file: the fast no-op path must still see it."""
+    assert run_cli(["lock", "--profile", "cu126"], env=uv_env, cwd=deployment.root).returncode == 0
+    config = deployment.root / "envbuild.toml"
+    text = config.read_text()
+    assert 'requires-python = ">=3.10"' in text
+    config.write_text(text.replace('requires-python = ">=3.10"', 'requires-python = ">=3.11"'))
+    check = run_cli(["lock", "--check", "--profile", "cu126"], env=uv_env, cwd=deployment.root)
+    assert check.returncode == 1
+    assert "lock.requires-python changed (>=3.10 → >=3.11)" in check.stderr, check
+    relock = run_cli(["lock", "--profile", "cu126"], env=uv_env, cwd=deployment.root)
+    assert relock.returncode == 0 and "locked" in relock.stdout, relock
+    assert 'requires-python = ">=3.11"' in (deployment.locks / "cu126" / "pyproject.toml").read_text()
 
 
 def test_node_warnings_are_recorded_and_repeated_on_a_no_op(deployment: Deployment, uv_env: dict[str, str]) -> None:

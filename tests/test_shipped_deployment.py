@@ -7,6 +7,7 @@ from the committed files alone, offline and without uv.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from tests.support.deploy import run_cli
@@ -14,11 +15,26 @@ from tests.support.deploy import run_cli
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def test_committed_locks_are_current_without_running_uv(tmp_path: Path) -> None:
+    """On a copy, so the test never writes the repository; a true no-op does not even touch a fingerprint."""
+    copy = tmp_path / "clone"
+    copy.mkdir()
+    for item in ("envbuild.toml", "deploy", "locks", "profiles"):
+        source = ROOT / item
+        if source.is_dir():
+            shutil.copytree(source, copy / item)
+        elif source.is_file():
+            shutil.copyfile(source, copy / item)
+    before = _tree(copy / "locks")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "ENVBUILD_"))}
     env["ENVBUILD_UV"] = str(tmp_path / "no-uv-needed")
-    result = run_cli(["lock", "--all"], env=env, cwd=ROOT)
+    result = run_cli(["lock", "--all"], env=env, cwd=copy)
     assert result.returncode == 0, result
+    assert _tree(copy / "locks") == before
     from envbuild.config import load_config
 
     profiles = load_config(ROOT).profiles
