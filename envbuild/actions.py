@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -229,6 +228,8 @@ def _lock_staged(config: Config, plan: LockPlan, uv: Uv, upgrade: bool, upgrade_
         atomic_write(staged / "pyproject.toml", plan.pyproject)
         if _trusted_previous_lock(plan.folder):
             # The previous lock is uv's starting point: re-locking keeps versions unless asked.
+            import shutil
+
             shutil.copyfile(plan.folder.uv_lock, staged / "uv.lock")
         env_set, env_unset = _uv_lock_environment(plan)
         summary = uv.lock(staged, upgrade=upgrade, upgrade_packages=upgrade_packages, stream=stream,
@@ -376,7 +377,10 @@ def sync_profile(
     config: Config, profile: TorchProfile, venv: Path, *, verify: bool = True, inexact: bool = False,
     python: str | None = None, uv_factory: UvFactory | None = None, stream: bool = True,
     environ: Mapping[str, str] | None = None, allow_unhashed: bool = False,
+    before_install: Callable[[], None] | None = None,
 ) -> SyncResult:
+    """`before_install`: called once the lock passed every check, just before uv starts (the CLI starts
+    its GPU fit check there, so it runs while uv works instead of before it)."""
     started = time.perf_counter()
     folder = LockFolder(config.lock_dir, profile.name)
     if not folder.exists():
@@ -389,6 +393,8 @@ def sync_profile(
     uv = _uv(uv_factory)
     venv = venv.absolute()
     mirrors = mirrors_for(config, environ)
+    if before_install is not None:
+        before_install()
     if mirrors.installs_through:
         output = sync_through_mirror(uv, folder, venv, mirrors, environ, inexact=inexact, python=python,
                                      stream=stream)

@@ -19,6 +19,7 @@ from envbuild.lockdir import LockFolder
 from envbuild.profiles import TORCH_SOURCE_PYPI, ProfileCatalogue, TorchProfile
 
 AUTO = "auto"
+_RELEASE = re.compile(r"v?(?:(\d+)!)?(\d+(?:\.\d+)*)", re.I)  # PEP 440 epoch and release, what base_version keeps
 _LOCKED_TORCH = re.compile(r'^\[\[package\]\]\nname = "torch"\nversion = "([^"]+)"', re.M)
 
 
@@ -99,9 +100,9 @@ def _public(version: str | None) -> str | None:
     """`2.7.1+cu126` → `2.7.1`, `2.9.0.dev20250801+cu128` → `2.9.0`: the rule table is keyed by release."""
     if not version:
         return None
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        return Version(version).base_version
-    except InvalidVersion:
+    match = _RELEASE.match(version.strip())
+    if match is None:
         return None
+    epoch, release = match.groups()
+    release = ".".join(str(int(part)) for part in release.split("."))
+    return f"{epoch}!{release}" if epoch and int(epoch) else release

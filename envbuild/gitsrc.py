@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from envbuild import runner
 from envbuild.config import Config, GitSource
 from envbuild.errors import CommandFailed, EnvbuildError
 from envbuild.inputs import find_manager
+
+if TYPE_CHECKING:  # git runs only for checkouts that are repositories: a plain folder costs no import
+    import subprocess
 
 # Variables that would point git at another repository than the checkout being fetched.
 _DROPPED_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
@@ -77,6 +77,8 @@ def fetch_source(name: str, source: GitSource, path: Path, *, project_dir: Path,
             git.run(["-C", str(path), "-c", "advice.detachedHead=false", "checkout", "--detach", commit],
                     f"checking out {name} {source.ref}")
         except GitError:
+            import shutil
+
             shutil.rmtree(path, ignore_errors=True)  # a clone without a checkout would look locally changed
             raise
         return FetchResult(name, path, url, source.ref, commit, None, "cloned")
@@ -130,6 +132,8 @@ class _Git(NamedTuple):
     def run(self, args: list[str], doing: str, *, check: bool = True, loud: bool = False,
             ) -> subprocess.CompletedProcess[str]:
         """`loud`: a clone or fetch, whose progress the user may want to see (with `stream`)."""
+        from envbuild import runner
+
         try:
             return runner.run(["git", *args], env=self.env, capture=not (loud and self.stream), check=check)
         except FileNotFoundError:

@@ -8,12 +8,10 @@ can add profiles or replace built-in ones by name.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import os
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
@@ -40,8 +38,7 @@ _TOP_KEYS = {"schema", "name", "description", "accelerator", "accelerator-versio
              "local-version", "index", "packages", "platforms", "pypi"}
 
 
-@dataclass(frozen=True)
-class PinnedPackage:
+class PinnedPackage(NamedTuple):
     """A torch-family package: a direct dependency, taken only from the profile's index.
 
     Kept as written; `packaging` parses it on first use. A no-op `lock`/`sync` compares the profile's
@@ -52,19 +49,14 @@ class PinnedPackage:
     name: str
     specifier_text: str
     marker_text: str | None = None
-    path: Path = field(default=Path(), compare=False)  # the profile file, for error messages
-    key: str = field(default="", compare=False)  # e.g. "packages.torch"
+    path: Path = Path()  # the profile file, for error messages
+    key: str = ""  # e.g. "packages.torch"
 
-    @cached_property
+    @property
     def specifier(self) -> SpecifierSet:
-        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+        return parse_specifier(self.specifier_text, self.key, self.path)
 
-        try:
-            return SpecifierSet(self.specifier_text)
-        except InvalidSpecifier:
-            raise ConfigError(self.path, f"`{self.key}` is not a version specifier: {self.specifier_text!r}") from None
-
-    @cached_property
+    @property
     def marker(self) -> Marker | None:
         return parse_marker(self.marker_text, f"{self.key}.marker", self.path) if self.marker_text else None
 
@@ -76,8 +68,7 @@ class PinnedPackage:
         return f"{self.name} {self.specifier_text}" + (f"; {self.marker_text}" if self.marker_text else "")
 
 
-@dataclass(frozen=True)
-class TorchProfile:
+class TorchProfile(NamedTuple):
     name: str
     description: str
     accelerator: str
@@ -90,15 +81,15 @@ class TorchProfile:
     environments_as_written: tuple[str, ...]
     required_environments_as_written: tuple[str, ...]
     path: Path
-    pypi_packages: tuple[PinnedPackage, ...] = field(default=())
+    pypi_packages: tuple[PinnedPackage, ...] = ()
     base: str | None = None  # for a "-pypi" variant: the profile it derives from
 
-    @cached_property
+    @property
     def environments(self) -> tuple[str, ...]:
         """Normalized as uv writes them back into a lock (str(Marker))."""
         return tuple(str(parse_marker(t, "platforms.environments", self.path)) for t in self.environments_as_written)
 
-    @cached_property
+    @property
     def required_environments(self) -> tuple[str, ...]:
         return tuple(str(parse_marker(t, "platforms.required-environments", self.path))
                      for t in self.required_environments_as_written)
@@ -130,8 +121,8 @@ class TorchProfile:
         """
         if not self.pypi_packages or self.index_url is None:
             return None
-        return dataclasses.replace(
-            self, name=f"{self.name}{PYPI_SUFFIX}", description=f"{self.description}; torch from PyPI",
+        return self._replace(
+            name=f"{self.name}{PYPI_SUFFIX}", description=f"{self.description}; torch from PyPI",
             index_name=None, index_url=None, packages=self.pypi_packages, pypi_packages=(), local_version=None,
             environments_as_written=(PYPI_CUDA_ENVIRONMENT,), required_environments_as_written=(PYPI_CUDA_ENVIRONMENT,),
             base=self.name,
@@ -265,19 +256,51 @@ def _sort_key(name: str) -> tuple[int, str]:
 
 
 def load_catalogue(extra_dirs: Iterable[Path] = ()) -> ProfileCatalogue:
-    """Built-in profiles, then each extra folder's, a later file replacing an earlier one by name."""
-    found: dict[str, TorchProfile] = {}
+    """Built-in profiles, then each extra folder's, a later file replacing an earlier one by name.
+
+    Files are listed now and read when a profile is asked for: a command that uses one profile reads
+    one file (and a broken file breaks only the commands that use it); listing reads them all.
+    """
+    files: dict[str, Path] = {}
     for folder in (builtin_profiles_dir(), *extra_dirs):
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.glob("*.toml")):
-            profile = load_profile(path)
-            found[profile.name] = profile
-    for profile in list(found.values()):
-        variant = profile.pypi_variant()
-        if variant is not None and variant.name not in found:
-            found[variant.name] = variant
-    return ProfileCatalogue(found)
+        if folder.is_dir():
+            files.update((path.stem, path) for path in sorted(folder.glob("*.toml")))
+    return ProfileCatalogue(_ProfileFiles(files))
+
+
+class _ProfileFiles(Mapping[str, TorchProfile]):
+    """name -> profile, each file parsed on first use; `<name>-pypi` comes from `<name>`'s [pypi] table."""
+
+    def __init__(self, files: Mapping[str, Path]) -> None:
+        self._files = dict(files)
+        self._loaded: dict[str, TorchProfile] = {}
+
+    def _load(self, name: str) -> TorchProfile:
+        if name not in self._loaded:
+            self._loaded[name] = load_profile(self._files[name])
+        return self._loaded[name]
+
+    def __getitem__(self, name: str) -> TorchProfile:
+        if name in self._files:
+            return self._load(name)
+        base = name.removesuffix(PYPI_SUFFIX)
+        if base != name and base in self._files:
+            variant = self._load(base).pypi_variant()
+            if variant is not None:
+                return variant
+        raise KeyError(name)
+
+    def _names(self) -> list[str]:
+        names = list(self._files)
+        names += [f"{n}{PYPI_SUFFIX}" for n in self._files
+                  if f"{n}{PYPI_SUFFIX}" not in self._files and self._load(n).pypi_variant() is not None]
+        return names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
 def load_profile(path: Path) -> TorchProfile:
@@ -354,6 +377,18 @@ def canonical_name(name: str) -> str:
     return _SEPARATORS.sub("-", name).lower()
 
 
+@functools.lru_cache(maxsize=256)
+def parse_specifier(text: str, key: str, path: Path) -> SpecifierSet:
+    """Parsed once per process (profiles are values, read many times on a lock's slow path)."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        return SpecifierSet(text)
+    except InvalidSpecifier:
+        raise ConfigError(path, f"`{key}` is not a version specifier: {text!r}") from None
+
+
+@functools.lru_cache(maxsize=256)
 def parse_marker(text: str, key: str, path: Path) -> Marker:
     from packaging.markers import InvalidMarker, Marker
 

@@ -6,17 +6,23 @@ executed, and a failure becomes a `CommandFailed` carrying the program's own wor
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from envbuild.errors import CommandFailed
 
-log = logging.getLogger("envbuild.runner")
+
+def _log(level: str, message: str, *args: Any) -> None:
+    """Log through `logging` only once something imported it: without a handler set up (the CLI sets
+    one for -v), INFO and DEBUG lines go nowhere, and importing `logging` costs every start-up ~4 ms."""
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        getattr(logging.getLogger("envbuild.runner"), level)(message, *args)
 
 # user:password@ in URLs and values of *PASSWORD*/*TOKEN* variables never reach a log.
 _CREDENTIALS_IN_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s:]+(:[^/@\s]*)?@", re.I)
@@ -62,7 +68,7 @@ def run(
         )
         prefix = f"{shown} "
     where = f" (in {cwd})" if cwd else ""
-    log.info("$ %s%s%s", prefix, format_argv(args), where)
+    _log("info", "$ %s%s%s", prefix, format_argv(args), where)
     try:
         if capture:
             proc = subprocess.run(
@@ -88,9 +94,9 @@ def run(
         tail = output_tail(partial)
         raise CommandFailed(args, -1, f"{tail}\ntimed out after {timeout:g} s".strip()) from exc
     if proc.stdout and capture:
-        log.debug("stdout:\n%s", proc.stdout.rstrip())
+        _log("debug", "stdout:\n%s", proc.stdout.rstrip())
     if proc.stderr and capture:
-        log.debug("stderr:\n%s", proc.stderr.rstrip())
+        _log("debug", "stderr:\n%s", proc.stderr.rstrip())
     if check and proc.returncode != 0:
         raise CommandFailed(args, proc.returncode, output_tail(proc.stderr or proc.stdout or ""))
     return proc

@@ -53,10 +53,10 @@ def check_keys(
     *, error: type[ConfigError] = ConfigError,
 ) -> None:
     """Unknown keys are errors, with the nearest known key as a hint (a typo is the usual cause)."""
-    import difflib
-
     for key in table:
         if key not in allowed:
+            import difflib
+
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
             hint = f"did you mean `{close[0]}`?" if close else f"known keys: {', '.join(sorted(allowed))}"
             raise error(path, f"unknown key `{where}{key}`", hint=hint)

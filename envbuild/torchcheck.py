@@ -29,12 +29,10 @@ class TorchBuild(NamedTuple):
 
     @property
     def local_label(self) -> str | None:
-        from packaging.version import InvalidVersion, Version
-
-        try:
-            return Version(self.version).local
-        except InvalidVersion:
-            return None
+        """`2.7.1+cu126` → `cu126`, normalized as PEP 440 does (lowercase, `.` between parts); read by
+        hand because `packaging` is not otherwise needed after a sync (its import costs ~3 ms)."""
+        _, plus, local = self.version.strip().partition("+")
+        return re.sub(r"[-_]", ".", local.lower()) if plus and local else None
 
     def describe(self) -> str:
         if self.cuda:

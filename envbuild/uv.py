@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -223,6 +222,8 @@ def find_uv(environ: Mapping[str, str] | None = None) -> Path:
         return Path(find_uv_bin())
     except (ImportError, FileNotFoundError):
         pass
+    import shutil
+
     found = shutil.which("uv", path=env.get("PATH"))
     if found:
         return Path(found)

@@ -109,6 +109,23 @@ def test_sync_warns_for_a_profile_the_machine_cannot_run_and_strict_refuses(
     assert not (deployment.root / "v2").exists()
 
 
+def test_a_broken_gpu_override_is_a_warning_for_sync_and_an_error_with_strict(
+    deployment: Deployment, uv_env: dict[str, str]
+) -> None:
+    """The fit check is advice (it runs while uv installs); only --strict makes it a gate, before installing."""
+    assert run_cli(["lock", "--profile", "cu128"], env=uv_env, cwd=deployment.root).returncode == 0
+    broken = dict(uv_env, ENVBUILD_CUDA_DRIVER_VERSION="five-seventy")
+    result = run_cli(["sync", "--profile", "cu128", "--venv", str(deployment.venv)], env=broken, cwd=deployment.root)
+    assert result.returncode == 0, result
+    assert "warning: could not tell whether this machine can run profile cu128" in result.stderr
+    assert "'five-seventy' is not an NVIDIA driver version" in result.stderr
+    result = run_cli(["sync", "--profile", "cu128", "--strict", "--venv", str(deployment.root / "v2")], env=broken,
+                     cwd=deployment.root)
+    assert result.returncode != 0 and "'five-seventy' is not an NVIDIA driver version" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (deployment.root / "v2").exists()
+
+
 def test_doctor_pass_and_mismatch(deployment: Deployment, uv_env: dict[str, str]) -> None:
     for profile in ("cu126", "cu128"):
         assert run_cli(["lock", "--profile", profile], env=uv_env, cwd=deployment.root).returncode == 0

@@ -725,3 +725,18 @@ def test_windows_cuda_13_without_header_counts_as_minor_version_compat(rules: gp
     assert fit_of(rec, "cu130").reason.startswith(
         "driver 581.57 supports CUDA 12.9 in full and CUDA 13.0 through minor-version compatibility, "
     )
+
+
+@pytest.mark.parametrize("version", ["2.7.1+cu126", "2.9.0.dev20250801+cu128", "2.10.0", "1!2.0", "2.09.1",
+                                     "v2.8.0rc1", "2.6.0.post1+rocm6.3", "2.5.1+CU124", "2.4.0+cpu.cxx11.abi",
+                                     "2.8.0+cu128-local_build"])
+def test_release_and_local_label_read_by_hand_agree_with_packaging(version: str) -> None:
+    """The no-op sync reads these without importing packaging; they must say what packaging says."""
+    from packaging.version import Version
+
+    from envbuild.fitting import _public
+    from envbuild.torchcheck import TorchBuild
+
+    assert _public(version) == Version(version).base_version
+    build = TorchBuild(version, None, None, None, "", "3.11")
+    assert build.local_label == Version(version).local

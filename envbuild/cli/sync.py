@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,11 +42,19 @@ def sync(ctx: click.Context, /, profile_name: str | None, venv: Path | None, loc
     config = load_config(ctx, lock_dir=lock_dir, **mirror)
     catalogue = catalogue_for(config)
     profile = pick_profile(ctx, config, catalogue, profile_name)
-    _check_fit(config, profile, strict)
+    fit = _FitCheck(config, profile)
+    if strict:
+        fit.run()
+        fit.report(strict=True)
     target = (Path.cwd() / venv).resolve() if venv else default_venv(config)
     say(ctx, f"{profile.name}: syncing {target} from {config.display(config.lock_dir / profile.name)}")
-    result = sync_profile(config, profile, target, verify=not no_verify, inexact=inexact, python=python,
-                          stream=not ctx.obj["quiet"], allow_unhashed=allow_unhashed)
+    try:
+        result = sync_profile(config, profile, target, verify=not no_verify, inexact=inexact, python=python,
+                              stream=not ctx.obj["quiet"], allow_unhashed=allow_unhashed,
+                              before_install=None if strict else fit.start)
+    finally:
+        if not strict:
+            fit.report(strict=False)
     for note in result.notes:
         warn(note)
     if result.torch is not None:
@@ -65,16 +74,48 @@ def _smoke_check(ctx: click.Context, config: Config, profile: TorchProfile, venv
     ctx.exit(report_check(ctx, run_check(config, profile, venv)))
 
 
-def _check_fit(config: Config, profile: TorchProfile, strict: bool) -> None:
-    """Installing a build this machine cannot run is allowed (images are built elsewhere), but said."""
-    from envbuild.errors import DetectionError
-    from envbuild.fitting import fit_of
-    from envbuild.lockdir import LockFolder
+class _FitCheck:
+    """Can this machine run the profile? Installing a build it cannot run is allowed (images are built
+    elsewhere), but said; `--strict` refuses before installing.
 
-    _, fit = fit_of(profile, LockFolder(config.lock_dir, profile.name))
-    if fit.ok:
-        return
-    if strict:
-        raise DetectionError(f"this machine cannot run profile {profile.name}: {fit.reason}",
-                             hint="see `envbuild detect`, or drop --strict to install it anyway")
-    warn(f"this machine cannot run profile {profile.name}: {fit.reason} (installing anyway; --strict refuses)")
+    Without --strict the check (GPU detection, the rule table: ~20 ms of Python) runs in a thread
+    started just before uv, so it is done while uv works, and is reported after.
+    """
+
+    def __init__(self, config: Config, profile: TorchProfile) -> None:
+        self.config, self.profile = config, profile
+        self.reason: str | None = None  # why it cannot run (None: it can, or not known yet)
+        self.error: Exception | None = None
+        self.thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        from envbuild.fitting import fit_of
+        from envbuild.lockdir import LockFolder
+
+        try:
+            _, fit = fit_of(self.profile, LockFolder(self.config.lock_dir, self.profile.name))
+            self.reason = None if fit.ok else fit.reason
+        except Exception as exc:  # reported by report(), in the main thread
+            self.error = exc
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.run, name="envbuild-fit-check", daemon=True)
+        self.thread.start()
+
+    def report(self, *, strict: bool) -> None:
+        from envbuild.errors import DetectionError, EnvbuildError
+
+        if self.thread is not None:
+            self.thread.join()
+        name = self.profile.name
+        if self.error is not None:
+            if strict:
+                raise self.error
+            # Advisory without --strict: never the reason a sync fails (or hides why it failed).
+            what = str(self.error) if isinstance(self.error, EnvbuildError) else repr(self.error)
+            warn(f"could not tell whether this machine can run profile {name}: {what}")
+        elif self.reason is not None:
+            if strict:
+                raise DetectionError(f"this machine cannot run profile {name}: {self.reason}",
+                                     hint="see `envbuild detect`, or drop --strict to install it anyway")
+            warn(f"this machine cannot run profile {name}: {self.reason} (installed anyway; --strict refuses)")
