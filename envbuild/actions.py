@@ -445,13 +445,13 @@ def sync_through_mirror(uv: Uv, folder: LockFolder, venv: Path, mirrors: Mirrors
             raise _hash_mismatch(exc, rewritten) or exc from None
 
 
-_HASH_MISMATCH = re.compile(
-    r"Hash\s+mismatch\s+for\s+`([^`=]+)==([^`]+)`.*?Expected:\s+(\S+).*?Computed:\s+(\S+)", re.S)
+# Failure-path patterns stay strings: re compiles (and caches) them only when a sync failed.
+_HASH_MISMATCH = r"Hash\s+mismatch\s+for\s+`([^`=]+)==([^`]+)`.*?Expected:\s+(\S+).*?Computed:\s+(\S+)"
 
 
 def _hash_mismatch(exc: UvError, lock_text: str, server: str = "the mirror") -> LockIntegrityError | None:
     """Name the file an index or mirror served with other bytes than the lock hashed, and both hashes."""
-    match = _HASH_MISMATCH.search(exc.uv_message)
+    match = re.search(_HASH_MISMATCH, exc.uv_message, re.S)
     if match is None:
         return None
     name, version, expected, computed = match.groups()
@@ -468,13 +468,13 @@ def _hash_mismatch(exc: UvError, lock_text: str, server: str = "the mirror") -> 
     )
 
 
-_CHANGED_VENV = re.compile(r"^\s*(?:Uninstalled|Installed) \d+ packages? in", re.M)
+_CHANGED_VENV = r"^\s*(?:Uninstalled|Installed) \d+ packages? in"
 
 
 def _partly_changed(exc: UvError, venv: Path) -> UvError:
     """uv can fail an install (a malformed wheel) after it removed or replaced packages: say the venv is
     incomplete now, instead of letting the user think the old one still stands."""
-    if _CHANGED_VENV.search(exc.uv_message):
+    if re.search(_CHANGED_VENV, exc.uv_message, re.M):
         note = (f"uv had already changed {venv} when it failed, so it is incomplete now: fix the cause and run "
                 "`envbuild sync` again")
         exc.hint = f"{note}; {exc.hint}" if exc.hint else note

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -234,3 +236,25 @@ def test_user_file_mirror_installs_but_never_enters_the_committed_lock(
                      env=dict(env, UV_CACHE_DIR=str(tmp_path / "fresh")), cwd=deployment.root)
     assert result.returncode == 0, result
     assert f"(from {user})" in result.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the XDG shortcut is Linux's; elsewhere platformdirs answers")
+@pytest.mark.parametrize("xdg, home", [
+    (None, "/home/ann"), ("/srv/conf", "/home/ann"), ("", "/home/ann"), ("relative/conf", "/home/ann"),
+    (None, "/home/ann/"), (None, "/"), ("/srv/conf/", "/home/ann"),
+])
+def test_the_per_user_file_is_where_platformdirs_puts_it(monkeypatch: pytest.MonkeyPatch, xdg: str | None,
+                                                          home: str) -> None:
+    """The no-op path finds the file without importing platformdirs; both must name the same place."""
+    import platformdirs
+
+    from envbuild.mirrors import USER_CONFIG_ENV, user_config_path
+
+    monkeypatch.delenv(USER_CONFIG_ENV, raising=False)
+    monkeypatch.setenv("HOME", home)
+    if xdg is None:
+        monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_CONFIG_HOME", xdg)
+    expected = Path(platformdirs.user_config_dir("envbuild")) / "config.toml"
+    assert user_config_path(os.environ) == expected
