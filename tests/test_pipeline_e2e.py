@@ -315,3 +315,34 @@ def test_exclude_node_typo_and_disabled_manager_are_said(deployment: Deployment,
     result = run_cli(["merge", "--profile", "cu126"], env=uv_env, cwd=deployment.root)
     assert "comfyui-manager (the Manager; [manager] enabled = false)" in result.stderr
     assert "pip" not in result.stdout.splitlines()
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`envbuild profiles | head -1`: no "internal error", no traceback; 141 like a tool killed by SIGPIPE."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before envbuild writes a byte
+    proc = subprocess.run([sys.executable, "-m", "envbuild", "profiles"], stdout=write_end, stderr=subprocess.PIPE,
+                          text=True, cwd=tmp_path, timeout=60)
+    os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_exit_codes_and_output_survive_the_fast_exit(tmp_path: Path) -> None:
+    """main() ends the process without interpreter teardown: codes and every printed byte must still arrive."""
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", "envbuild", "profiles"], capture_output=True, text=True,
+                        cwd=tmp_path, timeout=60)
+    assert ok.returncode == 0 and "cu126" in ok.stdout and ok.stdout.endswith("\n")
+    bad = subprocess.run([sys.executable, "-m", "envbuild", "lock", "--profile", "cu999"], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=60)
+    assert bad.returncode == 2 and "unknown profile `cu999`" in bad.stderr
+    usage = subprocess.run([sys.executable, "-m", "envbuild", "no-such-command"], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=60)
+    assert usage.returncode == 2 and "No such command" in usage.stderr

@@ -59,6 +59,8 @@ class EnvbuildGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:  # `envbuild ... | head`: the reader left; no message, like any Unix tool
+            ctx.exit(141)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as exc:  # the last line of defence: one line, the traceback only with -v
@@ -92,4 +94,30 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, project_dir: Path) -> Non
 
 
 def main() -> None:
-    cli(prog_name="envbuild")
+    """The console script. Once a command has finished, the process ends without the interpreter's
+    teardown of every loaded module: it frees nothing the OS does not free at exit, and costs ~15 ms,
+    a tenth of a no-op `sync`. Everything envbuild writes is closed by then (context managers, atomic
+    renames); the standard streams and logging are flushed here. An unexpected exception still takes
+    the ordinary way out, traceback and all."""
+    try:
+        cli(prog_name="envbuild")
+        code: int | str | None = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, (int, str)) or exc.code is None else 1
+    if isinstance(code, str):  # sys.exit("message"): Python prints it and exits 1
+        print(code, file=sys.stderr)
+        code = 1
+    _exit_now(code or 0)
+
+
+def _exit_now(code: int) -> None:
+    import os
+
+    if "logging" in sys.modules:  # only set up with -v; flush its handlers like an ordinary exit would
+        sys.modules["logging"].shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`envbuild ... | head`): nothing left to say
+            code = code or 1
+    os._exit(code)
