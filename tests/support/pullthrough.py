@@ -199,6 +199,10 @@ class PullThrough:
                                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=16))
         self._log: list[Served] = []
         self._log_lock = threading.Lock()
+        # A client has the whole answer before the handler records it: readers of the log wait for
+        # handlers still running, or a test that asserts right after a request would race them.
+        self._in_flight = 0
+        self._idle = threading.Condition(self._log_lock)
         # Bound here, before any thread starts: the port is known and taken when the constructor returns.
         # A preferred port (a stable URL keeps uv's per-index cache warm across runs) falls back to any.
         try:
@@ -243,8 +247,18 @@ class PullThrough:
         self.stop()
 
     def served(self) -> list[Served]:
-        with self._log_lock:
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=10)
             return list(self._log)
+
+    def _begin(self) -> None:
+        with self._idle:
+            self._in_flight += 1
+
+    def _end(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
 
     def clear_log(self) -> None:
         with self._log_lock:
@@ -312,10 +326,18 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        self._serve(head=False)
+        self.server.mirror._begin()
+        try:
+            self._serve(head=False)
+        finally:
+            self.server.mirror._end()
 
     def do_HEAD(self) -> None:
-        self._serve(head=True)
+        self.server.mirror._begin()
+        try:
+            self._serve(head=True)
+        finally:
+            self.server.mirror._end()
 
     def _serve(self, *, head: bool) -> None:
         mirror = self.server.mirror
