@@ -346,3 +346,25 @@ def test_exit_codes_and_output_survive_the_fast_exit(tmp_path: Path) -> None:
     usage = subprocess.run([sys.executable, "-m", "envbuild", "no-such-command"], capture_output=True, text=True,
                            cwd=tmp_path, timeout=60)
     assert usage.returncode == 2 and "No such command" in usage.stderr
+
+
+def test_a_broken_profile_file_breaks_only_the_commands_that_read_it(tmp_path: Path) -> None:
+    """Profiles are read on demand: a bad deployment cu128.toml leaves a cu126 merge alone, but listing
+    the profiles reads every file and names the broken one."""
+    d = make_deployment(tmp_path / "site")
+    (d.root / "profiles").mkdir()
+    (d.root / "profiles" / "cu128.toml").write_text('name = "cu128"\naccelerator = \n', encoding="utf-8")
+    merged = run_cli(["merge", "--profile", "cu126"], env=_plain_env(), cwd=d.root)
+    assert merged.returncode == 0, merged
+    assert "torch" in merged.stdout
+    listed = run_cli(["profiles"], env=_plain_env(), cwd=d.root)
+    assert listed.returncode == 2 and "profiles/cu128.toml" in listed.stderr, listed
+    assert "Traceback" not in listed.stderr
+    used = run_cli(["merge", "--profile", "cu128"], env=_plain_env(), cwd=d.root)
+    assert used.returncode == 2 and "profiles/cu128.toml" in used.stderr, used
+
+
+def _plain_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "ENVBUILD_"))}
