@@ -9,7 +9,6 @@ Offline and without uv: this reads `pyproject.toml`, `uv.lock` and `envbuild-loc
 
 from __future__ import annotations
 
-import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,7 +22,7 @@ from packaging.utils import canonicalize_name
 
 from envbuild.errors import ConfigError, LockIntegrityError, StaleLockError
 from envbuild.lockdir import LockFolder, sha256_text
-from envbuild.profiles import CANONICAL_PYTORCH_BASE, PYTORCH_INDEX_ENV, TorchProfile
+from envbuild.profiles import CANONICAL_PYTORCH_BASE, TorchProfile
 from envbuild.tomlfile import parse_toml
 
 PYPI_SIMPLE = "https://pypi.org/simple"
@@ -272,7 +271,7 @@ def _norm(url: object) -> str:
     return str(url).rstrip("/")
 
 
-def _index_problems(uv: Mapping[str, Any], profile: TorchProfile, expected: str | None, env: Mapping[str, str],
+def _index_problems(uv: Mapping[str, Any], profile: TorchProfile, expected: str | None,
                     default_index: str | None = None, index_format: str = "simple") -> list[str]:
     entries = [e for e in (uv.get("index") or []) if isinstance(e, dict)]
     # A lock made through a PyPI mirror names it, exactly as envbuild renders it: that entry is expected.
@@ -288,10 +287,8 @@ def _index_problems(uv: Mapping[str, Any], profile: TorchProfile, expected: str 
         problems.append(f"[[tool.uv.index]] `{profile.index_name}` (profile {profile.name}'s index) is missing")
     for entry in ours:
         if _norm(entry.get("url")) != _norm(expected):
-            base = env.get(PYTORCH_INDEX_ENV)
-            note = f" ({PYTORCH_INDEX_ENV}={base})" if base else f" ({PYTORCH_INDEX_ENV} is not set)"
-            problems.append(f"index `{profile.index_name}` points at {entry.get('url')}, but profile {profile.name} "
-                            f"gives {expected}{note}")
+            problems.append(f"index `{profile.index_name}` points at {entry.get('url')}, but this deployment locks "
+                            f"profile {profile.name} against {expected}")
         if entry.get("explicit") is not True:
             problems.append(f"index `{profile.index_name}` is not `explicit = true`: packages outside the torch "
                             "family could come from it")
@@ -348,7 +345,7 @@ def _setting_problems(uv: Mapping[str, Any], profile: TorchProfile) -> list[str]
     return problems
 
 
-def _lock_problems(lock: LockFile, profile: TorchProfile, expected: str | None, env: Mapping[str, str]) -> list[str]:
+def _lock_problems(lock: LockFile, profile: TorchProfile, expected: str | None, bases: Sequence[str]) -> list[str]:
     family = profile.package_names()
     problems: list[str] = []
     others = defaultdict(list)
@@ -360,7 +357,7 @@ def _lock_problems(lock: LockFile, profile: TorchProfile, expected: str | None, 
             if expected is not None and (package.registry is None or package.registry != _norm(expected)):
                 problems.append(f"uv.lock takes {package.name} {package.version} from {where}, not from profile "
                                 f"{profile.name}'s index {expected}")
-            elif expected is None and (package.registry is None or _is_pytorch_index(package.registry, env)):
+            elif expected is None and (package.registry is None or _is_pytorch_index(package.registry, bases)):
                 problems.append(f"uv.lock takes {package.name} {package.version} from {where}; profile "
                                 f"{profile.name} takes it from the default index")
         elif expected is not None and package.registry == _norm(expected):
@@ -375,12 +372,12 @@ def _lock_problems(lock: LockFile, profile: TorchProfile, expected: str | None, 
         default = next(iter(others))
         problems.extend(f"uv.lock takes {p.name} {p.version} from {p.registry}, not the default index {default}"
                         for p in lock.packages if p.name in family and p.registry not in (None, default)
-                        and not _is_pytorch_index(p.registry, env))
+                        and not _is_pytorch_index(p.registry, bases))
     return problems
 
 
-def _is_pytorch_index(url: str, env: Mapping[str, str]) -> bool:
-    bases = [CANONICAL_PYTORCH_BASE, env.get(PYTORCH_INDEX_ENV) or ""]
+def _is_pytorch_index(url: str, bases: Sequence[str]) -> bool:
+    """Under one of the bases a PyTorch index of this deployment lives at (canonical, rebased, mirror)."""
     return any(base and (url == _norm(base) or url.startswith(_norm(base) + "/")) for base in bases)
 
 
@@ -399,24 +396,23 @@ def _fingerprint_problems(folder: LockFolder, pyproject_text: str, lock_text: st
 # -- the audit -------------------------------------------------------------------------------------
 
 def audit_texts(pyproject_text: str, lock_text: str, profile: TorchProfile, *, folder: Path,
-                environ: Mapping[str, str] | None = None,
-                indexes: tuple[str | None, str | None, str] | None = None) -> AuditReport:
+                indexes: tuple[str | None, str | None, str],
+                pytorch_bases: Sequence[str] = (CANONICAL_PYTORCH_BASE,)) -> AuditReport:
     """Audit a lock given as text (pure: no files read).
 
     `indexes` = (torch index, default index, torch index format) the lock should name, as
-    `actions.lock_indexes` gives them with mirrors in mode "lock"; None: the profile's own.
+    `Deployment.indexes` gives them; `pytorch_bases`: where this deployment's PyTorch indexes live.
     """
-    env = os.environ if environ is None else environ
     lock = parse_uv_lock(lock_text, folder / "uv.lock")
     try:
         pyproject = parse_toml(pyproject_text, folder / "pyproject.toml")
     except ConfigError as exc:
         raise LockIntegrityError(str(exc), hint=f"re-run `envbuild lock --profile {profile.name}`") from None
     uv = _table(_table(pyproject.get("tool")).get("uv"))
-    expected, default_index, index_format = indexes or (profile.resolved_index_url(env), None, "simple")
-    tampering = [*_index_problems(uv, profile, expected, env, default_index, index_format),
+    expected, default_index, index_format = indexes[:3]
+    tampering = [*_index_problems(uv, profile, expected, default_index, index_format),
                  *_source_problems(uv, profile),
-                 *_setting_problems(uv, profile), *_lock_problems(lock, profile, expected, env)]
+                 *_setting_problems(uv, profile), *_lock_problems(lock, profile, expected, pytorch_bases)]
     environments = (*profile.environments, *lock.supported_markers) if profile.environments else ()
     scope = _in_scope(lock, environments)
     audited = [p for p, keep in zip(lock.packages, scope, strict=True) if keep and not p.is_root]
@@ -429,15 +425,16 @@ def audit_texts(pyproject_text: str, lock_text: str, profile: TorchProfile, *, f
     )
 
 
-def audit_lock(folder: LockFolder, profile: TorchProfile, environ: Mapping[str, str] | None = None,
-               indexes: tuple[str | None, str | None, str] | None = None) -> AuditReport:
-    """Audit a committed lock folder against its profile."""
+def audit_lock(folder: LockFolder, profile: TorchProfile, *, indexes: tuple[str | None, str | None, str],
+               pytorch_bases: Sequence[str] = (CANONICAL_PYTORCH_BASE,)) -> AuditReport:
+    """Audit a committed lock folder against its profile (through `trust`, which every command uses)."""
     if not folder.exists():
         raise StaleLockError(f"no lock for profile {profile.name} at {folder.path}",
                              hint=f"run `envbuild lock --profile {profile.name}` and commit it")
     pyproject_text = folder.pyproject.read_text(encoding="utf-8")
     lock_text = folder.uv_lock.read_text(encoding="utf-8")
-    report = audit_texts(pyproject_text, lock_text, profile, folder=folder.path, environ=environ, indexes=indexes)
+    report = audit_texts(pyproject_text, lock_text, profile, folder=folder.path, indexes=indexes,
+                         pytorch_bases=pytorch_bases)
     return replace(report, tampering=(*report.tampering, *_fingerprint_problems(folder, pyproject_text, lock_text)))
 
 
@@ -450,8 +447,7 @@ def require_clean(report: AuditReport, *, allow_unhashed: bool = False) -> None:
         lines.extend(f"no sha256: {a.describe()}" for a in report.unhashed)
     hints = []
     if report.tampering:
-        hints.append(f"regenerate it with `envbuild lock --profile {report.profile}` and commit it (with a PyTorch "
-                     f"mirror, set {PYTORCH_INDEX_ENV} as when it was locked)")
+        hints.append(f"regenerate it with `envbuild lock --profile {report.profile}` and commit it")
     if report.unhashed and not allow_unhashed:
         hints.append("the index served these files without a sha256; pass --allow-unhashed to accept them anyway")
     raise LockIntegrityError(f"the lock for profile {report.profile} ({report.folder}) cannot be trusted:\n  - "

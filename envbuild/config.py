@@ -92,15 +92,32 @@ class Config(NamedTuple):
         return self._replace(**given)
 
 
-def load_config(project_dir: Path) -> Config:
-    """Read `envbuild.toml` if present; with no file every setting keeps its default."""
-    project_dir = project_dir.resolve()
-    path = project_dir / CONFIG_NAME
-    if not path.exists():
+def find_config(start: Path) -> Path | None:
+    """The nearest `envbuild.toml` in `start` or a folder above it, as uv finds a pyproject.toml:
+    any subfolder of a deployment (its ComfyUI checkout, a node) works as the place to run from."""
+    folder = start.resolve()
+    for candidate in (folder, *folder.parents):
+        path = candidate / CONFIG_NAME
+        if path.is_file():
+            return path
+    return None
+
+
+def load_config(start_dir: Path) -> Config:
+    """Read the `envbuild.toml` found from `start_dir` up; with none, every setting keeps its default
+    and the project is `start_dir` itself."""
+    path = find_config(start_dir)
+    if path is None:
+        project_dir = start_dir.resolve()
         return Config(
             project_dir=project_dir, source=None, lock_dir=project_dir / "locks",
             profiles_dirs=_default_profiles_dirs(project_dir),
         )
+    return _read_config(path)
+
+
+def _read_config(path: Path) -> Config:
+    project_dir = path.parent
     data = load_toml(path)
     check_keys(data, _SECTIONS, "", path)
     for section in data:

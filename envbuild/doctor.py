@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from envbuild import runner
-from envbuild.config import Config
+from envbuild.deployment import Deployment
 from envbuild.errors import CommandFailed, EnvbuildError
 from envbuild.lockdir import LockFolder
-from envbuild.profiles import TorchProfile
+from envbuild.profiles import PYPI_SIMPLE, TorchProfile
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 _IMPORT_PROBE = (
@@ -34,19 +34,21 @@ class Check:
 
 @dataclass(frozen=True)
 class Context:
-    config: Config
+    deployment: Deployment
     profile: TorchProfile
     venv: Path
-    environ: Mapping[str, str]
 
     @property
     def folder(self) -> LockFolder:
-        return LockFolder(self.config.lock_dir, self.profile.name)
+        return self.deployment.folder(self.profile)
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        return self.deployment.env
 
 
 def run_doctor(ctx: Context, *, import_torch: bool = True, probe: bool = True) -> list[Check]:
-    checks: list[Callable[[Context], Check]] = [_uv, _lock_present, _lock_fresh, _lock_integrity, _venv_matches,
-                                                _torch_files]
+    checks: list[Callable[[Context], Check]] = [_uv, _lock_present, _lock_state, _venv_matches, _torch_files]
     if import_torch:
         checks.append(_torch_import)
     checks += [_machine_fit, _comfyui_check]
@@ -66,29 +68,32 @@ def _guarded(check: Callable[[Context], Check], ctx: Context) -> Check:
 def _uv(ctx: Context) -> Check:
     from envbuild.uv import checked_uv
 
-    uv, version = checked_uv(ctx.environ)
+    uv, version = checked_uv(ctx.deployment.env)
     return Check("uv", PASS, f"uv {version} at {uv.path}")
 
 
 def _lock_present(ctx: Context) -> Check:
     if ctx.folder.exists():
-        return Check("lock present", PASS, f"{ctx.config.display(ctx.folder.path)}")
+        return Check("lock present", PASS, f"{ctx.deployment.display(ctx.folder.path)}")
     return Check("lock present", FAIL,
                  f"no lock at {ctx.folder.path}: run `envbuild lock --profile {ctx.profile.name}`")
 
 
-def _lock_fresh(ctx: Context) -> Check:
-    config = ctx.config
-    if config.comfyui is None or not (config.comfyui / "requirements.txt").is_file():
-        return Check("lock fresh", SKIP, "no ComfyUI checkout configured here to compare the lock with")
+def _lock_state(ctx: Context) -> Check:
+    """The lock's state in the one vocabulary (trust.STATE_MEANING), from the one trust check."""
     if not ctx.folder.exists():
-        return Check("lock fresh", SKIP, "no lock")
-    from envbuild.actions import check_profile
+        return Check("lock state", SKIP, "no lock")
+    from envbuild.trust import CURRENT, STATE_MEANING, UNHASHED, assess
 
-    reasons = check_profile(config, ctx.profile, ctx.environ)
-    if reasons:
-        return Check("lock fresh", FAIL, "; ".join(reasons))
-    return Check("lock fresh", PASS, "the lock matches its inputs")
+    found = assess(ctx.deployment, ctx.profile)
+    compared = "" if found.compared_with_inputs else " (no ComfyUI checkout here: only the audit ran)"
+    if found.state == CURRENT:
+        return Check("lock state", PASS, f"current: {STATE_MEANING[CURRENT]}{compared}")
+    if found.state == UNHASHED:
+        shown = ", ".join(found.unhashed[:3])
+        return Check("lock state", WARN, f"unhashed: {len(found.unhashed)} file(s) without sha256 (sync needs "
+                                         f"--allow-unhashed): {shown}{compared}")
+    return Check("lock state", FAIL, f"{found.state}: " + "; ".join(found.reasons))
 
 
 def _venv_matches(ctx: Context) -> Check:
@@ -97,10 +102,9 @@ def _venv_matches(ctx: Context) -> Check:
     if not (ctx.venv / "pyvenv.cfg").is_file():
         return Check("venv matches lock", FAIL,
                      f"no venv at {ctx.venv}: run `envbuild sync --profile {ctx.profile.name}`")
-    from envbuild.actions import own_index_env
-    from envbuild.uv import get_uv
+    from envbuild.syncing import own_index_env
 
-    output = get_uv(ctx.environ).sync(ctx.folder.path, ctx.venv, dry_run=True, stream=False,
+    output = ctx.deployment.uv.sync(ctx.folder.path, ctx.venv, dry_run=True, stream=False,
                                       env_unset=own_index_env(ctx.folder))
     changes = [line.strip() for line in output.splitlines() if line.strip().startswith(("+ ", "- ", "~ "))]
     if "Would make no changes" in output or not changes:
@@ -162,22 +166,6 @@ def _machine_fit(ctx: Context) -> Check:
     return Check("machine runs profile", status, fit.reason)
 
 
-def _lock_integrity(ctx: Context) -> Check:
-    if not ctx.folder.exists():
-        return Check("lock integrity", SKIP, "no lock")
-    from envbuild.actions import audit_folder
-
-    report = audit_folder(ctx.config, ctx.profile, ctx.environ)
-    if report.tampering:
-        return Check("lock integrity", FAIL, "edited away from the profile: " + "; ".join(report.tampering))
-    if report.unhashed:
-        shown = ", ".join(a.describe() for a in report.unhashed[:3])
-        return Check("lock integrity", WARN,
-                     f"{len(report.unhashed)} file(s) without sha256 (sync needs --allow-unhashed): {shown}")
-    return Check("lock integrity", PASS,
-                 f"{report.artifacts} files, every one with a sha256; indexes as the profile says")
-
-
 def _comfyui_check(ctx: Context) -> Check:
     from envbuild.smoke import last_check
 
@@ -193,15 +181,14 @@ def _comfyui_check(ctx: Context) -> Check:
 
 def _indexes(ctx: Context) -> list[Check]:
     """Every index this deployment talks to, and where each setting came from; a short probe each."""
-    from envbuild.actions import lock_indexes, mirrors_for
-
-    mirrors = mirrors_for(ctx.config, ctx.environ)
+    deployment = ctx.deployment
+    mirrors = deployment.mirrors
     checks = [Check("mirror setting", PASS, line) for line in mirrors.describe()]
-    torch_index, default_index, _ = lock_indexes(ctx.config, ctx.profile, ctx.environ)
+    indexes = deployment.indexes(ctx.profile)
     targets: dict[str, str] = {}
-    if torch_index:
-        targets[torch_index] = "the torch index this deployment locks against"
-    default = default_index or ctx.environ.get("UV_DEFAULT_INDEX") or "https://pypi.org/simple"
+    if indexes.torch:
+        targets[indexes.torch] = "the torch index this deployment locks against"
+    default = indexes.default or deployment.default_index or PYPI_SIMPLE
     targets.setdefault(default, "the default index")
     if mirrors.installs_through:
         for url, role in ((mirrors.pytorch, "PyTorch mirror (install)"), (mirrors.pypi, "PyPI mirror (install)")):

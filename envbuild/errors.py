@@ -2,6 +2,12 @@
 
 Domain code raises them; only the CLI prints them and turns them into exit codes.
 Each class writes its own message, so the handler at the top stays one line.
+
+One exit code per kind of failure, the same in every command (README: "Exit codes"):
+1 a check the command ran found problems, 2 usage or input, 3 uv missing or too old,
+4 lock missing or out of date, 5 lock cannot be trusted, 6 uv failed (resolution, install, index),
+7 the environment or machine does not hold what the lock promises, 8 git, 9 another envbuild holds
+the lock, 70 internal error.
 """
 
 from __future__ import annotations
@@ -100,6 +106,8 @@ class CommandFailed(EnvbuildError):
 class UvError(EnvbuildError):
     """uv itself refused or failed; the message carries uv's own words."""
 
+    exit_code = 6
+
     def __init__(
         self, action: str, uv_message: str, *, hint: str | None = None, shown: bool = False,
         summary: str | None = None,
@@ -145,21 +153,37 @@ class IndexUnreachableError(UvError):
 class StaleLockError(EnvbuildError):
     """A committed lock is missing or no longer matches its inputs."""
 
+    exit_code = 4
+
 
 class LockBusyError(EnvbuildError):
     """Another envbuild is writing the same lock folder and did not finish in time."""
+
+    exit_code = 9
 
 
 class LockIntegrityError(EnvbuildError):
     """A lock was edited away from its profile, or carries artifacts without hashes."""
 
+    exit_code = 5
+
 
 class VerifyError(EnvbuildError):
     """The environment was built but does not hold what the profile promises."""
 
+    exit_code = 7
+
 
 class DetectionError(EnvbuildError):
     """Machine detection could not decide, or no profile fits this machine."""
+
+    exit_code = 7
+
+
+class CheckFailed(EnvbuildError):
+    """A check the command ran (ComfyUI's quick test, a doctor check) found problems; already reported."""
+
+    exit_code = 1
 
 
 def _short_argv(argv: Sequence[str]) -> str:

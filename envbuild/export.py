@@ -8,16 +8,17 @@ without a sha256) is not exported, since an export would carry the problem where
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from envbuild.audit import PYPI_SIMPLE, audit_lock, parse_uv_lock, require_clean
-from envbuild.errors import StaleLockError, UsageError
+from envbuild.audit import parse_uv_lock
+from envbuild.deployment import Deployment
+from envbuild.errors import UsageError
 from envbuild.fsio import atomic_write
 from envbuild.lockdir import LockFolder
-from envbuild.profiles import TorchProfile
-from envbuild.uv import Uv, get_uv
+from envbuild.profiles import PYPI_SIMPLE, TorchProfile
+from envbuild.trust import require_usable
 
 # envbuild's format name -> uv's
 FORMATS: Mapping[str, str] = {"requirements": "requirements.txt", "pylock": "pylock.toml"}
@@ -47,34 +48,36 @@ def check_output_name(path: Path, fmt: str) -> None:
                          hint="name it pylock.toml or pylock.<name>.toml (no dots in <name>)")
 
 
-def export_lock(
-    folder: LockFolder, profile: TorchProfile, fmt: str, *, shown_as: str, uv_factory: Callable[[], Uv] = get_uv,
-    allow_unhashed: bool = False, environ: Mapping[str, str] | None = None,
-) -> ExportResult:
-    """Audit the lock, then have uv export it. `shown_as` names the lock in the header (no machine paths).
+def export_lock(deployment: Deployment, profile: TorchProfile, fmt: str, *,
+                allow_unhashed: bool = False) -> ExportResult:
+    """Trust the lock (`trust.require_usable`, as sync does), then have uv export it.
 
-    uv is looked for only once the audit passed: a lock that cannot be trusted is reported even without uv.
+    uv is looked for only once the lock is trusted: a lock that cannot be trusted is reported even without uv.
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format `{fmt}`", hint=f"use one of: {', '.join(FORMATS)}")
-    if not folder.exists():
-        raise StaleLockError(f"no lock for profile {profile.name} at {folder.path}",
-                             hint=f"run `envbuild lock --profile {profile.name}` and commit it")
-    report = audit_lock(folder, profile, environ)
-    require_clean(report, allow_unhashed=allow_unhashed)
+    folder = deployment.folder(profile)
+    shown_as = deployment.display(folder.uv_lock)  # no machine paths in the header
+    found = require_usable(deployment, profile, allow_unhashed=allow_unhashed)
     # Only a pylock export of a lock with hash-less files needs the network: uv downloads them to hash them.
-    body = uv_factory().export(folder.path, fmt=FORMATS[fmt], offline=not (allow_unhashed and report.unhashed))
+    body = deployment.uv.export(folder.path, fmt=FORMATS[fmt], offline=not (allow_unhashed and found.unhashed))
     if fmt == "requirements":
         text = _requirements_header(profile, shown_as, folder) + body
         packages = sum(1 for line in body.splitlines() if _REQUIREMENT_LINE.match(line))
     else:
         text = _pylock_header(profile, shown_as) + body
         packages = body.count("[[packages]]")
-    return ExportResult(profile.name, fmt, text, packages, len(report.unhashed))
+    return ExportResult(profile.name, fmt, text, packages, len(found.unhashed))
 
 
-def write_export(result: ExportResult, path: Path) -> Path:
+def write_export(result: ExportResult, path: Path, lock_dir: Path) -> Path:
+    """Write the export, never into the lock folder: a file there is committed lock data (`-o
+    locks/cu126/uv.lock` would replace the lock itself)."""
     check_output_name(path, result.format)
+    target, locks = path.resolve(), lock_dir.resolve()
+    if target == locks or locks in target.parents:
+        raise UsageError(f"{path} is inside the lock folder {lock_dir}: an export never writes there",
+                         hint="write it elsewhere, e.g. `-o requirements-cu126.txt` in the deployment folder")
     atomic_write(path, result.text)
     return path
 

@@ -7,7 +7,6 @@ committed lock really holds, so the architecture check uses the build that will 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,7 +17,6 @@ from envbuild.gpu import Fit, Machine, Recommendation, assess, detect_machine, l
 from envbuild.lockdir import LockFolder
 from envbuild.profiles import TORCH_SOURCE_PYPI, ProfileCatalogue, TorchProfile
 
-AUTO = "auto"
 _RELEASE = re.compile(r"v?(?:(\d+)!)?(\d+(?:\.\d+)*)", re.I)  # PEP 440 epoch and release, what base_version keeps
 _LOCKED_TORCH = '\n[[package]]\nname = "torch"\nversion = "'  # uv writes every entry this way
 
@@ -58,14 +56,13 @@ def locked_torch_version(folder: LockFolder) -> str | None:
     return text[start:end] or None if end > start else None
 
 
-def choose(profiles: Sequence[TorchProfile], *, environ: Mapping[str, str] | None = None,
-           include_nightly: bool = False) -> Choice:
-    machine = detect_machine(env=os.environ if environ is None else environ)
+def choose(profiles: Sequence[TorchProfile], *, environ: Mapping[str, str], include_nightly: bool = False) -> Choice:
+    machine = detect_machine(env=environ)
     rec = recommend(machine, profiles, load_rules(), include_nightly=include_nightly)
     return Choice(machine, rec)
 
 
-def choose_or_explain(profiles: Sequence[TorchProfile], *, environ: Mapping[str, str] | None = None) -> TorchProfile:
+def choose_or_explain(profiles: Sequence[TorchProfile], *, environ: Mapping[str, str]) -> TorchProfile:
     """`--cuda auto`: the recommended profile, or a DetectionError that says what to do."""
     choice = choose(profiles, environ=environ)
     rec = choice.recommendation
@@ -75,7 +72,7 @@ def choose_or_explain(profiles: Sequence[TorchProfile], *, environ: Mapping[str,
 
 
 def choose_committed(catalogue: ProfileCatalogue, lock_dir: Path, committed: Sequence[str], *,
-                     environ: Mapping[str, str] | None = None) -> TorchProfile:
+                     environ: Mapping[str, str]) -> TorchProfile:
     """`sync --profile auto`: the best profile that both fits this machine and has a committed lock."""
     locked = [catalogue.get(name) for name in committed if name in catalogue.profiles]
     if not locked:
@@ -93,10 +90,9 @@ def choose_committed(catalogue: ProfileCatalogue, lock_dir: Path, committed: Seq
     )
 
 
-def fit_of(profile: TorchProfile, folder: LockFolder | None = None, *,
-           environ: Mapping[str, str] | None = None) -> tuple[Machine, Fit]:
+def fit_of(profile: TorchProfile, folder: LockFolder | None, *, environ: Mapping[str, str]) -> tuple[Machine, Fit]:
     """Can this machine run this profile (the locked torch version, when there is a lock)?"""
-    machine = detect_machine(env=os.environ if environ is None else environ)
+    machine = detect_machine(env=environ)
     version = locked_torch_version(folder) if folder is not None else None
     return machine, assess(machine, profile, load_rules(), torch_version=_public(version))
 

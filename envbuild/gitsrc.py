@@ -8,7 +8,6 @@ lock's fingerprint. A checkout with local changes to tracked files is never move
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +30,8 @@ _REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/\\]+@[^/\\]+:|^[^/\\:]{2,
 class GitError(EnvbuildError):
     """git could not clone, update or read a checkout."""
 
+    exit_code = 8
+
 
 class FetchResult(NamedTuple):
     name: str  # "ComfyUI" or "ComfyUI-Manager"
@@ -52,13 +53,13 @@ def git_sources(config: Config) -> list[tuple[str, GitSource, Path]]:
     return found
 
 
-def fetch_all(config: Config, *, stream: bool = False, environ: Mapping[str, str] | None = None) -> list[FetchResult]:
+def fetch_all(config: Config, environ: Mapping[str, str], *, stream: bool = False) -> list[FetchResult]:
     return [fetch_source(name, source, path, project_dir=config.project_dir, stream=stream, environ=environ)
             for name, source, path in git_sources(config)]
 
 
-def fetch_source(name: str, source: GitSource, path: Path, *, project_dir: Path, stream: bool = False,
-                 environ: Mapping[str, str] | None = None) -> FetchResult:
+def fetch_source(name: str, source: GitSource, path: Path, *, project_dir: Path, environ: Mapping[str, str],
+                 stream: bool = False) -> FetchResult:
     """Clone `source` into `path` (or update the clone there) and check out its ref, detached."""
     git = _Git(_git_env(environ), stream)
     url = resolve_url(source.url, project_dir)
@@ -96,7 +97,7 @@ def fetch_source(name: str, source: GitSource, path: Path, *, project_dir: Path,
     return FetchResult(name, path, url, source.ref, commit, previous, "updated")
 
 
-def resolved_commits(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def resolved_commits(config: Config, environ: Mapping[str, str]) -> dict[str, str]:
     """`{"comfyui": sha, "comfyui-manager": sha}` for the checkouts that are git repositories.
 
     Only a folder that is itself a repository's top level counts: a ComfyUI copied into the
@@ -112,7 +113,7 @@ def resolved_commits(config: Config, environ: Mapping[str, str] | None = None) -
     return commits
 
 
-def head_commit(path: Path, environ: Mapping[str, str] | None = None) -> str:
+def head_commit(path: Path, environ: Mapping[str, str]) -> str:
     proc = _Git(_git_env(environ), stream=False).run(["-C", str(path), "rev-parse", "HEAD"],
                                                      f"reading the commit of {path}")
     return proc.stdout.strip()
@@ -144,8 +145,8 @@ class _Git(NamedTuple):
                            hint="check the URL and ref in envbuild.toml, and that this machine can reach it") from None
 
 
-def _git_env(environ: Mapping[str, str] | None) -> dict[str, str]:
-    env = {k: v for k, v in (os.environ if environ is None else environ).items() if k not in _DROPPED_ENV}
+def _git_env(environ: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in environ.items() if k not in _DROPPED_ENV}
     env["GIT_TERMINAL_PROMPT"] = "0"  # a password prompt would hang a CI job; fail instead
     return env
 

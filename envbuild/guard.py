@@ -109,8 +109,11 @@ def _ensure(folder: Path, profile: TorchProfile, family: list[LockedPackage]) ->
     return path
 
 
-def guard_environment(folder: Path, profile: TorchProfile, env: Mapping[str, str]) -> dict[str, str]:
-    """The variables to set for ComfyUI (merged with any the user already set), nothing else."""
+def guard_environment(folder: Path, profile: TorchProfile, env: Mapping[str, str], torch_index: str | None,
+                      default_index: str | None) -> dict[str, str]:
+    """The variables to set for ComfyUI (merged with any the user already set in `env`), nothing else.
+    `torch_index`: the profile's index as this deployment resolves it; `default_index`: uv's default
+    index from the environment, if set."""
     family = locked_family(profile, _read_lock(folder, profile), folder / "uv.lock")
     path = _ensure(folder, profile, family).resolve()
     if any(ch.isspace() for ch in str(path)):
@@ -121,20 +124,18 @@ def guard_environment(folder: Path, profile: TorchProfile, env: Mapping[str, str
         "PIP_CONSTRAINT": _joined(env.get("PIP_CONSTRAINT"), str(path), " "),
         "UV_CONSTRAINT": _joined(env.get("UV_CONSTRAINT"), str(path), " "),
     }
-    pages = find_links(profile, family, env)
+    pages = find_links(torch_index, family)
     if pages:
         guard["PIP_FIND_LINKS"] = _joined(env.get("PIP_FIND_LINKS"), " ".join(pages), " ")
         guard["UV_FIND_LINKS"] = _joined(env.get("UV_FIND_LINKS"), ",".join(pages), ",")
-    default_index = env.get("UV_DEFAULT_INDEX") or env.get("UV_INDEX_URL")
     if default_index and not env.get("PIP_INDEX_URL"):
         # The lock came from uv's default index (a mirror, say); pip must look in the same place.
         guard["PIP_INDEX_URL"] = default_index
     return guard
 
 
-def find_links(profile: TorchProfile, family: list[LockedPackage], env: Mapping[str, str]) -> list[str]:
+def find_links(index: str | None, family: list[LockedPackage]) -> list[str]:
     """The PyTorch index's project page of each guarded package the lock took from that index."""
-    index = profile.resolved_index_url(env)
     if index is None:
         return []  # a -pypi profile: the torch family comes from the default index like everything else
     torch_registry = next(p.registry for p in family if p.name == "torch")

@@ -22,10 +22,9 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from envbuild.errors import ConfigError
-from envbuild.profiles import CANONICAL_PYTORCH_BASE, PYTORCH_INDEX_ENV
+from envbuild.profiles import CANONICAL_PYTORCH_BASE, PYPI_SIMPLE
 from envbuild.tomlfile import check_keys, expect, load_toml
 
-PYPI_SIMPLE = "https://pypi.org/simple"
 # Since 2026 download.pytorch.org's pages link many files from this second host (docs/mirrors.md).
 PYTORCH_FILES_HOSTS = ("https://download-r2.pytorch.org/whl",)
 PYPI_FILES = "https://files.pythonhosted.org/packages"
@@ -77,11 +76,6 @@ class Mirrors(NamedTuple):
         if self.pypi and self.pypi.rstrip("/").endswith("/simple"):
             return self.pypi.rstrip("/")[: -len("/simple")] + "/packages"
         return None
-
-
-def canonical_pytorch_base(environ: Mapping[str, str]) -> str:
-    """The base the profiles' URLs start with (ENVBUILD_PYTORCH_INDEX keeps its meaning)."""
-    return (environ.get(PYTORCH_INDEX_ENV) or CANONICAL_PYTORCH_BASE).rstrip("/")
 
 
 def user_config_path(environ: Mapping[str, str]) -> Path:
@@ -204,9 +198,8 @@ def validate_team_table(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
     return dict(table)
 
 
-def mirrored_index(url: str, mirrors: Mirrors, environ: Mapping[str, str]) -> str:
-    """A profile index URL as the mirror serves it (same path below the base)."""
-    base = canonical_pytorch_base(environ)
+def mirrored_index(url: str, mirrors: Mirrors, base: str) -> str:
+    """A profile index URL as the mirror serves it (same path below the canonical `base`)."""
     if mirrors.pytorch and url.startswith(base + "/"):
         return mirrors.pytorch + url[len(base):]
     return url
@@ -232,10 +225,10 @@ def rewrite_lock_text(text: str, rules: list[tuple[str, str]]) -> str:
     return re.sub(r'"((?:https?|file)://[^"]+)"', swap, text)
 
 
-def install_rules(lock_text: str, mirrors: Mirrors, environ: Mapping[str, str]) -> list[tuple[str, str]]:
-    """Canonical prefix → mirror prefix, for the registries this lock actually names."""
+def install_rules(lock_text: str, mirrors: Mirrors, base: str) -> list[tuple[str, str]]:
+    """Canonical prefix → mirror prefix, for the registries this lock actually names (`base`: the
+    canonical PyTorch base the lock's URLs start with)."""
     rules: list[tuple[str, str]] = []
-    base = canonical_pytorch_base(environ)
     if mirrors.pytorch:
         rules.append((base, mirrors.pytorch))
         if base == CANONICAL_PYTORCH_BASE:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from packaging.specifiers import SpecifierSet
 
 CANONICAL_PYTORCH_BASE = "https://download.pytorch.org/whl"
+PYPI_SIMPLE = "https://pypi.org/simple"  # uv's default index
 TORCH_SOURCE_INDEX = "pytorch-index"
 TORCH_SOURCE_PYPI = "pypi"
 PYPI_SUFFIX = "-pypi"
@@ -205,30 +206,36 @@ class ProfileCatalogue(NamedTuple):
         raise ProfileError(f"profile {profile.name} takes torch from PyPI; it has no PyTorch index")
 
     def get(self, name: str, *, listed_in: str | None = None) -> TorchProfile:
-        """`listed_in`: where the name was written (a typo in envbuild.toml must say it is there)."""
-        try:
+        """A profile by name, in any case (`CU126` is cu126). `listed_in`: where the name was written (a
+        typo in envbuild.toml must say it is there); a near miss is offered."""
+        if name in self.profiles:
             return self.profiles[name]
-        except KeyError:
-            raise ProfileError(
-                f"unknown profile `{name}`" + (f" (listed in {listed_in})" if listed_in else ""),
-                hint=f"known profiles: {', '.join(self.names())} (see `envbuild profiles`)",
-            ) from None
+        folded = {known.lower(): known for known in self.names()}
+        if name.lower() in folded:
+            return self.profiles[folded[name.lower()]]
+        import difflib
+
+        close = difflib.get_close_matches(name.lower(), list(folded), n=1, cutoff=0.6)
+        hint = (f"did you mean `{folded[close[0]]}`? " if close else "") + \
+            f"known profiles: {', '.join(self.names())} (see `envbuild profiles`)"
+        raise ProfileError(f"unknown profile `{name}`" + (f" (listed in {listed_in})" if listed_in else ""),
+                           hint=hint)
 
     def for_cuda(self, version: str) -> TorchProfile:
-        """`--cuda 12.6` → the stable profile for that CUDA version (from its PyTorch index)."""
+        """`--cuda 12.6` → the stable profile for that CUDA version (from its PyTorch index); a major
+        alone means its newest profile (`--cuda 12` → cu128), `13` and `13.0` alike."""
         wanted = version.strip().lower().removeprefix("cuda").removeprefix("cu").strip()
-        for profile in self.profiles.values():
-            if profile.base is None and profile.accelerator == "cuda" and profile.channel == "stable" and _same_version(
-                profile.accelerator_version, wanted
-            ):
-                return profile
+        stable = [p for p in self.profiles.values()
+                  if p.base is None and p.accelerator == "cuda" and p.channel == "stable" and p.accelerator_version]
+        exact = [p for p in stable if _same_version(p.accelerator_version, wanted)]
+        if not exact and re.fullmatch(r"\d+", wanted):
+            exact = sorted((p for p in stable if _version_key(str(p.accelerator_version))[0] == int(wanted)),
+                           key=lambda p: _version_key(str(p.accelerator_version)))[-1:]
+        if exact:
+            return exact[0]
         if wanted == "cpu" and "cpu" in self.profiles:
             return self.profiles["cpu"]
-        known = sorted(
-            {p.accelerator_version for p in self.profiles.values()
-             if p.accelerator == "cuda" and p.channel == "stable" and p.accelerator_version},
-            key=_version_key,
-        )
+        known = sorted({str(p.accelerator_version) for p in stable}, key=_version_key)
         raise ProfileError(
             f"no profile for CUDA `{version}`",
             hint=f"valid --cuda values: {', '.join(known)} (or --profile NAME; see `envbuild profiles`)",
@@ -236,11 +243,21 @@ class ProfileCatalogue(NamedTuple):
 
 
 def _same_version(have: str | None, wanted: str) -> bool:
+    """12.6 is 12.6 and 126; 13 is 13.0 (trailing zeros do not count)."""
     if not have:
         return False
-    if have == wanted:
+    if have.replace(".", "") == wanted.replace(".", ""):
         return True
-    return have.replace(".", "") == wanted.replace(".", "")
+    if not re.fullmatch(r"\d+(?:\.\d+)*", wanted):
+        return False
+
+    def significant(text: str) -> tuple[int, ...]:
+        parts = list(_version_key(text))
+        while len(parts) > 1 and parts[-1] == 0:
+            parts.pop()
+        return tuple(parts)
+
+    return significant(have) == significant(wanted)
 
 
 def _version_key(text: str) -> tuple[int, ...]:

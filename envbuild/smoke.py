@@ -23,12 +23,13 @@ from pathlib import Path
 
 from envbuild import runner
 from envbuild.config import Config
+from envbuild.deployment import Deployment
 from envbuild.errors import CommandFailed, UsageError, VerifyError
 from envbuild.fsio import atomic_write
 from envbuild.guard import guard_environment
-from envbuild.lockdir import LockFolder
 from envbuild.profiles import TorchProfile
 from envbuild.tomlfile import parse_toml
+from envbuild.trust import require_usable
 from envbuild.uv import venv_python
 
 CHECK_FILE = "envbuild-check.json"
@@ -96,15 +97,19 @@ def last_check(venv: Path) -> CheckResult | None:
         return None
 
 
-def run_check(config: Config, profile: TorchProfile, venv: Path, timeout: float = DEFAULT_TIMEOUT, *,
-              environ: Mapping[str, str] | None = None) -> CheckResult:
+def run_check(deployment: Deployment, profile: TorchProfile, venv: Path,
+              timeout: float = DEFAULT_TIMEOUT) -> CheckResult:
     """Run the quick test with the venv's interpreter and, when the profile has a lock, the torch
-    guard (a node's prestartup script may install packages). Saved as `<venv>/envbuild-check.json`."""
+    guard (a node's prestartup script may install packages), taken only from a lock that passes the
+    trust check. Saved as `<venv>/envbuild-check.json`."""
+    config = deployment.config
     comfyui, python = _inputs(config, venv, profile)
-    env = _child_env(venv, environ)
-    folder = LockFolder(config.lock_dir, profile.name)
+    env = _child_env(venv, deployment.env)
+    folder = deployment.folder(profile)
     if folder.exists():
-        env.update(guard_environment(folder.path, profile, env))
+        require_usable(deployment, profile, allow_unhashed=True)
+        env.update(guard_environment(folder.path, profile, env, deployment.canonical_index(profile),
+                                     deployment.default_index))
     argv = [str(python), str(comfyui / "main.py"), "--cpu", "--quick-test-for-ci"]
     if config.base_directory is not None:
         argv += ["--base-directory", str(config.base_directory)]
@@ -146,10 +151,10 @@ def _inputs(config: Config, venv: Path, profile: TorchProfile) -> tuple[Path, Pa
     return config.comfyui, python
 
 
-def _child_env(venv: Path, environ: Mapping[str, str] | None) -> dict[str, str]:
+def _child_env(venv: Path, environ: Mapping[str, str]) -> dict[str, str]:
     """The venv as if activated, and nothing from outside it that could import a module the lock
     lacks (PYTHONPATH, user site-packages)."""
-    env = dict(os.environ if environ is None else environ)
+    env = dict(environ)
     for key in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "CONDA_PREFIX"):
         env.pop(key, None)
     scripts = venv_python(venv).parent

@@ -39,9 +39,10 @@ _CHANGE_LINE = re.compile(r"^\s*(?P<op>[-+~])\s+(?P<spec>(?P<name>[A-Za-z0-9][A-
 
 class Uv(NamedTuple):
     path: Path
+    env: Mapping[str, str]  # the environment uv runs in (the deployment's, read once by the CLI)
 
-    def base_env(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-        env = dict(os.environ if environ is None else environ)
+    def base_env(self) -> dict[str, str]:
+        env = dict(self.env)
         for key in _DROPPED_ENV:
             env.pop(key, None)
         return env
@@ -124,9 +125,8 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def find_uv(environ: Mapping[str, str] | None = None) -> Path:
+def find_uv(env: Mapping[str, str]) -> Path:
     """`ENVBUILD_UV`, then the binary the `uv` package ships, then PATH."""
-    env = os.environ if environ is None else environ
     override = env.get(UV_OVERRIDE_ENV)
     if override:
         path = Path(override)
@@ -181,24 +181,24 @@ def _probe_version(path: Path) -> Version:
         return Version("0")
 
 
-def get_uv(environ: Mapping[str, str] | None = None) -> Uv:
+def get_uv(env: Mapping[str, str]) -> Uv:
     """The uv to run. Its version is not probed here: uv itself enforces the `required-version` that
     every generated pyproject carries, and that refusal becomes a `UvVersionError`."""
-    return Uv(find_uv(environ))
+    return Uv(find_uv(env), env)
 
 
-def checked_uv(environ: Mapping[str, str] | None = None) -> tuple[Uv, Version]:
+def checked_uv(env: Mapping[str, str]) -> tuple[Uv, Version]:
     """A uv whose version was asked for and is new enough (for `doctor`)."""
     from packaging.specifiers import SpecifierSet
 
-    path = find_uv(environ)
+    path = find_uv(env)
     version = _probe_version(path)
     if version not in SpecifierSet(UV_REQUIRED_VERSION):
         raise UvVersionError(
             f"uv {version} at {path} is too old: envbuild needs uv {UV_REQUIRED_VERSION}",
             hint="upgrade it with `python -m pip install -U uv` (or unset ENVBUILD_UV)",
         )
-    return Uv(path), version
+    return Uv(path, env), version
 
 
 def venv_python(venv: Path) -> Path:

@@ -90,7 +90,13 @@ FAMILY_DEPS = '{ name = "torch" }, { name = "torchaudio" }, { name = "torchvisio
 
 
 def _audit(pyproject: str, lock: str, profile: str = "cu126", env: dict[str, str] = ENV):  # type: ignore[no-untyped-def]
-    return audit_texts(pyproject, lock, load_catalogue().get(profile), folder=Path("locks") / profile, environ=env)
+    """The audit as `trust` runs it: indexes and bases as the deployment resolves them from `env`."""
+    from envbuild.deployment import load_deployment
+
+    deployment = load_deployment(Path("/nonexistent-envbuild-test"), env)
+    chosen = deployment.catalogue.get(profile)
+    return audit_texts(pyproject, lock, chosen, folder=Path("locks") / profile,
+                       indexes=deployment.indexes(chosen)[:3], pytorch_bases=deployment.pytorch_bases())
 
 
 def test_clean_lock_passes() -> None:

@@ -19,11 +19,10 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from envbuild.actions import catalogue_for
 from envbuild.catalogue import STAMP, UpdateReport, update_profiles
 from envbuild.config import load_config
 from envbuild.indexclient import DistFile, HttpCache, IndexClient, parse_page
-from envbuild.profiles import load_profile
+from envbuild.profiles import load_catalogue, load_profile
 from envbuild.releases import cuda_of, lowest_python, public_spec, wheel_platforms
 from tests.support.deploy import Deployment, make_deployment, run_cli
 from tests.support.index import Index
@@ -90,7 +89,8 @@ def client(tmp_path: Path) -> Iterator[IndexClient]:
 def run_update(deployment: Deployment, client: IndexClient, names: Sequence[str],
                environ: dict[str, str] | None = None) -> UpdateReport:
     config = load_config(deployment.root)
-    return update_profiles(config, catalogue_for(config), names, client, environ=environ or {}, today="2026-11-25")
+    return update_profiles(config, load_catalogue(config.profiles_dirs), names, client, environ=environ or {},
+                           today="2026-11-25")
 
 
 def table(report: UpdateReport, profile: str):  # type: ignore[no-untyped-def]

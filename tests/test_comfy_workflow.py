@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.comfy import comfy_args
 from envbuild.config import load_config
 from envbuild.errors import ConfigError
 from envbuild.inputs import merge_inputs
+from envbuild.launch import comfy_args
 from envbuild.profiles import load_catalogue
 from envbuild.uv import describe_removals, package_changes
 from tests.support.catalogue import Catalogue

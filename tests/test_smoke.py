@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.actions import catalogue_for
 from envbuild.config import load_config
+from envbuild.deployment import load_deployment
 from envbuild.smoke import CHECK_FILE, LogReader, last_check, run_check, venv_modules
 from tests.support.deploy import Deployment, make_deployment, run_cli
 
@@ -120,8 +120,8 @@ def venv(tmp_path: Path) -> Path:
 
 
 def check(deployment: Deployment, venv: Path, timeout: float = 60):  # type: ignore[no-untyped-def]
-    config = load_config(deployment.root)
-    return run_check(config, catalogue_for(config).get("cu126"), venv, timeout)
+    loaded = load_deployment(deployment.root, dict(os.environ))
+    return run_check(loaded, loaded.catalogue.get("cu126"), venv, timeout)
 
 
 def test_failing_nodes_are_found_in_the_log_and_named_with_their_distribution(

@@ -49,12 +49,13 @@ class EnvbuildGroup(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
+        from envbuild.cli.output import error
         from envbuild.errors import EnvbuildError
 
         try:
             return super().invoke(ctx)
         except EnvbuildError as exc:
-            click.echo(f"error: {exc}", err=True)
+            error(f"error: {exc}")
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -66,7 +67,7 @@ class EnvbuildGroup(click.Group):
         except Exception as exc:  # the last line of defence: one line, the traceback only with -v
             if ctx.obj and ctx.obj.get("verbose"):
                 raise
-            click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)", err=True)
+            error(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)")
             ctx.exit(70)
 
 
@@ -88,8 +89,17 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, project_dir: Path) -> Non
     if verbose and not quiet:  # logging costs start-up time: only set it up when asked to talk
         import logging
 
-        level = logging.INFO if verbose == 1 else logging.DEBUG
-        logging.basicConfig(level=level, format="envbuild: %(message)s", stream=sys.stderr, force=True)
+        from envbuild.runner import redact
+
+        class Redacting(logging.Formatter):
+            """Log lines go through the same redaction as everything printed."""
+
+            def format(self, record: logging.LogRecord) -> str:
+                return redact(super().format(record))
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(Redacting("envbuild: %(message)s"))
+        logging.basicConfig(level=logging.INFO if verbose == 1 else logging.DEBUG, handlers=[handler], force=True)
     ctx.obj = {"verbose": verbose, "quiet": quiet, "project_dir": project_dir}
 
 

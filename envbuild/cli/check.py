@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from envbuild.cli.common import load_config, pick_profile, say
+from envbuild.cli.options import build_deployment, command_line, profile_options, request_of, resolve_venv
+from envbuild.cli.output import error, say, show
 
 if TYPE_CHECKING:
     from envbuild.smoke import CheckResult
 
 
 @click.command()
-@click.option("--profile", "profile_name", metavar="NAME", help="Whose venv to check (default: as for sync).")
+@profile_options
 @click.option("--venv", type=click.Path(file_okay=False, path_type=Path),
               help="The environment (default: .venv beside the ComfyUI checkout, else ./.venv).")
-@click.option("--comfyui", type=click.Path(file_okay=False, path_type=Path), help="ComfyUI checkout.")
-@click.option("--base-directory", type=click.Path(file_okay=False, path_type=Path),
-              help="ComfyUI's --base-directory; its custom_nodes/ holds the nodes.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, metavar="SECONDS",
               help="Give up on ComfyUI after this long.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (for CI).")
 @click.pass_context
-def check(ctx: click.Context, profile_name: str | None, venv: Path | None, comfyui: Path | None,
-          base_directory: Path | None, timeout: float, as_json: bool) -> None:
+def check(ctx: click.Context, /, venv: Path | None, timeout: float, as_json: bool, **flags: Any) -> None:
     """Start ComfyUI with `main.py --cpu --quick-test-for-ci`: every custom node must import.
 
     \b
@@ -33,17 +30,17 @@ def check(ctx: click.Context, profile_name: str | None, venv: Path | None, comfy
     becomes the distribution to add to extra-requirements. Exits 1 when anything failed; the
     result is saved as <venv>/envbuild-check.json.
     """
-    from envbuild.actions import catalogue_for, default_venv
+    from envbuild.selection import profile_to_use
     from envbuild.smoke import run_check
 
-    config = load_config(ctx, comfyui=comfyui, base_directory=base_directory)
-    profile = pick_profile(ctx, config, catalogue_for(config), profile_name)
-    target = (Path.cwd() / venv).resolve() if venv else default_venv(config)
+    deployment = build_deployment(ctx, flags)
+    profile = profile_to_use(deployment, request_of(flags), command=command_line(ctx, flags))
+    target = resolve_venv(deployment, venv)
     if not as_json:
         say(ctx, f"{profile.name}: running ComfyUI's quick test in {target} (up to {timeout:g} s)")
-    result = run_check(config, profile, target, timeout)
+    result = run_check(deployment, profile, target, timeout)
     if as_json:
-        click.echo(result.to_json(), nl=False)
+        show(result.to_json(), nl=False)
         ctx.exit(0 if result.ok else 1)
     ctx.exit(report_check(ctx, result, timeout))
 
@@ -56,15 +53,15 @@ def report_check(ctx: click.Context, result: CheckResult, timeout: float = 300) 
 
 def _print(ctx: click.Context, result: CheckResult, timeout: float) -> None:
     if result.status == "timeout":
-        click.echo(f"{result.profile}: ComfyUI did not finish its quick test within {timeout:g} s "
-                   "(a node may hang at import; raise --timeout if it is only slow)", err=True)
+        error(f"{result.profile}: ComfyUI did not finish its quick test within {timeout:g} s "
+                   "(a node may hang at import; raise --timeout if it is only slow)")
         return
     for failure in result.failures:
-        click.echo(f"  FAILED {failure.owner}: {failure.advice or failure.error}", err=True)
+        error(f"  FAILED {failure.owner}: {failure.advice or failure.error}")
     nodes = f"{result.nodes_loaded} custom node{'s' if result.nodes_loaded != 1 else ''}"
     if result.ok:
         say(ctx, f"{result.profile}: ComfyUI and {nodes} load ({result.seconds:g} s)")
     else:
         failed = len(result.failures)
-        click.echo(f"{result.profile}: check failed: {failed} problem{'s' if failed != 1 else ''} "
-                   f"({nodes} loaded; the log tail is in {result.venv}/envbuild-check.json)", err=True)
+        error(f"{result.profile}: check failed: {failed} problem{'s' if failed != 1 else ''} "
+                   f"({nodes} loaded; the log tail is in {result.venv}/envbuild-check.json)")

@@ -6,16 +6,18 @@ from typing import Any
 
 import click
 
-from envbuild.cli.common import load_config
+from envbuild.cli.options import TORCH_SOURCES, build_deployment
+from envbuild.cli.output import show
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Stable machine-readable output for scripts.")
-@click.option("--torch-source", type=click.Choice(["pytorch-index", "pypi"]), default="pytorch-index",
-              show_default=True, help="Recommend among index profiles, or among PyPI-sourced ones (-pypi).")
+@click.option("--torch-source", type=click.Choice(TORCH_SOURCES),
+              help="Recommend among index profiles, or among PyPI-sourced ones (-pypi). Default: [lock] "
+                   "torch-source, else the index.")
 @click.option("--all", "show_all", is_flag=True, help="Also list every profile with its verdict.")
 @click.pass_context
-def detect(ctx: click.Context, as_json: bool, torch_source: str, show_all: bool) -> None:
+def detect(ctx: click.Context, as_json: bool, torch_source: str | None, show_all: bool) -> None:
     """Detect GPUs, driver and CUDA support, and recommend a profile (with the reason).
 
     \b
@@ -24,29 +26,28 @@ def detect(ctx: click.Context, as_json: bool, torch_source: str, show_all: bool)
     """
     import json
 
-    from envbuild.actions import catalogue_for
     from envbuild.fitting import candidates, choose
 
-    catalogue = catalogue_for(load_config(ctx))
-    choice = choose(candidates(catalogue, torch_source))
+    deployment = build_deployment(ctx, {"torch_source": torch_source})
+    choice = choose(candidates(deployment.catalogue, deployment.torch_source), environ=deployment.env)
     machine, rec = choice.machine, choice.recommendation
     if as_json:
         payload = {"machine": machine.to_json(), "recommendation": {
             "profile": rec.profile, "reason": rec.reason, "action": rec.action,
             "fits": [{"profile": f.profile, "ok": f.ok, "reason": f.reason} for f in rec.fits]}}
-        click.echo(json.dumps(payload, indent=2, sort_keys=True))
+        show(json.dumps(payload, indent=2, sort_keys=True))
         return
     for line in _describe(machine):
-        click.echo(line)
-    click.echo("")
-    click.echo(f"recommended profile: {rec.profile or 'none'}")
-    click.echo(f"  why: {rec.reason}")
+        show(line)
+    show("")
+    show(f"recommended profile: {rec.profile or 'none'}")
+    show(f"  why: {rec.reason}")
     if rec.action:
-        click.echo(f"  what to do: {rec.action}")
+        show(f"  what to do: {rec.action}")
     if show_all:
-        click.echo("")
+        show("")
         for fit in rec.fits:
-            click.echo(f"  {'fits ' if fit.ok else 'no   '} {fit.profile:<16} {fit.reason}")
+            show(f"  {'fits ' if fit.ok else 'no   '} {fit.profile:<16} {fit.reason}")
 
 
 def _describe(machine: Any) -> list[str]:

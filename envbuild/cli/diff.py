@@ -6,16 +6,16 @@ from pathlib import Path
 
 import click
 
-from envbuild.cli.common import load_config
+from envbuild.cli.options import build_deployment
+from envbuild.cli.output import show
 
 
 @click.command()
 @click.argument("a", metavar="A")
 @click.argument("b", metavar="B")
-@click.option("--lock-dir", type=click.Path(file_okay=False, path_type=Path), help="Where the lock folders live.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable: sorted, no paths).")
 @click.pass_context
-def diff(ctx: click.Context, a: str, b: str, lock_dir: Path | None, as_json: bool) -> None:
+def diff(ctx: click.Context, a: str, b: str, as_json: bool) -> None:
     """Packages that differ between the committed locks of profiles A and B: only in one, another
     version, another local label (+cu126 vs +cu128) or another index. Offline; exit 0 either way.
 
@@ -23,9 +23,9 @@ def diff(ctx: click.Context, a: str, b: str, lock_dir: Path | None, as_json: boo
     """
     from envbuild.diff import diff_folders, render_table
 
-    config = load_config(ctx, lock_dir=lock_dir)
-    result = diff_folders(_folder(config.lock_dir, a), _folder(config.lock_dir, b))
-    click.echo(result.to_json() if as_json else render_table(result), nl=False)
+    deployment = build_deployment(ctx)
+    result = diff_folders(_folder(deployment.lock_dir, a), _folder(deployment.lock_dir, b))
+    show(result.to_json() if as_json else render_table(result), nl=False)
 
 
 def _folder(lock_dir: Path, name: str) -> Path:

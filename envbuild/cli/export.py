@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from envbuild.cli.common import load_config, say, warn
+from envbuild.cli.options import build_deployment, command_line, profile_options, request_of
+from envbuild.cli.output import say, show, warn
 
 
 @click.command()
-@click.option("--profile", "profile_name", metavar="NAME", required=True, help="Which committed lock to export.")
+@profile_options
 @click.option("--format", "fmt", type=click.Choice(["requirements", "pylock"]), required=True,
               help="requirements: pip-compatible, `--hash` on every line, for `pip install --require-hashes -r`. "
                    "It loses per-package indexes: the torch index is written once, globally, as "
@@ -20,37 +22,33 @@ from envbuild.cli.common import load_config, say, warn
                    "the routing but needs uv (`uv pip sync`) or another PEP 751 installer (recent pip reads it "
                    "only as an experimental feature).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write (`-` for stdout). Default: requirements-<profile>.txt or "
-                   "pylock.<profile>.toml in the current folder.")
-@click.option("--lock-dir", type=click.Path(file_okay=False, path_type=Path), help="Where the lock folders live.")
+              help="Where to write (`-` for stdout; never inside the lock folder). Default: "
+                   "requirements-<profile>.txt or pylock.<profile>.toml in the current folder.")
 @click.option("--allow-unhashed", is_flag=True,
               help="Export even if the lock has files without a sha256 (those lines carry no hash, and "
                    "`pip install --require-hashes` will refuse them; for pylock, uv downloads them to hash them).")
 @click.pass_context
-def export(ctx: click.Context, profile_name: str, fmt: str, output: Path | None, lock_dir: Path | None,
-           allow_unhashed: bool) -> None:
+def export(ctx: click.Context, /, fmt: str, output: Path | None, allow_unhashed: bool, **flags: Any) -> None:
     """Export a committed lock for pip or a PEP 751 installer, without re-resolving (`uv export --frozen`).
 
-    The lock is audited first (as `envbuild verify`): an edited lock is never exported, and nor is
-    one with files lacking a sha256 unless --allow-unhashed.
+    The lock must pass the same trust check as `sync` (current, audited): an edited lock is never
+    exported, and nor is one with files lacking a sha256 unless --allow-unhashed.
     """
-    from envbuild.actions import catalogue_for
     from envbuild.export import check_output_name, default_filename, export_lock, write_export
-    from envbuild.lockdir import LockFolder
+    from envbuild.selection import profile_to_use
 
-    config = load_config(ctx, lock_dir=lock_dir)
-    profile = catalogue_for(config).get(profile_name)
+    deployment = build_deployment(ctx, flags)
+    profile = profile_to_use(deployment, request_of(flags), command=command_line(ctx, flags))
     target = None if output == Path("-") else (output or Path(default_filename(profile.name, fmt)))
     if target is not None:
         check_output_name(target, fmt)  # before uv runs, not after
-    folder = LockFolder(config.lock_dir, profile.name)
-    result = export_lock(folder, profile, fmt, shown_as=config.display(folder.uv_lock), allow_unhashed=allow_unhashed)
+    result = export_lock(deployment, profile, fmt, allow_unhashed=allow_unhashed)
     if result.unhashed:
         warn(f"{profile.name}: {result.unhashed} file(s) in the lock have no sha256 "
              "(exported anyway: --allow-unhashed)")
     if target is None:
-        click.echo(result.text, nl=False)
+        show(result.text, nl=False)
         return
-    write_export(result, (Path.cwd() / target).resolve())
+    write_export(result, (Path.cwd() / target).resolve(), deployment.lock_dir)
     say(ctx, f"{profile.name}: wrote {target} ({result.packages} packages, {fmt}) from "
-             f"{config.display(folder.uv_lock)}")
+             f"{deployment.display(deployment.folder(profile).uv_lock)}")

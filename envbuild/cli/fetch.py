@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from envbuild.cli.common import load_config, say
+from envbuild.cli.options import build_deployment
+from envbuild.cli.output import say
 
 
 @click.command()
@@ -20,8 +21,9 @@ def fetch(ctx: click.Context) -> None:
     from envbuild.errors import UsageError
     from envbuild.gitsrc import fetch_all
 
-    config = load_config(ctx)
-    results = fetch_all(config, stream=not ctx.obj["quiet"])
+    deployment = build_deployment(ctx)
+    config = deployment.config
+    results = fetch_all(config, deployment.env, stream=not ctx.obj["quiet"])
     if not results:
         raise UsageError("nothing to fetch: envbuild.toml sets no git source",
                          hint='add [comfyui] git = "https://github.com/Comfy-Org/ComfyUI" and ref = "v0.3.x" '

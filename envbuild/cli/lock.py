@@ -6,68 +6,100 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from envbuild.cli.common import config_options, load_config, mirror_options, profile_options, say, warn
+from envbuild.cli.options import build_deployment, input_options, mirror_options, profile_options, request_of
+from envbuild.cli.output import error, say, warn
 
 if TYPE_CHECKING:
-    from envbuild.actions import LockResult
-    from envbuild.config import Config
+    from envbuild.deployment import Deployment
+    from envbuild.locking import LockEvent, LockResult
+    from envbuild.profiles import TorchProfile
 
 
 @click.command()
 @profile_options
-@config_options
+@input_options
 @click.option("--all", "all_profiles", is_flag=True,
-              help="Lock every profile listed in envbuild.toml [lock] profiles (default: all profiles).")
+              help="Lock every profile listed in envbuild.toml [lock] profiles (default: every profile of the "
+                   "torch source).")
 @click.option("--check", is_flag=True,
-              help="Only check, offline and without uv, that the locks are current; exit 1 naming each "
-                   "stale profile and why. For CI.")
+              help="Only check, offline and without uv, that the locks are current and trusted; exit 4 naming each "
+                   "stale profile and why (5 for an edited one). For CI.")
 @click.option("--upgrade", is_flag=True, help="Allow newer versions of every package.")
 @click.option("--upgrade-package", multiple=True, metavar="NAME", help="Allow a newer version of one package.")
 @mirror_options("lock")
 @click.option("--jobs", "-j", type=click.IntRange(1, 16), default=4, show_default=True,
               help="With --all: how many profiles to lock at once.")
 @click.pass_context
-def lock(ctx: click.Context, /, profile_name: str | None, cuda: str | None, all_profiles: bool, check: bool,
-         upgrade: bool, upgrade_package: tuple[str, ...], jobs: int, **flags: Any) -> None:
+def lock(ctx: click.Context, /, all_profiles: bool, check: bool, upgrade: bool, upgrade_package: tuple[str, ...],
+         jobs: int, **flags: Any) -> None:
     """Merge the inputs with a profile and write locks/<profile>/ (pyproject.toml + uv.lock).
 
     A failed lock leaves the previous lock untouched; an unchanged input set does not run uv.
+    Choices that change what is locked (--comfyui, --base-directory, --exclude-node,
+    --extra-requirements, --torch-source, --lock-dir, --mirror...) are written into envbuild.toml
+    once the lock succeeded, so sync, run and the next lock use the same deployment.
     """
-    from envbuild.actions import LISTED_IN, catalogue_for, lock_profile, select_profile
     from envbuild.errors import UsageError
+    from envbuild.locking import refresh_locks_readme
+    from envbuild.selection import profile_to_lock, profiles_to_lock
 
-    config = load_config(ctx, **flags)
-    catalogue = catalogue_for(config)
-    if all_profiles:
-        if profile_name or cuda:
-            raise UsageError("--all locks every profile; drop --profile/--cuda")
-        targets = [catalogue.get(n, listed_in=LISTED_IN) for n in (config.profiles or catalogue.names())]
-    else:
-        targets = [select_profile(catalogue, config, profile=profile_name, cuda=cuda)]
+    deployment = build_deployment(ctx, flags)
+    _require_inputs(deployment)
+    request = request_of(flags)
+    if all_profiles and (request.profile or request.cuda):
+        raise UsageError("--all locks every profile; drop --profile/--cuda")
+    if check and (upgrade or upgrade_package):
+        raise UsageError("--check only checks; drop --upgrade/--upgrade-package")
+    targets = profiles_to_lock(deployment) if all_profiles else [profile_to_lock(deployment, request)]
     if check:
-        if upgrade or upgrade_package:
-            raise UsageError("--check only checks; drop --upgrade/--upgrade-package")
-        ctx.exit(_check_locks(ctx, config, targets))
-    from envbuild.actions import refresh_locks_readme
-
+        ctx.exit(_check_locks(ctx, deployment, targets))
     if all_profiles:
-        code, changed = _lock_all(ctx, config, targets, jobs, upgrade, upgrade_package)
-        refresh_locks_readme(config, changed=changed)
-        ctx.exit(code)
-    profile = targets[0]
-    result = lock_profile(config, profile, upgrade=upgrade, upgrade_packages=upgrade_package,
-                          stream=not ctx.obj["quiet"],
-                          on_wait=lambda: warn(f"{profile.name}: waiting for another envbuild locking it"))
-    refresh_locks_readme(config, changed=result.status == "locked")
-    _report_lock(ctx, config, result)
+        code, changed = _lock_all(ctx, deployment, targets, jobs, upgrade, upgrade_package)
+    else:
+        profile = targets[0]
+        from envbuild.locking import lock_profile
+
+        result = lock_profile(deployment, profile, upgrade=upgrade, upgrade_packages=upgrade_package,
+                              stream=not ctx.obj["quiet"],
+                              on_wait=lambda: warn(f"{profile.name}: waiting for another envbuild locking it"))
+        _report_lock(ctx, deployment, result)
+        code, changed = 0, result.status == "locked"
+    refresh_locks_readme(deployment, changed=changed)
+    if code == 0:
+        _persist_choices(ctx, deployment, flags)
+    ctx.exit(code)
 
 
-def _lock_all(ctx: click.Context, config: Config, targets: list[Any], jobs: int, upgrade: bool,
+def _require_inputs(deployment: Deployment) -> None:
+    """Locking needs a ComfyUI: without envbuild.toml or --comfyui there is nothing to lock (one error,
+    not one per profile)."""
+    from envbuild.errors import ConfigError
+
+    config = deployment.config
+    if config.comfyui is not None:
+        return
+    if config.source is None:
+        raise ConfigError(None, f"no deployment here: no envbuild.toml in {config.project_dir} or a folder above "
+                                "it, and no --comfyui",
+                          hint="run `envbuild init` beside your ComfyUI checkout (it writes envbuild.toml), or "
+                               "pass --comfyui PATH")
+    raise ConfigError(config.source, "no ComfyUI checkout given",
+                      hint='set [comfyui] path = "ComfyUI" in envbuild.toml, or pass --comfyui PATH')
+
+
+def _persist_choices(ctx: click.Context, deployment: Deployment, flags: dict[str, Any]) -> None:
+    from envbuild.config_edit import persist_lock_choices
+
+    for line in persist_lock_choices(deployment, flags, start_dir=ctx.obj["project_dir"]):
+        say(ctx, line)
+
+
+def _lock_all(ctx: click.Context, deployment: Deployment, targets: list[TorchProfile], jobs: int, upgrade: bool,
               upgrade_package: tuple[str, ...]) -> tuple[int, bool]:
-    """Parallel locks with one progress line per event and a summary table; exit 1 if any failed."""
+    """Parallel locks with one progress line per event and a summary table; the exit code of the first failure."""
     import threading
 
-    from envbuild.actions import LockEvent, lock_many
+    from envbuild.locking import lock_many
 
     printing = threading.Lock()
 
@@ -79,23 +111,23 @@ def _lock_all(ctx: click.Context, config: Config, targets: list[Any], jobs: int,
                 warn(f"{event.profile}: waiting for another envbuild locking it")
             elif event.kind == "failed":
                 first = getattr(event.error, "brief", None) or str(event.error).splitlines()[0]
-                click.echo(f"{event.profile}: failed: {first}", err=True)
+                error(f"{event.profile}: failed: {first}")
             elif event.result is not None:
-                _report_lock(ctx, config, event.result)
+                _report_lock(ctx, deployment, event.result)
 
-    events = lock_many(config, targets, jobs=jobs, on_event=progress, upgrade=upgrade,
+    events = lock_many(deployment, targets, jobs=jobs, on_event=progress, upgrade=upgrade,
                        upgrade_packages=upgrade_package)
-    failed = [e for e in events if e.kind == "failed"]
+    failed = [e for e in events if e.kind == "failed" and e.error is not None]
     say(ctx, "")
     for line in _summary(events):
         say(ctx, line)
     for event in failed:
-        click.echo(f"\nerror: {event.profile}: {event.error}", err=True)
+        error(f"\nerror: {event.profile}: {event.error}")
     changed = any(e.result is not None and e.result.status == "locked" for e in events)
-    return (1 if failed else 0), changed
+    return (failed[0].error.exit_code if failed and failed[0].error else 0), changed
 
 
-def _summary(events: list[Any]) -> list[str]:
+def _summary(events: list[LockEvent]) -> list[str]:
     rows = [("profile", "result", "packages", "seconds")]
     for e in events:
         if e.result is not None:
@@ -106,31 +138,34 @@ def _summary(events: list[Any]) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
-def _check_locks(ctx: click.Context, config: Config, targets: list[Any]) -> int:
-    from envbuild.actions import check_profile
+def _check_locks(ctx: click.Context, deployment: Deployment, targets: list[TorchProfile]) -> int:
+    """Each lock's state in the one vocabulary; the exit code of the worst kind (edited 5, stale/missing 4)."""
+    from envbuild.errors import LockIntegrityError, StaleLockError
+    from envbuild.trust import EDITED, UNHASHED, assess
 
-    stale = 0
+    codes = []
     for profile in targets:
-        reasons = check_profile(config, profile)
-        where = config.display(config.lock_dir / profile.name)
-        if reasons:
-            stale += 1
-            click.echo(f"{profile.name}: stale ({where}): {'; '.join(reasons)}", err=True)
-        else:
-            say(ctx, f"{profile.name}: current ({where})")
-    if stale:
-        command = "envbuild lock --all" if len(targets) > 1 else f"envbuild lock --profile {targets[0].name}"
-        click.echo(f"error: {stale} of {len(targets)} lock(s) out of date; run `{command}` and commit locks/",
-                   err=True)
-    return 1 if stale else 0
+        found = assess(deployment, profile)
+        where = deployment.display(found.folder.path)
+        if found.usable:
+            note = f"; {len(found.unhashed)} file(s) without sha256" if found.state == UNHASHED else ""
+            say(ctx, f"{profile.name}: {found.state} ({where}{note})")
+            continue
+        codes.append(LockIntegrityError.exit_code if found.state == EDITED else StaleLockError.exit_code)
+        why = "; ".join(found.reasons) or "no lock folder"
+        error(f"{profile.name}: {found.state} ({where}): {why}")
+    if codes:
+        command = ("envbuild lock --all" if len(targets) > 1 else f"envbuild lock --profile {targets[0].name}")
+        error(f"error: {len(codes)} of {len(targets)} lock(s) not current; run `{command}` and commit locks/")
+    return max(codes, default=0)
 
 
-def _report_lock(ctx: click.Context, config: Config, result: LockResult) -> None:
+def _report_lock(ctx: click.Context, deployment: Deployment, result: LockResult) -> None:
     for warning in result.warnings:
         warn(f"{result.profile}: {warning}")
-    where = config.display(result.folder)
+    where = deployment.display(result.folder)
     if result.status == "up-to-date":
-        say(ctx, f"{result.profile}: up to date ({where}, {result.packages} packages; uv not run)")
+        say(ctx, f"{result.profile}: current ({where}, {result.packages} packages; uv not run)")
         return
     why = f" ({'; '.join(result.reasons)})" if result.reasons else ""
     say(ctx, f"{result.profile}: locked {result.packages} packages into {where} in {result.seconds:.2f} s{why}")

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from envbuild.cli.common import config_options, load_config, say, warn
+from envbuild.cli.options import build_deployment
+from envbuild.cli.output import say, show, warn
 
 if TYPE_CHECKING:
     from envbuild.manager import ManagerLayout
@@ -18,6 +19,14 @@ _USER_DIRECTORY = click.option(
     help="ComfyUI's --user-directory, if you start it with one (default: <base-directory>/user, else <comfyui>/user).")
 
 
+def _where(func: Any) -> Any:
+    """Where the Manager is (default: from envbuild.toml); these flags only locate it, nothing is locked."""
+    func = click.option("--base-directory", type=click.Path(file_okay=False, path_type=Path),
+                        help="ComfyUI's --base-directory (default: [comfyui] base-directory).")(func)
+    return click.option("--comfyui", type=click.Path(file_okay=False, path_type=Path),
+                        help="ComfyUI checkout (default: [comfyui] path).")(func)
+
+
 @click.group()
 def manager() -> None:
     """ComfyUI-Manager: its config.ini, set for uv and for the locked environment."""
@@ -25,7 +34,7 @@ def manager() -> None:
 
 @manager.command()
 @_USER_DIRECTORY
-@config_options
+@_where
 @click.pass_context
 def setup(ctx: click.Context, /, user_directory: Path | None, **flags: Any) -> None:
     """Write `use_uv = True` and `use_unified_resolver = False` into the Manager's config.ini.
@@ -42,7 +51,7 @@ def setup(ctx: click.Context, /, user_directory: Path | None, **flags: Any) -> N
     from envbuild.manager import lock_gaps
     from envbuild.manager import setup as setup_manager
 
-    config = load_config(ctx, **flags)
+    config = build_deployment(ctx, flags).config
     result = setup_manager(config, _absolute(user_directory))
     _describe(lambda line: say(ctx, line), config.display, result.layout)
     for warning in result.layout.warnings:
@@ -61,25 +70,25 @@ def setup(ctx: click.Context, /, user_directory: Path | None, **flags: Any) -> N
 
 @manager.command()
 @_USER_DIRECTORY
-@config_options
+@_where
 @click.pass_context
 def status(ctx: click.Context, /, user_directory: Path | None, **flags: Any) -> None:
     """Show the Manager envbuild found, its config.ini and whether it is set up."""
     from envbuild.manager import WANTED, current_values, locate, lock_gaps, needs_setup
 
-    config = load_config(ctx, **flags)
+    config = build_deployment(ctx, flags).config
     layout = locate(config, _absolute(user_directory))
-    _describe(click.echo, config.display, layout)
+    _describe(show, config.display, layout)
     for warning in layout.warnings:
         warn(warning)
     values = current_values(layout)
     if values is None:
-        click.echo("config.ini: does not exist yet")
+        show("config.ini: does not exist yet")
     else:
         for key in (*WANTED, "security_level", "network_mode"):
-            click.echo(f"  {key} = {values.get(key, '(not set)')}")
+            show(f"  {key} = {values.get(key, '(not set)')}")
     missing = needs_setup(layout)
-    click.echo("setup needed: run `envbuild manager setup` (" + ", ".join(missing) + ")" if missing
+    show("setup needed: run `envbuild manager setup` (" + ", ".join(missing) + ")" if missing
                else "set up for envbuild: yes")
     for gap in lock_gaps(config):
         warn(gap)

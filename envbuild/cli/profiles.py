@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from envbuild.cli.common import load_config, say, warn
+from envbuild.cli.options import build_deployment
+from envbuild.cli.output import say, show, warn
 
 if TYPE_CHECKING:
     from envbuild.catalogue import UpdateReport
@@ -22,9 +23,7 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
         return
     import json
 
-    from envbuild.actions import catalogue_for
-
-    catalogue = catalogue_for(load_config(ctx))
+    catalogue = build_deployment(ctx).catalogue
     rows = []
     for name in catalogue.names():
         p = catalogue.get(name)
@@ -32,13 +31,18 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
         rows.append({"name": p.name, "accelerator": p.accelerator, "version": p.accelerator_version,
                      "channel": p.channel, "index": p.index_url, "torch": torch, "description": p.description})
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        show(json.dumps(rows, indent=2))
         return
-    widths = [max(len(str(r[k] or "")) for r in rows) for k in ("name", "accelerator", "version", "torch")]
+    columns = (("name", "PROFILE"), ("accelerator", "ACCELERATOR"), ("version", "VERSION"), ("channel", "CHANNEL"),
+               ("torch", "TORCH"), ("source", "TORCH FROM"))
+    table = [[title for _, title in columns]]
     for r in rows:
-        keys = ("name", "accelerator", "version", "torch")
-        cells = [str(r[k] or "-").ljust(w) for k, w in zip(keys, widths, strict=True)]
-        click.echo(f"{'  '.join(cells)}  {r['description']}")
+        source = "PyPI" if not r["index"] else "PyTorch index"
+        table.append([str({**r, "source": source}[key] or "-") for key, _ in columns])
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    descriptions = ["DESCRIPTION", *(str(r["description"]) for r in rows)]
+    for row, description in zip(table, descriptions, strict=True):
+        show("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + "  " + description)
 
 
 @profiles.command()
@@ -56,18 +60,17 @@ def update(ctx: click.Context, names: tuple[str, ...], write: bool, offline: boo
     profiles without an index, UV_DEFAULT_INDEX or PyPI: PEP 691 JSON or PEP 503 HTML pages and
     wheel metadata, never whole wheels. Exits 1 when an index could not be read.
     """
-    import os
 
-    from envbuild.actions import catalogue_for
     from envbuild.catalogue import update_profiles, write_updates
     from envbuild.indexclient import HttpCache, IndexClient, default_cache_dir
 
-    config = load_config(ctx)
-    with IndexClient(HttpCache(default_cache_dir(os.environ)), offline=offline) as client:
-        report = update_profiles(config, catalogue_for(config), names, client)
+    deployment = build_deployment(ctx)
+    config = deployment.config
+    with IndexClient(HttpCache(default_cache_dir(deployment.env)), offline=offline) as client:
+        report = update_profiles(config, deployment.catalogue, names, client, environ=deployment.env)
     written = [config.display(p) for p in write_updates(report)] if write else []
     if as_json:
-        click.echo(_json(report, config, written))
+        show(_json(report, config, written))
     else:
         _print(ctx, report, config, written, write=write, offline=offline)
     if report.unreadable or any(t.error for t in report.tables):
@@ -93,7 +96,7 @@ def _print(ctx: click.Context, report: UpdateReport, config: Config, written: li
             warn(f"{table.profile} [{table.table}]: {table.error}")
     diff = report.diff(config)
     if diff:
-        click.echo(diff, nl=False)
+        show(diff, nl=False)
     if written:
         say(ctx, "wrote " + ", ".join(written))
     elif diff and not write:

@@ -8,50 +8,57 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from envbuild.cli.common import load_config, mirror_options, pick_profile, say, warn
+from envbuild.cli.options import (
+    build_deployment,
+    command_line,
+    mirror_options,
+    profile_options,
+    request_of,
+    resolve_venv,
+)
+from envbuild.cli.output import say, show, warn
 
 if TYPE_CHECKING:
-    from envbuild.config import Config
+    from envbuild.deployment import Deployment
     from envbuild.profiles import TorchProfile
 
 
 @click.command()
-@click.option("--profile", "profile_name", metavar="NAME",
-              help="Which committed lock to install; `auto`: the best committed lock that fits this machine.")
+@profile_options
 @click.option("--venv", type=click.Path(file_okay=False, path_type=Path),
               help="The environment to build (default: .venv beside the ComfyUI checkout, else ./.venv).")
-@click.option("--lock-dir", type=click.Path(file_okay=False, path_type=Path), help="Where the lock folders live.")
 @click.option("--python", metavar="VERSION|PATH", help="The interpreter uv builds the venv with.")
 @click.option("--inexact", is_flag=True, help="Keep packages the lock does not list (uv removes them by default).")
 @click.option("--no-verify", is_flag=True, help="Skip the torch check after installing.")
 @click.option("--allow-unhashed", is_flag=True,
               help="Install even files the lock has no sha256 for (the index served none); never the default.")
+@click.option("--dry-run", is_flag=True,
+              help="Only say what would be installed and removed, and how much would be downloaded.")
 @click.option("--check", "check", is_flag=True,
               help="Then run ComfyUI's quick test (main.py --quick-test-for-ci) and fail if any node failed.")
-@click.option("--torch-source", type=click.Choice(["pytorch-index", "pypi"]),
-              help="pypi: install the profile's -pypi lock (torch from PyPI's CUDA wheels).")
 @mirror_options("install")
 @click.option("--strict", is_flag=True, help="Refuse (instead of warning) when this machine cannot run the profile.")
 @click.pass_context
-def sync(ctx: click.Context, /, profile_name: str | None, venv: Path | None, lock_dir: Path | None,
-         python: str | None, inexact: bool, no_verify: bool, allow_unhashed: bool, strict: bool, check: bool,
-         **mirror: Any) -> None:
+def sync(ctx: click.Context, /, venv: Path | None, python: str | None, inexact: bool, no_verify: bool,
+         allow_unhashed: bool, dry_run: bool, strict: bool, check: bool, **flags: Any) -> None:
     """Build the venv exactly from a committed lock (`uv sync --locked`), then check torch."""
-    from envbuild.actions import catalogue_for, default_venv, sync_profile
+    from envbuild.selection import profile_to_use
+    from envbuild.syncing import sync_profile
 
-    config = load_config(ctx, lock_dir=lock_dir, **mirror)
-    catalogue = catalogue_for(config)
-    profile = pick_profile(ctx, config, catalogue, profile_name)
-    fit = _FitCheck(config, profile)
+    deployment = build_deployment(ctx, flags)
+    profile = profile_to_use(deployment, request_of(flags), command=command_line(ctx, flags))
+    target = resolve_venv(deployment, venv)
+    if dry_run:
+        _dry_run(ctx, deployment, profile, target, inexact=inexact, allow_unhashed=allow_unhashed)
+        return
+    fit = _FitCheck(deployment, profile)
     if strict:
         fit.run()
         fit.report(strict=True)
-    target = (Path.cwd() / venv).resolve() if venv else default_venv(config)
-    say(ctx, f"{profile.name}: syncing {target} from {config.display(config.lock_dir / profile.name)}")
     try:
-        result = sync_profile(config, profile, target, verify=not no_verify, inexact=inexact, python=python,
+        result = sync_profile(deployment, profile, target, verify=not no_verify, inexact=inexact, python=python,
                               stream=not ctx.obj["quiet"], allow_unhashed=allow_unhashed,
-                              before_install=None if strict else fit.start)
+                              before_install=lambda: _start(ctx, deployment, profile, target, fit, strict))
     finally:
         if not strict:
             fit.report(strict=False)
@@ -62,16 +69,33 @@ def sync(ctx: click.Context, /, profile_name: str | None, venv: Path | None, loc
     else:
         say(ctx, f"{profile.name}: synced {result.venv} (torch not checked)")
     if check:
-        _smoke_check(ctx, config, profile, result.venv)
+        _smoke_check(ctx, deployment, profile, result.venv)
 
 
-def _smoke_check(ctx: click.Context, config: Config, profile: TorchProfile, venv: Path) -> None:
+def _start(ctx: click.Context, deployment: Deployment, profile: TorchProfile, target: Path, fit: _FitCheck,
+           strict: bool) -> None:
+    """Said only once the lock passed every check, just before uv starts."""
+    say(ctx, f"{profile.name}: syncing {target} from {deployment.display(deployment.folder(profile).path)}")
+    if not strict:
+        fit.start()
+
+
+def _dry_run(ctx: click.Context, deployment: Deployment, profile: TorchProfile, target: Path, *, inexact: bool,
+             allow_unhashed: bool) -> None:
+    from envbuild.syncing import plan_sync
+
+    plan = plan_sync(deployment, profile, target, inexact=inexact, allow_unhashed=allow_unhashed)
+    for line in plan.describe():
+        show(line)
+
+
+def _smoke_check(ctx: click.Context, deployment: Deployment, profile: TorchProfile, venv: Path) -> None:
     """`--check`: ComfyUI's own quick test in the fresh venv; any node that failed to import fails sync."""
     from envbuild.cli.check import report_check
     from envbuild.smoke import run_check
 
     say(ctx, f"{profile.name}: running ComfyUI's quick test in {venv}")
-    ctx.exit(report_check(ctx, run_check(config, profile, venv)))
+    ctx.exit(report_check(ctx, run_check(deployment, profile, venv)))
 
 
 class _FitCheck:
@@ -82,18 +106,17 @@ class _FitCheck:
     started just before uv, so it is done while uv works, and is reported after.
     """
 
-    def __init__(self, config: Config, profile: TorchProfile) -> None:
-        self.config, self.profile = config, profile
+    def __init__(self, deployment: Deployment, profile: TorchProfile) -> None:
+        self.deployment, self.profile = deployment, profile
         self.reason: str | None = None  # why it cannot run (None: it can, or not known yet)
         self.error: Exception | None = None
         self.thread: threading.Thread | None = None
 
     def run(self) -> None:
         from envbuild.fitting import fit_of
-        from envbuild.lockdir import LockFolder
 
         try:
-            _, fit = fit_of(self.profile, LockFolder(self.config.lock_dir, self.profile.name))
+            _, fit = fit_of(self.profile, self.deployment.folder(self.profile), environ=self.deployment.env)
             self.reason = None if fit.ok else fit.reason
         except Exception as exc:  # reported by report(), in the main thread
             self.error = exc

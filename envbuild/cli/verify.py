@@ -1,126 +1,123 @@
-"""`envbuild verify`: offline audit of committed locks (hashes, indexes, sources), for CI."""
+"""`envbuild verify`: offline audit of committed locks (hashes, indexes, sources, freshness), for CI."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from envbuild.cli.common import load_config, say
+from envbuild.cli.options import build_deployment, command_line, profile_options, request_of
+from envbuild.cli.output import error, say, show
 
 if TYPE_CHECKING:
-    from envbuild.audit import AuditReport
-    from envbuild.config import Config
+    from envbuild.deployment import Deployment
+    from envbuild.trust import Assessment
 
 
 @click.command()
-@click.option("--profile", "profile_name", metavar="NAME", help="The committed lock to check.")
+@profile_options
 @click.option("--all", "all_profiles", is_flag=True, help="Check every committed lock under the lock folder.")
-@click.option("--lock-dir", type=click.Path(file_okay=False, path_type=Path), help="Where the lock folders live.")
 @click.option("--allow-unhashed", is_flag=True,
               help="List files without a sha256 as warnings instead of failing on them.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def verify(ctx: click.Context, profile_name: str | None, all_profiles: bool, lock_dir: Path | None,
-           allow_unhashed: bool, as_json: bool) -> None:
-    """Check committed locks without network or uv: every file the profile's platforms may install
-    has a sha256, and the indexes and sources still pin the torch family to the profile's index
-    (and nothing else to it). Exit 1 naming each problem.
-
-    Run it with the same ENVBUILD_PYTORCH_INDEX as the lock was made with.
+def verify(ctx: click.Context, /, all_profiles: bool, allow_unhashed: bool, as_json: bool, **flags: Any) -> None:
+    """Check committed locks without network or uv, as sync does before it installs: every file the
+    profile's platforms may install has a sha256, the indexes and sources still pin the torch family
+    to the profile's index (and nothing else to it), and, where the ComfyUI checkout is here, the
+    pyproject is what envbuild renders from it. Exit 5 naming each problem (4: stale or missing).
     """
     import json
 
-    from envbuild.actions import catalogue_for
-    from envbuild.audit import audit_lock
-    from envbuild.errors import EnvbuildError, UsageError
-    from envbuild.lockdir import LockFolder
+    from envbuild.errors import UsageError
+    from envbuild.selection import profile_to_use
 
-    config = load_config(ctx, lock_dir=lock_dir)
-    if all_profiles and profile_name:
-        raise UsageError("--all checks every committed lock; drop --profile")
-    names = _committed(config) if all_profiles else [profile_name or _default_profile(config)]
-    if not names:
-        raise UsageError(f"no committed locks in {config.display(config.lock_dir)}",
-                         hint="run `envbuild lock --all` first")
-    catalogue = catalogue_for(config)
-    rows: list[dict[str, Any]] = []
-    for name in names:
-        try:
-            report = audit_lock(LockFolder(config.lock_dir, name), catalogue.get(name))
-        except EnvbuildError as exc:
-            if not all_profiles:
-                raise
-            rows.append({"profile": name, "ok": False, "error": str(exc)})
-            continue
-        rows.append(_row(config, report, allow_unhashed))
+    deployment = build_deployment(ctx, flags)
+    request = request_of(flags)
+    if all_profiles and (request.profile or request.cuda):
+        raise UsageError("--all checks every committed lock; drop --profile/--cuda")
+    if all_profiles:
+        names = deployment.committed()
+        if not names:
+            raise UsageError(f"no committed locks in {deployment.display(deployment.lock_dir)}",
+                             hint="run `envbuild lock --all` first")
+    else:
+        names = [profile_to_use(deployment, request, command=command_line(ctx, flags)).name]
+    rows = [_checked(deployment, name, allow_unhashed, all_profiles) for name in names]
     if as_json:
-        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+        show(json.dumps(rows, indent=2, sort_keys=True))
     else:
         for row in rows:
             _print_row(ctx, row)
-    failed = [row["profile"] for row in rows if not row["ok"]]
-    if failed:
+    codes = [row["exit"] for row in rows if row["exit"]]
+    if codes:
         if not as_json:
-            click.echo(f"error: {len(failed)} of {len(rows)} lock(s) failed verification: {', '.join(failed)}",
-                       err=True)
-        ctx.exit(1)
+            failed = [row["profile"] for row in rows if row["exit"]]
+            error(f"error: {len(failed)} of {len(rows)} lock(s) failed verification: {', '.join(failed)}")
+        ctx.exit(max(codes))
 
 
-def _committed(config: Config) -> list[str]:
-    if not config.lock_dir.is_dir():
-        return []
-    return sorted(p.parent.name for p in config.lock_dir.glob("*/uv.lock") if not p.parent.name.startswith("."))
+def _checked(deployment: Deployment, name: str, allow_unhashed: bool, many: bool) -> dict[str, Any]:
+    """One lock's row; with --all, a lock that cannot even be checked is a failed row, not the end."""
+    from envbuild.errors import EnvbuildError
+    from envbuild.trust import assess
+
+    try:
+        return _row(deployment, assess(deployment, deployment.catalogue.get(name), full=True), allow_unhashed)
+    except EnvbuildError as exc:
+        if not many:
+            raise
+        return {"profile": name, "lock": deployment.display(deployment.folder(name).path), "state": "error",
+                "ok": False, "exit": exc.exit_code, "reasons": [str(exc)], "compared_with_inputs": False,
+                "unhashed": [], "unhashed_allowed": allow_unhashed}
 
 
-def _default_profile(config: Config) -> str:
-    """As `sync`: the first profile of envbuild.toml, else the only committed lock."""
-    from envbuild.errors import UsageError
+def _row(deployment: Deployment, found: Assessment, allow_unhashed: bool) -> dict[str, Any]:
+    from envbuild.errors import LockIntegrityError, StaleLockError
+    from envbuild.trust import EDITED, UNHASHED
 
-    committed = _committed(config)
-    if config.profiles:
-        return config.profiles[0]
-    if len(committed) == 1:
-        return committed[0]
-    raise UsageError("which lock? pass --profile NAME or --all",
-                     hint=f"committed locks: {', '.join(committed) or 'none (run envbuild lock first)'}")
-
-
-def _row(config: Config, report: AuditReport, allow_unhashed: bool) -> dict[str, Any]:
+    report = found.report
+    ok = found.usable and (allow_unhashed or found.state != UNHASHED)
+    code = 0 if ok else (StaleLockError.exit_code if found.state in ("stale", "missing")
+                         else LockIntegrityError.exit_code)
     return {
-        "profile": report.profile,
-        "lock": config.display(report.folder),
-        "ok": report.clean(allow_unhashed),
-        "packages": report.packages,
-        "artifacts": report.artifacts,
-        "skipped": list(report.skipped),
-        "tampering": list(report.tampering),
+        "profile": found.profile,
+        "lock": deployment.display(found.folder.path),
+        "state": found.state,
+        "ok": ok,
+        "exit": code,
+        "reasons": list(found.reasons),
+        "compared_with_inputs": found.compared_with_inputs,
+        "packages": report.packages if report else None,
+        "artifacts": report.artifacts if report else None,
+        "skipped": list(report.skipped) if report else [],
+        "tampering": list(report.tampering) if report else [],
+        "edited": found.state == EDITED,
         "unhashed": [{"package": a.package, "version": a.version, "kind": a.kind, "filename": a.filename,
-                      "location": a.location, "hash": a.hash} for a in report.unhashed],
+                      "location": a.location, "hash": a.hash} for a in (report.unhashed if report else ())],
         "unhashed_allowed": allow_unhashed,
     }
 
 
 def _print_row(ctx: click.Context, row: dict[str, Any]) -> None:
-    name = row["profile"]
-    if "error" in row:
-        click.echo(f"{name}: FAILED: {row['error']}", err=True)
-        return
+    from envbuild.trust import STATE_MEANING
+
+    name, state = row["profile"], row["state"]
+    scope = "" if row["compared_with_inputs"] else "; no ComfyUI checkout here, so only the audit ran"
     if row["ok"] and not row["unhashed"]:
-        say(ctx, f"{name}: ok ({row['lock']}: {row['packages']} packages, {row['artifacts']} files, all with "
-                 "sha256; indexes and sources as the profile says)")
+        say(ctx, f"{name}: {state} ({row['lock']}: {row['packages']} packages, {row['artifacts']} files, all with "
+                 f"sha256; indexes and sources as the profile says{scope})")
         return
-    status = "ok, with warnings" if row["ok"] else "FAILED"
-    click.echo(f"{name}: {status} ({row['lock']})", err=not row["ok"])
-    for problem in row["tampering"]:
-        click.echo(f"  edited away from the profile: {problem}", err=True)
+    meaning = STATE_MEANING.get(state, "could not be checked")
+    heading = f"{name}: {state} ({row['lock']})" + ("" if row["ok"] else f": {meaning}")
+    (say if row["ok"] else lambda _ctx, text: error(text))(ctx, heading)
+    for reason in row["reasons"]:
+        error(f"  {reason}")
     label = "warning: no sha256" if row["unhashed_allowed"] else "no sha256"
     for item in row["unhashed"]:
         why = "no hash" if item["hash"] is None else f"hash is not sha256 ({item['hash'].split(':', 1)[0]})"
-        click.echo(f"  {label}: {item['package']} {item['version']} {item['kind']} {item['filename']} ({why})",
-                   err=True)
-    if row["tampering"]:
-        click.echo(f"  fix: `envbuild lock --profile {name}` regenerates the folder from the profile", err=True)
+        error(f"  {label}: {item['package']} {item['version']} {item['kind']} {item['filename']} ({why})")
+    if row["state"] in ("edited", "stale"):
+        error(f"  fix: `envbuild lock --profile {name}` regenerates the folder from the inputs and the profile")
     elif not row["ok"]:
-        click.echo("  the index served these files without a sha256; --allow-unhashed accepts them", err=True)
+        error("  the index served these files without a sha256; --allow-unhashed accepts them")

@@ -1,4 +1,4 @@
-"""Running ComfyUI in a profile's environment, and reading what a sync changed.
+"""`envbuild run`: ComfyUI started in a profile's environment, with the torch guard.
 
 `envbuild run` starts `<comfyui>/main.py` with the venv's own interpreter (no activation, no
 `uv run`, which would sync ComfyUI's dependency-less pyproject into the venv), the torch guard in
@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from envbuild import runner
-from envbuild.actions import check_profile, committed_profiles
 from envbuild.config import Config
-from envbuild.errors import ConfigError, StaleLockError, UsageError, VerifyError
+from envbuild.deployment import Deployment
+from envbuild.errors import ConfigError, VerifyError
 from envbuild.guard import CONSTRAINTS_NAME, guard_environment
 from envbuild.lockdir import LockFolder
-from envbuild.profiles import ProfileCatalogue, TorchProfile
-from envbuild.uv import Uv, get_uv, package_changes, venv_python
+from envbuild.profiles import TorchProfile
+from envbuild.trust import require_usable
+from envbuild.uv import Uv, package_changes, venv_python
 
 log = logging.getLogger("envbuild.run")
 # Variables that would make the child (or the uv/pip the Manager starts) use another environment.
@@ -43,20 +44,6 @@ class Launch:
     warnings: tuple[str, ...] = ()
 
 
-def select_run_profile(catalogue: ProfileCatalogue, config: Config, name: str | None) -> TorchProfile:
-    """--profile, else the first profile of envbuild.toml, else the only committed lock."""
-    if name is None:
-        committed = committed_profiles(config)
-        if config.profiles:
-            name = config.profiles[0]
-        elif len(committed) == 1:
-            name = committed[0]
-        else:
-            raise UsageError("which profile? pass --profile NAME",
-                             hint=f"committed locks: {', '.join(committed) or 'none (run envbuild lock first)'}")
-    return catalogue.get(name)
-
-
 def comfy_args(config: Config) -> list[str]:
     """ComfyUI's own flags from `[comfyui]`; ARGS given after them win (argparse keeps the last)."""
     args: list[str] = []
@@ -69,26 +56,18 @@ def comfy_args(config: Config) -> list[str]:
     return args
 
 
-def prepare_run(
-    config: Config, profile: TorchProfile, venv: Path, args: Sequence[str] = (), *,
-    environ: Mapping[str, str] | None = None, uv: Uv | None = None,
-) -> Launch:
+def prepare_run(deployment: Deployment, profile: TorchProfile, venv: Path, args: Sequence[str] = ()) -> Launch:
     """Check lock and venv, then build the command line and the guarded environment."""
-    env = dict(os.environ if environ is None else environ)
+    config, env = deployment.config, deployment.env
     venv = venv.absolute()
     main = _main_py(config)
-    folder = LockFolder(config.lock_dir, profile.name)
-    if not folder.exists():
-        raise StaleLockError(f"no lock for profile {profile.name} at {folder.path}",
-                             hint=f"run `envbuild lock --profile {profile.name}`")
-    reasons = check_profile(config, profile, env)
-    if reasons:
-        raise StaleLockError(f"the lock for profile {profile.name} is out of date: " + "; ".join(reasons),
-                             hint=f"run `envbuild lock --profile {profile.name}`, then "
-                                  f"`envbuild sync --profile {profile.name}`")
+    folder = deployment.folder(profile)
+    require_usable(deployment, profile, allow_unhashed=True,
+                   then=f"then `envbuild sync --profile {profile.name}`")  # sync refused unhashed files
     python = venv_python(venv)
-    extras = _check_synced(uv or get_uv(env), folder, profile, venv, python)
-    guard = guard_environment(folder.path, profile, env)
+    extras = _check_synced(deployment.uv, folder, profile, venv, python)
+    guard = guard_environment(folder.path, profile, env, deployment.canonical_index(profile),
+                              deployment.default_index)
     # `uv pip` (the Manager's uv mode) must install into this venv, whatever the user's shell points at.
     env_set = {**guard, "VIRTUAL_ENV": str(venv), "UV_PYTHON": str(python)}
     child = {k: v for k, v in env.items() if k not in _DROPPED_ENV}

@@ -1,0 +1,208 @@
+"""`lock`: make locks/<profile>/ from the plan with the real `uv lock`, never half-written.
+
+The order matters for safety: everything that can be checked without uv is checked in the plan,
+before anything is written; uv locks a staged copy beside the folder, the new lock is audited, and
+only then does it replace the committed one. A lock whose folder is already current runs no uv.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from envbuild.deployment import DEFAULT_INDEX_ENV, Deployment
+from envbuild.errors import EnvbuildError, IndexUnreachableError
+from envbuild.fsio import atomic_write, exclusive_lock, remove_stale_staging, replace_dir, staging_dir
+from envbuild.lockdir import LockFolder, count_locked_packages
+from envbuild.planning import LockPlan, plan_lock
+from envbuild.profiles import TorchProfile
+from envbuild.trust import CURRENT, UNHASHED, assess, remember_new_lock, remembered
+
+
+class LockResult(NamedTuple):
+    profile: str
+    status: str  # "locked" | "up-to-date"
+    folder: Path
+    packages: int
+    reasons: tuple[str, ...]  # why it was (re)locked
+    uv_summary: str
+    seconds: float
+    warnings: tuple[str, ...] = ()  # lines skipped or ignored, nodes left out: never silent
+
+
+def lock_profile(
+    deployment: Deployment, profile: TorchProfile, *, upgrade: bool = False, upgrade_packages: Sequence[str] = (),
+    stream: bool = True, on_wait: Callable[[], None] | None = None,
+) -> LockResult:
+    started = time.perf_counter()
+    upgrading = bool(upgrade or upgrade_packages)
+    folder = deployment.folder(profile)
+    if not upgrading and remembered(deployment, profile) is not None:  # a few file hashes, no parsing
+        return _up_to_date(folder, started)
+    plan = plan_lock(deployment, profile)  # every input error surfaces before anything is written
+    _ignore_scratch_files(deployment.lock_dir)
+    # One writer per profile folder: a second run waits, then finds the lock current (or re-locks).
+    with exclusive_lock(deployment.lock_dir / f".{profile.name}.lock", timeout=deployment.lock_timeout,
+                        on_wait=on_wait):
+        found = assess(deployment, profile, full=True, plan=plan)
+        if found.state in (CURRENT, UNHASHED) and not upgrading:
+            _refresh_fingerprint(plan)
+            return _up_to_date(folder, started)
+        reasons = list(found.reasons) if found.reasons else ([f"no lock yet at {deployment.display(folder.path)}"]
+                                                              if found.state == "missing" else [])
+        # Only a lock that passed the audit seeds the next one: uv keeps a lock that still fits as it
+        # is, so a forged hash or URL would otherwise be carried into the new lock.
+        seed = found.state != "missing" and found.report is not None and not found.report.tampering
+        lock_text, summary, unhashed = _lock_staged(deployment, plan, upgrade, upgrade_packages, stream, seed)
+    if upgrading:
+        reasons.append("upgrade requested")
+    return LockResult(profile.name, "locked", folder.path, count_locked_packages(lock_text), tuple(reasons), summary,
+                      time.perf_counter() - started, (*plan.fingerprint.warnings, *unhashed))
+
+
+def _ignore_scratch_files(lock_dir: Path) -> None:
+    """locks/ is committed; envbuild's lock files and staging folders in it must never be."""
+    ignore = lock_dir / ".gitignore"
+    if not ignore.exists():
+        atomic_write(ignore, "# envbuild's scratch files (per-profile write locks, staged locks)\n.*\n!.gitignore\n")
+
+
+def _lock_staged(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade_packages: Sequence[str],
+                 stream: bool, seed: bool) -> tuple[str, str, tuple[str, ...]]:
+    """Lock a copy beside the folder; only a successful, audited lock replaces the committed one."""
+    from envbuild import guard
+    from envbuild.audit import audit_texts, require_clean
+
+    profile = plan.profile
+    remove_stale_staging(deployment.lock_dir, profile.name)  # we hold the profile's lock: a killed run's
+    with staging_dir(deployment.lock_dir, profile.name) as staged:
+        atomic_write(staged / "pyproject.toml", plan.pyproject)
+        if seed:  # the previous lock is uv's starting point: re-locking keeps versions unless asked
+            import shutil
+
+            shutil.copyfile(plan.folder.uv_lock, staged / "uv.lock")
+        try:
+            summary = deployment.uv.lock(staged, upgrade=upgrade, upgrade_packages=upgrade_packages, stream=stream,
+                                         env_set=_mirror_env(deployment), env_unset=_unset_env(plan))
+        except IndexUnreachableError as exc:
+            raise _with_network_advice(exc, deployment, profile) from None
+        lock_text = (staged / "uv.lock").read_text(encoding="utf-8")
+        report = audit_texts(plan.pyproject, lock_text, profile, folder=staged,
+                             indexes=deployment.indexes(profile)[:3], pytorch_bases=deployment.pytorch_bases())
+        require_clean(report, allow_unhashed=True)  # the index may omit hashes: said below, refused at sync
+        unhashed = tuple(a.describe() for a in report.unhashed)
+        fingerprint = plan.fingerprint.with_lock(lock_text, _today())
+        atomic_write(staged / plan.folder.fingerprint_path.name, fingerprint.to_json())
+        guard.write_constraints(staged, profile, lock_text)  # the torch guard, from the lock just made
+        replace_dir(staged, plan.folder.path)
+    remember_new_lock(deployment, plan, unhashed)
+    notes = tuple(f"no sha256 in the lock for {item} (sync will refuse it without --allow-unhashed)"
+                  for item in unhashed)
+    return lock_text, summary, notes
+
+
+def _mirror_env(deployment: Deployment) -> dict[str, str]:
+    """uv's own settings for a lock made through a mirror (mode "lock")."""
+    from envbuild.mirrors import uv_environment
+
+    return uv_environment(deployment.mirrors) if deployment.mirrors.locks_through else {}
+
+
+def _unset_env(plan: LockPlan) -> tuple[str, ...]:
+    """A lock made through a PyPI mirror names it in the pyproject; uv's own default-index settings would
+    silently win over that, so they are dropped for this run."""
+    return DEFAULT_INDEX_ENV if plan.fingerprint.default_index else ()
+
+
+def _with_network_advice(exc: IndexUnreachableError, deployment: Deployment,
+                         profile: TorchProfile) -> IndexUnreachableError:
+    """An index that cannot be reached: the ways around it that this deployment has, as exact commands."""
+    ways = []
+    pypi = deployment.catalogue.profiles.get(f"{profile.name}-pypi") if profile.index_url else None
+    if pypi is not None:
+        ways.append(f"take torch from PyPI instead: `envbuild lock --profile {profile.name} --torch-source pypi` "
+                    f"(locks {pypi.name}, Linux x86_64)")
+    if profile.index_url and not deployment.mirrors.pytorch:
+        ways.append("lock through a PyTorch mirror: `envbuild lock --profile "
+                    f"{profile.name} --mirror https://mirror.sjtu.edu.cn/pytorch-wheels` (or [mirrors] pytorch "
+                    "in envbuild.toml, ENVBUILD_PYTORCH_MIRROR)")
+    if not deployment.mirrors.pypi:
+        ways.append("for PyPI itself: [mirrors] pypi in envbuild.toml (or ENVBUILD_PYPI_MIRROR / --pypi-mirror)")
+    advice = "; or ".join(ways)
+    exc.hint = f"{exc.hint}; {advice}" if exc.hint and advice else (exc.hint or advice or None)
+    return exc
+
+
+def _refresh_fingerprint(plan: LockPlan) -> None:
+    """Only comments or formatting changed: remember the new bytes so the next run is a fast no-op."""
+    recorded = plan.folder.read_fingerprint()
+    if recorded is None:
+        return
+    refreshed = plan.fingerprint._replace(uv_lock_sha256=recorded.uv_lock_sha256, extra=recorded.extra)
+    if refreshed != recorded:
+        atomic_write(plan.folder.fingerprint_path, refreshed.to_json())
+
+
+def _up_to_date(folder: LockFolder, started: float) -> LockResult:
+    recorded = folder.read_fingerprint()
+    packages = count_locked_packages(folder.uv_lock.read_text(encoding="utf-8"))
+    warnings = recorded.warnings if recorded else ()
+    return LockResult(folder.profile, "up-to-date", folder.path, packages, (), "", time.perf_counter() - started,
+                      warnings)
+
+
+class LockEvent(NamedTuple):
+    """Progress of one profile in `lock --all`, reported as it happens (from worker threads)."""
+
+    profile: str
+    kind: str  # "started" | "waiting" | "done" | "failed"
+    result: LockResult | None = None
+    error: EnvbuildError | None = None
+
+
+def lock_many(
+    deployment: Deployment, profiles: Sequence[TorchProfile], *, jobs: int, on_event: Callable[[LockEvent], None],
+    upgrade: bool = False, upgrade_packages: Sequence[str] = (),
+) -> list[LockEvent]:
+    """Lock several profiles at once (uv is I/O bound), each independently: one failure stops no other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(profile: TorchProfile) -> LockEvent:
+        on_event(LockEvent(profile.name, "started"))
+        try:
+            result = lock_profile(deployment, profile, upgrade=upgrade, upgrade_packages=upgrade_packages,
+                                  stream=False, on_wait=lambda: on_event(LockEvent(profile.name, "waiting")))
+            event = LockEvent(profile.name, "done", result=result)
+        except EnvbuildError as exc:
+            event = LockEvent(profile.name, "failed", error=exc)
+        on_event(event)
+        return event
+
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(profiles)))) as pool:
+        return list(pool.map(one, profiles))
+
+
+def refresh_locks_readme(deployment: Deployment, *, changed: bool = True) -> Path | None:
+    """locks/README.md, rewritten only when what it says changed. `changed=False` (every lock was
+    a no-op) skips even reading the locks, unless the README is missing: that is the no-op's cost."""
+    path = deployment.lock_dir / "README.md"
+    if not changed and path.is_file():
+        return path
+    from envbuild.locks_readme import lock_folders, render_locks_readme, summarize
+
+    folders = lock_folders(deployment.lock_dir)
+    if not folders:
+        return None
+    catalogue = deployment.catalogue
+    text = render_locks_readme(summarize(f, catalogue.profiles.get(f.profile)) for f in folders)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        atomic_write(path, text)
+    return path
+
+
+def _today() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).date().isoformat()

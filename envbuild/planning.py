@@ -1,0 +1,91 @@
+"""What a profile's lock would be made from, computed without uv: the lock plan.
+
+Everything that can be checked without the resolver (parsing, merging, conflicts, torch pins,
+rendering) happens here, before anything is written; `lock` then hands the plan's pyproject to uv,
+and the freshness check compares it with the committed one.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from envbuild.deployment import Deployment
+from envbuild.inputs import MergedInputs, merge_inputs, normalized_digest, profile_display_path
+from envbuild.lockdir import Fingerprint, LockFolder, file_digest, sha256_text
+from envbuild.profiles import TorchProfile
+from envbuild.render import RENDER_VERSION, UV_REQUIRED_VERSION, RenderInput, render_pyproject
+
+
+class LockPlan(NamedTuple):
+    """Everything a lock needs, computed without uv."""
+
+    profile: TorchProfile
+    merged: MergedInputs
+    pyproject: str
+    fingerprint: Fingerprint  # what the lock folder will record (uv.lock's digest added after uv ran)
+    folder: LockFolder
+
+
+def plan_lock(deployment: Deployment, profile: TorchProfile) -> LockPlan:
+    """Parse and merge the inputs and render the pyproject; every input error surfaces here."""
+    config = deployment.config
+    profile.validate()
+    config.validate()
+    merged = merge_inputs(config, profile)
+    expected = expected_fingerprint(deployment, profile)
+    inputs = {config.display(item.path): "" for item in merged.collected.files}
+    inputs.update(_input_digests(merged, deployment))
+    indexes = deployment.indexes(profile)
+    pyproject = render_pyproject(RenderInput(
+        merged=merged.result, profile=profile, requires_python=config.requires_python,
+        index_url=indexes.torch, input_paths=[*inputs, profile_display_path(profile, config)],
+        default_index=indexes.default, index_format=indexes.format,
+    ))
+    fingerprint = expected._replace(
+        pyproject_sha256=sha256_text(pyproject), inputs=inputs,
+        raw_inputs={config.display(path): file_digest(path) or "" for path in merged.files_read},
+        roots=tuple(config.display(item.path) for item in merged.collected.files),
+        warnings=input_warnings(merged),
+    )
+    return LockPlan(profile, merged, pyproject, fingerprint, deployment.folder(profile))
+
+
+def expected_fingerprint(deployment: Deployment, profile: TorchProfile) -> Fingerprint:
+    """What a current lock must have recorded, as far as it is known without parsing any input:
+    the settings that shape a lock besides the input files."""
+    from envbuild.gitsrc import resolved_commits
+
+    indexes = deployment.indexes(profile)
+    # Which ComfyUI (and Manager) a lock belongs to: a checkout that moved makes the lock stale.
+    extra = {f"{name}-commit": sha for name, sha in resolved_commits(deployment.config, deployment.env).items()}
+    if indexes.format != "simple":
+        extra["index-format"] = indexes.format
+    return Fingerprint(
+        profile=profile.name, render_version=RENDER_VERSION, uv_required_version=UV_REQUIRED_VERSION,
+        torch_source=profile.torch_source, index_url=indexes.torch, profile_sha256=profile_digest(profile),
+        pyproject_sha256="", inputs={}, default_index=indexes.default, extra=extra,
+        requires_python=deployment.config.requires_python,
+    )
+
+
+def profile_digest(profile: TorchProfile) -> str:
+    return sha256_text("\n".join(profile.digest_parts()))
+
+
+def input_warnings(merged: MergedInputs) -> tuple[str, ...]:
+    """What the inputs asked for that will not be in the lock, one line each."""
+    lines = [f"{w.origin}: {w.message}" for w in merged.warnings]
+    lines.extend(f"custom node skipped: {skipped}" for skipped in merged.collected.skipped_nodes)
+    return tuple(lines)
+
+
+def _input_digests(merged: MergedInputs, deployment: Deployment) -> dict[str, str]:
+    """Per file, a digest of the requirement lines it contributed (comments do not count)."""
+    display = deployment.config.display
+    texts: dict[str, list[str]] = {display(path): [] for path in merged.files_read}
+    for group in (merged.result.requirements, merged.result.constraints):
+        for requirement in group:
+            for item in requirement.origins:
+                if item.origin.path in texts:
+                    texts[item.origin.path].append(item.text)
+    return {path: normalized_digest(sorted(lines)) for path, lines in texts.items()}
