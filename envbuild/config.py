@@ -156,7 +156,8 @@ def _read_config(path: Path) -> Config:
             for p in expect_str_list(lock.get("extra-requirements", []), "lock.extra-requirements", path)
         ),
         profiles_dirs=(
-            (rel(profiles_dir, "lock.profiles-dir"),) if profiles_dir else _default_profiles_dirs(project_dir)
+            (_profiles_dir(rel(profiles_dir, "lock.profiles-dir"), path),) if profiles_dir
+            else _default_profiles_dirs(project_dir)
         ),
         mirrors=_mirrors_table(data.get("mirrors", {}), path),
         listen=expect(comfy["listen"], str, "comfyui.listen", path) if "listen" in comfy else None,
@@ -211,6 +212,15 @@ def _manager_clone_path(source: GitSource | None, base: Path | None, path: Path)
         raise ConfigError(path, "`manager.git` needs `manager.path` (or `comfyui.path`/`comfyui.base-directory`)",
                           hint="the Manager is cloned into <custom_nodes>/comfyui-manager")
     return base / "custom_nodes" / "comfyui-manager"
+
+
+def _profiles_dir(folder: Path, path: Path) -> Path:
+    """A profiles-dir that is not there would silently leave only the built-in profiles: refuse it."""
+    if not folder.is_dir():
+        raise ConfigError(path, f"`lock.profiles-dir` {folder} is not a folder",
+                          hint="create it (with your profile .toml files), or remove the key to use the built-in "
+                               "profiles")
+    return folder
 
 
 def _default_profiles_dirs(project_dir: Path) -> tuple[Path, ...]:

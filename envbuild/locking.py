@@ -42,6 +42,23 @@ def lock_profile(
     if not upgrading and remembered(deployment, profile) is not None:  # a few file hashes, no parsing
         return _up_to_date(folder, started)
     plan = plan_lock(deployment, profile)  # every input error surfaces before anything is written
+    require_owned_lock_dir(deployment)
+    try:
+        return _lock_planned(deployment, plan, upgrade, upgrade_packages, stream, on_wait, started)
+    except OSError as exc:  # a read-only or full disk: name the place, not a traceback; the old lock stands
+        from envbuild.errors import ConfigError
+
+        where = exc.filename or deployment.lock_dir
+        raise ConfigError(None, f"cannot write the lock for profile {profile.name}: {where}: "
+                                f"{exc.strerror or exc}; the previous lock is untouched",
+                          hint="free disk space or make the lock folder writable, then run `envbuild lock` "
+                               "again") from None
+
+
+def _lock_planned(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade_packages: Sequence[str],
+                  stream: bool, on_wait: Callable[[], None] | None, started: float) -> LockResult:
+    profile, folder = plan.profile, plan.folder
+    upgrading = bool(upgrade or upgrade_packages)
     _ignore_scratch_files(deployment.lock_dir)
     # One writer per profile folder: a second run waits, then finds the lock current (or re-locks).
     with exclusive_lock(deployment.lock_dir / f".{profile.name}.lock", timeout=deployment.lock_timeout,
@@ -62,11 +79,60 @@ def lock_profile(
                       time.perf_counter() - started, (*plan.fingerprint.warnings, *unhashed))
 
 
+_IGNORE_TEXT = "# envbuild's scratch files (per-profile write locks, staged locks)\n.*\n!.gitignore\n"
+_README_FIRST_LINE = "# Committed locks"
+
+
+def require_owned_lock_dir(deployment: Deployment) -> None:
+    """The lock folder must be one envbuild owns: it writes README.md and .gitignore there and swaps whole
+    folders in, so `lock.dir = "."` (or a ComfyUI checkout) would replace the user's own files."""
+    from envbuild.errors import ConfigError
+
+    lock_dir, config = deployment.lock_dir, deployment.config
+    where = config.source or "--lock-dir"
+    for checkout, what in ((config.comfyui, "the ComfyUI checkout"), (config.base_directory, "ComfyUI's base "
+                                                                                             "directory")):
+        if checkout is not None and (lock_dir.resolve() == checkout.resolve()
+                                     or checkout.resolve() in lock_dir.resolve().parents):
+            raise ConfigError(where, f"the lock folder {lock_dir} is inside {what}, where ComfyUI's own files live",
+                              hint='use a folder of its own beside it, e.g. [lock] dir = "locks"')
+    if not lock_dir.exists():
+        return
+    if not lock_dir.is_dir():
+        raise ConfigError(where, f"the lock folder {lock_dir} is a file, not a folder",
+                          hint='move it away, or set [lock] dir to another folder (default "locks")')
+    foreign = [entry.name for entry in sorted(lock_dir.iterdir()) if not _ours(entry)]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(where, f"the lock folder {lock_dir} holds files envbuild did not write ({shown}); envbuild "
+                                 "replaces README.md, .gitignore and whole profile folders there",
+                          hint='give locks a folder of their own, e.g. [lock] dir = "locks"')
+
+
+def _ours(entry: Path) -> bool:
+    """What envbuild writes in a lock folder: profile folders, README.md, .gitignore, dot-named scratch."""
+    name = entry.name
+    if name.startswith(".") and name != ".gitignore":
+        return True  # write locks, staging and previous copies (and .git of a lock-only repository)
+    try:
+        if entry.is_symlink():
+            return False
+        if name == ".gitignore":
+            return entry.is_file() and entry.read_text(encoding="utf-8") == _IGNORE_TEXT
+        if name == "README.md":
+            return entry.is_file() and entry.read_text(encoding="utf-8").startswith(_README_FIRST_LINE)
+        if entry.is_dir():
+            return (entry / "uv.lock").exists() or (entry / "pyproject.toml").exists() or not any(entry.iterdir())
+    except (OSError, UnicodeDecodeError):
+        return False
+    return False
+
+
 def _ignore_scratch_files(lock_dir: Path) -> None:
     """locks/ is committed; envbuild's lock files and staging folders in it must never be."""
     ignore = lock_dir / ".gitignore"
     if not ignore.exists():
-        atomic_write(ignore, "# envbuild's scratch files (per-profile write locks, staged locks)\n.*\n!.gitignore\n")
+        atomic_write(ignore, _IGNORE_TEXT)
 
 
 def _lock_staged(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade_packages: Sequence[str],

@@ -17,7 +17,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -97,8 +97,8 @@ def last_check(venv: Path) -> CheckResult | None:
         return None
 
 
-def run_check(deployment: Deployment, profile: TorchProfile, venv: Path,
-              timeout: float = DEFAULT_TIMEOUT) -> CheckResult:
+def run_check(deployment: Deployment, profile: TorchProfile, venv: Path, timeout: float = DEFAULT_TIMEOUT, *,
+              before_start: Callable[[], None] | None = None) -> CheckResult:
     """Run the quick test with the venv's interpreter and, when the profile has a lock, the torch
     guard (a node's prestartup script may install packages), taken only from a lock that passes the
     trust check. Saved as `<venv>/envbuild-check.json`."""
@@ -113,6 +113,8 @@ def run_check(deployment: Deployment, profile: TorchProfile, venv: Path,
     argv = [str(python), str(comfyui / "main.py"), "--cpu", "--quick-test-for-ci"]
     if config.base_directory is not None:
         argv += ["--base-directory", str(config.base_directory)]
+    if before_start is not None:  # every precondition held: now the caller may say that work starts
+        before_start()
     started = time.perf_counter()
     try:
         proc = runner.run(argv, cwd=comfyui, env=env, timeout=timeout, check=False)

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "export": "envbuild.cli.export:export",
     "diff": "envbuild.cli.diff:diff",
     "check": "envbuild.cli.check:check",
+    "init": "envbuild.cli.init:init",
 }
 
 

@@ -36,9 +36,11 @@ def check(ctx: click.Context, /, venv: Path | None, timeout: float, as_json: boo
     deployment = build_deployment(ctx, flags)
     profile = profile_to_use(deployment, request_of(flags), command=command_line(ctx, flags))
     target = resolve_venv(deployment, venv)
-    if not as_json:
-        say(ctx, f"{profile.name}: running ComfyUI's quick test in {target} (up to {timeout:g} s)")
-    result = run_check(deployment, profile, target, timeout)
+    def announce() -> None:
+        if not as_json:
+            say(ctx, f"{profile.name}: running ComfyUI's quick test in {target} (up to {timeout:g} s)")
+
+    result = run_check(deployment, profile, target, timeout, before_start=announce)
     if as_json:
         show(result.to_json(), nl=False)
         ctx.exit(0 if result.ok else 1)

@@ -39,7 +39,7 @@ def lock(ctx: click.Context, /, all_profiles: bool, check: bool, upgrade: bool, 
     --extra-requirements, --torch-source, --lock-dir, --mirror...) are written into envbuild.toml
     once the lock succeeded, so sync, run and the next lock use the same deployment.
     """
-    from envbuild.errors import UsageError
+    from envbuild.errors import EnvbuildError, UsageError
     from envbuild.locking import refresh_locks_readme
     from envbuild.selection import profile_to_lock, profiles_to_lock
 
@@ -64,7 +64,11 @@ def lock(ctx: click.Context, /, all_profiles: bool, check: bool, upgrade: bool, 
                               on_wait=lambda: warn(f"{profile.name}: waiting for another envbuild locking it"))
         _report_lock(ctx, deployment, result)
         code, changed = 0, result.status == "locked"
-    refresh_locks_readme(deployment, changed=changed)
+    try:
+        refresh_locks_readme(deployment, changed=changed)
+    except (OSError, EnvbuildError) as exc:  # the locks themselves are in place: said, not failed
+        warn(f"{deployment.display(deployment.lock_dir / 'README.md')} was not rewritten: "
+             f"{getattr(exc, 'strerror', None) or exc}")
     if code == 0:
         _persist_choices(ctx, deployment, flags)
     ctx.exit(code)

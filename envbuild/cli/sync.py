@@ -94,8 +94,9 @@ def _smoke_check(ctx: click.Context, deployment: Deployment, profile: TorchProfi
     from envbuild.cli.check import report_check
     from envbuild.smoke import run_check
 
-    say(ctx, f"{profile.name}: running ComfyUI's quick test in {venv}")
-    ctx.exit(report_check(ctx, run_check(deployment, profile, venv)))
+    result = run_check(deployment, profile, venv,
+                       before_start=lambda: say(ctx, f"{profile.name}: running ComfyUI's quick test in {venv}"))
+    ctx.exit(report_check(ctx, result))
 
 
 class _FitCheck:
