@@ -13,9 +13,7 @@ Settings come from flags, then the environment, then envbuild.toml, then the per
 
 from __future__ import annotations
 
-import posixpath
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -79,33 +77,13 @@ class Mirrors(NamedTuple):
 
 
 def user_config_path(environ: Mapping[str, str]) -> Path:
+    """ENVBUILD_USER_CONFIG, else `config.toml` in platformdirs' user config dir for envbuild."""
     override = environ.get(USER_CONFIG_ENV)
     if override:
         return Path(override)
-    return _user_config_dir(environ) / "config.toml"
-
-
-def _user_config_dir(environ: Mapping[str, str]) -> Path:
-    xdg = _xdg_config_home(environ)
-    if xdg is not None:
-        return Path(xdg) / "envbuild"
     import platformdirs
 
-    return Path(platformdirs.user_config_dir("envbuild"))
-
-
-def _xdg_config_home(environ: Mapping[str, str]) -> str | None:
-    """On Linux, the XDG Base Directory rule that platformdirs applies there: $XDG_CONFIG_HOME if it is
-    absolute, else $HOME/.config. Every no-op `lock` and `sync` asks, and importing platformdirs costs
-    ~9 ms of it; anything unusual (another OS, Android, a relative HOME) is left to platformdirs, and a
-    test holds the two to the same answer."""
-    if not sys.platform.startswith("linux") or hasattr(sys, "getandroidapilevel"):
-        return None
-    xdg = environ.get("XDG_CONFIG_HOME", "")
-    if posixpath.isabs(xdg):
-        return xdg
-    home = environ.get("HOME", "")
-    return posixpath.join(home, ".config") if posixpath.isabs(home) else None
+    return Path(platformdirs.user_config_dir("envbuild")) / "config.toml"
 
 
 def resolve_mirrors(team: Mapping[str, Any], team_path: Path | None, environ: Mapping[str, str],

@@ -51,6 +51,7 @@ def lock(ctx: click.Context, /, all_profiles: bool, check: bool, upgrade: bool, 
     if check and (upgrade or upgrade_package):
         raise UsageError("--check only checks; drop --upgrade/--upgrade-package")
     targets = profiles_to_lock(deployment) if all_profiles else [profile_to_lock(deployment, request)]
+    _say_outside(deployment)
     if check:
         ctx.exit(_check_locks(ctx, deployment, targets))
     if all_profiles:
@@ -89,6 +90,14 @@ def _require_inputs(deployment: Deployment) -> None:
                                "pass --comfyui PATH")
     raise ConfigError(config.source, "no ComfyUI checkout given",
                       hint='set [comfyui] path = "ComfyUI" in envbuild.toml, or pass --comfyui PATH')
+
+
+def _say_outside(deployment: Deployment) -> None:
+    """A lock folder outside the deployment's folder is allowed, but it is not committed with it: said."""
+    project, lock_dir = deployment.config.project_dir.resolve(), deployment.lock_dir.resolve()
+    if project != lock_dir and project not in lock_dir.parents:
+        warn(f"the lock folder {lock_dir} is outside the deployment folder {project}: it is not committed with "
+             "envbuild.toml unless you commit it yourself")
 
 
 def _persist_choices(ctx: click.Context, deployment: Deployment, flags: dict[str, Any]) -> None:
