@@ -22,7 +22,6 @@ from envbuild.inputs import MergedInputs, collect_inputs, merge_inputs, normaliz
 from envbuild.lockdir import (
     Fingerprint,
     LockFolder,
-    count_locked_packages,
     file_digest,
     sha256_text,
     stale_reasons,
@@ -30,6 +29,7 @@ from envbuild.lockdir import (
 )
 from envbuild.profiles import ProfileCatalogue, TorchProfile, load_catalogue
 from envbuild.render import RENDER_VERSION, UV_REQUIRED_VERSION, RenderInput, render_pyproject
+from envbuild.uvlock import count_locked_packages
 
 if TYPE_CHECKING:
     from envbuild.audit import AuditReport
@@ -425,13 +425,14 @@ def sync_through_mirror(uv: Uv, folder: LockFolder, venv: Path, mirrors: Mirrors
     import tempfile
 
     from envbuild.mirrors import install_rules, rewrite_lock_text, uv_environment
+    from envbuild.uvlock import parse_uv_lock
 
     env = os.environ if environ is None else environ
     for line in mirrors.describe():
         logging.getLogger("envbuild.mirrors").info(line)
     uv.lock(folder.path, check=True, offline=True, stream=False)  # the canonical lock matches its pyproject
     lock_text = folder.uv_lock.read_text(encoding="utf-8")
-    rules = install_rules(lock_text, mirrors, env)
+    rules = install_rules(parse_uv_lock(lock_text, folder.uv_lock), mirrors, env)
     with tempfile.TemporaryDirectory(prefix="envbuild-mirror-") as scratch:
         copy = Path(scratch)
         (copy / "uv.lock").write_text(rewrite_lock_text(lock_text, rules), encoding="utf-8")
@@ -455,9 +456,12 @@ def _hash_mismatch(exc: UvError, lock_text: str, server: str = "the mirror") -> 
     if match is None:
         return None
     name, version, expected, computed = match.groups()
-    block = re.search(rf'name = "{re.escape(name)}"\nversion = "{re.escape(version)}"\n(.*?)(?:\n\n|\Z)',
-                      lock_text, re.S)
-    urls = re.findall(r'url = "([^"]+)"', block.group(1)) if block else []
+    from envbuild.uvlock import parse_uv_lock
+
+    try:
+        urls = [url for p in parse_uv_lock(lock_text, "uv.lock").named(name) if p.version == version for url in p.urls]
+    except LockIntegrityError:  # only the message loses the URL
+        urls = []
     where = f" from {urls[0]}" if len(urls) == 1 else ""
     return LockIntegrityError(
         f"hash mismatch for {name}=={version}{where}: the lock says {expected}, {server} served {computed}; "

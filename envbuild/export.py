@@ -12,12 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from envbuild.audit import PYPI_SIMPLE, audit_lock, parse_uv_lock, require_clean
+from envbuild.audit import PYPI_SIMPLE, audit_lock, require_clean
 from envbuild.errors import StaleLockError, UsageError
 from envbuild.fsio import atomic_write
 from envbuild.lockdir import LockFolder
 from envbuild.profiles import TorchProfile
 from envbuild.uv import Uv, get_uv
+from envbuild.uvlock import read_uv_lock
 
 # envbuild's format name -> uv's
 FORMATS: Mapping[str, str] = {"requirements": "requirements.txt", "pylock": "pylock.toml"}
@@ -102,7 +103,7 @@ def _pylock_header(profile: TorchProfile, shown_as: str) -> str:
 
 def _registries(folder: LockFolder, profile: TorchProfile) -> tuple[str | None, list[str]]:
     """(the default index the lock used, the torch-family indexes). The audit made sure there is one of each."""
-    lock = parse_uv_lock(folder.uv_lock.read_text(encoding="utf-8"), folder.uv_lock)
+    lock = read_uv_lock(folder.uv_lock)
     family = profile.package_names()
     extra = sorted({p.registry for p in lock.packages if p.name in family and p.registry} if profile.index_url else ())
     others = sorted({p.registry for p in lock.packages if p.registry and p.registry not in extra})
