@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,8 @@ from envbuild.errors import ConfigError, LockIntegrityError, StaleLockError
 from envbuild.lockdir import LockFolder, sha256_text
 from envbuild.profiles import CANONICAL_PYTORCH_BASE, TorchProfile
 from envbuild.tomlfile import parse_toml
+from envbuild.uvlock import Dependency, LockedPackage, LockFile, parse_uv_lock
 
-PYPI_SIMPLE = "https://pypi.org/simple"
 _SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
 # Settings that change where packages come from; envbuild never writes them.
 _REDIRECTING_KEYS = ("index-url", "extra-index-url", "find-links", "no-index", "index-strategy",
@@ -34,39 +34,6 @@ _REDIRECTING_KEYS = ("index-url", "extra-index-url", "find-links", "no-index", "
 _PLATFORM_VARS = frozenset({"sys_platform", "platform_machine", "platform_system", "os_name",
                             "implementation_name", "platform_python_implementation"})
 _MAX_TERMS = 256
-
-
-@dataclass(frozen=True)
-class LockedPackage:
-    """One `[[package]]` of a uv.lock, as uv wrote it."""
-
-    name: str
-    version: str
-    source: Mapping[str, str]
-    raw: Mapping[str, Any]
-
-    @property
-    def is_root(self) -> bool:
-        return self.source.get("virtual") == "."
-
-    @property
-    def registry(self) -> str | None:
-        url = self.source.get("registry")
-        return url.rstrip("/") if isinstance(url, str) else None
-
-    def source_label(self) -> str:
-        """Where it comes from: an index URL, or `<kind>:<where>` for git, URL and path sources."""
-        if self.registry is not None:
-            return self.registry
-        kind, value = next(iter(sorted(self.source.items())), ("unknown", ""))
-        return f"{kind}:{value}"
-
-
-@dataclass(frozen=True)
-class LockFile:
-    path: Path
-    packages: tuple[LockedPackage, ...]
-    supported_markers: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -100,31 +67,6 @@ class AuditReport:
 
     def clean(self, allow_unhashed: bool = False) -> bool:
         return not self.tampering and (allow_unhashed or not self.unhashed)
-
-
-def read_uv_lock(path: Path) -> LockFile:
-    """Parse a uv.lock; a missing or corrupt one is an integrity problem, not a crash."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise StaleLockError(f"cannot read {path}: {exc.strerror}",
-                             hint="run `envbuild lock` for this profile and commit the folder") from None
-    return parse_uv_lock(text, path)
-
-
-def parse_uv_lock(text: str, path: Path) -> LockFile:
-    try:
-        data = parse_toml(text, path)
-    except ConfigError as exc:
-        raise LockIntegrityError(str(exc), hint="restore the committed uv.lock or re-run `envbuild lock`") from None
-    packages = []
-    for entry in data.get("package", []):
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise LockIntegrityError(f"{path}: a [[package]] entry has no name")
-        source = entry.get("source", {})
-        packages.append(LockedPackage(str(canonicalize_name(entry["name"])), str(entry.get("version", "")),
-                                      source if isinstance(source, dict) else {}, entry))
-    return LockFile(path, tuple(packages), tuple(str(m) for m in data.get("supported-markers", [])))
 
 
 # -- which packages the profile's environments can install -------------------------------------
@@ -191,13 +133,6 @@ def may_apply(marker: str | None, environments: Sequence[str]) -> bool:
     return any(not markers_disjoint(marker, env) for env in environments)
 
 
-def _edges(package: LockedPackage) -> Iterable[Mapping[str, Any]]:
-    yield from package.raw.get("dependencies", [])
-    for table in ("optional-dependencies", "dev-dependencies"):
-        for group in package.raw.get(table, {}).values():
-            yield from group
-
-
 def _in_scope(lock: LockFile, environments: Sequence[str]) -> list[bool]:
     """Per package: can one of the environments install it? Walks the dependency graph from the
     root project (and from any package nothing points at: unsure, so audited), not following edges
@@ -208,7 +143,7 @@ def _in_scope(lock: LockFile, environments: Sequence[str]) -> list[bool]:
     by_name: dict[str, list[int]] = defaultdict(list)
     for i, package in enumerate(packages):
         by_name[package.name].append(i)
-    edges = [[(e.get("marker"), _targets(e, by_name, packages)) for e in _edges(p)] for p in packages]
+    edges = [[(e.marker, _targets(e, by_name, packages)) for e in p.dependencies] for p in packages]
     pointed_at = {t for outgoing in edges for _, targets in outgoing for t in targets}
     queue = [i for i, p in enumerate(packages) if p.is_root or i not in pointed_at]
     seen = set(queue)
@@ -222,15 +157,14 @@ def _in_scope(lock: LockFile, environments: Sequence[str]) -> list[bool]:
 
 
 def _fork_applies(package: LockedPackage, environments: Sequence[str]) -> bool:
-    forks = package.raw.get("resolution-markers")
-    return not forks or any(may_apply(str(m), environments) for m in forks)
+    forks = package.resolution_markers
+    return not forks or any(may_apply(m, environments) for m in forks)
 
 
-def _targets(edge: Mapping[str, Any], by_name: Mapping[str, list[int]],
-             packages: Sequence[LockedPackage]) -> list[int]:
-    candidates = by_name.get(str(canonicalize_name(str(edge.get("name", "")))), [])
+def _targets(edge: Dependency, by_name: Mapping[str, list[int]], packages: Sequence[LockedPackage]) -> list[int]:
+    candidates = by_name.get(edge.name, [])
     exact = [i for i in candidates
-             if edge.get("version") in (None, packages[i].version) and edge.get("source") in (None, packages[i].source)]
+             if edge.version in (None, packages[i].version) and edge.source in (None, packages[i].source)]
     return exact or list(candidates)
 
 
@@ -245,14 +179,8 @@ def package_artifacts(package: LockedPackage) -> list[Artifact]:
     for kind in ("editable", "directory"):
         if kind in package.source:
             return [Artifact(package.name, package.version, "source tree", package.source[kind], None)]
-    found = []
-    sdist = package.raw.get("sdist")
-    wheels = [("wheel", w) for w in package.raw.get("wheels", [])]
-    files = ([("sdist", sdist)] if isinstance(sdist, dict) else []) + wheels
     fallback = package.source_label()
-    for kind, entry in files:
-        where = entry.get("url") or entry.get("path") or entry.get("filename") or fallback
-        found.append(Artifact(package.name, package.version, kind, str(where), entry.get("hash")))
+    found = [Artifact(package.name, package.version, f.kind, f.location or fallback, f.hash) for f in package.files]
     return found or [Artifact(package.name, package.version, "package", fallback, None)]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from envbuild.audit import LockFile, read_uv_lock
+from envbuild.uvlock import LockFile, read_uv_lock
 
 # Change kinds, in display order.
 VERSION, LOCAL, INDEX = "version", "local", "index"

@@ -202,11 +202,11 @@ def _indexes(ctx: Context) -> list[Check]:
 
 
 def _lock_registries(folder: LockFolder) -> set[str]:
-    import re
+    from envbuild.uvlock import read_uv_lock
 
     try:
-        return set(re.findall(r'source = \{ registry = "([^"]+)" \}', folder.uv_lock.read_text(encoding="utf-8")))
-    except OSError:
+        return read_uv_lock(folder.uv_lock).registries()
+    except EnvbuildError:  # missing or corrupt: the lock checks say so
         return set()
 
 

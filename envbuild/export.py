@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from envbuild.audit import parse_uv_lock
 from envbuild.deployment import Deployment
 from envbuild.errors import UsageError
 from envbuild.fsio import atomic_write
 from envbuild.lockdir import LockFolder
 from envbuild.profiles import PYPI_SIMPLE, TorchProfile
 from envbuild.trust import require_usable
+from envbuild.uvlock import read_uv_lock
 
 # envbuild's format name -> uv's
 FORMATS: Mapping[str, str] = {"requirements": "requirements.txt", "pylock": "pylock.toml"}
@@ -105,7 +105,7 @@ def _pylock_header(profile: TorchProfile, shown_as: str) -> str:
 
 def _registries(folder: LockFolder, profile: TorchProfile) -> tuple[str | None, list[str]]:
     """(the default index the lock used, the torch-family indexes). The audit made sure there is one of each."""
-    lock = parse_uv_lock(folder.uv_lock.read_text(encoding="utf-8"), folder.uv_lock)
+    lock = read_uv_lock(folder.uv_lock)
     family = profile.package_names()
     extra = sorted({p.registry for p in lock.packages if p.name in family and p.registry} if profile.index_url else ())
     others = sorted({p.registry for p in lock.packages if p.registry and p.registry not in extra})

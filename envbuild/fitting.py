@@ -16,9 +16,9 @@ from envbuild.errors import DetectionError
 from envbuild.gpu import Fit, Machine, Recommendation, assess, detect_machine, load_rules, recommend
 from envbuild.lockdir import LockFolder
 from envbuild.profiles import TORCH_SOURCE_PYPI, ProfileCatalogue, TorchProfile
+from envbuild.uvlock import first_locked_version
 
 _RELEASE = re.compile(r"v?(?:(\d+)!)?(\d+(?:\.\d+)*)", re.I)  # PEP 440 epoch and release, what base_version keeps
-_LOCKED_TORCH = '\n[[package]]\nname = "torch"\nversion = "'  # uv writes every entry this way
 
 
 class Choice(NamedTuple):
@@ -43,17 +43,13 @@ def candidates(catalogue: ProfileCatalogue, torch_source: str | None = None) -> 
 
 
 def locked_torch_version(folder: LockFolder) -> str | None:
-    """The torch version a committed lock installs (its first torch entry)."""
+    """The torch version a committed lock installs (its first torch entry). It runs on every no-op sync,
+    so it searches the text instead of parsing it (see uvlock.first_locked_version for the cost)."""
     try:
         text = folder.uv_lock.read_text(encoding="utf-8")
     except OSError:
         return None
-    at = text.find(_LOCKED_TORCH)  # a plain search: a regex over a large uv.lock costs ten times more
-    if at < 0:
-        return None
-    start = at + len(_LOCKED_TORCH)
-    end = text.find('"', start)
-    return text[start:end] or None if end > start else None
+    return first_locked_version(text, "torch")
 
 
 def choose(profiles: Sequence[TorchProfile], *, environ: Mapping[str, str], include_nightly: bool = False) -> Choice:

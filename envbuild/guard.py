@@ -28,7 +28,7 @@ from packaging.utils import canonicalize_name
 from envbuild.errors import ConfigError, LockIntegrityError, StaleLockError
 from envbuild.fsio import atomic_write
 from envbuild.profiles import TorchProfile
-from envbuild.tomlfile import parse_toml
+from envbuild.uvlock import parse_uv_lock
 
 CONSTRAINTS_NAME = "constraints.txt"
 # Triton builds torch pins exactly; they move with torch, so they are guarded with it.
@@ -36,33 +36,29 @@ TRITON_NAMES = frozenset({"triton", "pytorch-triton", "pytorch-triton-rocm", "py
 
 
 @dataclass(frozen=True)
-class LockedPackage:
+class GuardedPackage:
+    """A torch-family (or triton) package as the guard pins it."""
+
     name: str
     version: str
     registry: str | None  # the index uv.lock took it from
     marker: str | None  # set when uv.lock holds several versions of the package (forked resolution)
 
 
-def locked_family(profile: TorchProfile, lock_text: str, lock_path: Path | str = "uv.lock") -> list[LockedPackage]:
+def locked_family(profile: TorchProfile, lock_text: str, lock_path: Path | str = "uv.lock") -> list[GuardedPackage]:
     """The profile's torch family and their triton as `uv.lock` pins them, sorted by name."""
-    data = parse_toml(lock_text, lock_path, error=_LockError)
+    lock = parse_uv_lock(lock_text, lock_path)
     wanted = {canonicalize_name(p.name) for p in profile.packages} | TRITON_NAMES
-    found: list[LockedPackage] = []
-    for package in data.get("package", []):
-        name = canonicalize_name(str(package.get("name", "")))
-        if name not in wanted:
-            continue
-        source = package.get("source", {})
-        markers = package.get("resolution-markers", [])
-        found.append(LockedPackage(name, str(package["version"]), source.get("registry"),
-                                   " or ".join(f"({m})" for m in markers) or None))
+    found = [GuardedPackage(p.name, p.version, p.source.get("registry"),
+                            " or ".join(f"({m})" for m in p.resolution_markers) or None)
+             for p in lock.packages if p.name in wanted]
     if not any(p.name == "torch" for p in found):
         raise LockIntegrityError(f"{lock_path} has no torch package: it is not a lock of profile {profile.name}",
                                  hint=f"re-lock with `envbuild lock --profile {profile.name}`")
     return sorted(found, key=lambda p: (p.name, p.version))
 
 
-def constraints_text(profile: TorchProfile, family: list[LockedPackage]) -> str:
+def constraints_text(profile: TorchProfile, family: list[GuardedPackage]) -> str:
     """Deterministic: the same uv.lock always gives the same bytes (the file is committed)."""
     torch = next(p for p in family if p.name == "torch")
     source = torch.registry or "the default index"
@@ -97,7 +93,7 @@ def ensure_constraints(folder: Path, profile: TorchProfile) -> Path:
     return _ensure(folder, profile, locked_family(profile, _read_lock(folder, profile), folder / "uv.lock"))
 
 
-def _ensure(folder: Path, profile: TorchProfile, family: list[LockedPackage]) -> Path:
+def _ensure(folder: Path, profile: TorchProfile, family: list[GuardedPackage]) -> Path:
     wanted = constraints_text(profile, family)
     path = folder / CONSTRAINTS_NAME
     try:
@@ -134,7 +130,7 @@ def guard_environment(folder: Path, profile: TorchProfile, env: Mapping[str, str
     return guard
 
 
-def find_links(index: str | None, family: list[LockedPackage]) -> list[str]:
+def find_links(index: str | None, family: list[GuardedPackage]) -> list[str]:
     """The PyTorch index's project page of each guarded package the lock took from that index."""
     if index is None:
         return []  # a -pypi profile: the torch family comes from the default index like everything else
@@ -153,7 +149,3 @@ def _read_lock(folder: Path, profile: TorchProfile) -> str:
     except OSError:
         raise StaleLockError(f"no lock for profile {profile.name} at {folder}",
                              hint=f"run `envbuild lock --profile {profile.name}`") from None
-
-
-class _LockError(ConfigError):
-    """uv.lock is not valid TOML: reported like any unreadable file, naming it."""

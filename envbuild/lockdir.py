@@ -138,7 +138,3 @@ def file_digest(path: Path) -> str | None:
     except OSError:
         return None
 
-
-def count_locked_packages(uv_lock_text: str) -> int:
-    """Packages in a uv.lock, not counting the generated project itself."""
-    return max(uv_lock_text.count("\n[[package]]\n") - 1, 0)

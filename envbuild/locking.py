@@ -15,10 +15,11 @@ from typing import NamedTuple
 from envbuild.deployment import DEFAULT_INDEX_ENV, Deployment
 from envbuild.errors import EnvbuildError, IndexUnreachableError
 from envbuild.fsio import atomic_write, exclusive_lock, remove_stale_staging, replace_dir, staging_dir
-from envbuild.lockdir import LockFolder, count_locked_packages
+from envbuild.lockdir import LockFolder
 from envbuild.planning import LockPlan, plan_lock
 from envbuild.profiles import TorchProfile
 from envbuild.trust import CURRENT, UNHASHED, assess, remember_new_lock, remembered
+from envbuild.uvlock import count_locked_packages
 
 
 class LockResult(NamedTuple):

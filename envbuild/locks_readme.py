@@ -11,11 +11,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from envbuild.audit import PYPI_SIMPLE, parse_uv_lock
 from envbuild.errors import EnvbuildError
 from envbuild.fsio import atomic_write
 from envbuild.lockdir import LockFolder
-from envbuild.profiles import ProfileCatalogue, TorchProfile
+from envbuild.profiles import PYPI_SIMPLE, ProfileCatalogue, TorchProfile
+from envbuild.uvlock import read_uv_lock
 
 README_NAME = "README.md"
 UNKNOWN = "unknown"
@@ -48,8 +48,8 @@ def accelerator_label(profile: TorchProfile | None) -> str:
 
 def summarize(folder: LockFolder, profile: TorchProfile | None) -> LockSummary:
     """Read one lock folder (files only; no uv, no network)."""
-    lock = parse_uv_lock(folder.uv_lock.read_text(encoding="utf-8"), folder.uv_lock)
-    torch = [p for p in lock.packages if p.name == "torch"]
+    lock = read_uv_lock(folder.uv_lock)
+    torch = lock.named("torch")
     sources = sorted({p.source_label() for p in torch})
     fingerprint = _read_json(folder.fingerprint_path)
     recorded, extra = fingerprint.get("inputs"), fingerprint.get("extra")

@@ -304,12 +304,11 @@ def _last_header(lines: list[str]) -> int | None:
 
 def lock_gaps(config: Config) -> list[str]:
     """Committed locks that lack what the Manager runs (`python -m pip`, `python -m uv`)."""
-    from envbuild.tomlfile import parse_toml
+    from envbuild.uvlock import read_uv_lock
 
     gaps = []
     for lock in sorted(config.lock_dir.glob("*/uv.lock")) if config.lock_dir.is_dir() else []:
-        data = parse_toml(lock.read_text(encoding="utf-8"), lock)
-        names = {str(p.get("name", "")).lower() for p in data.get("package", [])}
+        names = {p.name for p in read_uv_lock(lock).packages}
         missing = [name for name in ("pip", "uv") if name not in names]
         if missing:
             gaps.append(f"{config.display(lock.parent)} has no {' and no '.join(missing)}: "

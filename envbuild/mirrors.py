@@ -17,11 +17,14 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from envbuild.errors import ConfigError
 from envbuild.profiles import CANONICAL_PYTORCH_BASE, PYPI_SIMPLE
 from envbuild.tomlfile import check_keys, expect, load_toml
+
+if TYPE_CHECKING:
+    from envbuild.uvlock import LockFile
 
 # Since 2026 download.pytorch.org's pages link many files from this second host (docs/mirrors.md).
 PYTORCH_FILES_HOSTS = ("https://download-r2.pytorch.org/whl",)
@@ -203,7 +206,7 @@ def rewrite_lock_text(text: str, rules: list[tuple[str, str]]) -> str:
     return re.sub(r'"((?:https?|file)://[^"]+)"', swap, text)
 
 
-def install_rules(lock_text: str, mirrors: Mirrors, base: str) -> list[tuple[str, str]]:
+def install_rules(lock: LockFile, mirrors: Mirrors, base: str) -> list[tuple[str, str]]:
     """Canonical prefix → mirror prefix, for the registries this lock actually names (`base`: the
     canonical PyTorch base the lock's URLs start with)."""
     rules: list[tuple[str, str]] = []
@@ -212,8 +215,7 @@ def install_rules(lock_text: str, mirrors: Mirrors, base: str) -> list[tuple[str
         if base == CANONICAL_PYTORCH_BASE:
             rules.extend((host, mirrors.pytorch) for host in PYTORCH_FILES_HOSTS)
     if mirrors.pypi:
-        registries = set(re.findall(r'source = \{ registry = "([^"]+)" \}', lock_text))
-        for registry in sorted(r for r in registries if not r.startswith(base + "/") and r != base):
+        for registry in sorted(r for r in lock.registries() if not r.startswith(base + "/") and r != base):
             rules.append((registry.rstrip("/"), mirrors.pypi))
             if registry.rstrip("/") == PYPI_SIMPLE and mirrors.files_root():
                 rules.append((PYPI_FILES, str(mirrors.files_root())))

@@ -80,13 +80,14 @@ def sync_through_mirror(deployment: Deployment, folder: LockFolder, venv: Path, 
     import tempfile
 
     from envbuild.mirrors import install_rules, rewrite_lock_text, uv_environment
+    from envbuild.uvlock import parse_uv_lock
 
     mirrors, uv = deployment.mirrors, deployment.uv
     for line in mirrors.describe():
         logging.getLogger("envbuild.mirrors").info(line)
     uv.lock(folder.path, check=True, offline=True, stream=False)  # the canonical lock matches its pyproject
     lock_text = folder.uv_lock.read_text(encoding="utf-8")
-    rules = install_rules(lock_text, mirrors, deployment.pytorch_base)
+    rules = install_rules(parse_uv_lock(lock_text, folder.uv_lock), mirrors, deployment.pytorch_base)
     with tempfile.TemporaryDirectory(prefix="envbuild-mirror-") as scratch:
         copy = Path(scratch)
         rewritten = rewrite_lock_text(lock_text, rules)
@@ -110,9 +111,12 @@ def _hash_mismatch(exc: UvError, lock_text: str, server: str = "the mirror") -> 
     if match is None:
         return None
     name, version, expected, computed = match.groups()
-    block = re.search(rf'name = "{re.escape(name)}"\nversion = "{re.escape(version)}"\n(.*?)(?:\n\n|\Z)',
-                      lock_text, re.S)
-    urls = re.findall(r'url = "([^"]+)"', block.group(1)) if block else []
+    from envbuild.uvlock import parse_uv_lock
+
+    try:
+        urls = [url for p in parse_uv_lock(lock_text, "uv.lock").named(name) if p.version == version for url in p.urls]
+    except LockIntegrityError:  # only the message loses the URL
+        urls = []
     where = f" from {urls[0]}" if len(urls) == 1 else ""
     return LockIntegrityError(
         f"hash mismatch for {name}=={version}{where}: the lock says {expected}, {server} served {computed}; "
@@ -191,10 +195,12 @@ def plan_sync(deployment: Deployment, profile: TorchProfile, venv: Path, *, inex
 def _download_sizes(folder: LockFolder, installs: list[str]) -> dict[str, int | None]:
     """Per `name==version`, the size of the file this interpreter's platform would install (the first
     wheel whose tags it supports, else the sdist), as uv.lock records it."""
+    from urllib.parse import unquote
+
     from packaging.tags import sys_tags
     from packaging.utils import canonicalize_name, parse_wheel_filename
 
-    from envbuild.audit import read_uv_lock
+    from envbuild.uvlock import read_uv_lock
 
     supported = {str(tag) for tag in sys_tags()}
     packages = {(p.name, p.version): p for p in read_uv_lock(folder.uv_lock).packages}
@@ -204,19 +210,18 @@ def _download_sizes(folder: LockFolder, installs: list[str]) -> dict[str, int | 
         package = packages.get((str(canonicalize_name(name)), version.strip()))
         size = None
         if package is not None:
-            for wheel in package.raw.get("wheels", []):
-                filename = str(wheel.get("url") or wheel.get("path") or "").rsplit("/", 1)[-1]
+            for wheel in package.wheels:
+                filename = unquote(str(wheel.location or "").rsplit("/", 1)[-1])
                 try:
-                    tags = parse_wheel_filename(filename.replace("%2B", "+"))[3]
+                    tags = parse_wheel_filename(filename)[3]
                 except ValueError:
                     continue
                 if any(str(tag) in supported for tag in tags):
-                    size = wheel.get("size")
+                    size = wheel.size
                     break
             else:
-                sdist = package.raw.get("sdist")
-                size = sdist.get("size") if isinstance(sdist, dict) else None
-        sizes[spec] = size if isinstance(size, int) else None
+                size = package.sdist.size if package.sdist is not None else None
+        sizes[spec] = size
     return sizes
 
 

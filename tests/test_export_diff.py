@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.audit import parse_uv_lock
 from envbuild.diff import diff_locks, render_table
 from envbuild.export import default_filename
 from envbuild.locks_readme import write_locks_readme
 from envbuild.profiles import load_catalogue
+from envbuild.uvlock import parse_uv_lock
 from tests.support.deploy import Deployment, make_deployment, run_cli, torch_in_venv, venv_python
 
 # Same torch release on both CUDA indexes, so the locks differ only by local label and index.

@@ -17,6 +17,7 @@ import pytest
 
 from envbuild.errors import ConfigError
 from envbuild.mirrors import Mirrors, install_rules, resolve_mirrors, rewrite_lock_text
+from envbuild.uvlock import parse_uv_lock
 from tests.support.deploy import Deployment, locked_versions, make_deployment, run_cli, torch_in_venv
 from tests.support.wheels import build_torch_wheel
 
@@ -96,7 +97,7 @@ def test_rewrite_keeps_hashes_and_maps_pypi_files(tmp_path: Path) -> None:
         'wheels = [{ url = "https://files.pythonhosted.org/packages/b7/ce/six-1.17.0.whl", hash = "sha256:bb" }]\n'
     )
     mirrors = Mirrors(pytorch="https://mirrors.example.cn/pytorch-wheels", pypi="https://pypi.example.cn/simple")
-    out = rewrite_lock_text(lock, install_rules(lock, mirrors, {}))
+    out = rewrite_lock_text(lock, install_rules(parse_uv_lock(lock, "uv.lock"), mirrors, {}))
     assert 'url = "https://mirrors.example.cn/pytorch-wheels/cu126/torch-2.7.1%2Bcu126-cp312.whl"' in out
     assert 'url = "https://mirrors.example.cn/pytorch-wheels/cu126/torch-2.7.1%2Bcu126-cp313.whl"' in out
     assert 'registry = "https://pypi.example.cn/simple"' in out
