@@ -6,14 +6,16 @@ names the node responsible, and `merge --explain` can say why a package is there
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from envbuild.config import Config
-from envbuild.errors import ConfigError, ConflictError
-from envbuild.profiles import TorchProfile
+from envbuild.errors import ConfigError, ConflictError, RequirementFileError
+from envbuild.profiles import PYTORCH_INDEX_ONLY_NAMES, TorchProfile
 from envbuild.tomlfile import load_toml
 
 if TYPE_CHECKING:  # the parser is imported when parsing, not to find files (the no-op path)
@@ -21,6 +23,10 @@ if TYPE_CHECKING:  # the parser is imported when parsing, not to find files (the
 
 MANAGER_DIR_NAMES = ("comfyui-manager",)  # matched case-insensitively
 DISABLED_SUFFIX = ".disabled"
+# A folder name is written into the committed pyproject's header and the fingerprint: a control
+# character (a newline, say) would end the TOML comment and make a file uv cannot parse.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_LINE_BREAKING = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # a tab is only whitespace in PEP 508
 
 
 class InputFile(NamedTuple):
@@ -70,6 +76,34 @@ def collect_inputs(config: Config) -> CollectedInputs:
     return CollectedInputs(tuple(files), tuple(skipped), manager)
 
 
+def display_input(config: Config, path: Path) -> str:
+    """An input's path as committed files show it: the path as configured, relative to the project.
+
+    Not `Config.display`, which resolves symlinks: a node folder that is a link (or sits in a linked
+    custom_nodes folder) would put the link's target, this machine's absolute path, into the
+    committed pyproject and envbuild-lock.json.
+    """
+    absolute = Path(os.path.abspath(path))
+    try:
+        return absolute.relative_to(config.project_dir).as_posix()
+    except ValueError:
+        return config.display(path)
+
+
+def _existing_node_dirs(config: Config) -> list[Path]:
+    """The custom_nodes folders that exist; one that is a file (or a broken link) is an error, not "no nodes"."""
+    found = []
+    for folder in config.custom_node_dirs():
+        if folder.is_dir():
+            found.append(folder)
+        elif folder.exists() or folder.is_symlink():
+            what = "a file" if folder.exists() else "a symbolic link to nothing (broken or looping)"
+            raise ConfigError(config.source, f"custom nodes folder {display_input(config, folder)} is {what}, "
+                              "not a folder: its nodes, the Manager and the pip it needs would be left out",
+                              hint="make it a folder of custom nodes (or remove it), or set [nodes] dirs")
+    return found
+
+
 def find_manager(config: Config) -> Path | None:
     if not config.manager_enabled:
         return None
@@ -78,9 +112,7 @@ def find_manager(config: Config) -> Path | None:
             raise ConfigError(config.source, f"ComfyUI-Manager at {config.manager} has no requirements.txt",
                               hint="check [manager] path, or set [manager] enabled = false")
         return config.manager
-    for folder in config.custom_node_dirs():
-        if not folder.is_dir():
-            continue
+    for folder in _existing_node_dirs(config):
         for child in sorted(folder.iterdir()):
             if child.name.lower() in MANAGER_DIR_NAMES and (child / "requirements.txt").is_file():
                 return child
@@ -93,28 +125,31 @@ def _node_inputs(config: Config, manager: Path | None) -> tuple[list[InputFile],
     seen: set[Path] = set()
     excluded = {name.lower() for name in config.exclude_nodes}
     found_names: set[str] = set()
-    for folder in config.custom_node_dirs():
-        if not folder.is_dir():
-            continue
+    for folder in _existing_node_dirs(config):
         for node in sorted(folder.iterdir(), key=lambda p: p.name):
             found_names.add(node.name.lower())
+            shown = _node_name(node)
+            if node.is_symlink() and not node.exists() and not node.name.startswith((".", "__")):
+                skipped.append(f"{shown} (a symbolic link to nothing: broken or looping)")
+                continue
             if not node.is_dir() or node.name.startswith((".", "__")) or node.resolve() in seen:
                 if node.name == DISABLED_SUFFIX and node.is_dir():
-                    skipped.append(f"{config.display(node)}/* (the .disabled folder)")
+                    skipped.append(f"{display_input(config, node)}/* (the .disabled folder)")
                 continue
             seen.add(node.resolve())
             if manager is not None and node.resolve() == manager.resolve():
                 continue
             if not config.manager_enabled and node.name.lower() in MANAGER_DIR_NAMES:
-                skipped.append(f"{node.name} (the Manager; [manager] enabled = false)")
+                skipped.append(f"{shown} (the Manager; [manager] enabled = false)")
                 continue
             if node.name.endswith(DISABLED_SUFFIX):
-                skipped.append(f"{node.name} (disabled)")
+                skipped.append(f"{shown} (disabled)")
                 continue
             if node.name.lower() in excluded:
-                skipped.append(f"{node.name} (excluded)")
+                skipped.append(f"{shown} (excluded)")
                 continue
-            found = _node_requirement_file(node)
+            _refuse_unwritable_name(config, node)
+            found = _node_requirement_file(node, config)
             if found is not None:
                 files.append(found)
     # A name that matches no node is most likely a typo: say so rather than silently lock it all.
@@ -123,13 +158,41 @@ def _node_inputs(config: Config, manager: Path | None) -> tuple[list[InputFile],
     return files, skipped
 
 
-def _node_requirement_file(node: Path) -> InputFile | None:
+def _node_name(node: Path) -> str:
+    """A folder name safe to print: escaped (repr) when it holds control characters."""
+    return repr(node.name) if _CONTROL.search(node.name) else node.name
+
+
+def _refuse_unwritable_name(config: Config, node: Path) -> None:
+    """Refused, not skipped: ComfyUI still imports the folder, so leaving its requirements out quietly
+    would lock an environment the node fails in."""
+    if _CONTROL.search(node.name):
+        raise ConfigError(
+            display_input(config, node.parent), f"custom node folder {_node_name(node)} has control characters "
+            "in its name, which envbuild cannot write into the generated pyproject.toml",
+            hint="rename the folder (or remove it); a disabled (*.disabled) or excluded folder is not read",
+        )
+
+
+def _node_requirement_file(node: Path, config: Config) -> InputFile | None:
     reqs = node / "requirements.txt"
+    pyproject = node / "pyproject.toml"
+    for candidate in (reqs, pyproject):
+        if candidate.is_symlink() and not candidate.exists():
+            # A link whose target is gone (or loops) is not "no requirements": the lock would miss them.
+            raise RequirementFileError(
+                display_input(config, candidate), None, "is a symbolic link to nothing (its target is missing, "
+                "or the link loops), so this node's requirements cannot be read",
+                hint=f"fix or remove the link, or leave the node out with --exclude-node {node.name}",
+            )
     if reqs.exists():  # a directory in its place is an error naming the node, not a silent skip
         return InputFile(reqs, f"node {node.name}", lenient=True)
-    pyproject = node / "pyproject.toml"
     if pyproject.is_file():
         return InputFile(pyproject, f"node {node.name}", lenient=True, kind="pyproject")
+    if pyproject.exists():
+        raise RequirementFileError(display_input(config, pyproject), None, "is not a file, so this node's "
+                                   "dependencies cannot be read",
+                                   hint=f"fix it, or leave the node out with --exclude-node {node.name}")
     return None
 
 
@@ -157,34 +220,77 @@ def _read_node_pyproject(item: InputFile, config: Config) -> ParsedFile:
         reason = exc.message.split(": ", 1)[-1]
         return _skipped_pyproject(item, config, f"{reason}; this node's dependencies are left out")
     project = data.get("project", {})
-    deps = project.get("dependencies", []) if isinstance(project, dict) else []
+    if not isinstance(project, dict):
+        return _skipped_pyproject(item, config, "[project] is not a table; this node's dependencies are left out")
+    deps = project.get("dependencies", [])
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         return _skipped_pyproject(item, config, "[project].dependencies is not a list of strings; "
                                   "this node's dependencies are left out")
-    if not deps and isinstance(project, dict) and "dependencies" in project.get("dynamic", []):
+    dynamic = project.get("dynamic", [])
+    if not isinstance(dynamic, list) or not all(isinstance(d, str) for d in dynamic):
+        return _skipped_pyproject(item, config, "[project].dynamic is not a list of strings; "
+                                  "this node's dependencies are left out")
+    if not deps and "dependencies" in dynamic:
         return _skipped_pyproject(item, config, "[project].dependencies are dynamic (computed when the node is "
                                   "built), so envbuild cannot read them; give the node a requirements.txt")
     text = item.path.read_text(encoding="utf-8-sig")
     # One line per dependency, placed at the line its quoted string is on, so provenance is real.
     lines = text.splitlines()
     numbered = [""] * len(lines)
+    refused: list[Diagnostic] = []
     for dep in deps:
         quoted = re.compile(r"""["']""" + re.escape(dep) + r"""["']""")
         line = next((i for i, raw in enumerate(lines) if quoted.search(raw) and not numbered[i]), None)
+        problem = _not_one_requirement(dep)
+        if problem:
+            refused.append(_pyproject_note(item, config, f"Skipped dependency {_escaped(dep)}: {problem}, so it "
+                                           "is not one PEP 508 requirement (it could smuggle a `-r` include or an "
+                                           "index option into the lock). If the package is needed, add a "
+                                           "corrected line to your own requirements.", 0 if line is None else line + 1))
+            continue
         if line is None:
             numbered.append(dep)
         else:
             numbered[line] = dep
-    return parse_requirements_text(
+    parsed = parse_requirements_text(
         "\n".join(numbered), path=item.path, source=item.source, lenient=True, display_root=config.project_dir
     )
+    return dataclasses.replace(parsed, warnings=(*refused, *parsed.warnings)) if refused else parsed
+
+
+def _not_one_requirement(dep: str) -> str | None:
+    """Why a [project].dependencies string cannot be one requirements line (None: it can).
+
+    The strings become the lines of a requirements text: a line break would start a second line
+    (`einops\\n-r /etc/passwd`), a leading `-` makes an option, a trailing `\\` joins the next line.
+    """
+    if _LINE_BREAKING.search(dep):
+        return "it contains a line break or another control character"
+    if not re.match(r"\s*[A-Za-z0-9]", dep):
+        return "it does not start with a package name"
+    if dep.rstrip().endswith("\\"):
+        return "it ends with a line-continuation backslash"
+    return None
+
+
+def _escaped(text: str, limit: int = 200) -> str:
+    """Quoted for a message: control characters escaped, credentials in a URL hidden."""
+    from envbuild.runner import redact
+
+    shown = _CONTROL.sub(lambda char: f"\\x{ord(char.group()):02x}", redact(text))
+    return f"`{shown if len(shown) <= limit else shown[:limit] + '...'}`"
+
+
+def _pyproject_note(item: InputFile, config: Config, message: str, line: int = 0) -> Diagnostic:
+    from envbuild.requirements import Diagnostic, Origin
+
+    return Diagnostic(Origin(path=display_input(config, item.path), line=line, source=item.source), message)
 
 
 def _skipped_pyproject(item: InputFile, config: Config, message: str) -> ParsedFile:
-    from envbuild.requirements import Diagnostic, Origin, ParsedFile
+    from envbuild.requirements import ParsedFile
 
-    origin = Origin(path=config.display(item.path), line=0, source=item.source)
-    return ParsedFile((), (), (Diagnostic(origin, message),), (item.path,))
+    return ParsedFile((), (), (_pyproject_note(item, config, message),), (item.path,))
 
 
 def profile_requirements(profile: TorchProfile, config: Config) -> list[SourcedRequirement]:
@@ -238,7 +344,7 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     if collected.manager_dir is not None:
         requirements.append(_manager_pip(collected.manager_dir, config))
     family = profile_requirements(profile, config)
-    _guard_torch_family(family, requirements + constraints)
+    _guard_torch_family(family, requirements + constraints, profile)
     result = merge([*requirements, *family], constraints)
     return MergedInputs(result, tuple(warnings), tuple(dict.fromkeys(files_read)), collected)
 
@@ -250,7 +356,7 @@ def _require_comfyui_requirements(item: InputFile, parsed: ParsedFile, config: C
     from envbuild.errors import RequirementFileError
 
     raise RequirementFileError(
-        config.display(item.path), None,
+        display_input(config, item.path), None,
         "has no requirements: ComfyUI's requirements.txt always lists packages, so this checkout is incomplete "
         "(a lock made from it would hold only the torch profile)",
         hint="restore the file (`git checkout -- requirements.txt` in the checkout) or point [comfyui] path at a "
@@ -265,13 +371,14 @@ def _manager_pip(manager: Path, config: Config) -> SourcedRequirement:
     from envbuild.requirements import Origin, SourcedRequirement
 
     origin = Origin(
-        path=config.display(manager / "requirements.txt"), line=0,
+        path=display_input(config, manager / "requirements.txt"), line=0,
         source="ComfyUI-Manager (runs `python -m pip`; added by envbuild)",
     )
     return SourcedRequirement(Requirement("pip"), origin, "pip")
 
 
-def _guard_torch_family(family: list[SourcedRequirement], inputs: list[SourcedRequirement]) -> None:
+def _guard_torch_family(family: list[SourcedRequirement], inputs: list[SourcedRequirement],
+                        profile: TorchProfile) -> None:
     """No input may move the torch family off the profile's index or versions, whatever its marker."""
     from packaging.specifiers import SpecifierSet
     from packaging.utils import canonicalize_name
@@ -283,6 +390,8 @@ def _guard_torch_family(family: list[SourcedRequirement], inputs: list[SourcedRe
         name = canonicalize_name(item.requirement.name)
         anchor = pinned.get(name)
         if anchor is None:
+            if name in PYTORCH_INDEX_ONLY_NAMES:
+                _refuse_unpinned_triton(item, name, profile)
             continue
         if item.requirement.url:
             raise ConflictError(name, [
@@ -297,6 +406,21 @@ def _guard_torch_family(family: list[SourcedRequirement], inputs: list[SourcedRe
                 f"{anchor.text} from {anchor.origin}",
             ], hint=f"{item.origin.source} needs a {name} this profile does not provide: "
                     f"choose another profile (--profile), or leave the node out with --exclude-node {node}")
+
+
+def _refuse_unpinned_triton(item: SourcedRequirement, name: str, profile: TorchProfile) -> None:
+    """A name only PyTorch's index serves, which this profile does not pin to that index: uv would take
+    whatever the default index (PyPI) serves under it, as in the 2022 `torchtriton` attack."""
+    source = item.origin.source
+    way_out = (f"leave the node out with --exclude-node {source.removeprefix('node ')}, or "
+               if source.startswith("node ") else "remove the line, or ")
+    raise RequirementFileError(
+        item.origin.path, item.origin.line or None,
+        f"`{item.text}` ({source}): {name} is served only by PyTorch's index, and profile {profile.name} does "
+        "not pin it there, so the lock would take whatever the default index (PyPI) serves under that name "
+        "(the dependency confusion of the 2022 torchtriton attack)",
+        hint=f"{way_out}choose a profile whose [packages] pin {name} (see `envbuild profiles`)",
+    )
 
 
 class _Clobbering(NamedTuple):
