@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, NamedTuple
 from envbuild.config import Config
 from envbuild.errors import EnvbuildError, LockIntegrityError, StaleLockError, UsageError, UvError, VerifyError
 from envbuild.fsio import atomic_write, exclusive_lock, remove_stale_staging, replace_dir, staging_dir
-from envbuild.inputs import MergedInputs, collect_inputs, merge_inputs, normalized_digest, profile_display_path
+from envbuild.inputs import (
+    MergedInputs,
+    collect_inputs,
+    display_input,
+    merge_inputs,
+    normalized_digest,
+    profile_display_path,
+)
 from envbuild.lockdir import (
     Fingerprint,
     LockFolder,
@@ -84,7 +91,7 @@ def plan_lock(config: Config, profile: TorchProfile, environ: Mapping[str, str] 
     config.validate()
     merged = merge_inputs(config, profile)
     base = _expected_fingerprint(config, profile, environ)
-    inputs = {config.display(item.path): "" for item in merged.collected.files}
+    inputs = {display_input(config, item.path): "" for item in merged.collected.files}
     inputs.update(_input_digests(merged, config))
     input_paths = [*inputs, profile_display_path(profile, config)]
     pyproject = render_pyproject(RenderInput(
@@ -92,10 +99,10 @@ def plan_lock(config: Config, profile: TorchProfile, environ: Mapping[str, str] 
         index_url=base.index_url, input_paths=input_paths, default_index=base.default_index,
         index_format=base.extra.get("index-format", "simple"),
     ))
-    raw = {config.display(path): file_digest(path) or "" for path in merged.files_read}
+    raw = {display_input(config, path): file_digest(path) or "" for path in merged.files_read}
     fingerprint = base._replace(
         pyproject_sha256=sha256_text(pyproject), inputs=inputs, raw_inputs=raw,
-        roots=tuple(config.display(item.path) for item in merged.collected.files),
+        roots=tuple(display_input(config, item.path) for item in merged.collected.files),
         warnings=input_warnings(merged),
     )
     from envbuild.mirrors import uv_environment
@@ -149,7 +156,7 @@ def lock_indexes(config: Config, profile: TorchProfile, env: Mapping[str, str]) 
 
 def is_unchanged(config: Config, profile: TorchProfile, environ: Mapping[str, str] | None = None) -> bool:
     """The cheap answer first: True means current without parsing; False means "plan and compare"."""
-    roots = [config.display(item.path) for item in collect_inputs(config).files]
+    roots = [display_input(config, item.path) for item in collect_inputs(config).files]
     folder = LockFolder(config.lock_dir, profile.name)
     return unchanged_since_lock(folder, config.project_dir, roots, _expected_fingerprint(config, profile, environ))
 
@@ -160,7 +167,7 @@ def _profile_digest(profile: TorchProfile) -> str:
 
 def _input_digests(merged: MergedInputs, config: Config) -> dict[str, str]:
     """Per file, a digest of the requirement lines it contributed (comments do not count)."""
-    texts: dict[str, list[str]] = {config.display(path): [] for path in merged.files_read}
+    texts: dict[str, list[str]] = {display_input(config, path): [] for path in merged.files_read}
     for group in (merged.result.requirements, merged.result.constraints):
         for requirement in group:
             for item in requirement.origins:
