@@ -157,3 +157,24 @@ def test_pytorch_triton_is_taken_from_the_profile_that_pins_it(site: Deployment,
     assert "data/custom_nodes/tritonnode/requirements.txt:1: `pytorch-triton` (node tritonnode)" in refused.stderr
     assert pinned.returncode == 0, pinned
     assert "pytorch-triton" in pinned.stdout
+
+
+def test_a_node_pyproject_that_is_a_folder_stops_the_lock(site: Deployment, uv_env: dict[str, str]) -> None:
+    (site.nodes / "dirpy" / "pyproject.toml").mkdir(parents=True)
+
+    result = run_cli(["merge", "--profile", "cu126"], env=uv_env, cwd=site.root)
+
+    assert result.returncode == 2, result
+    assert "data/custom_nodes/dirpy/pyproject.toml: is not a file" in result.stderr
+    assert "--exclude-node dirpy" in result.stderr
+    _clean(result.output)
+
+
+@needs_symlinks
+def test_a_node_folder_link_to_nothing_is_listed_as_skipped(site: Deployment, uv_env: dict[str, str]) -> None:
+    (site.nodes / "gone-node").symlink_to(site.root / "nowhere", target_is_directory=True)
+
+    result = run_cli(["merge", "--profile", "cu126"], env=uv_env, cwd=site.root)
+
+    assert result.returncode == 0, result
+    assert "gone-node (a symbolic link to nothing: broken or looping)" in result.stderr
