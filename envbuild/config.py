@@ -7,6 +7,7 @@ silently lock the wrong thing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -58,11 +59,14 @@ class Config(NamedTuple):
     manager_git: GitSource | None = None
 
     def display(self, path: Path) -> str:
-        """A path as it should appear in generated files: relative to the project, posix."""
+        """A path as it should appear in generated files: relative to the project, posix. Symlinks are not
+        followed: a linked node folder or checkout would otherwise put the link's target, this machine's
+        absolute path, into committed files."""
+        absolute = Path(os.path.abspath(path))
         try:
-            return path.resolve().relative_to(self.project_dir.resolve()).as_posix()
+            return absolute.relative_to(self.project_dir).as_posix()
         except ValueError:
-            return path.resolve().as_posix()
+            return absolute.as_posix()
 
     def custom_node_dirs(self) -> tuple[Path, ...]:
         if self.node_dirs:
@@ -127,7 +131,8 @@ def _read_config(path: Path) -> Config:
     nodes, lock = data.get("nodes", {}), data.get("lock", {})
 
     def rel(value: Any, key: str) -> Path:
-        return (project_dir / str(expect(value, str, key, path))).resolve()
+        """As configured, made absolute: not resolved, so a symlinked folder keeps its name (`display`)."""
+        return Path(os.path.abspath(project_dir / str(expect(value, str, key, path))))
 
     requires_python = expect(lock.get("requires-python", DEFAULT_REQUIRES_PYTHON), str, "lock.requires-python", path)
     profiles_dir = lock.get("profiles-dir")

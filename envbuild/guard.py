@@ -27,12 +27,11 @@ from packaging.utils import canonicalize_name
 
 from envbuild.errors import ConfigError, LockIntegrityError, StaleLockError
 from envbuild.fsio import atomic_write
-from envbuild.profiles import TorchProfile
+from envbuild.profiles import TRITON_NAMES, TorchProfile
 from envbuild.uvlock import parse_uv_lock
 
 CONSTRAINTS_NAME = "constraints.txt"
-# Triton builds torch pins exactly; they move with torch, so they are guarded with it.
-TRITON_NAMES = frozenset({"triton", "pytorch-triton", "pytorch-triton-rocm", "pytorch-triton-xpu"})
+# The triton builds torch pins exactly (profiles.TRITON_NAMES) move with torch, so they are guarded with it.
 
 
 @dataclass(frozen=True)

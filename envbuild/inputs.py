@@ -6,13 +6,15 @@ names the node responsible, and `merge --explain` can say why a package is there
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from envbuild.config import Config
-from envbuild.errors import ConfigError, ConflictError
+from envbuild.errors import ConfigError, RequirementFileError
+from envbuild.merge_rules import guard_torch_family, settle_clobbering
 from envbuild.profiles import TorchProfile
 from envbuild.tomlfile import load_toml
 
@@ -21,6 +23,10 @@ if TYPE_CHECKING:  # the parser is imported when parsing, not to find files (the
 
 MANAGER_DIR_NAMES = ("comfyui-manager",)  # matched case-insensitively
 DISABLED_SUFFIX = ".disabled"
+# A folder name is written into the committed pyproject's header and the fingerprint: a control
+# character (a newline, say) would end the TOML comment and make a file uv cannot parse.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_LINE_BREAKING = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # a tab is only whitespace in PEP 508
 
 
 class InputFile(NamedTuple):
@@ -70,6 +76,20 @@ def collect_inputs(config: Config) -> CollectedInputs:
     return CollectedInputs(tuple(files), tuple(skipped), manager)
 
 
+def _existing_node_dirs(config: Config) -> list[Path]:
+    """The custom_nodes folders that exist; one that is a file (or a broken link) is an error, not "no nodes"."""
+    found = []
+    for folder in config.custom_node_dirs():
+        if folder.is_dir():
+            found.append(folder)
+        elif folder.exists() or folder.is_symlink():
+            what = "a file" if folder.exists() else "a symbolic link to nothing (broken or looping)"
+            raise ConfigError(config.source, f"custom nodes folder {config.display(folder)} is {what}, "
+                              "not a folder: its nodes, the Manager and the pip it needs would be left out",
+                              hint="make it a folder of custom nodes (or remove it), or set [nodes] dirs")
+    return found
+
+
 def find_manager(config: Config) -> Path | None:
     if not config.manager_enabled:
         return None
@@ -78,9 +98,7 @@ def find_manager(config: Config) -> Path | None:
             raise ConfigError(config.source, f"ComfyUI-Manager at {config.manager} has no requirements.txt",
                               hint="check [manager] path, or set [manager] enabled = false")
         return config.manager
-    for folder in config.custom_node_dirs():
-        if not folder.is_dir():
-            continue
+    for folder in _existing_node_dirs(config):
         for child in sorted(folder.iterdir()):
             if child.name.lower() in MANAGER_DIR_NAMES and (child / "requirements.txt").is_file():
                 return child
@@ -93,11 +111,13 @@ def _node_inputs(config: Config, manager: Path | None) -> tuple[list[InputFile],
     seen: set[Path] = set()
     excluded = {name.lower() for name in config.exclude_nodes}
     found_names: set[str] = set()
-    for folder in config.custom_node_dirs():
-        if not folder.is_dir():
-            continue
+    for folder in _existing_node_dirs(config):
         for node in sorted(folder.iterdir(), key=lambda p: p.name):
             found_names.add(node.name.lower())
+            shown = _node_name(node)
+            if node.is_symlink() and not node.exists() and not node.name.startswith((".", "__")):
+                skipped.append(f"{shown} (a symbolic link to nothing: broken or looping)")
+                continue
             if not node.is_dir() or node.name.startswith((".", "__")) or node.resolve() in seen:
                 if node.name == DISABLED_SUFFIX and node.is_dir():
                     skipped.append(f"{config.display(node)}/* (the .disabled folder)")
@@ -106,15 +126,16 @@ def _node_inputs(config: Config, manager: Path | None) -> tuple[list[InputFile],
             if manager is not None and node.resolve() == manager.resolve():
                 continue
             if not config.manager_enabled and node.name.lower() in MANAGER_DIR_NAMES:
-                skipped.append(f"{node.name} (the Manager; [manager] enabled = false)")
+                skipped.append(f"{shown} (the Manager; [manager] enabled = false)")
                 continue
             if node.name.endswith(DISABLED_SUFFIX):
-                skipped.append(f"{node.name} (disabled)")
+                skipped.append(f"{shown} (disabled)")
                 continue
             if node.name.lower() in excluded:
-                skipped.append(f"{node.name} (excluded)")
+                skipped.append(f"{shown} (excluded)")
                 continue
-            found = _node_requirement_file(node)
+            _refuse_unwritable_name(config, node)
+            found = _node_requirement_file(node, config)
             if found is not None:
                 files.append(found)
     # A name that matches no node is most likely a typo: say so rather than silently lock it all.
@@ -123,13 +144,41 @@ def _node_inputs(config: Config, manager: Path | None) -> tuple[list[InputFile],
     return files, skipped
 
 
-def _node_requirement_file(node: Path) -> InputFile | None:
+def _node_name(node: Path) -> str:
+    """A folder name safe to print: escaped (repr) when it holds control characters."""
+    return repr(node.name) if _CONTROL.search(node.name) else node.name
+
+
+def _refuse_unwritable_name(config: Config, node: Path) -> None:
+    """Refused, not skipped: ComfyUI still imports the folder, so leaving its requirements out quietly
+    would lock an environment the node fails in."""
+    if _CONTROL.search(node.name):
+        raise ConfigError(
+            config.display(node.parent), f"custom node folder {_node_name(node)} has control characters "
+            "in its name, which envbuild cannot write into the generated pyproject.toml",
+            hint="rename the folder (or remove it); a disabled (*.disabled) or excluded folder is not read",
+        )
+
+
+def _node_requirement_file(node: Path, config: Config) -> InputFile | None:
     reqs = node / "requirements.txt"
+    pyproject = node / "pyproject.toml"
+    for candidate in (reqs, pyproject):
+        if candidate.is_symlink() and not candidate.exists():
+            # A link whose target is gone (or loops) is not "no requirements": the lock would miss them.
+            raise RequirementFileError(
+                config.display(candidate), None, "is a symbolic link to nothing (its target is missing, "
+                "or the link loops), so this node's requirements cannot be read",
+                hint=f"fix or remove the link, or leave the node out with --exclude-node {node.name}",
+            )
     if reqs.exists():  # a directory in its place is an error naming the node, not a silent skip
         return InputFile(reqs, f"node {node.name}", lenient=True)
-    pyproject = node / "pyproject.toml"
     if pyproject.is_file():
         return InputFile(pyproject, f"node {node.name}", lenient=True, kind="pyproject")
+    if pyproject.exists():
+        raise RequirementFileError(config.display(pyproject), None, "is not a file, so this node's "
+                                   "dependencies cannot be read",
+                                   hint=f"fix it, or leave the node out with --exclude-node {node.name}")
     return None
 
 
@@ -157,34 +206,77 @@ def _read_node_pyproject(item: InputFile, config: Config) -> ParsedFile:
         reason = exc.message.split(": ", 1)[-1]
         return _skipped_pyproject(item, config, f"{reason}; this node's dependencies are left out")
     project = data.get("project", {})
-    deps = project.get("dependencies", []) if isinstance(project, dict) else []
+    if not isinstance(project, dict):
+        return _skipped_pyproject(item, config, "[project] is not a table; this node's dependencies are left out")
+    deps = project.get("dependencies", [])
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         return _skipped_pyproject(item, config, "[project].dependencies is not a list of strings; "
                                   "this node's dependencies are left out")
-    if not deps and isinstance(project, dict) and "dependencies" in project.get("dynamic", []):
+    dynamic = project.get("dynamic", [])
+    if not isinstance(dynamic, list) or not all(isinstance(d, str) for d in dynamic):
+        return _skipped_pyproject(item, config, "[project].dynamic is not a list of strings; "
+                                  "this node's dependencies are left out")
+    if not deps and "dependencies" in dynamic:
         return _skipped_pyproject(item, config, "[project].dependencies are dynamic (computed when the node is "
                                   "built), so envbuild cannot read them; give the node a requirements.txt")
     text = item.path.read_text(encoding="utf-8-sig")
     # One line per dependency, placed at the line its quoted string is on, so provenance is real.
     lines = text.splitlines()
     numbered = [""] * len(lines)
+    refused: list[Diagnostic] = []
     for dep in deps:
         quoted = re.compile(r"""["']""" + re.escape(dep) + r"""["']""")
         line = next((i for i, raw in enumerate(lines) if quoted.search(raw) and not numbered[i]), None)
+        problem = _not_one_requirement(dep)
+        if problem:
+            refused.append(_pyproject_note(item, config, f"Skipped dependency {_escaped(dep)}: {problem}, so it "
+                                           "is not one PEP 508 requirement (it could smuggle a `-r` include or an "
+                                           "index option into the lock). If the package is needed, add a "
+                                           "corrected line to your own requirements.", 0 if line is None else line + 1))
+            continue
         if line is None:
             numbered.append(dep)
         else:
             numbered[line] = dep
-    return parse_requirements_text(
+    parsed = parse_requirements_text(
         "\n".join(numbered), path=item.path, source=item.source, lenient=True, display_root=config.project_dir
     )
+    return dataclasses.replace(parsed, warnings=(*refused, *parsed.warnings)) if refused else parsed
+
+
+def _not_one_requirement(dep: str) -> str | None:
+    """Why a [project].dependencies string cannot be one requirements line (None: it can).
+
+    The strings become the lines of a requirements text: a line break would start a second line
+    (`einops\\n-r /etc/passwd`), a leading `-` makes an option, a trailing `\\` joins the next line.
+    """
+    if _LINE_BREAKING.search(dep):
+        return "it contains a line break or another control character"
+    if not re.match(r"\s*[A-Za-z0-9]", dep):
+        return "it does not start with a package name"
+    if dep.rstrip().endswith("\\"):
+        return "it ends with a line-continuation backslash"
+    return None
+
+
+def _escaped(text: str, limit: int = 200) -> str:
+    """Quoted for a message: control characters escaped, credentials in a URL hidden."""
+    from envbuild.runner import redact
+
+    shown = _CONTROL.sub(lambda char: f"\\x{ord(char.group()):02x}", redact(text))
+    return f"`{shown if len(shown) <= limit else shown[:limit] + '...'}`"
+
+
+def _pyproject_note(item: InputFile, config: Config, message: str, line: int = 0) -> Diagnostic:
+    from envbuild.requirements import Diagnostic, Origin
+
+    return Diagnostic(Origin(path=config.display(item.path), line=line, source=item.source), message)
 
 
 def _skipped_pyproject(item: InputFile, config: Config, message: str) -> ParsedFile:
-    from envbuild.requirements import Diagnostic, Origin, ParsedFile
+    from envbuild.requirements import ParsedFile
 
-    origin = Origin(path=config.display(item.path), line=0, source=item.source)
-    return ParsedFile((), (), (Diagnostic(origin, message),), (item.path,))
+    return ParsedFile((), (), (_pyproject_note(item, config, message),), (item.path,))
 
 
 def profile_requirements(profile: TorchProfile, config: Config) -> list[SourcedRequirement]:
@@ -238,7 +330,7 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     if collected.manager_dir is not None:
         requirements.append(_manager_pip(collected.manager_dir, config))
     family = profile_requirements(profile, config)
-    _guard_torch_family(family, requirements + constraints)
+    guard_torch_family(family, requirements + constraints, profile)
     result = merge([*requirements, *family], constraints)
     return MergedInputs(result, tuple(warnings), tuple(dict.fromkeys(files_read)), collected)
 
@@ -269,107 +361,6 @@ def _manager_pip(manager: Path, config: Config) -> SourcedRequirement:
         source="ComfyUI-Manager (runs `python -m pip`; added by envbuild)",
     )
     return SourcedRequirement(Requirement("pip"), origin, "pip")
-
-
-def _guard_torch_family(family: list[SourcedRequirement], inputs: list[SourcedRequirement]) -> None:
-    """No input may move the torch family off the profile's index or versions, whatever its marker."""
-    from packaging.specifiers import SpecifierSet
-    from packaging.utils import canonicalize_name
-
-    from envbuild.requirements import specifiers_satisfiable
-
-    pinned = {canonicalize_name(req.requirement.name): req for req in family}
-    for item in inputs:
-        name = canonicalize_name(item.requirement.name)
-        anchor = pinned.get(name)
-        if anchor is None:
-            continue
-        if item.requirement.url:
-            raise ConflictError(name, [
-                f"{item.text} from {item.origin}",
-                f"{anchor.text} from {anchor.origin}",
-            ], hint=f"the profile pins {name} to its own index; remove the URL line or exclude the node")
-        combined = SpecifierSet(f"{item.requirement.specifier},{anchor.requirement.specifier}".strip(","))
-        if not specifiers_satisfiable(combined):
-            node = item.origin.source.removeprefix("node ") if item.origin.source.startswith("node ") else "NAME"
-            raise ConflictError(name, [
-                f"{item.text} from {item.origin}",
-                f"{anchor.text} from {anchor.origin}",
-            ], hint=f"{item.origin.source} needs a {name} this profile does not provide: "
-                    f"choose another profile (--profile), or leave the node out with --exclude-node {node}")
-
-
-class _Clobbering(NamedTuple):
-    """Distributions that install the same import package, so the last one installed wins."""
-
-    module: str
-    members: frozenset[str]
-
-
-_OPENCV = _Clobbering("cv2", frozenset({"opencv-python", "opencv-python-headless", "opencv-contrib-python",
-                                        "opencv-contrib-python-headless"}))
-_ONNXRUNTIME = _Clobbering("onnxruntime", frozenset({"onnxruntime", "onnxruntime-gpu", "onnxruntime-directml",
-                                                     "onnxruntime-openvino"}))
-
-
-def _choose(group: _Clobbering, asked: set[str], profile: TorchProfile) -> tuple[str, str]:
-    """The one variant to keep, and why: the same choice for the same inputs and profile, always."""
-    if group is _OPENCV:
-        if any("contrib" in name for name in asked):
-            return "opencv-contrib-python-headless", ("ComfyUI has no GUI, so the headless build serves every "
-                                                      "node, and contrib has every module the others have")
-        return "opencv-python-headless", "ComfyUI has no GUI, so the headless build (no Qt/X11/libGL) serves every node"
-    if profile.accelerator == "cuda":
-        return "onnxruntime-gpu", f"profile {profile.name} is a CUDA profile (onnxruntime-gpu also runs on the CPU)"
-    return "onnxruntime", f"profile {profile.name} is not a CUDA profile"
-
-
-def settle_clobbering(
-    requirements: list[SourcedRequirement], constraints: list[SourcedRequirement], profile: TorchProfile,
-) -> tuple[list[SourcedRequirement], list[SourcedRequirement], list[Diagnostic]]:
-    """When inputs ask for several variants of opencv (or of onnxruntime), keep one and rename the rest.
-
-    Each variant installs the same module, and whichever pip or uv installs last overwrites the
-    others' files: which `cv2` a node imports would depend on install order. The replaced lines
-    keep their specifiers, extras and markers, so they still constrain the version of the one kept.
-    """
-    from packaging.utils import canonicalize_name
-
-    from envbuild.requirements import Diagnostic
-
-    notes: list[Diagnostic] = []
-    for group in (_OPENCV, _ONNXRUNTIME):
-        items = [i for i in (*requirements, *constraints) if canonicalize_name(i.requirement.name) in group.members]
-        asked: set[str] = {canonicalize_name(i.requirement.name) for i in items if not i.requirement.url}
-        if len(asked) < 2:
-            continue
-        chosen, why = _choose(group, asked, profile)
-        askers = ", ".join(sorted({f"{i.origin.source} ({i.requirement.name})" for i in items}))
-        for item in items:
-            if canonicalize_name(item.requirement.name) == chosen or item.requirement.url:
-                continue
-            notes.append(Diagnostic(item.origin, f"{item.requirement.name} replaced by {chosen}: the variants asked "
-                                    f"for ({askers}) all install the `{group.module}` module and overwrite each "
-                                    f"other; {why}"))
-        requirements = [_renamed(i, group, chosen) for i in requirements]
-        constraints = [_renamed(i, group, chosen) for i in constraints]
-    return requirements, constraints, notes
-
-
-def _renamed(item: SourcedRequirement, group: _Clobbering, chosen: str) -> SourcedRequirement:
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    from envbuild.requirements import SourcedRequirement
-
-    req = item.requirement
-    name = canonicalize_name(req.name)
-    if name not in group.members or name == chosen or req.url:
-        return item
-    extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
-    marker = f"; {req.marker}" if req.marker else ""
-    return SourcedRequirement(Requirement(f"{chosen}{extras}{req.specifier}{marker}"), item.origin,
-                              f"{item.text} (as {chosen})")
 
 
 def normalized_digest(parsed_texts: list[str]) -> str:

@@ -35,6 +35,17 @@ ACCELERATORS = ("cpu", "cuda", "rocm", "xpu", "mps")
 CHANNELS = ("stable", "nightly")
 _CREDENTIALS = "carries a user name or password"
 _SEPARATORS = re.compile(r"[-_.]+")
+# The only names a profile may pin to its index: torch's own packages and the triton builds torch
+# pins. Any other name would route an ordinary package (numpy, ...) to the PyTorch index, the
+# dependency confusion the explicit index exists to prevent, so a profile naming one is refused.
+TORCH_CORE_NAMES = frozenset({"torch", "torchvision", "torchaudio"})
+TRITON_NAMES = frozenset({"triton", "pytorch-triton", "pytorch-triton-rocm", "pytorch-triton-xpu",
+                          "triton-rocm", "triton-xpu"})
+TORCH_FAMILY_NAMES = TORCH_CORE_NAMES | TRITON_NAMES
+# Names only PyTorch's index should serve (PyPI holds placeholders at best): a lock may take one only
+# from a profile that pins it. `torchtriton` is the name the December 2022 attack published on PyPI.
+# `triton` is not here: the Triton project publishes it on PyPI, where torch's CUDA wheels take it.
+PYTORCH_INDEX_ONLY_NAMES = (TRITON_NAMES - {"triton"}) | {"torchtriton"}
 _TOP_KEYS = {"schema", "name", "description", "accelerator", "accelerator-version", "channel",
              "local-version", "index", "packages", "platforms", "pypi"}
 
@@ -376,6 +387,11 @@ def _packages(table: Mapping[str, Any], key: str, path: Path) -> tuple[PinnedPac
     for raw_name, value in sorted(table.items()):
         name = canonical_name(raw_name)
         where = f"{key}.{raw_name}"
+        if name not in TORCH_FAMILY_NAMES:
+            raise ConfigError(path, f"`{where}`: {raw_name!r} is not a torch-family package, and only those may "
+                              "be pinned to a profile's index", hint="a profile's [packages] and [pypi] tables "
+                              f"name only {', '.join(sorted(TORCH_FAMILY_NAMES))}; other packages come from "
+                              "the default index through the deployment's requirements")
         marker_text = None
         if isinstance(value, dict):
             check_keys(value, {"version", "marker"}, f"{where}.", path)
