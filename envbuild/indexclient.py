@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import html.parser
+import io
 import json
 import os
 import re
-import struct
 import threading
 import time
 import zlib
@@ -39,7 +39,7 @@ SIMPLE_ACCEPT = f"{JSON_V1}, application/vnd.pypi.simple.v1+html;q=0.2, text/htm
 NOT_THERE = (403, 404, 410)  # the PyTorch index (S3) answers 403 for a project it lacks
 RETRIED = (429, 500, 502, 503, 504)
 _TAIL = 65536  # the end of a wheel: its zip directory, where the .dist-info entries usually sit
-_MAX_CENTRAL_DIRECTORY = 32 * 1024 * 1024
+_MAX_RANGE_BYTES = 32 * 1024 * 1024  # per wheel: a directory larger than this is not worth reading
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -186,7 +186,7 @@ class IndexClient:
         return Page(url, True, files, age)
 
     def metadata(self, dist: DistFile) -> bytes:
-        """The wheel's METADATA: the PEP 658 file, else two or three range reads of the wheel."""
+        """The wheel's METADATA: the PEP 658 file, else one to three range reads of the wheel."""
         if dist.metadata_url:
             entry, _ = self._get(dist.metadata_url, "*/*", forever=True)
             if entry.status == 200:
@@ -327,28 +327,82 @@ def _html_file(attrs: Mapping[str, str], page_url: str) -> DistFile:
 
 # -- METADATA by HTTP range reads ---------------------------------------------------------------
 def _metadata_by_range(http: httpx.Client, url: str) -> bytes:
-    """Find `*.dist-info/METADATA` in the wheel's zip directory and inflate only that member."""
-    tail, total = _range(http, url, f"bytes=-{_TAIL}")
-    base = total - len(tail)
-    end = tail.rfind(b"PK\x05\x06")
-    if end < 0:
-        raise IndexReadError(url, "no zip directory at the end of the wheel")
-    cd_size, cd_offset = struct.unpack("<II", tail[end + 12:end + 20])
-    entries = _entries(tail, cd_offset - base, end) if cd_offset >= base else _entries_in_tail(tail, end)
-    member = next((e for e in entries if re.fullmatch(r"[^/]+\.dist-info/METADATA", e[0])), None)
-    if member is None:
-        if cd_size > _MAX_CENTRAL_DIRECTORY:
-            raise IndexReadError(url, f"zip directory of {cd_size} bytes is too large to read")
-        directory, _ = _range(http, url, f"bytes={cd_offset}-{cd_offset + cd_size - 1}")
-        entries = _entries(directory, 0, len(directory))
-        member = next((e for e in entries if re.fullmatch(r"[^/]+\.dist-info/METADATA", e[0])), None)
-    if member is None:
-        raise IndexReadError(url, "the wheel has no .dist-info/METADATA")
-    _, method, size, offset, extra = member
-    local, _ = _range(http, url, f"bytes={offset}-{offset + 30 + len(member[0]) + extra + 1024 + size}")
-    name_len, extra_len = struct.unpack("<HH", local[26:30])
-    data = local[30 + name_len + extra_len:30 + name_len + extra_len + size]
-    return zlib.decompress(data, -15) if method == 8 else data
+    """The standard library's zipfile reads `*.dist-info/METADATA` through `_RangeFile`: the tail
+    (end record, usually the whole directory), the directory when it starts before the tail, and
+    the member itself: two or three range requests, never the whole wheel."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(_RangeFile(http, url)) as wheel:
+            name = next((n for n in wheel.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)), None)
+            if name is None:
+                raise IndexReadError(url, "the wheel has no .dist-info/METADATA")
+            return wheel.read(name)
+    except zipfile.BadZipFile as exc:
+        raise IndexReadError(url, f"not a readable zip file ({exc})") from None
+    except (NotImplementedError, zlib.error) as exc:  # a compression zipfile cannot inflate, a damaged member
+        raise IndexReadError(url, f"its METADATA cannot be inflated ({exc})") from None
+
+
+class _RangeFile(io.RawIOBase):
+    """A read-only, seekable view of a remote file: every read the blocks already fetched cannot
+    answer becomes one HTTP range request of at least `_TAIL` bytes (the read-ahead), and the
+    first request fetches the tail, where a zip keeps its directory."""
+
+    def __init__(self, http: httpx.Client, url: str) -> None:
+        super().__init__()
+        self._http, self._url, self._pos, self._fetched = http, url, 0, 0
+        tail, self._size = _range(http, url, f"bytes=-{_TAIL}")
+        self._blocks: list[tuple[int, bytes]] = [(self._size - len(tail), tail)]
+        self._fetched = len(tail)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = max(0, min(len(view), self._size - self._pos))
+        done = 0
+        while done < wanted:
+            chunk = self._cached(self._pos + done, wanted - done)
+            if not chunk:
+                self._fetch(self._pos + done, max(wanted - done, _TAIL))
+                continue
+            view[done:done + len(chunk)] = chunk
+            done += len(chunk)
+        self._pos += done
+        return done
+
+    def _cached(self, start: int, length: int) -> bytes:
+        for first, data in self._blocks:
+            if first <= start < first + len(data):
+                return data[start - first:start - first + length]
+        return b""
+
+    def _fetch(self, start: int, length: int) -> None:
+        end = min(start + length, self._size) - 1
+        if self._fetched + end - start + 1 > _MAX_RANGE_BYTES:
+            budget = f"{_MAX_RANGE_BYTES / 2**20:g} MiB"
+            raise IndexReadError(self._url, f"reading its METADATA would download over {budget} of the wheel "
+                                            "(its zip directory is too large)")
+        data, _ = _range(self._http, self._url, f"bytes={start}-{end}")
+        if not data:
+            raise IndexReadError(self._url, f"answered the range {start}-{end} with no bytes")
+        self._blocks.append((start, data))
+        self._fetched += len(data)
 
 
 def _range(http: httpx.Client, url: str, spec: str) -> tuple[bytes, int]:
@@ -361,28 +415,3 @@ def _range(http: httpx.Client, url: str, spec: str) -> tuple[bytes, int]:
         body = response.read()
         total = int(response.headers.get("content-range", "/0").rsplit("/", 1)[1])
     return body, total
-
-
-def _entries(buf: bytes, start: int, end: int) -> list[tuple[str, int, int, int, int]]:
-    """Central directory records from `start` to `end`: (name, method, compressed size, offset,
-    extra length); an empty list when the bytes are not a clean chain of records."""
-    found, pos = [], start
-    while pos < end:
-        if buf[pos:pos + 4] != b"PK\x01\x02" or pos + 46 > len(buf):
-            return []
-        (method,) = struct.unpack("<H", buf[pos + 10:pos + 12])
-        size, _, name_len, extra_len, comment_len = struct.unpack("<IIHHH", buf[pos + 20:pos + 34])
-        (offset,) = struct.unpack("<I", buf[pos + 42:pos + 46])
-        name = buf[pos + 46:pos + 46 + name_len].decode("utf-8", errors="replace")
-        found.append((name, method, size, offset, extra_len))
-        pos += 46 + name_len + extra_len + comment_len
-    return found if pos == end else []
-
-
-def _entries_in_tail(tail: bytes, end: int) -> list[tuple[str, int, int, int, int]]:
-    """The directory starts before the tail: the first record signature that chains cleanly to the end."""
-    for match in re.finditer(rb"PK\x01\x02", tail):
-        entries = _entries(tail, match.start(), end)
-        if entries:
-            return entries
-    return []
