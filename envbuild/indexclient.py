@@ -2,7 +2,7 @@
 
 A project page comes as PEP 691 JSON when the index offers it, else as PEP 503 HTML (the PyTorch
 index serves HTML only). A wheel's metadata comes from its PEP 658/714 `.metadata` file where
-served, else from HTTP range reads of the METADATA member at the end of the wheel: never the
+served, else from HTTP range reads of the METADATA member (envbuild.remotewheel): never the
 whole wheel, which for torch is most of a gigabyte. Answers are cached on disk with HTTP's own
 freshness rules, so `--offline` can work from the last run.
 """
@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import html.parser
-import io
 import json
 import os
 import re
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,13 +36,11 @@ JSON_V1 = "application/vnd.pypi.simple.v1+json"
 SIMPLE_ACCEPT = f"{JSON_V1}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 NOT_THERE = (403, 404, 410)  # the PyTorch index (S3) answers 403 for a project it lacks
 RETRIED = (429, 500, 502, 503, 504)
-_TAIL = 65536  # the end of a wheel: its zip directory, where the .dist-info entries usually sit
-_MAX_RANGE_BYTES = 32 * 1024 * 1024  # per wheel: a directory larger than this is not worth reading
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-class _Retryable(Exception):
+class Retryable(Exception):
     """A range read hit a 5xx: worth another try."""
 
 
@@ -99,7 +95,17 @@ def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 
 class HttpCache:
-    """Responses on disk, one body and one JSON header file per URL (written atomically)."""
+    """Responses on disk, one body and one JSON header file per URL (written atomically).
+
+    Hand-written on purpose. hishel 2.0.0 (the httpx caching library, RFC 9111 mode, tried against
+    httpx 0.29 and the loopback origin of tests/test_catalogue.py) does max-age and ETag/Last-
+    Modified revalidation, but not what the README promises beyond that: an answer without
+    Cache-Control is revalidated every time instead of kept for the default hour (its `ttl` is
+    eviction, not freshness); with the index down it raises ConnectError rather than answer from a
+    stale copy, and it has no cache-only (`--offline`) mode (it ignores `only-if-cached`); the
+    PyTorch index's 403 "no such project" is not stored at all. Keeping those would mean reading
+    its SQLite storage by its internal keys and rewriting response headers: more code than this.
+    """
 
     def __init__(self, root: Path, ttl: float = DEFAULT_TTL) -> None:
         self.root = root
@@ -199,7 +205,9 @@ class IndexClient:
             return cached.body
         if self.offline:
             raise IndexReadError(dist.url, "its metadata is not in the cache (offline)")
-        body = self._retrying(dist.url, lambda: _metadata_by_range(self._http, dist.url))
+        from envbuild.remotewheel import metadata_by_range  # the slow path: zipfile only when a wheel is read
+
+        body = self._retrying(dist.url, lambda: metadata_by_range(self._http, dist.url))
         self.cache.store(key, 200, body, {}, forever=True)
         return body
 
@@ -253,7 +261,7 @@ class IndexClient:
             except httpx.TransportError as exc:
                 reason = f"connection failed: {exc or type(exc).__name__}"
                 continue
-            except _Retryable as exc:
+            except Retryable as exc:
                 reason = str(exc)
                 continue
             status = getattr(result, "status_code", 200)
@@ -323,95 +331,3 @@ def _html_file(attrs: Mapping[str, str], page_url: str) -> DistFile:
     served = meta is not None and meta.lower() != "false"
     return DistFile(unquote(filename), url, attrs.get("data-requires-python") or None,
                     f"{url}.metadata" if served else None, sha, "data-yanked" in attrs)
-
-
-# -- METADATA by HTTP range reads ---------------------------------------------------------------
-def _metadata_by_range(http: httpx.Client, url: str) -> bytes:
-    """The standard library's zipfile reads `*.dist-info/METADATA` through `_RangeFile`: the tail
-    (end record, usually the whole directory), the directory when it starts before the tail, and
-    the member itself: two or three range requests, never the whole wheel."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(_RangeFile(http, url)) as wheel:
-            name = next((n for n in wheel.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)), None)
-            if name is None:
-                raise IndexReadError(url, "the wheel has no .dist-info/METADATA")
-            return wheel.read(name)
-    except zipfile.BadZipFile as exc:
-        raise IndexReadError(url, f"not a readable zip file ({exc})") from None
-    except (NotImplementedError, zlib.error) as exc:  # a compression zipfile cannot inflate, a damaged member
-        raise IndexReadError(url, f"its METADATA cannot be inflated ({exc})") from None
-
-
-class _RangeFile(io.RawIOBase):
-    """A read-only, seekable view of a remote file: every read the blocks already fetched cannot
-    answer becomes one HTTP range request of at least `_TAIL` bytes (the read-ahead), and the
-    first request fetches the tail, where a zip keeps its directory."""
-
-    def __init__(self, http: httpx.Client, url: str) -> None:
-        super().__init__()
-        self._http, self._url, self._pos, self._fetched = http, url, 0, 0
-        tail, self._size = _range(http, url, f"bytes=-{_TAIL}")
-        self._blocks: list[tuple[int, bytes]] = [(self._size - len(tail), tail)]
-        self._fetched = len(tail)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._pos = base + offset
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        wanted = max(0, min(len(view), self._size - self._pos))
-        done = 0
-        while done < wanted:
-            chunk = self._cached(self._pos + done, wanted - done)
-            if not chunk:
-                self._fetch(self._pos + done, max(wanted - done, _TAIL))
-                continue
-            view[done:done + len(chunk)] = chunk
-            done += len(chunk)
-        self._pos += done
-        return done
-
-    def _cached(self, start: int, length: int) -> bytes:
-        for first, data in self._blocks:
-            if first <= start < first + len(data):
-                return data[start - first:start - first + length]
-        return b""
-
-    def _fetch(self, start: int, length: int) -> None:
-        end = min(start + length, self._size) - 1
-        if self._fetched + end - start + 1 > _MAX_RANGE_BYTES:
-            budget = f"{_MAX_RANGE_BYTES / 2**20:g} MiB"
-            raise IndexReadError(self._url, f"reading its METADATA would download over {budget} of the wheel "
-                                            "(its zip directory is too large)")
-        data, _ = _range(self._http, self._url, f"bytes={start}-{end}")
-        if not data:
-            raise IndexReadError(self._url, f"answered the range {start}-{end} with no bytes")
-        self._blocks.append((start, data))
-        self._fetched += len(data)
-
-
-def _range(http: httpx.Client, url: str, spec: str) -> tuple[bytes, int]:
-    with http.stream("GET", url, headers={"Range": spec}) as response:
-        if response.status_code != 206:  # closing early: never download the whole wheel
-            if response.status_code in RETRIED:
-                raise _Retryable(f"HTTP {response.status_code}")
-            raise IndexReadError(url, f"serves no PEP 658 metadata and answered a range request with "
-                                      f"HTTP {response.status_code}")
-        body = response.read()
-        total = int(response.headers.get("content-range", "/0").rsplit("/", 1)[1])
-    return body, total

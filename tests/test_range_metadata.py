@@ -1,4 +1,4 @@
-"""A wheel's METADATA by HTTP range reads (zipfile over envbuild.indexclient._RangeFile): how many
+"""A wheel's METADATA by HTTP range reads (zipfile over envbuild.remotewheel._RangeFile): how many
 requests, how many bytes, and the errors for wheels and servers it cannot read."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from envbuild import indexclient
-from envbuild.indexclient import IndexReadError, _metadata_by_range
+from envbuild import remotewheel
+from envbuild.indexclient import IndexReadError
+from envbuild.remotewheel import metadata_by_range
 from tests.support.wheels import build_wheel
 
 
@@ -72,13 +73,13 @@ def files(tmp_path: Path) -> Iterator[_FileServer]:
 
 def _read(server: _FileServer, path: Path) -> bytes:
     with httpx.Client(timeout=10) as http:
-        return _metadata_by_range(http, server.url(path))
+        return metadata_by_range(http, server.url(path))
 
 
 def test_a_small_wheel_is_read_with_one_request_of_its_tail(files: _FileServer, tmp_path: Path) -> None:
     wheel = build_wheel(tmp_path, "torch", "2.7.1", requires_dist=["nvidia-cuda-runtime-cu12==12.6.77"])
     assert b"Requires-Dist: nvidia-cuda-runtime-cu12==12.6.77" in _read(files, wheel)
-    assert files.log == [(f"bytes=-{indexclient._TAIL}", wheel.stat().st_size)]
+    assert files.log == [(f"bytes=-{remotewheel._TAIL}", wheel.stat().st_size)]
 
 
 def test_a_directory_larger_than_the_tail_costs_two_more_requests_not_the_wheel(
@@ -89,17 +90,17 @@ def test_a_directory_larger_than_the_tail_costs_two_more_requests_not_the_wheel(
     wheel = build_wheel(tmp_path, "bigdir", "1.0", files=payload, requires_dist=["six"])
     with zipfile.ZipFile(wheel) as local:
         directory = wheel.stat().st_size - local.start_dir
-    assert directory > 2 * indexclient._TAIL
+    assert directory > 2 * remotewheel._TAIL
     assert b"Requires-Dist: six" in _read(files, wheel)
     assert len(files.log) == 3
-    assert sum(n for _, n in files.log) < directory + 3 * indexclient._TAIL < wheel.stat().st_size
+    assert sum(n for _, n in files.log) < directory + 3 * remotewheel._TAIL < wheel.stat().st_size
 
 
 def test_reading_more_than_the_budget_is_refused(files: _FileServer, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     payload = {f"pkg/m{i:05d}.py": b"" for i in range(3000)}
     wheel = build_wheel(tmp_path, "bigdir", "1.0", files=payload)
-    monkeypatch.setattr(indexclient, "_MAX_RANGE_BYTES", 2 * indexclient._TAIL)
+    monkeypatch.setattr(remotewheel, "_MAX_RANGE_BYTES", 2 * remotewheel._TAIL)
     with pytest.raises(IndexReadError, match="would download over 0.125 MiB of the wheel"):
         _read(files, wheel)
     assert len(files.log) == 1  # only the tail was fetched
