@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from envbuild.errors import LockBusyError
 
@@ -98,56 +95,33 @@ def recover_dir(target: Path) -> None:
 
 @contextlib.contextmanager
 def exclusive_lock(path: Path, *, timeout: float, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    """An OS-level lock on `path`, held for the block: a second envbuild waits for the first.
+    """An OS-level lock on `path` (flock; LockFileEx on Windows), held for the block: a second envbuild
+    waits for the first, `on_wait` telling the user once why nothing happens.
 
     The kernel drops the lock when its holder dies, so a killed run never leaves a stale lock.
+    filelock is imported here, not at the top: its ~25 ms import is paid only by a run that writes
+    a lock (seconds of `uv lock`), never by `--help` or an up-to-date profile.
     """
+    import filelock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        deadline = time.monotonic() + timeout
-        waited = False
-        while not _try_lock(handle):
-            if not waited and on_wait is not None:
-                on_wait()
-            waited = True
-            if time.monotonic() >= deadline:
-                raise LockBusyError(
-                    f"another envbuild has held {path} for over {timeout:g} s",
-                    hint="let it finish (or stop it), then run the command again",
-                )
-            time.sleep(0.1)
-        try:
-            yield
-        finally:
-            _unlock(handle)
-
-
-def _try_lock(handle: BinaryIO) -> bool:
+    lock = filelock.FileLock(path)
     try:
-        if sys.platform == "win32":
-            import msvcrt
-
-            handle.seek(0)
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:
-        return False
-
-
-def _unlock(handle: BinaryIO) -> None:
-    if sys.platform == "win32":
-        import msvcrt
-
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-    else:
-        import fcntl
-
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        lock.acquire(blocking=False)
+    except filelock.Timeout:
+        if on_wait is not None:
+            on_wait()
+        try:
+            lock.acquire(timeout=timeout, poll_interval=0.1)
+        except filelock.Timeout:
+            raise LockBusyError(
+                f"another envbuild has held {path} for over {timeout:g} s",
+                hint="let it finish (or stop it), then run the command again",
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _rmtree(path: Path, *, ignore_errors: bool = False) -> None:

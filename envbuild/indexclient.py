@@ -2,7 +2,7 @@
 
 A project page comes as PEP 691 JSON when the index offers it, else as PEP 503 HTML (the PyTorch
 index serves HTML only). A wheel's metadata comes from its PEP 658/714 `.metadata` file where
-served, else from HTTP range reads of the METADATA member at the end of the wheel: never the
+served, else from HTTP range reads of the METADATA member (envbuild.remotewheel): never the
 whole wheel, which for torch is most of a gigabyte. Answers are cached on disk with HTTP's own
 freshness rules, so `--offline` can work from the last run.
 """
@@ -14,10 +14,8 @@ import html.parser
 import json
 import os
 import re
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,13 +36,11 @@ JSON_V1 = "application/vnd.pypi.simple.v1+json"
 SIMPLE_ACCEPT = f"{JSON_V1}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 NOT_THERE = (403, 404, 410)  # the PyTorch index (S3) answers 403 for a project it lacks
 RETRIED = (429, 500, 502, 503, 504)
-_TAIL = 65536  # the end of a wheel: its zip directory, where the .dist-info entries usually sit
-_MAX_CENTRAL_DIRECTORY = 32 * 1024 * 1024
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-class _Retryable(Exception):
+class Retryable(Exception):
     """A range read hit a 5xx: worth another try."""
 
 
@@ -99,7 +95,17 @@ def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 
 class HttpCache:
-    """Responses on disk, one body and one JSON header file per URL (written atomically)."""
+    """Responses on disk, one body and one JSON header file per URL (written atomically).
+
+    Hand-written on purpose. hishel 2.0.0 (the httpx caching library, RFC 9111 mode, tried against
+    httpx 0.29 and the loopback origin of tests/test_catalogue.py) does max-age and ETag/Last-
+    Modified revalidation, but not what the README promises beyond that: an answer without
+    Cache-Control is revalidated every time instead of kept for the default hour (its `ttl` is
+    eviction, not freshness); with the index down it raises ConnectError rather than answer from a
+    stale copy, and it has no cache-only (`--offline`) mode (it ignores `only-if-cached`); the
+    PyTorch index's 403 "no such project" is not stored at all. Keeping those would mean reading
+    its SQLite storage by its internal keys and rewriting response headers: more code than this.
+    """
 
     def __init__(self, root: Path, ttl: float = DEFAULT_TTL) -> None:
         self.root = root
@@ -186,7 +192,7 @@ class IndexClient:
         return Page(url, True, files, age)
 
     def metadata(self, dist: DistFile) -> bytes:
-        """The wheel's METADATA: the PEP 658 file, else two or three range reads of the wheel."""
+        """The wheel's METADATA: the PEP 658 file, else one to three range reads of the wheel."""
         if dist.metadata_url:
             entry, _ = self._get(dist.metadata_url, "*/*", forever=True)
             if entry.status == 200:
@@ -199,7 +205,9 @@ class IndexClient:
             return cached.body
         if self.offline:
             raise IndexReadError(dist.url, "its metadata is not in the cache (offline)")
-        body = self._retrying(dist.url, lambda: _metadata_by_range(self._http, dist.url))
+        from envbuild.remotewheel import metadata_by_range  # the slow path: zipfile only when a wheel is read
+
+        body = self._retrying(dist.url, lambda: metadata_by_range(self._http, dist.url))
         self.cache.store(key, 200, body, {}, forever=True)
         return body
 
@@ -253,7 +261,7 @@ class IndexClient:
             except httpx.TransportError as exc:
                 reason = f"connection failed: {exc or type(exc).__name__}"
                 continue
-            except _Retryable as exc:
+            except Retryable as exc:
                 reason = str(exc)
                 continue
             status = getattr(result, "status_code", 200)
@@ -323,66 +331,3 @@ def _html_file(attrs: Mapping[str, str], page_url: str) -> DistFile:
     served = meta is not None and meta.lower() != "false"
     return DistFile(unquote(filename), url, attrs.get("data-requires-python") or None,
                     f"{url}.metadata" if served else None, sha, "data-yanked" in attrs)
-
-
-# -- METADATA by HTTP range reads ---------------------------------------------------------------
-def _metadata_by_range(http: httpx.Client, url: str) -> bytes:
-    """Find `*.dist-info/METADATA` in the wheel's zip directory and inflate only that member."""
-    tail, total = _range(http, url, f"bytes=-{_TAIL}")
-    base = total - len(tail)
-    end = tail.rfind(b"PK\x05\x06")
-    if end < 0:
-        raise IndexReadError(url, "no zip directory at the end of the wheel")
-    cd_size, cd_offset = struct.unpack("<II", tail[end + 12:end + 20])
-    entries = _entries(tail, cd_offset - base, end) if cd_offset >= base else _entries_in_tail(tail, end)
-    member = next((e for e in entries if re.fullmatch(r"[^/]+\.dist-info/METADATA", e[0])), None)
-    if member is None:
-        if cd_size > _MAX_CENTRAL_DIRECTORY:
-            raise IndexReadError(url, f"zip directory of {cd_size} bytes is too large to read")
-        directory, _ = _range(http, url, f"bytes={cd_offset}-{cd_offset + cd_size - 1}")
-        entries = _entries(directory, 0, len(directory))
-        member = next((e for e in entries if re.fullmatch(r"[^/]+\.dist-info/METADATA", e[0])), None)
-    if member is None:
-        raise IndexReadError(url, "the wheel has no .dist-info/METADATA")
-    _, method, size, offset, extra = member
-    local, _ = _range(http, url, f"bytes={offset}-{offset + 30 + len(member[0]) + extra + 1024 + size}")
-    name_len, extra_len = struct.unpack("<HH", local[26:30])
-    data = local[30 + name_len + extra_len:30 + name_len + extra_len + size]
-    return zlib.decompress(data, -15) if method == 8 else data
-
-
-def _range(http: httpx.Client, url: str, spec: str) -> tuple[bytes, int]:
-    with http.stream("GET", url, headers={"Range": spec}) as response:
-        if response.status_code != 206:  # closing early: never download the whole wheel
-            if response.status_code in RETRIED:
-                raise _Retryable(f"HTTP {response.status_code}")
-            raise IndexReadError(url, f"serves no PEP 658 metadata and answered a range request with "
-                                      f"HTTP {response.status_code}")
-        body = response.read()
-        total = int(response.headers.get("content-range", "/0").rsplit("/", 1)[1])
-    return body, total
-
-
-def _entries(buf: bytes, start: int, end: int) -> list[tuple[str, int, int, int, int]]:
-    """Central directory records from `start` to `end`: (name, method, compressed size, offset,
-    extra length); an empty list when the bytes are not a clean chain of records."""
-    found, pos = [], start
-    while pos < end:
-        if buf[pos:pos + 4] != b"PK\x01\x02" or pos + 46 > len(buf):
-            return []
-        (method,) = struct.unpack("<H", buf[pos + 10:pos + 12])
-        size, _, name_len, extra_len, comment_len = struct.unpack("<IIHHH", buf[pos + 20:pos + 34])
-        (offset,) = struct.unpack("<I", buf[pos + 42:pos + 46])
-        name = buf[pos + 46:pos + 46 + name_len].decode("utf-8", errors="replace")
-        found.append((name, method, size, offset, extra_len))
-        pos += 46 + name_len + extra_len + comment_len
-    return found if pos == end else []
-
-
-def _entries_in_tail(tail: bytes, end: int) -> list[tuple[str, int, int, int, int]]:
-    """The directory starts before the tail: the first record signature that chains cleanly to the end."""
-    for match in re.finditer(rb"PK\x01\x02", tail):
-        entries = _entries(tail, match.start(), end)
-        if entries:
-            return entries
-    return []

@@ -291,7 +291,7 @@ class _Origin(BaseHTTPRequestHandler):
         server: _OriginServer = self.server  # type: ignore[assignment]
         server.seen.append((self.path, dict(self.headers)))
         body, headers = server.routes.get(self.path, (b"", {}))
-        status, extra = (200 if body else 404), {}
+        status, extra = int(headers.get("X-Test-Status", 200 if body else 404)), {}
         if headers.get("ETag") and self.headers.get("If-None-Match") == headers["ETag"]:
             status, body = 304, b""
         elif self.headers.get("Range") and body:
@@ -350,7 +350,24 @@ def test_http_caching_max_age_etag_and_metadata_by_range(origin: _OriginServer, 
         origin.seen.clear()
         metadata = client.metadata(pages[0].files[0])  # no PEP 658 file: range reads of the zip's end
     assert b"Requires-Dist: nvidia-cuda-runtime-cu12==12.6.77" in metadata
-    assert all(headers.get("Range") for _, headers in origin.seen) and len(origin.seen) <= 3
+    assert all(headers.get("Range") for _, headers in origin.seen) and len(origin.seen) == 1  # the tail holds it all
+
+
+def test_answers_without_cache_headers_stay_fresh_an_hour_and_a_403_answers_offline(
+    origin: _OriginServer, tmp_path: Path
+) -> None:
+    """What the README promises beyond RFC 9111 (why the cache is not hishel: see HttpCache)."""
+    origin.routes["/d/torch/"] = (b'<a href="/files/torch-1-py3-none-any.whl">t</a>', {"Content-Type": "text/html"})
+    origin.routes["/s3/nosuch/"] = (b"", {"X-Test-Status": "403"})  # the PyTorch index lacks the project
+    cache = HttpCache(tmp_path / "cache")
+    with IndexClient(cache) as client:
+        assert client.project_page(f"{origin.url}/d", "torch").age is None
+        assert not client.project_page(f"{origin.url}/s3", "nosuch").found
+        origin.seen.clear()
+        assert client.project_page(f"{origin.url}/d", "torch").age is not None and origin.seen == []
+    with IndexClient(cache, offline=True) as offline:
+        missing = offline.project_page(f"{origin.url}/s3", "nosuch")
+    assert not missing.found and missing.age is not None
 
 
 # -- the CLI ---------------------------------------------------------------------------------------
