@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime
 import difflib
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -36,10 +35,18 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from envbuild.config import Config
+from envbuild.deployment import pytorch_base
 from envbuild.errors import UsageError
 from envbuild.fsio import atomic_write
 from envbuild.indexclient import IndexClient, IndexReadError, Page
-from envbuild.profiles import PinnedPackage, ProfileCatalogue, TorchProfile, builtin_profiles_dir
+from envbuild.profiles import (
+    PYPI_SIMPLE,
+    PinnedPackage,
+    ProfileCatalogue,
+    TorchProfile,
+    builtin_profiles_dir,
+    rebase_pytorch_url,
+)
 from envbuild.releases import (
     FAMILY,
     Metadata,
@@ -57,7 +64,6 @@ from envbuild.releases import (
 from envbuild.runner import redact
 from envbuild.tomlfile import load_toml
 
-PYPI_SIMPLE = "https://pypi.org/simple"
 STAMP = "# envbuild profiles update:"
 
 
@@ -119,7 +125,9 @@ class Target:
 
 
 def default_index(environ: Mapping[str, str]) -> str:
-    return (environ.get("UV_DEFAULT_INDEX") or PYPI_SIMPLE).rstrip("/")
+    from envbuild.deployment import uv_default_index
+
+    return (uv_default_index(environ) or PYPI_SIMPLE).rstrip("/")
 
 
 def select_targets(catalogue: ProfileCatalogue, names: Sequence[str], python: tuple[int, int],
@@ -135,7 +143,8 @@ def select_targets(catalogue: ProfileCatalogue, names: Sequence[str], python: tu
             source = base.pypi_variant() if table == "pypi" else base
             if source is None:  # a [pypi] table without an [index]: the profile is PyPI's already
                 continue
-            index = base.resolved_index_url(environ) if table == "packages" and base.index_url else None
+            index = (rebase_pytorch_url(base.index_url, pytorch_base(environ))
+                     if table == "packages" and base.index_url else None)
             targets.append(Target(base, source.name, table, index or default_index(environ), source.packages,
                                   marker_platforms(source.required_environments or source.environments, python)))
     return targets
@@ -361,9 +370,10 @@ def _raw_specs(target: Target) -> dict[str, str]:
 
 
 def update_profiles(config: Config, catalogue: ProfileCatalogue, names: Sequence[str], client: IndexClient, *,
-                    environ: Mapping[str, str] | None = None, today: str | None = None) -> UpdateReport:
-    """Read every selected table's index, decide its bounds, and propose the new file texts."""
-    env = os.environ if environ is None else environ
+                    environ: Mapping[str, str], today: str | None = None) -> UpdateReport:
+    """Read every selected table's index, decide its bounds, and propose the new file texts. `environ`:
+    the deployment's environment (ENVBUILD_PYTORCH_INDEX, UV_DEFAULT_INDEX)."""
+    env = environ
     python = lowest_python(config.requires_python)
     targets = select_targets(catalogue, names, python, env)
     keys = sorted({(t.index_url, p.name) for t in targets for p in t.packages})

@@ -69,8 +69,7 @@ class Deployment:
 
     @property
     def default_index(self) -> str | None:
-        """uv's default index from the environment (UV_DEFAULT_INDEX, else UV_INDEX_URL)."""
-        return next((self.env[key] for key in DEFAULT_INDEX_ENV if self.env.get(key)), None)
+        return uv_default_index(self.env)
 
     def folder(self, profile: TorchProfile | str) -> LockFolder:
         return LockFolder(self.lock_dir, profile if isinstance(profile, str) else profile.name)
@@ -155,6 +154,11 @@ def load_deployment(start_dir: Path, env: Mapping[str, str], *, overrides: Mappi
         pytorch_base=pytorch_base(env), torch_source=torch_source or config.torch_source,
         lock_timeout=lock_timeout(env),
     )
+
+
+def uv_default_index(env: Mapping[str, str]) -> str | None:
+    """uv's default index from the environment (UV_DEFAULT_INDEX, else UV_INDEX_URL); None: PyPI."""
+    return next((env[key] for key in DEFAULT_INDEX_ENV if env.get(key)), None)
 
 
 def pytorch_base(env: Mapping[str, str]) -> str:

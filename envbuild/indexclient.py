@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import html.parser
 import json
-import os
 import re
 import threading
 import time
@@ -30,7 +29,6 @@ from envbuild.errors import EnvbuildError
 from envbuild.fsio import atomic_write
 from envbuild.runner import redact
 
-CACHE_DIR_ENV = "ENVBUILD_CACHE_DIR"
 DEFAULT_TTL = 3600.0
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 SIMPLE_ACCEPT = f"{JSON_V1}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
@@ -83,15 +81,6 @@ class Cached:
 
     def fresh(self, now: float) -> bool:
         return self.lifetime is None or now - self.stored_at < self.lifetime
-
-
-def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if environ is None else environ
-    if env.get(CACHE_DIR_ENV):
-        return Path(env[CACHE_DIR_ENV]) / "index"
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("envbuild")) / "index"
 
 
 class HttpCache:

@@ -9,7 +9,6 @@ can add profiles or replace built-in ones by name.
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -142,18 +141,6 @@ class TorchProfile(NamedTuple):
 
     def package_names(self) -> frozenset[str]:
         return frozenset(p.name for p in self.packages)
-
-    def resolved_index_url(self, env: Mapping[str, str] | None = None) -> str | None:
-        """The index URL to lock against: `ENVBUILD_PYTORCH_INDEX` replaces the canonical base."""
-        if self.index_url is None:
-            return None
-        base = (env if env is not None else os.environ).get(PYTORCH_INDEX_ENV)
-        problem = index_url_problem(base) if base else None
-        if problem:
-            hint = (credentials_hint(self.index_name) if _CREDENTIALS in problem
-                    else "a base URL such as https://download.pytorch.org/whl (with cu126, ... below it)")
-            raise ConfigError(PYTORCH_INDEX_ENV, problem, hint=hint)
-        return rebase_pytorch_url(self.index_url, base)
 
 
 def index_url_problem(url: str) -> str | None:

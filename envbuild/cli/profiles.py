@@ -62,11 +62,11 @@ def update(ctx: click.Context, names: tuple[str, ...], write: bool, offline: boo
     """
 
     from envbuild.catalogue import update_profiles, write_updates
-    from envbuild.indexclient import HttpCache, IndexClient, default_cache_dir
+    from envbuild.indexclient import HttpCache, IndexClient
 
     deployment = build_deployment(ctx)
     config = deployment.config
-    with IndexClient(HttpCache(default_cache_dir(deployment.env)), offline=offline) as client:
+    with IndexClient(HttpCache(deployment.cache_dir / "index"), offline=offline) as client:
         report = update_profiles(config, deployment.catalogue, names, client, environ=deployment.env)
     written = [config.display(p) for p in write_updates(report)] if write else []
     if as_json:
