@@ -111,9 +111,6 @@ def _for_nvidia(ctx: _Ctx) -> Recommendation | None:
     if not runnable:
         return _nvidia_driver_too_old(ctx, covering)
     chosen = max(runnable, key=lambda p: (_runs(ctx, p) == FULL, _version(p), p.channel == "stable"))
-    cuda = chosen.accelerator_version or ""
-    newer = [p for p in covering if _version(p) > vt(cuda)]
-    blocked = [p for p in newer if _runs(ctx, p) == NONE]
     return _pick(
         ctx,
         chosen.name,
@@ -123,16 +120,27 @@ def _for_nvidia(ctx: _Ctx) -> Recommendation | None:
         candidates=names,
         covering=tuple(p.name for p in covering),
         **_limiting(ctx, cands, covering),
-        driver=machine.nvidia_driver,
-        max_cuda=machine.max_cuda,
-        support=_runs(ctx, chosen),
-        full_driver=driver_need(cuda, machine.system, ctx.rules).full if _runs(ctx, chosen) == COMPAT else None,
-        compat_newer=tuple(p.name for p in newer if _runs(ctx, p) == COMPAT),
-        blocked=blocked[-1].name if blocked else None,
-        blocked_driver=(
+        **_driver_facts(ctx, chosen, covering),
+    )
+
+
+def _driver_facts(ctx: _Ctx, chosen: ProfileLike, covering: Sequence[ProfileLike]) -> dict[str, Any]:
+    """How the driver runs the chosen build, and what it means for the newer builds."""
+    machine, cuda = ctx.machine, chosen.accelerator_version or ""
+    newer = [p for p in covering if _version(p) > vt(cuda)]
+    blocked = [p for p in newer if _runs(ctx, p) == NONE]
+    compat = _runs(ctx, chosen) == COMPAT
+    return {
+        "driver": machine.nvidia_driver,
+        "max_cuda": machine.max_cuda,
+        "support": _runs(ctx, chosen),
+        "full_driver": driver_need(cuda, machine.system, ctx.rules).full if compat else None,
+        "compat_newer": tuple(p.name for p in newer if _runs(ctx, p) == COMPAT),
+        "blocked": blocked[-1].name if blocked else None,
+        "blocked_driver": (
             driver_need(blocked[-1].accelerator_version or "", machine.system, ctx.rules).lowest if blocked else None
         ),
-    )
+    }
 
 
 def _limiting(ctx: _Ctx, cands: Sequence[ProfileLike], covering: Sequence[ProfileLike]) -> dict[str, Any]:
