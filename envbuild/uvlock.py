@@ -235,12 +235,14 @@ def _opt_str(value: Any) -> str | None:
 
 # -- two searches for the no-op commands ------------------------------------------------------------
 # `lock` with its inputs unchanged and `sync` of a current venv read one fact each from the lock (how many
-# packages; which torch, for the fit check). Parsing costs them more than their target allows: measured on
-# 2 shared cores with Python 3.11, parse_uv_lock of locks/cu130-pypi/uv.lock (2,200 lines) takes ~65-75 ms
-# against ~0.1-0.3 ms for these, and with the parse in their place `scripts/bench.py --rows noop` went from
-# 0.120 s to 0.165 s for the no-op lock (target: uv's 0.027 s + 100 ms, missed) and from 0.171 s to 0.484 s
-# for the no-op sync. They rely on uv writing each entry as `[[package]]`, `name`, `version` on consecutive
-# lines; tests/test_uvlock.py holds them to parse_uv_lock's answer on every committed lock.
+# packages; which torch, for the fit check), and a parse costs them more than their target allows.
+# Measured 2026-12-03 on 2 shared cores, Python 3.11: parse_uv_lock of locks/cu130-pypi/uv.lock (2,200
+# lines) takes 65-75 ms in-process against 0.1-0.3 ms for these searches; on a `scripts/bench.py --keep`
+# site (179 packages), installs run alternately 25 times, the parse in their place raised the median CPU
+# time of the no-op lock from 0.092 s to 0.148 s and of the no-op sync from 0.164 s to 0.228 s. The no-op
+# lock's target is uv + 100 ms and it had 14 ms to spare (0.120 s against uv's 0.034 s in the bench), so
+# the parse misses it. Both rely on uv writing `[[package]]`, `name`, `version` on consecutive lines;
+# tests/test_uvlock.py holds them to parse_uv_lock's answer on every committed lock.
 
 _PACKAGE = "\n[[package]]\n"
 
