@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from envbuild.cli.options import build_deployment, command_line, profile_options, request_of, resolve_venv
+from envbuild.cli.options import build_deployment, profile_options, profile_to_use, resolve_venv
 from envbuild.cli.output import error, say, show
 
 if TYPE_CHECKING:
@@ -30,11 +30,10 @@ def check(ctx: click.Context, /, venv: Path | None, timeout: float, as_json: boo
     becomes the distribution to add to extra-requirements. Exits 1 when anything failed; the
     result is saved as <venv>/envbuild-check.json.
     """
-    from envbuild.selection import profile_to_use
     from envbuild.smoke import run_check
 
     deployment = build_deployment(ctx, flags)
-    profile = profile_to_use(deployment, request_of(flags), command=command_line(ctx, flags))
+    profile = profile_to_use(ctx, deployment, flags)
     target = resolve_venv(deployment, venv)
     def announce() -> None:
         if not as_json:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from envbuild.cli.options import build_deployment, command_line, profile_options, request_of, resolve_venv
+from envbuild.cli.options import build_deployment, profile_options, profile_to_lock, profile_to_use, resolve_venv
 from envbuild.cli.output import show
 
 _MARKS = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
@@ -27,12 +27,11 @@ def doctor(ctx: click.Context, /, venv: Path | None, no_import: bool, no_probe: 
     import json
 
     from envbuild.doctor import Context, exit_code, run_doctor
-    from envbuild.selection import profile_to_lock
 
     deployment = build_deployment(ctx, flags)
-    # Doctor reports a missing lock as a finding, so it picks the profile without requiring one.
-    profile = profile_to_lock(deployment, request_of(flags)) if not _auto(flags) else _committed(ctx, deployment,
-                                                                                                 flags)
+    # Doctor reports a missing lock as a finding, so it picks the profile without requiring one; `auto`
+    # means the best committed lock, as for sync.
+    profile = profile_to_use(ctx, deployment, flags) if _auto(flags) else profile_to_lock(ctx, deployment, flags)
     target = resolve_venv(deployment, venv)
     checks = run_doctor(Context(deployment, profile, target), import_torch=not no_import, probe=not no_probe)
     if as_json:
@@ -47,10 +46,3 @@ def doctor(ctx: click.Context, /, venv: Path | None, no_import: bool, no_probe: 
 
 def _auto(flags: dict[str, Any]) -> bool:
     return "auto" in (flags.get("profile_name"), flags.get("cuda"))
-
-
-def _committed(ctx: click.Context, deployment: Any, flags: dict[str, Any]) -> Any:
-    """`--profile auto`: the best committed lock for this machine, as sync picks it."""
-    from envbuild.selection import profile_to_use
-
-    return profile_to_use(deployment, request_of(flags), command=command_line(ctx, flags))

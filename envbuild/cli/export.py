@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from envbuild.cli.options import build_deployment, command_line, profile_options, request_of
+from envbuild.cli.options import build_deployment, profile_options, profile_to_use
 from envbuild.cli.output import say, show, warn
 
 
@@ -35,10 +35,9 @@ def export(ctx: click.Context, /, fmt: str, output: Path | None, allow_unhashed:
     exported, and nor is one with files lacking a sha256 unless --allow-unhashed.
     """
     from envbuild.export import check_output_name, default_filename, export_lock, write_export
-    from envbuild.selection import profile_to_use
 
     deployment = build_deployment(ctx, flags)
-    profile = profile_to_use(deployment, request_of(flags), command=command_line(ctx, flags))
+    profile = profile_to_use(ctx, deployment, flags)
     target = None if output == Path("-") else (output or Path(default_filename(profile.name, fmt)))
     if target is not None:
         check_output_name(target, fmt)  # before uv runs, not after

@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from envbuild.cli.options import build_deployment, input_options, mirror_options, profile_options, request_of
+from envbuild.cli.options import (
+    build_deployment,
+    input_options,
+    mirror_options,
+    profile_options,
+    profile_to_lock,
+    request_of,
+)
 from envbuild.cli.output import error, say, warn
 
 if TYPE_CHECKING:
@@ -41,7 +48,7 @@ def lock(ctx: click.Context, /, all_profiles: bool, check: bool, upgrade: bool, 
     """
     from envbuild.errors import EnvbuildError, UsageError
     from envbuild.locking import refresh_locks_readme
-    from envbuild.selection import profile_to_lock, profiles_to_lock
+    from envbuild.selection import profiles_to_lock
 
     deployment = build_deployment(ctx, flags)
     _require_inputs(deployment)
@@ -50,7 +57,7 @@ def lock(ctx: click.Context, /, all_profiles: bool, check: bool, upgrade: bool, 
         raise UsageError("--all locks every profile; drop --profile/--cuda")
     if check and (upgrade or upgrade_package):
         raise UsageError("--check only checks; drop --upgrade/--upgrade-package")
-    targets = profiles_to_lock(deployment) if all_profiles else [profile_to_lock(deployment, request)]
+    targets = profiles_to_lock(deployment) if all_profiles else [profile_to_lock(ctx, deployment, flags)]
     _say_outside(deployment)
     if check:
         ctx.exit(_check_locks(ctx, deployment, targets))

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from envbuild.cli.options import build_deployment, input_options, profile_options, request_of
+from envbuild.cli.options import build_deployment, input_options, profile_options, profile_to_lock
 from envbuild.cli.output import show, warn
 
 
@@ -23,10 +23,9 @@ def merge(ctx: click.Context, /, explain: bool, as_json: bool, **flags: Any) -> 
 
     from envbuild.inputs import merge_inputs
     from envbuild.planning import input_warnings
-    from envbuild.selection import profile_to_lock
 
     deployment = build_deployment(ctx, flags)
-    profile = profile_to_lock(deployment, request_of(flags))
+    profile = profile_to_lock(ctx, deployment, flags)
     merged = merge_inputs(deployment.config, profile)
     for warning in input_warnings(merged):
         warn(warning)

@@ -16,6 +16,7 @@ import click
 
 if TYPE_CHECKING:
     from envbuild.deployment import Deployment
+    from envbuild.profiles import TorchProfile
     from envbuild.selection import ProfileRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,6 +78,32 @@ def mirror_options(mode: str) -> Callable[[F], F]:
         ])
 
     return decorate
+
+
+def profile_to_use(ctx: click.Context, deployment: Deployment, flags: Mapping[str, Any]) -> TorchProfile:
+    """selection.profile_to_use, and `auto`'s choice said (a command that uses a committed lock)."""
+    from envbuild.selection import profile_to_use as choose
+
+    profile = choose(deployment, request_of(flags), command=command_line(ctx, flags))
+    _say_auto(ctx, flags, profile, "the best committed lock that fits this machine")
+    return profile
+
+
+def profile_to_lock(ctx: click.Context, deployment: Deployment, flags: Mapping[str, Any]) -> TorchProfile:
+    """selection.profile_to_lock, and `auto`'s choice said."""
+    from envbuild.selection import profile_to_lock as choose
+
+    profile = choose(deployment, request_of(flags))
+    _say_auto(ctx, flags, profile, "the profile that fits this machine")
+    return profile
+
+
+def _say_auto(ctx: click.Context, flags: Mapping[str, Any], profile: TorchProfile, what: str) -> None:
+    from envbuild.cli.output import say
+    from envbuild.selection import AUTO
+
+    if AUTO in (flags.get("profile_name"), flags.get("cuda")):
+        say(ctx, f"auto: chose {profile.name} ({what})")
 
 
 def request_of(flags: Mapping[str, Any]) -> ProfileRequest:

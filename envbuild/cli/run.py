@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from envbuild.cli.options import build_deployment, command_line, profile_options, request_of, resolve_venv
+from envbuild.cli.options import build_deployment, profile_options, profile_to_use, resolve_venv
 from envbuild.cli.output import say, warn
 
 
@@ -33,10 +33,9 @@ def run(ctx: click.Context, /, venv: Path | None, args: tuple[str, ...], **flags
     locked torch.
     """
     from envbuild.launch import launch, prepare_run
-    from envbuild.selection import profile_to_use
 
     deployment = build_deployment(ctx, flags)
-    profile = profile_to_use(deployment, request_of(flags), command=command_line(ctx, flags))
+    profile = profile_to_use(ctx, deployment, flags)
     target = resolve_venv(deployment, venv)
     plan = prepare_run(deployment, profile, target, args)
     for warning in plan.warnings:

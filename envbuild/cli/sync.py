@@ -8,14 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from envbuild.cli.options import (
-    build_deployment,
-    command_line,
-    mirror_options,
-    profile_options,
-    request_of,
-    resolve_venv,
-)
+from envbuild.cli.options import build_deployment, mirror_options, profile_options, profile_to_use, resolve_venv
 from envbuild.cli.output import say, show, warn
 
 if TYPE_CHECKING:
@@ -42,11 +35,10 @@ if TYPE_CHECKING:
 def sync(ctx: click.Context, /, venv: Path | None, python: str | None, inexact: bool, no_verify: bool,
          allow_unhashed: bool, dry_run: bool, strict: bool, check: bool, **flags: Any) -> None:
     """Build the venv exactly from a committed lock (`uv sync --locked`), then check torch."""
-    from envbuild.selection import profile_to_use
     from envbuild.syncing import sync_profile
 
     deployment = build_deployment(ctx, flags)
-    profile = profile_to_use(deployment, request_of(flags), command=command_line(ctx, flags))
+    profile = profile_to_use(ctx, deployment, flags)
     target = resolve_venv(deployment, venv)
     if dry_run:
         _dry_run(ctx, deployment, profile, target, inexact=inexact, allow_unhashed=allow_unhashed)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from envbuild.cli.options import build_deployment, command_line, profile_options, request_of
+from envbuild.cli.options import build_deployment, profile_options, profile_to_use, request_of
 from envbuild.cli.output import error, say, show
 
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ def verify(ctx: click.Context, /, all_profiles: bool, allow_unhashed: bool, as_j
     import json
 
     from envbuild.errors import UsageError
-    from envbuild.selection import profile_to_use
 
     deployment = build_deployment(ctx, flags)
     request = request_of(flags)
@@ -42,7 +41,7 @@ def verify(ctx: click.Context, /, all_profiles: bool, allow_unhashed: bool, as_j
             raise UsageError(f"no committed locks in {deployment.display(deployment.lock_dir)}",
                              hint="run `envbuild lock --all` first")
     else:
-        names = [profile_to_use(deployment, request, command=command_line(ctx, flags)).name]
+        names = [profile_to_use(ctx, deployment, flags).name]
     rows = [_checked(deployment, name, allow_unhashed, all_profiles) for name in names]
     if as_json:
         show(json.dumps(rows, indent=2, sort_keys=True))
