@@ -30,6 +30,7 @@ from envbuild.safeio import MIB, FileTooLargeError, NotARegularFileError, read_r
 NODE_SOURCE_PREFIX = "node "  # Origin.source of a custom node is "node <name>"
 REQUIREMENTS_SIZE_LIMIT = MIB  # real requirement files are a few KiB; this bounds time and memory
 MAX_INCLUDE_DEPTH = 32  # -r/-c nesting; real files nest two or three deep
+MAX_LINE_LENGTH = 65536  # a line with dozens of --hash options is a few KiB; longer is junk, refused unread
 
 
 @dataclass(frozen=True)
@@ -180,14 +181,17 @@ def _read_text(path: Path, shown: str) -> str:
                                    f"regular files of at most {REQUIREMENTS_SIZE_LIMIT // MIB} MiB") from None
     except OSError as exc:
         raise RequirementFileError(shown, None, f"cannot be read ({exc.strerror or exc})") from None
-    nul = data.find(b"\x00")
-    if nul >= 0:  # the line, so a NUL smuggled into an -r path is found where it is
-        line = len(re.split(rb"\r\n|\r|\n", data[:nul]))
-        raise RequirementFileError(shown, line, "not a text requirements file (it contains NUL bytes)")
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise RequirementFileError(shown, None, "not a text requirements file (it is not valid UTF-8)") from None
+        text = None
+    nul = data.find(b"\x00")
+    if nul >= 0:  # in a text file, at its line: a NUL smuggled into an -r path is found where it is
+        line = None if text is None else len(re.split(rb"\r\n|\r|\n", data[:nul]))
+        raise RequirementFileError(shown, line, "not a text requirements file (it contains NUL bytes)")
+    if text is None:
+        raise RequirementFileError(shown, None, "not a text requirements file (it is not valid UTF-8)")
+    return text
 
 
 def _display(path: Path, root: Path | None) -> str:
@@ -205,7 +209,7 @@ def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
     """Drop comments and join `\\` continuations like pip; yield (first line number, text)."""
     start, parts = 0, list[str]()
     for number, raw in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
-        line = _COMMENT.sub("", raw).rstrip()
+        line = raw if len(raw) > MAX_LINE_LENGTH else _COMMENT.sub("", raw).rstrip()  # too long: refused whole
         if line.endswith("\\"):
             start = start if parts else number
             parts.append(line[:-1])
@@ -243,6 +247,9 @@ class _Reader:
         ctx = _FileContext(path, _display(path, self.display_root), constraint, (*stack, real))
         for number, line in _logical_lines(text):
             try:
+                if len(line) > MAX_LINE_LENGTH:
+                    raise _LineProblem(f"the line is {len(line)} characters long, and envbuild reads lines of "
+                                       f"at most {MAX_LINE_LENGTH}")
                 if line.startswith("-"):
                     self._options_line(ctx, number, line)
                 elif line:
@@ -310,7 +317,7 @@ class _Reader:
                                        "local files without control characters can be included")
         if len(ctx.stack) >= MAX_INCLUDE_DEPTH:
             raise RequirementFileError(ctx.shown, number, f"cannot include {_quote(target)}: includes are "
-                                       f"nested more than {MAX_INCLUDE_DEPTH} deep", hint="flatten the -r/-c chain")
+                                       f"nested more than {MAX_INCLUDE_DEPTH} deep")
         path = Path(os.path.normpath(ctx.path.parent / os.path.expanduser(target)))
         if not self._is_inside(path):  # named as written: neither the target's text nor its real path is shown
             raise RequirementFileError(ctx.shown, number, f"cannot include {_quote(target)}: it is outside the "
@@ -330,9 +337,17 @@ class _Reader:
 
 
 def _quote(text: str, limit: int = 200) -> str:
-    """Quote a line for a message, hiding credentials and cutting very long lines."""
-    shown = _CONTROL.sub(lambda char: f"\\x{ord(char.group()):02x}", redact(text))
-    return f"`{shown if len(shown) <= limit else shown[:limit] + '...'}`"
+    """Quote a line for a message, hiding credentials and cutting very long lines.
+
+    Cut first, so a huge line costs nothing; a URL's user:password cut in the middle (no `@` left
+    to find) is masked as a whole."""
+    shown = redact(text[:limit])
+    if len(text) > limit:
+        start = shown.rfind("://") + 3
+        if start > 2 and not re.search(r"[/@\s]", shown[start:]):
+            shown = shown[:start] + "***"
+        shown += "..."
+    return "`" + _CONTROL.sub(lambda char: f"\\x{ord(char.group()):02x}", shown) + "`"
 
 
 def _parse_options(text: str, per_requirement: bool) -> list[tuple[str, str | None]]:
@@ -384,7 +399,7 @@ def _to_requirement(text: str, base: Path) -> Requirement:
         if name is None:
             raise _LineProblem("a URL or path needs a package name: envbuild cannot tell which "
                                "package it installs without building it",
-                               hint=f"write `NAME @ {redact(url)}`")
+                               hint="write " + _quote(f"NAME @ {url}"))
         text = f"{name} @ {url}" + (f" ; {marker.strip()}" if marker.strip() else "")
     try:
         requirement = Requirement(text)

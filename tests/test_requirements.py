@@ -303,11 +303,11 @@ def test_crlf_bom_and_empty_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("content", "line"), [
-    (b"numpy\x00\n", 1), (b"\xff\xfenumpy\n", None), (b"\x89PNG\r\n\x1a\n\x00\x00", 3),
+    (b"numpy\x00\n", 1), (b"\xff\xfenumpy\n", None), (b"\x89PNG\r\n\x1a\n\x00\x00", None),
     (b"numpy\r\n-r inc\x00.txt\n", 2),  # a NUL smuggled into an include path: found at its line
 ])
 def test_binary_files_are_refused(tmp_path: Path, content: bytes, line: int | None) -> None:
-    """Invalid UTF-8 has no line worth naming; a NUL byte is named at the line it is on."""
+    """A binary file has no line worth naming; a NUL byte in an otherwise text file is named at its line."""
     write(tmp_path, {"bin.txt": content})
     with pytest.raises(RequirementFileError, match="not a text requirements file") as caught:
         parse_requirements_file(tmp_path / "bin.txt", source="extra", lenient=True)
