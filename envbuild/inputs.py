@@ -188,8 +188,15 @@ def read_input(item: InputFile, config: Config) -> ParsedFile:
     if item.kind == "pyproject":
         return _read_node_pyproject(item, config)
     return parse_requirements_file(
-        item.path, source=item.source, lenient=item.lenient, display_root=config.project_dir
+        item.path, source=item.source, lenient=item.lenient, display_root=config.project_dir,
+        confine_to=_owner_folder(item),
     )
+
+
+def _owner_folder(item: InputFile) -> Path | None:
+    """A file and its includes stay in its owner's folder (node, ComfyUI checkout, Manager); the
+    user's own extra files may include anything."""
+    return None if item.source == "extra" else item.path.parent
 
 
 def _read_node_pyproject(item: InputFile, config: Config) -> ParsedFile:
@@ -239,7 +246,8 @@ def _read_node_pyproject(item: InputFile, config: Config) -> ParsedFile:
         else:
             numbered[line] = dep
     parsed = parse_requirements_text(
-        "\n".join(numbered), path=item.path, source=item.source, lenient=True, display_root=config.project_dir
+        "\n".join(numbered), path=item.path, source=item.source, lenient=True, display_root=config.project_dir,
+        confine_to=_owner_folder(item),
     )
     return dataclasses.replace(parsed, warnings=(*refused, *parsed.warnings)) if refused else parsed
 

@@ -14,10 +14,12 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from envbuild.fsio import recover_dir
+from envbuild.safeio import MIB, digest_regular_file
 
 FINGERPRINT_NAME = "envbuild-lock.json"
 FINGERPRINT_SCHEMA = 2
 _NOTHING: Mapping[str, str] = MappingProxyType({})  # an immutable default, shared safely
+DIGEST_SIZE_LIMIT = 64 * MIB  # far above any requirements file, pyproject or uv.lock envbuild reads
 LOCKED_AT = "locked-at"  # in `extra`: when uv last wrote this lock (a date, for people, not for freshness)
 
 
@@ -133,8 +135,10 @@ class LockFolder(NamedTuple):
 
 
 def file_digest(path: Path) -> str | None:
-    try:
-        return sha256_text(path.read_bytes())
-    except OSError:
-        return None
+    """sha256 of an input file or lock; None when it is not a regular file of sane size.
+
+    `raw_inputs` paths come from a committed, possibly hostile file: a FIFO, /dev/zero or a
+    multi-gigabyte model there must read as "changed", not stall or exhaust the no-op check.
+    """
+    return digest_regular_file(path, DIGEST_SIZE_LIMIT)
 

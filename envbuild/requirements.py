@@ -25,8 +25,12 @@ from packaging.version import Version
 
 from envbuild.errors import ConflictError, RequirementFileError
 from envbuild.runner import redact
+from envbuild.safeio import MIB, FileTooLargeError, NotARegularFileError, read_regular_file
 
 NODE_SOURCE_PREFIX = "node "  # Origin.source of a custom node is "node <name>"
+REQUIREMENTS_SIZE_LIMIT = MIB  # real requirement files are a few KiB; this bounds time and memory
+MAX_INCLUDE_DEPTH = 32  # -r/-c nesting; real files nest two or three deep
+MAX_LINE_LENGTH = 65536  # a line with dozens of --hash options is a few KiB; longer is junk, refused unread
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class ParsedFile:
 
 
 _COMMENT = re.compile(r"(^|\s)#.*$")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # C1 too: \x9b starts a terminal escape
 _NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _SCHEME = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|file:)")
 _PATH_START = re.compile(r"^(?:\.\.?(?:[/\\]|$)|[/\\~]|[A-Za-z]:[/\\])")
@@ -106,9 +110,9 @@ _OPTIONS = {option.rstrip("!"): (not option.endswith("!"), kind)
 class _LineProblem(Exception):
     """A bad line: raised as an error in strict mode, turned into a Diagnostic in lenient."""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, *, fatal: bool = False) -> None:
         super().__init__(message)
-        self.message, self.hint = message, hint
+        self.message, self.hint, self.fatal = message, hint, fatal  # fatal: an error even when lenient
 
 
 @dataclass(frozen=True)
@@ -122,23 +126,33 @@ class _FileContext:
 
 
 def parse_requirements_file(
-    path: Path, *, source: str, lenient: bool = False, display_root: Path | None = None
+    path: Path, *, source: str, lenient: bool = False, display_root: Path | None = None,
+    confine_to: Path | None = None,
 ) -> ParsedFile:
-    """Parse a requirements file and everything it includes."""
-    reader = _Reader(source, lenient, display_root)
+    """Parse a requirements file and everything it includes.
+
+    `confine_to`: the folder of the file's owner (a node's folder, the ComfyUI checkout). The
+    file and its -r/-c includes must lie inside it, links resolved: a node must not be able to
+    pull `~/.netrc` into the committed warnings. None (the user's own files): anything goes.
+    """
+    reader = _Reader(source, lenient, display_root, confine_to)
     try:
-        reader.read(path, _read_text(path, _display(path, display_root)))
+        shown = _display(path, display_root)
+        reader.check_inside(path, shown)
+        reader.read(path, _read_text(path, shown))
     except RequirementFileError as exc:
         raise _with_node_hint(exc, source) from None
     return reader.result()
 
 
 def parse_requirements_text(
-    text: str, *, path: Path, source: str, lenient: bool = False, display_root: Path | None = None
+    text: str, *, path: Path, source: str, lenient: bool = False, display_root: Path | None = None,
+    confine_to: Path | None = None,
 ) -> ParsedFile:
-    """Parse `text` as the content of `path`, so includes resolve next to `path`."""
-    reader = _Reader(source, lenient, display_root)
+    """Parse `text` as the content of `path`, so includes resolve next to `path` (and stay in `confine_to`)."""
+    reader = _Reader(source, lenient, display_root, confine_to)
     try:
+        reader.check_inside(path, _display(path, display_root))
         reader.read(path, text.removeprefix("\ufeff"))
     except RequirementFileError as exc:
         raise _with_node_hint(exc, source) from None
@@ -153,22 +167,30 @@ def _with_node_hint(exc: RequirementFileError, source: str) -> RequirementFileEr
 
 
 def _read_text(path: Path, shown: str) -> str:
-    """Read UTF-8 text, refusing directories and binaries with a plain message."""
+    """Read UTF-8 text, refusing directories, binaries, FIFOs, devices and huge files plainly."""
     if path.is_dir():
         raise RequirementFileError(shown, None, "is a directory, not a requirements file")
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, REQUIREMENTS_SIZE_LIMIT)
     except FileNotFoundError:
         raise RequirementFileError(shown, None, "does not exist") from None
+    except IsADirectoryError:
+        raise RequirementFileError(shown, None, "is a directory, not a requirements file") from None
+    except (NotARegularFileError, FileTooLargeError) as exc:
+        raise RequirementFileError(shown, None, f"{exc.reason}: envbuild reads requirements only from "
+                                   f"regular files of at most {REQUIREMENTS_SIZE_LIMIT // MIB} MiB") from None
     except OSError as exc:
         raise RequirementFileError(shown, None, f"cannot be read ({exc.strerror or exc})") from None
-    problem = "it contains NUL bytes" if b"\x00" in data else None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        problem = problem or "it is not valid UTF-8"
-    if problem:
-        raise RequirementFileError(shown, None, f"not a text requirements file ({problem})")
+        text = None
+    nul = data.find(b"\x00")
+    if nul >= 0:  # in a text file, at its line: a NUL smuggled into an -r path is found where it is
+        line = None if text is None else len(re.split(rb"\r\n|\r|\n", data[:nul]))
+        raise RequirementFileError(shown, line, "not a text requirements file (it contains NUL bytes)")
+    if text is None:
+        raise RequirementFileError(shown, None, "not a text requirements file (it is not valid UTF-8)")
     return text
 
 
@@ -187,7 +209,7 @@ def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
     """Drop comments and join `\\` continuations like pip; yield (first line number, text)."""
     start, parts = 0, list[str]()
     for number, raw in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
-        line = _COMMENT.sub("", raw).rstrip()
+        line = raw if len(raw) > MAX_LINE_LENGTH else _COMMENT.sub("", raw).rstrip()  # too long: refused whole
         if line.endswith("\\"):
             start = start if parts else number
             parts.append(line[:-1])
@@ -203,8 +225,9 @@ def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
 class _Reader:
     """Collects what a root file and its includes contribute, in read order."""
 
-    def __init__(self, source: str, lenient: bool, display_root: Path | None) -> None:
+    def __init__(self, source: str, lenient: bool, display_root: Path | None, confine_to: Path | None) -> None:
         self.source, self.lenient, self.display_root = source, lenient, display_root
+        self.root = None if confine_to is None else os.path.normcase(os.path.realpath(confine_to))
         self.requirements: list[SourcedRequirement] = []
         self.constraints: list[SourcedRequirement] = []
         self.warnings: list[Diagnostic] = []
@@ -224,6 +247,9 @@ class _Reader:
         ctx = _FileContext(path, _display(path, self.display_root), constraint, (*stack, real))
         for number, line in _logical_lines(text):
             try:
+                if len(line) > MAX_LINE_LENGTH:
+                    raise _LineProblem(f"the line is {len(line)} characters long, and envbuild reads lines of "
+                                       f"at most {MAX_LINE_LENGTH}")
                 if line.startswith("-"):
                     self._options_line(ctx, number, line)
                 elif line:
@@ -231,11 +257,26 @@ class _Reader:
             except _LineProblem as problem:
                 self._problem(ctx, number, line, problem)
 
+    def _is_inside(self, path: Path) -> bool:
+        if self.root is None:
+            return True
+        real = os.path.normcase(os.path.realpath(path))
+        try:
+            return os.path.commonpath([real, self.root]) == self.root
+        except ValueError:  # another drive (Windows)
+            return False
+
+    def check_inside(self, path: Path, shown: str) -> None:
+        """The root file itself may be a link out of its owner's folder: refused like an include."""
+        if not self._is_inside(path):
+            raise RequirementFileError(shown, None, f"is a link to a file outside the folder of {self.source}, "
+                                       "and envbuild reads only files inside it")
+
     def _note(self, ctx: _FileContext, number: int, message: str) -> None:
         self.warnings.append(Diagnostic(Origin(ctx.shown, number, self.source), message))
 
     def _problem(self, ctx: _FileContext, number: int, line: str, problem: _LineProblem) -> None:
-        if not self.lenient:
+        if not self.lenient or problem.fatal:
             raise RequirementFileError(ctx.shown, number, f"{_quote(line)}: {problem.message}",
                                        hint=problem.hint)
         sentence = f"Skipped {_quote(line)}: {problem.message}"
@@ -274,7 +315,14 @@ class _Reader:
         if _CONTROL.search(target) or _SCHEME.match(target):
             raise RequirementFileError(ctx.shown, number, f"cannot include {_quote(target)}: only "
                                        "local files without control characters can be included")
+        if len(ctx.stack) >= MAX_INCLUDE_DEPTH:
+            raise RequirementFileError(ctx.shown, number, f"cannot include {_quote(target)}: includes are "
+                                       f"nested more than {MAX_INCLUDE_DEPTH} deep")
         path = Path(os.path.normpath(ctx.path.parent / os.path.expanduser(target)))
+        if not self._is_inside(path):  # named as written: neither the target's text nor its real path is shown
+            raise RequirementFileError(ctx.shown, number, f"cannot include {_quote(target)}: it is outside the "
+                                       f"folder of {self.source}, and a file may include only files inside its "
+                                       "owner's folder (a link out of it counts as outside)")
         shown, real = _display(path, self.display_root), Path(os.path.realpath(path))
         if real in ctx.stack:
             chain = [_display(p, self.display_root) for p in ctx.stack[ctx.stack.index(real):]]
@@ -289,9 +337,17 @@ class _Reader:
 
 
 def _quote(text: str, limit: int = 200) -> str:
-    """Quote a line for a message, hiding credentials and cutting very long lines."""
-    shown = _CONTROL.sub(lambda char: f"\\x{ord(char.group()):02x}", redact(text))
-    return f"`{shown if len(shown) <= limit else shown[:limit] + '...'}`"
+    """Quote a line for a message, hiding credentials and cutting very long lines.
+
+    Cut first, so a huge line costs nothing; a URL's user:password cut in the middle (no `@` left
+    to find) is masked as a whole."""
+    shown = redact(text[:limit])
+    if len(text) > limit:
+        start = shown.rfind("://") + 3
+        if start > 2 and not re.search(r"[/@\s]", shown[start:]):
+            shown = shown[:start] + "***"
+        shown += "..."
+    return "`" + _CONTROL.sub(lambda char: f"\\x{ord(char.group()):02x}", shown) + "`"
 
 
 def _parse_options(text: str, per_requirement: bool) -> list[tuple[str, str | None]]:
@@ -343,7 +399,7 @@ def _to_requirement(text: str, base: Path) -> Requirement:
         if name is None:
             raise _LineProblem("a URL or path needs a package name: envbuild cannot tell which "
                                "package it installs without building it",
-                               hint=f"write `NAME @ {redact(url)}`")
+                               hint="write " + _quote(f"NAME @ {url}"))
         text = f"{name} @ {url}" + (f" ; {marker.strip()}" if marker.strip() else "")
     try:
         requirement = Requirement(text)
@@ -363,6 +419,12 @@ def _check_url(url: str) -> None:
     if scheme in _URL_SCHEMES or (plus and vcs == "git" and transport in _URL_SCHEMES + ("ssh",)):
         if not parts.netloc and (transport or scheme) != "file":
             raise _LineProblem(f"the URL {_quote(url)} names no host")
+        # ssh's `git@host` names an account, not a secret; any other user or password would be committed
+        if parts.password is not None or (parts.username is not None and transport != "ssh"):
+            raise _LineProblem(f"the URL {_quote(url)} carries credentials, and envbuild never writes "
+                               "credentials into the lock", fatal=True,
+                               hint="remove them from the URL: uv reads credentials for a host from ~/.netrc "
+                                    "(or a keyring, with UV_KEYRING_PROVIDER=subprocess)")
         return
     raise _LineProblem(f"the URL scheme `{scheme}:` cannot be fetched",
                        hint="uv fetches http://, https:// and file:// archives and git+https://, git+ssh:// "

@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from envbuild.errors import ConfigError
+from envbuild.safeio import MIB, FileTooLargeError, NotARegularFileError, read_regular_file
+
+# A profile, envbuild.toml or a node's pyproject is a few KiB; anything near this is not one.
+TOML_SIZE_LIMIT = 4 * MIB
 
 
 def _parser() -> tuple[Callable[[str], dict[str, Any]], tuple[type[Exception], ...]]:
@@ -28,13 +32,16 @@ def _parser() -> tuple[Callable[[str], dict[str, Any]], tuple[type[Exception], .
 def load_toml(path: Path, *, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
     """Parse a TOML file into plain Python values."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_regular_file(path, TOML_SIZE_LIMIT).decode("utf-8-sig")
     except IsADirectoryError:
         raise error(path, "is a directory, not a TOML file") from None
     except FileNotFoundError:
         raise error(path, "does not exist") from None
     except UnicodeDecodeError:
         raise error(path, "is not a UTF-8 text file") from None
+    except (NotARegularFileError, FileTooLargeError) as exc:
+        raise error(path, f"{exc.reason}: envbuild reads TOML only from regular files of at most "
+                          f"{TOML_SIZE_LIMIT // MIB} MiB") from None
     except OSError as exc:
         raise error(path, f"cannot be read: {exc.strerror}") from None
     return parse_toml(text, path, error=error)

@@ -302,14 +302,16 @@ def test_crlf_bom_and_empty_files(tmp_path: Path) -> None:
         assert (parsed.requirements, parsed.constraints, parsed.warnings) == ((), (), ())
 
 
-@pytest.mark.parametrize(
-    "content", [b"numpy\x00\n", b"\xff\xfenumpy\n", b"\x89PNG\r\n\x1a\n\x00\x00"]
-)
-def test_binary_files_are_refused(tmp_path: Path, content: bytes) -> None:
+@pytest.mark.parametrize(("content", "line"), [
+    (b"numpy\x00\n", 1), (b"\xff\xfenumpy\n", None), (b"\x89PNG\r\n\x1a\n\x00\x00", None),
+    (b"numpy\r\n-r inc\x00.txt\n", 2),  # a NUL smuggled into an include path: found at its line
+])
+def test_binary_files_are_refused(tmp_path: Path, content: bytes, line: int | None) -> None:
+    """A binary file has no line worth naming; a NUL byte in an otherwise text file is named at its line."""
     write(tmp_path, {"bin.txt": content})
     with pytest.raises(RequirementFileError, match="not a text requirements file") as caught:
         parse_requirements_file(tmp_path / "bin.txt", source="extra", lenient=True)
-    assert caught.value.line is None
+    assert caught.value.line == line
 
 
 def test_directory_and_missing_path_are_refused(tmp_path: Path) -> None:
