@@ -16,7 +16,6 @@ from envbuild.config import Config
 from envbuild.errors import ConfigError, RequirementFileError
 from envbuild.merge_rules import guard_torch_family, settle_clobbering
 from envbuild.profiles import TorchProfile
-from envbuild.tomlfile import load_toml
 
 if TYPE_CHECKING:  # the parser is imported when parsing, not to find files (the no-op path)
     from envbuild.requirements import Diagnostic, MergeResult, ParsedFile, SourcedRequirement
@@ -193,6 +192,9 @@ def read_input(item: InputFile, config: Config) -> ParsedFile:
     )
 
 
+_QUOTED = re.compile(r""""([^"\n]*)"|'([^'\n]*)'""")  # a TOML string on one line; linear
+
+
 def _owner_folder(item: InputFile) -> Path | None:
     """A file and its includes stay in its owner's folder (node, ComfyUI checkout, Manager); the
     user's own extra files may include anything."""
@@ -205,10 +207,16 @@ def _read_node_pyproject(item: InputFile, config: Config) -> ParsedFile:
     Read as leniently as a node's requirements.txt: a file envbuild cannot read is reported with
     the node's name and leaves that node's dependencies out, it does not stop the lock.
     """
-    from envbuild.requirements import parse_requirements_text
+    from envbuild.requirements import REQUIREMENTS_SIZE_LIMIT, parse_requirements_text
+    from envbuild.safeio import read_regular_file
+    from envbuild.tomlfile import parse_toml
 
-    try:
-        data = load_toml(item.path)
+    try:  # read once, under the same cap as a requirements file: a node's pyproject is a few KiB
+        text = read_regular_file(item.path, REQUIREMENTS_SIZE_LIMIT).decode("utf-8-sig")
+        data = parse_toml(text, item.path)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        return _skipped_pyproject(item, config, f"cannot be read ({reason}); this node's dependencies are left out")
     except ConfigError as exc:
         reason = exc.message.split(": ", 1)[-1]
         return _skipped_pyproject(item, config, f"{reason}; this node's dependencies are left out")
@@ -226,14 +234,19 @@ def _read_node_pyproject(item: InputFile, config: Config) -> ParsedFile:
     if not deps and "dependencies" in dynamic:
         return _skipped_pyproject(item, config, "[project].dependencies are dynamic (computed when the node is "
                                   "built), so envbuild cannot read them; give the node a requirements.txt")
-    text = item.path.read_text(encoding="utf-8-sig")
-    # One line per dependency, placed at the line its quoted string is on, so provenance is real.
+    # One line per dependency, placed at the line its quoted string is on, so provenance is real. One pass
+    # over the file: each quoted string -> the lines it stands on, in order (a search per dependency would
+    # cost time growing with the square of the file).
     lines = text.splitlines()
     numbered = [""] * len(lines)
+    where: dict[str, list[int]] = {}
+    for number, raw in enumerate(lines):
+        for match in _QUOTED.finditer(raw):
+            where.setdefault(match.group(1) if match.group(1) is not None else match.group(2), []).append(number)
     refused: list[Diagnostic] = []
     for dep in deps:
-        quoted = re.compile(r"""["']""" + re.escape(dep) + r"""["']""")
-        line = next((i for i, raw in enumerate(lines) if quoted.search(raw) and not numbered[i]), None)
+        candidates = where.get(dep, [])
+        line = candidates.pop(0) if candidates else None
         problem = _not_one_requirement(dep)
         if problem:
             refused.append(_pyproject_note(item, config, f"Skipped dependency {_escaped(dep)}: {problem}, so it "
