@@ -1,0 +1,215 @@
+"""`envbuild image`: the build context from a committed lock, and (marked `container`) a real build.
+
+The context tests need no container engine: they prove what the context holds — the trusted lock,
+the sources, the nodes, an entrypoint with the torch guard — and what it never holds (this
+machine's paths, credentials, caches). The container tests build with podman against the loopback
+index, run the image, and prove that a node change leaves the torch layer alone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.container import CA_BUNDLE, Podman, Unavailable, setup_podman
+from tests.support.deploy import Deployment, make_deployment, run_cli
+
+SECRET = "s3cr3t-token-value"
+FAKE_MAIN = """\
+import os, sys
+import torch
+print("fake ComfyUI", torch.__version__, "args:", " ".join(sys.argv[1:]))
+print("python:", sys.executable, "uid:", os.getuid())
+with open(os.environ["PIP_CONSTRAINT"]) as handle:
+    print("guard:", [line for line in handle.read().splitlines() if line.startswith("torch==")])
+print("nodes:", sorted(os.listdir("/opt/comfyui/custom_nodes")))
+os.makedirs("/data/output", exist_ok=True)
+open("/data/output/written", "w").close()
+"""
+
+
+@pytest.fixture
+def env(uv_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    return dict(uv_env, ENVBUILD_CACHE_DIR=str(tmp_path / "envbuild-cache"), UV_INDEX_TEAM_PASSWORD=SECRET)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Deployment:
+    deployment = make_deployment(tmp_path / "site", profiles=("cu126",))
+    (deployment.comfyui / "main.py").write_text(FAKE_MAIN, encoding="utf-8")
+    node = deployment.add_node("comfy-foo", "einops\n")
+    (node / "__pycache__").mkdir()
+    (node / "__pycache__" / "x.pyc").write_bytes(b"cache")
+    (node / ".git").mkdir()
+    (node / ".git" / "config").write_text(f"url = https://user:{SECRET}@example.com/x\n", encoding="utf-8")
+    os.symlink(str(tmp_path), node / "elsewhere")  # a link out of the node: never followed into the image
+    (deployment.comfyui / "models").mkdir()
+    (deployment.comfyui / "models" / "big.safetensors").write_bytes(b"weights")
+    return deployment
+
+
+def _lock(site: Deployment, env: dict[str, str]) -> None:
+    result = run_cli(["lock", "--profile", "cu126"], env=env, cwd=site.root)
+    assert result.returncode == 0, result
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_context_holds_the_lock_sources_and_nothing_of_the_machine(
+    site: Deployment, env: dict[str, str], tmp_path: Path
+) -> None:
+    _lock(site, env)
+    result = run_cli(["image", "--profile", "cu126", "-o", "ctx"], env=env, cwd=site.root)
+    assert result.returncode == 0, result
+    context = site.root / "ctx"
+    files = _files(context)
+    for name in ("pyproject.toml", "uv.lock", "constraints.txt"):
+        assert files[f"lock/{name}"] == (site.locks / "cu126" / name).read_bytes()
+    assert "comfyui/main.py" in files and "comfyui/requirements.txt" in files
+    assert "nodes/comfy-foo/requirements.txt" in files and "nodes/comfyui-manager/requirements.txt" in files
+    assert not [n for n in files if "__pycache__" in n or "/.git/" in n or n.startswith("comfyui/models")]
+    assert not (context / "nodes" / "comfy-foo" / "elsewhere").exists()
+    for name, data in files.items():  # no path of this machine, no credential, anywhere
+        text = data.decode("utf-8", "replace")
+        for leak in (str(tmp_path), str(Path.home()), SECRET, env["UV_CACHE_DIR"]):
+            assert leak not in text, (name, leak)
+    containerfile = files["Containerfile"].decode()
+    assert "uv sync --locked" in files["build/install.sh"].decode()
+    assert "ARG BASE_IMAGE=docker.io/library/python:3.13-slim" in containerfile
+    assert "--mount=type=cache" in containerfile and "--mount=type=secret,id=ca" in containerfile
+    assert "USER 10001:10001" in containerfile and "VOLUME /data" in containerfile and "EXPOSE 8188" in containerfile
+    assert 'PIP_CONSTRAINT="/opt/envbuild/lock/constraints.txt"' in containerfile
+    assert "PATH=/opt/venv/bin:$PATH" in containerfile
+    # The torch layer comes before the rest of the venv, the nodes last.
+    order = [containerfile.index(s) for s in ("COPY --from=torch", "COPY --from=deps", "COPY comfyui/", "COPY nodes/")]
+    assert order == sorted(order)
+    torch_layer = files["torch/pylock.toml"].decode()
+    assert 'name = "torch"' in torch_layer and 'name = "einops"' not in torch_layer
+    assert "--base-directory /data" in files["envbuild/entrypoint.sh"].decode()
+
+
+def test_base_flag_and_a_stale_lock(site: Deployment, env: dict[str, str]) -> None:
+    _lock(site, env)
+    result = run_cli(["image", "--profile", "cu126", "-o", "ctx", "--base", "localhost/mine:1"], env=env, cwd=site.root)
+    assert result.returncode == 0, result
+    assert "ARG BASE_IMAGE=localhost/mine:1" in (site.root / "ctx" / "Containerfile").read_text()
+    site.add_node("comfy-bar", "pyyaml\n")
+    result = run_cli(["image", "--profile", "cu126", "-o", "ctx2"], env=env, cwd=site.root)
+    assert result.returncode == 4 and "out of date" in result.stderr, result
+    assert not (site.root / "ctx2").exists()
+    result = run_cli(["image", "--profile", "cu126", "-o", "data/custom_nodes/ctx"], env=env, cwd=site.root)
+    assert result.returncode in (2, 4), result
+
+
+def test_torch_layer_is_what_only_the_torch_family_needs() -> None:
+    from envbuild.image import torch_layer_packages
+    from envbuild.profiles import load_catalogue
+    from envbuild.uvlock import parse_uv_lock
+
+    lock = parse_uv_lock("""
+version = 1
+requires-python = ">=3.10"
+
+[[package]]
+name = "site"
+version = "0"
+source = { virtual = "." }
+dependencies = [{ name = "torch" }, { name = "einops" }, { name = "filelock" }]
+
+[[package]]
+name = "torch"
+version = "2.7.0"
+source = { registry = "https://download.pytorch.org/whl/cu126" }
+dependencies = [{ name = "filelock" }, { name = "nvidia-cublas-cu12" }, { name = "triton" }]
+
+[[package]]
+name = "nvidia-cublas-cu12"
+version = "12.6"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "triton"
+version = "3.3.0"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "filelock"
+version = "3.0"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "einops"
+version = "0.8"
+source = { registry = "https://pypi.org/simple" }
+""", "uv.lock")
+    profile = load_catalogue(()).get("cu126")
+    assert torch_layer_packages(profile, lock) == ("nvidia-cublas-cu12", "torch", "triton")
+
+
+# --- a real build -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def podman(uv_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
+    try:
+        yield setup_podman(uv_bin, tmp_path_factory.mktemp("podman"))
+    except Unavailable as exc:
+        pytest.skip(f"podman cannot build and run containers here: {exc}")
+
+
+def _build(site: Deployment, env: dict[str, str], podman: Podman, tag: str) -> tuple[float, str]:
+    args = ["image", "--profile", "cu126", "-o", "ctx", "--build", "--tag", tag, "--base", podman.base_image,
+            "--engine-arg=--pull=never", "--engine-arg=--network=host",
+            f"--engine-arg=--build-arg=UV_IMAGE={podman.uv_image}"]
+    if CA_BUNDLE.is_file():
+        args.append(f"--ca={CA_BUNDLE}")
+    started = time.perf_counter()
+    result = run_cli(args, env=env, cwd=site.root, timeout=600)
+    assert result.returncode == 0, result
+    return time.perf_counter() - started, result.stdout
+
+
+@pytest.mark.container
+def test_image_builds_runs_and_a_node_change_keeps_the_torch_layer(
+    site: Deployment, env: dict[str, str], podman: Podman
+) -> None:
+    _lock(site, env)
+    tag = f"localhost/envbuild-test:{os.getpid()}"
+    try:
+        first, stdout = _build(site, env, podman, tag)
+        image_id, _, size = stdout.strip().splitlines()[-1].partition(" ")
+        assert image_id.startswith("sha256:") and size.endswith(("MiB", "GiB")), stdout
+        run = podman.run("run", "--rm", "--network", "none", tag, "--quick-test-for-ci")
+        assert run.returncode == 0, run.stderr
+        assert "fake ComfyUI 2.7.0" in run.stdout or "fake ComfyUI" in run.stdout, run.stdout
+        assert "--base-directory /data" in run.stdout and run.stdout.rstrip().endswith("['comfy-foo', 'comfyui-manager']")
+        assert "python: /opt/venv/bin/python uid: 10001" in run.stdout, run.stdout
+        assert "guard: ['torch==" in run.stdout, run.stdout
+        probe = podman.run("run", "--rm", "--network", "none", "--entrypoint", "python", tag, "-c",
+                           "import torch, sys; print(torch.__file__)")
+        assert probe.returncode == 0 and probe.stdout.startswith("/opt/venv/"), probe
+        history = podman.run("history", "--no-trunc", "--format", "{{.CreatedBy}}", tag)
+        assert SECRET not in history.stdout and "BEGIN CERTIFICATE" not in history.stdout
+        layers = podman.layers(tag)
+
+        # A node's code changes: only the last layer is new.
+        (site.nodes / "comfy-foo" / "__init__.py").write_text("NODE_CLASS_MAPPINGS = {'x': 1}\n")
+        code_change, _ = _build(site, env, podman, tag)
+        assert podman.layers(tag)[:-1] == layers[:-1]
+
+        # A node needs one more package: re-locked, the rest of the venv is rebuilt, the torch layer is not.
+        (site.nodes / "comfy-foo" / "requirements.txt").write_text("einops\npyyaml\nrequests\n")
+        _lock(site, env)
+        requirement_change, _ = _build(site, env, podman, tag)
+        after = podman.layers(tag)
+        torch_at = 2  # the base, the /data folder, then the torch layer
+        assert after[:torch_at + 1] == layers[:torch_at + 1]
+        print(f"\nimage {image_id} {size}; build {first:.1f} s; node code change {code_change:.1f} s; "
+              f"node requirement change {requirement_change:.1f} s")
+    finally:
+        podman.run("rmi", "-f", tag)
