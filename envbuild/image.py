@@ -127,7 +127,8 @@ def write_context(deployment: Deployment, profile: TorchProfile, output: Path, *
             copy_tree(config.comfyui, stage / "comfyui", skip=_COMFYUI_DATA)
         (stage / "comfyui").mkdir(exist_ok=True)
         nodes = _copy_nodes(deployment, stage / "nodes", skip_manager=any(p.name == "manager" for p in pins))
-        atomic_write(stage / "build" / "install.sh", imagefiles.INSTALL_SH)
+        for name in imagefiles.BUILD_FILES:
+            atomic_write(stage / "build" / name, imagefiles.build_file(name))
         atomic_write(stage / "envbuild" / "entrypoint.sh", imagefiles.entrypoint(port))
         atomic_write(stage / "envbuild" / "extra_model_paths.yaml", imagefiles.EXTRA_PATHS)
         os.chmod(stage / "build" / "install.sh", 0o755)

@@ -56,19 +56,23 @@ def uv_secret_text(env: Mapping[str, str], drop: Sequence[str] = ()) -> str:
     return "".join(f"{key}='{env[key].replace(chr(39), chr(39) + chr(92) + chr(39) + chr(39))}'\n" for key in keys)
 
 
-def build_argv(engine: str, path: str, context: Path, tag: str, iidfile: Path, *, ca: Path | None,
-               uv_env: Path | None, extra: Sequence[str]) -> list[str]:
+def build_argv(engine: str, path: str, context: Path, tag: str, iidfile: Path, *, secrets: Mapping[str, Path],
+               extra: Sequence[str]) -> list[str]:
     verb = ["build"] if engine != "buildah" else ["build", "--layers"]
     argv = [path, *verb, "-f", str(context / "Containerfile"), "-t", tag, "--iidfile", str(iidfile)]
-    if ca is not None:
-        argv += ["--secret", f"id=ca,src={ca}"]
-    if uv_env is not None:
-        argv += ["--secret", f"id=uv-env,src={uv_env}"]
+    for name, source in sorted(secrets.items()):
+        argv += ["--secret", f"id={name},src={source}"]
     return [*argv, *extra, str(context)]
 
 
+def mirror_secret_text(rules: Sequence[tuple[str, str]]) -> str:
+    """The `mirror` secret: canonical prefix, a tab, mirror prefix (mirrors.install_rules), one per line."""
+    return "".join(f"{old}\t{new}\n" for old, new in rules)
+
+
 def build_image(context: Path, tag: str, env: Mapping[str, str], *, ca: Path | None, extra: Sequence[str] = (),
-                drop: Sequence[str] = (), stream: bool = True) -> BuiltImage:
+                drop: Sequence[str] = (), mirror_rules: Sequence[tuple[str, str]] = (),
+                stream: bool = True) -> BuiltImage:
     import time
 
     engine, path = find_engine(env)
@@ -80,13 +84,13 @@ def build_image(context: Path, tag: str, env: Mapping[str, str], *, ca: Path | N
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="envbuild-image-") as scratch:
         iidfile = Path(scratch) / "iid"
-        secret_text = uv_secret_text(env, drop)
-        uv_env = None
-        if secret_text:
-            uv_env = Path(scratch) / "uv-env"
-            uv_env.touch(mode=0o600)
-            uv_env.write_text(secret_text, encoding="utf-8")
-        argv = build_argv(engine, path, context, tag, iidfile, ca=ca, uv_env=uv_env, extra=extra)
+        secrets: dict[str, Path] = {"ca": ca} if ca is not None else {}
+        for name, text in (("uv-env", uv_secret_text(env, drop)), ("mirror", mirror_secret_text(mirror_rules))):
+            if text:
+                secrets[name] = Path(scratch) / name
+                secrets[name].touch(mode=0o600)
+                secrets[name].write_text(text, encoding="utf-8")
+        argv = build_argv(engine, path, context, tag, iidfile, secrets=secrets, extra=extra)
         try:
             runner.run(argv, env=child_env, capture=not stream)
         except CommandFailed as exc:

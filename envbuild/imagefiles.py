@@ -23,48 +23,14 @@ envbuild_image:
   custom_nodes: custom_nodes
 """
 
-INSTALL_SH = f"""\
-#!/bin/sh
-# Written by `envbuild image`: the install steps of the build stages (never in the runtime image).
-# uv checks every file against the lock's sha256. The CA bundle and uv's credentials arrive as build
-# secrets (/run/secrets/ca, /run/secrets/uv-env) that exist only while a step runs.
-set -eu
-if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi
-if [ -s /run/secrets/uv-env ]; then set -a; . /run/secrets/uv-env; set +a; fi
-step=$1; shift
-case "$step" in
-  torch)
-    # The torch layer: the torch family and what only it needs, from uv's export of the lock.
-    uv venv --quiet --python "$(command -v python3)" {VENV}
-    VIRTUAL_ENV={VENV} uv pip install --no-deps -r /envbuild-build/torch/pylock.toml
-    ;;
-  rest)
-    # The rest of the lock; the files it adds go to {VENV}-rest, the runtime stage's second layer.
-    list() {{ (cd {VENV} && find . \\( -type f -o -type l \\) -printf '%p\\t%s\\t%T@\\n' | LC_ALL=C sort); }}
-    list > /tmp/before
-    skip=""
-    for name in "$@"; do skip="$skip --no-install-package $name"; done
-    # shellcheck disable=SC2086
-    uv sync --locked --inexact --no-install-project --project /envbuild-build/lock $skip
-    # The venv must now hold exactly the lock: a dry run that would change anything fails the build.
-    if uv sync --locked --inexact --no-install-project --project /envbuild-build/lock --dry-run 2>&1 \\
-        | grep -E '^ [-+~] '; then
-      echo "envbuild image: the environment does not hold the lock" >&2; exit 1
-    fi
-    list > /tmp/after
-    mkdir -p {VENV}-rest
-    LC_ALL=C comm -13 /tmp/before /tmp/after | cut -f1 > /tmp/changed
-    tar -C {VENV} -cf - -T /tmp/changed | tar -C {VENV}-rest -xf -
-    # The torch layer's packages must not be copied again (that would double the image).
-    for name in "$@"; do
-      if ls -d {VENV}-rest/lib/python*/site-packages/"$(echo "$name" | tr - _)"-*.dist-info 2>/dev/null; then
-        echo "envbuild image: $name was installed again outside the torch layer" >&2; exit 1
-      fi
-    done
-    ;;
-  *) echo "unknown step $step" >&2; exit 2 ;;
-esac
-"""
+BUILD_FILES = ("install.sh", "mirror.py")  # envbuild/data/image/: the build stages' steps, never in the image
+
+
+def build_file(name: str) -> bytes:
+    """A file of the build stages, shipped with envbuild (envbuild/data/image/)."""
+    import importlib.resources
+
+    return (importlib.resources.files("envbuild") / "data" / "image" / name).read_bytes()
 
 
 def entrypoint(port: int) -> str:
@@ -95,12 +61,12 @@ def containerfile(*, profile: str, base_image: str, uv_version: str, torch_layer
                   guard: Mapping[str, str], pins: Sequence[tuple[str, str, str]]) -> str:
     """The Containerfile (a valid Dockerfile too). `pins`: (name, url, commit) fetched by git in the build."""
     mounts = ("--mount=type=cache,id=envbuild-uv,target=/var/cache/envbuild-uv \\\n"
-              "    --mount=type=secret,id=ca --mount=type=secret,id=uv-env")
+              "    --mount=type=secret,id=ca --mount=type=secret,id=uv-env --mount=type=secret,id=mirror")
     lines = [
         "# syntax=docker/dockerfile:1",
         f"# Written by `envbuild image --profile {profile}` from locks/{profile}/: do not edit, regenerate.",
-        "# Build: podman build --secret id=ca,src=<CA bundle> --secret id=uv-env,src=<KEY=VALUE file> -t IMAGE .",
-        "# (both secrets optional: a CA bundle for TLS through a proxy, UV_INDEX_* credentials or mirrors).",
+        "# Build: podman build [--secret id=ca,src=FILE] [--secret id=uv-env,src=FILE] [--secret id=mirror,src=FILE] .",
+        "# (all optional: a CA bundle for a TLS proxy; UV_INDEX_* credentials; mirror rules: see build/install.sh)",
         f"ARG BASE_IMAGE={base_image}",
         f"ARG UV_IMAGE=ghcr.io/astral-sh/uv:{uv_version}",
     ]
@@ -123,7 +89,7 @@ def containerfile(*, profile: str, base_image: str, uv_version: str, torch_layer
         f"ENV UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1 UV_PROJECT_ENVIRONMENT={VENV} \\",
         "    UV_CACHE_DIR=/var/cache/envbuild-uv",
         "COPY --from=uv /uv /usr/local/bin/uv",
-        "COPY build/install.sh /envbuild-build/install.sh",
+        "COPY build/ /envbuild-build/",
         "COPY torch/pylock.toml /envbuild-build/torch/pylock.toml",
         f"RUN {mounts} \\\n    /envbuild-build/install.sh torch",
         "",

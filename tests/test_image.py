@@ -80,7 +80,8 @@ def test_context_holds_the_lock_sources_and_nothing_of_the_machine(
         for leak in (str(tmp_path), str(Path.home()), SECRET, env["UV_CACHE_DIR"]):
             assert leak not in text, (name, leak)
     containerfile = files["Containerfile"].decode()
-    assert "uv sync --locked" in files["build/install.sh"].decode()
+    assert 'how="--locked --project /envbuild-build/lock"' in files["build/install.sh"].decode()
+    assert os.access(context / "build" / "install.sh", os.X_OK)
     assert "ARG BASE_IMAGE=docker.io/library/python:3.13-slim" in containerfile
     assert "--mount=type=cache" in containerfile and "--mount=type=secret,id=ca" in containerfile
     assert "USER 10001:10001" in containerfile and "VOLUME /data" in containerfile and "EXPOSE 8188" in containerfile
@@ -162,10 +163,10 @@ def podman(uv_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         pytest.skip(f"podman cannot build and run containers here: {exc}")
 
 
-def _build(site: Deployment, env: dict[str, str], podman: Podman, tag: str) -> tuple[float, str]:
+def _build(site: Deployment, env: dict[str, str], podman: Podman, tag: str, *more: str) -> tuple[float, str]:
     args = ["image", "--profile", "cu126", "-o", "ctx", "--build", "--tag", tag, "--base", podman.base_image,
             "--engine-arg=--pull=never", "--engine-arg=--network=host",
-            f"--engine-arg=--build-arg=UV_IMAGE={podman.uv_image}"]
+            f"--engine-arg=--build-arg=UV_IMAGE={podman.uv_image}", *more]
     if CA_BUNDLE.is_file():
         args.append(f"--ca={CA_BUNDLE}")
     started = time.perf_counter()
@@ -211,5 +212,32 @@ def test_image_builds_runs_and_a_node_change_keeps_the_torch_layer(
         assert after[:torch_at + 1] == layers[:torch_at + 1]
         print(f"\nimage {image_id} {size}; build {first:.1f} s; node code change {code_change:.1f} s; "
               f"node requirement change {requirement_change:.1f} s")
+    finally:
+        podman.run("rmi", "-f", tag)
+
+
+@pytest.mark.container
+def test_image_installs_through_an_install_mode_mirror_named_only_in_a_secret(
+    site: Deployment, env: dict[str, str], podman: Podman, index_server, tmp_path: Path
+) -> None:
+    from tests.test_mirrors import mirror_pypi, mirror_torch
+
+    _lock(site, env)
+    mirror_torch(index_server, tmp_path)
+    mirror_pypi(index_server, tmp_path)
+    index_server.server.fail("/whl/", 503)  # the canonical indexes are down: only the mirror serves
+    index_server.server.fail("/simple/", 503)
+    mirror = f"{index_server.url}/mirror"
+    mirrored = dict(env, ENVBUILD_PYTORCH_MIRROR=f"{mirror}/whl", ENVBUILD_PYPI_MIRROR=f"{mirror}-pypi/simple")
+    tag = f"localhost/envbuild-test-mirror:{os.getpid()}"
+    seen = len(index_server.server.requests)
+    try:
+        _build(site, mirrored, podman, tag, "--engine-arg=--no-cache")
+        fetched = [path for _, path in index_server.server.requests[seen:] if path.endswith(".whl")]
+        assert fetched and all(path.startswith(("/mirror/whl/", "/mirror-pypi/simple/")) for path in fetched), fetched
+        history = podman.run("history", "--no-trunc", "--format", "{{.CreatedBy}}", tag)
+        assert history.returncode == 0 and mirror not in history.stdout
+        probe = podman.run("run", "--rm", "--network", "none", "--entrypoint", "python", tag, "-c", "import torch")
+        assert probe.returncode == 0, probe.stderr
     finally:
         podman.run("rmi", "-f", tag)

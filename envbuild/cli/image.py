@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from envbuild.cli.options import build_deployment, profile_options, profile_to_use
 from envbuild.cli.output import say, show
+
+if TYPE_CHECKING:
+    from envbuild.deployment import Deployment
+    from envbuild.profiles import TorchProfile
 
 
 @click.command()
@@ -65,6 +69,17 @@ def image(ctx: click.Context, /, output: Path | None, base: str | None, build: b
     given_ca = ca or (Path(deployment.env["SSL_CERT_FILE"]) if deployment.env.get("SSL_CERT_FILE") else None)
     built = build_image(written.folder, tag or default_tag(profile.name), deployment.env, ca=given_ca,
                         extra=engine_args, drop=own_index_env(deployment.folder(profile)),
-                        stream=not ctx.obj.get("quiet"))
+                        mirror_rules=_install_mirror(deployment, profile), stream=not ctx.obj.get("quiet"))
     say(ctx, f"{profile.name}: built {built.tag} with {built.engine} in {built.seconds:.1f} s")
     show(f"{built.image_id} {human_size(built.size)}")
+
+
+def _install_mirror(deployment: Deployment, profile: TorchProfile) -> list[tuple[str, str]]:
+    """A mirror in mode `install` (environment, per-user file, [mirrors]): the build fetches through it."""
+    if not deployment.mirrors.installs_through:
+        return []
+    from envbuild.mirrors import install_rules
+    from envbuild.uvlock import read_uv_lock
+
+    lock = read_uv_lock(deployment.folder(profile).uv_lock)
+    return install_rules(lock, deployment.mirrors, deployment.pytorch_base)
