@@ -201,8 +201,8 @@ def _copy_nodes(deployment: Deployment, target: Path, *, skip_manager: bool) -> 
             name = node.name
             if name.startswith((".", "__")) or name.endswith(DISABLED_SUFFIX) or name.lower() in excluded:
                 continue
-            if name.lower() in MANAGER_DIR_NAMES and (skip_manager or manager is None):
-                continue
+            if name.lower() in MANAGER_DIR_NAMES:
+                continue  # the Manager is copied once, below, wherever [manager] path puts it
             if (target / name).exists() or node.is_symlink() and not node.exists():
                 continue
             if node.is_dir():
@@ -212,7 +212,7 @@ def _copy_nodes(deployment: Deployment, target: Path, *, skip_manager: bool) -> 
             else:
                 continue
             copied.append(name)
-    if manager is not None and not skip_manager and not (target / manager.name).exists():
+    if manager is not None and not skip_manager:
         copy_tree(manager, target / "comfyui-manager")
         copied.append("comfyui-manager")
     return copied
@@ -229,6 +229,9 @@ def copy_tree(source: Path, target: Path, *, skip: Iterable[str] = ()) -> None:
         dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_NAMES and not (relative == Path(".") and d in top_skip)
                          and _inside(here / d, root))
         (target / relative).mkdir(parents=True, exist_ok=True)
+        for name in [d for d in dirs if (here / d).is_symlink()]:  # os.walk does not enter linked folders
+            os.symlink(os.readlink(here / name), target / relative / name)
+            dirs.remove(name)
         for name in sorted(files):
             path = here / name
             if name in _SKIPPED_NAMES or name.endswith((".pyc", ".pyo")) or not _inside(path, root):

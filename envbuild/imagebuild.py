@@ -24,7 +24,7 @@ _UV_SECRET_NAMES = ("UV_DEFAULT_INDEX", "UV_INDEX", "UV_INDEX_URL", "UV_EXTRA_IN
 
 
 class ImageBuildError(EnvbuildError):
-    """The container engine is missing or its build failed (its own words are in the message)."""
+    """The container build failed, mostly in an install step (exit 6, as a failed `uv sync`)."""
 
     exit_code = 6
 
@@ -44,8 +44,8 @@ def find_engine(env: Mapping[str, str]) -> tuple[str, str]:
         found = shutil.which(name, path=env.get("PATH"))
         if found:
             return name, found
-    raise ImageBuildError("no container engine found: --build needs podman, docker or buildah on PATH",
-                          hint="install one (e.g. `apt-get install podman`), or build the context yourself")
+    raise UsageError("no container engine found: --build needs podman, docker or buildah on PATH",
+                     hint="install one (e.g. `apt-get install podman`), or build the context yourself")
 
 
 def uv_secret_text(env: Mapping[str, str], drop: Sequence[str] = ()) -> str:

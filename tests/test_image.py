@@ -42,6 +42,7 @@ def site(tmp_path: Path) -> Deployment:
     deployment = make_deployment(tmp_path / "site", profiles=("cu126",))
     (deployment.comfyui / "main.py").write_text(FAKE_MAIN, encoding="utf-8")
     node = deployment.add_node("comfy-foo", "einops\n")
+    deployment.add_node("comfy-old.disabled", "einops\n")
     (node / "__pycache__").mkdir()
     (node / "__pycache__" / "x.pyc").write_bytes(b"cache")
     (node / ".git").mkdir()
@@ -74,6 +75,7 @@ def test_context_holds_the_lock_sources_and_nothing_of_the_machine(
     assert "comfyui/main.py" in files and "comfyui/requirements.txt" in files
     assert "nodes/comfy-foo/requirements.txt" in files and "nodes/comfyui-manager/requirements.txt" in files
     assert not [n for n in files if "__pycache__" in n or "/.git/" in n or n.startswith("comfyui/models")]
+    assert sorted({n.split("/")[1] for n in files if n.startswith("nodes/")}) == ["comfy-foo", "comfyui-manager"]
     assert not (context / "nodes" / "comfy-foo" / "elsewhere").exists()
     for name, data in files.items():  # no path of this machine, no credential, anywhere
         text = data.decode("utf-8", "replace")
@@ -104,8 +106,42 @@ def test_base_flag_and_a_stale_lock(site: Deployment, env: dict[str, str]) -> No
     result = run_cli(["image", "--profile", "cu126", "-o", "ctx2"], env=env, cwd=site.root)
     assert result.returncode == 4 and "out of date" in result.stderr, result
     assert not (site.root / "ctx2").exists()
+
+
+def test_context_inside_the_sources_is_refused_and_build_without_an_engine_says_so(
+    site: Deployment, env: dict[str, str], tmp_path: Path
+) -> None:
+    _lock(site, env)
     result = run_cli(["image", "--profile", "cu126", "-o", "data/custom_nodes/ctx"], env=env, cwd=site.root)
-    assert result.returncode in (2, 4), result
+    assert result.returncode == 2 and "is inside data/custom_nodes" in result.stderr, result
+    assert not (site.nodes / "ctx").exists()
+    no_engine = dict(env, PATH=str(Path(env["PATH"].split(os.pathsep)[0])))  # uv's folder only
+    result = run_cli(["image", "--profile", "cu126", "-o", "ctx", "--build"], env=no_engine, cwd=site.root)
+    assert result.returncode == 2 and "needs podman, docker or buildah" in result.stderr, result
+    assert (site.root / "ctx" / "Containerfile").is_file()
+
+
+def test_a_git_pinned_comfyui_is_fetched_in_the_build_at_the_locked_commit(
+    site: Deployment, env: dict[str, str]
+) -> None:
+    import subprocess
+
+    git = ["git", "-C", str(site.comfyui), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "ComfyUI"]):
+        subprocess.run([*git, *argv], check=True, capture_output=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    config = (site.root / "envbuild.toml").read_text()
+    site.write_config(config.replace('path = "ComfyUI"\n',
+                                     'path = "ComfyUI"\ngit = "https://github.com/comfyanonymous/ComfyUI"\nref = "v0.3.0"\n'))
+    _lock(site, env)
+    result = run_cli(["image", "--profile", "cu126", "-o", "ctx"], env=env, cwd=site.root)
+    assert result.returncode == 0, result
+    containerfile = (site.root / "ctx" / "Containerfile").read_text()
+    assert "FROM ${GIT_IMAGE} AS src-comfyui" in containerfile
+    assert f'git fetch -q --depth 1 "https://github.com/comfyanonymous/ComfyUI" {commit}' in containerfile
+    assert f'test "$(git rev-parse HEAD)" = {commit}' in containerfile
+    assert "COPY --from=src-comfyui /src/ /opt/comfyui/" in containerfile and "COPY comfyui/" not in containerfile
+    assert not any((site.root / "ctx" / "comfyui").iterdir())
 
 
 def test_torch_layer_is_what_only_the_torch_family_needs() -> None:
