@@ -114,6 +114,7 @@ def write_context(deployment: Deployment, profile: TorchProfile, output: Path, *
     guard = imagefiles.guard_env(find_links(deployment.canonical_index(profile), family),
                                  recorded.default_index if recorded else None)
     _refuse_inside_sources(deployment, output)
+    _refuse_foreign_folder(deployment, output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with staging_dir(output.parent, output.name) as stage:
         (stage / "lock").mkdir()
@@ -183,6 +184,21 @@ def _refuse_inside_sources(deployment: Deployment, output: Path) -> None:
         if source is not None and (target == source or source in target.parents):
             raise UsageError(f"the image context {deployment.display(target)} is inside {deployment.display(source)}",
                              hint="pass -o DIR outside the ComfyUI checkout, the nodes and the locks")
+
+
+def _refuse_foreign_folder(deployment: Deployment, output: Path) -> None:
+    """-o replaces the folder whole: only an empty one or a context envbuild wrote may be replaced."""
+    if not output.exists():
+        return
+    if output.is_dir() and not any(output.iterdir()):
+        return
+    try:
+        head = (output / "Containerfile").read_text(encoding="utf-8")[:200]
+    except OSError:
+        head = ""
+    if imagefiles.MARK not in head:
+        raise UsageError(f"{deployment.display(output)} exists and is not a build context `envbuild image` wrote: "
+                         "-o replaces its folder whole", hint="pass -o with a new or empty folder")
 
 
 def _copy_nodes(deployment: Deployment, target: Path, *, skip_manager: bool) -> list[str]:

@@ -15,6 +15,7 @@ COMFYUI = "/opt/comfyui"
 DATA = "/data"
 UID = 10001
 CONSTRAINTS = "/opt/envbuild/lock/constraints.txt"
+MARK = "Written by `envbuild image"  # the Containerfile's second line: -o may replace only such a folder
 
 EXTRA_PATHS = f"""\
 # Written by `envbuild image`: the custom nodes baked into the image, besides {DATA}/custom_nodes.
@@ -64,7 +65,7 @@ def containerfile(*, profile: str, base_image: str, uv_version: str, torch_layer
               "    --mount=type=secret,id=ca --mount=type=secret,id=uv-env --mount=type=secret,id=mirror")
     lines = [
         "# syntax=docker/dockerfile:1",
-        f"# Written by `envbuild image --profile {profile}` from locks/{profile}/: do not edit, regenerate.",
+        f"# {MARK} --profile {profile}` from locks/{profile}/: do not edit, regenerate.",
         "# Build: podman build [--secret id=ca,src=FILE] [--secret id=uv-env,src=FILE] [--secret id=mirror,src=FILE] .",
         "# (all optional: a CA bundle for a TLS proxy; UV_INDEX_* credentials; mirror rules: see build/install.sh)",
         f"ARG BASE_IMAGE={base_image}",

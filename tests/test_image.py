@@ -115,6 +115,12 @@ def test_context_inside_the_sources_is_refused_and_build_without_an_engine_says_
     result = run_cli(["image", "--profile", "cu126", "-o", "data/custom_nodes/ctx"], env=env, cwd=site.root)
     assert result.returncode == 2 and "is inside data/custom_nodes" in result.stderr, result
     assert not (site.nodes / "ctx").exists()
+    (site.root / "notes").mkdir()
+    (site.root / "notes" / "todo.txt").write_text("mine")
+    for target in ("notes", "."):  # -o replaces the folder whole: never one envbuild did not write
+        result = run_cli(["image", "--profile", "cu126", "-o", target], env=env, cwd=site.root)
+        assert result.returncode == 2 and "is not a build context" in result.stderr, result
+    assert (site.root / "notes" / "todo.txt").read_text() == "mine" and (site.root / "envbuild.toml").is_file()
     no_engine = dict(env, PATH=str(Path(env["PATH"].split(os.pathsep)[0])))  # uv's folder only
     result = run_cli(["image", "--profile", "cu126", "-o", "ctx", "--build"], env=no_engine, cwd=site.root)
     assert result.returncode == 2 and "needs podman, docker or buildah" in result.stderr, result

@@ -13,6 +13,7 @@ import resource
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,13 +101,17 @@ def _uv_image(podman: str, uv_bin: Path, scratch: Path) -> None:
 
 
 def setup_podman(uv_bin: Path, scratch: Path) -> Podman:
-    _install_packages()
-    podman = shutil.which("podman")
-    if podman is None:
-        raise Unavailable("podman is not on PATH")
-    _configure()
-    _base_image(podman, scratch)
-    _uv_image(podman, uv_bin, scratch)
+    """Once per machine at a time: pytest's workers each ask, the first one installs and imports."""
+    from filelock import FileLock
+
+    with FileLock(str(Path(tempfile.gettempdir()) / "envbuild-podman-setup.lock")):
+        _install_packages()
+        podman = shutil.which("podman")
+        if podman is None:
+            raise Unavailable("podman is not on PATH")
+        _configure()
+        _base_image(podman, scratch)
+        _uv_image(podman, uv_bin, scratch)
     _sh([podman, "run", "--rm", "--network", "none", BASE_IMAGE, "python3", "-c", "print('ok')"],
         "podman run of the base image", timeout=120)
     return Podman(podman, BASE_IMAGE, UV_IMAGE)
