@@ -7,12 +7,13 @@ mirror over this machine's local wheels (other projects relayed from PyPI, so th
 network), built with podman as the tests set it up (tests/support/container.py: local bookworm
 base, uv from a one-file image, `--network host` so the build reaches the mirror).
 
-Measured: a first build (uv's cache mount cold unless an earlier run filled it), a build of the
-same context with `--no-cache` (every layer again, uv's cache warm), a rebuild after a node's code
-changes, a rebuild after a node needs one more package (re-locked), and whether the torch layer
-was reused; the image's size against the venv `envbuild sync` makes from the same lock.
+Measured: a build with no layer cache (the images are removed first; uv's cache mount is cold on
+the first run, warm on the next ones: run it twice with --scratch and --port to keep uv's cache keys,
+which hold the mirror's URL), a rebuild after a node's code changes, a rebuild after a node needs
+one more package (re-locked), and whether the torch layer was reused; the image's size against the
+venv `envbuild sync` makes from the same lock. Needs ~25 GB free for podman's storage.
 
-    python scripts/bench_image.py [--scratch DIR] [--keep]
+    python scripts/bench_image.py [--scratch DIR] [--port PORT] [--keep]
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.conftest import find_uv  # noqa: E402
 from tests.support.container import CA_BUNDLE, setup_podman  # noqa: E402
-from tests.support.deploy import run_cli  # noqa: E402
+from tests.support.deploy import Deployment, run_cli  # noqa: E402
 from tests.support.pullthrough import LocalStore, PullThrough  # noqa: E402
 from tests.test_realtorch import PROFILE, local_torch, python311, realtorch_env, realtorch_site  # noqa: E402
 
@@ -40,10 +41,15 @@ def du(path: Path) -> int:
     return int(out.split()[0])
 
 
+def du_or_zero(path: Path) -> int:
+    return du(path) if path.exists() else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scratch", type=Path, help="work folder (default: a temporary one, deleted)")
     parser.add_argument("--keep", action="store_true", help="keep the images (default: removed at the end)")
+    parser.add_argument("--port", type=int, default=0, help="the mirror's port (the same as an earlier run: warm)")
     args = parser.parse_args()
     if local_torch(LocalStore()) is None or python311() is None:
         raise SystemExit("needs this machine's local torch wheels (/opt/pypi...) and a CPython 3.11")
@@ -54,8 +60,9 @@ def main() -> None:
     tag = "localhost/envbuild-bench:cu130-pypi"
     python = python311()
     assert python is not None
-    with PullThrough() as mirror:
-        site = realtorch_site(scratch)
+    with PullThrough(port=args.port) as mirror:
+        print(f"mirror on port {mirror.port}", flush=True)
+        site = realtorch_site(scratch) if not (scratch / "site").exists() else Deployment(scratch / "site")
         env = realtorch_env(scratch, scratch / "uv-cache", python, mirror.url, uv_bin)
 
         def cli(*argv: str, timeout: float = 3600) -> float:
@@ -71,16 +78,17 @@ def main() -> None:
                        "--base", podman.base_image, "--engine-arg=--pull=never", "--engine-arg=--network=host",
                        f"--engine-arg=--build-arg=UV_IMAGE={podman.uv_image}", *ca, *more)
 
-        node = site.add_node("comfy-bench", "einops\n")
+        node = site.add_node("comfy-bench", "einops\n")  # (again, on a kept scratch folder: the same node)
         print(f"lock: {cli('lock', '--profile', PROFILE):.1f} s", flush=True)
         venv = scratch / "venv"
         print(f"sync: {cli('sync', '--profile', PROFILE, '--venv', str(venv)):.1f} s", flush=True)
         venv_bytes = du(venv)
         shutil.rmtree(venv)
-        print(f"first build: {build():.1f} s", flush=True)
-        layers = podman.layers(tag)
-        print(f"build, uv cache warm, no layer cache: {build('--engine-arg=--no-cache'):.1f} s", flush=True)
-        fresh = podman.layers(tag)
+        podman.run("rmi", "-f", tag)
+        podman.run("image", "prune", "-f")  # no layer cache; uv's cache mount stays
+        print(f"uv cache mount at start: {du_or_zero(Path('/var/tmp/buildah-cache')) / 1e9:.1f} GB", flush=True)
+        print(f"build without layer cache: {build():.1f} s", flush=True)
+        fresh = layers = podman.layers(tag)
         (node / "__init__.py").write_text("NODE_CLASS_MAPPINGS = {'bench': 1}\n", encoding="utf-8")
         code = build()
         print(f"rebuild after a node code change: {code:.1f} s; layers before it kept: "
@@ -97,6 +105,7 @@ def main() -> None:
               f"{len(layers)} layers", flush=True)
     if not args.keep:
         podman.run("rmi", "-f", tag)
+        podman.run("image", "prune", "-f")
     if args.scratch is None:
         shutil.rmtree(scratch, ignore_errors=True)
 
