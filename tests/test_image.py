@@ -32,6 +32,16 @@ open("/data/output/written", "w").close()
 """
 
 
+SCAN = f"""\
+import os
+found = [os.path.join(d, f) for top in ("/opt", "/etc", "/home", "/run", "/var/cache", "/root", "/tmp")
+         for d, _, files in os.walk(top) for f in files if not os.path.islink(os.path.join(d, f))
+         and b"{SECRET}" in open(os.path.join(d, f), "rb").read()]
+print(*(found or ["clean"]))
+print(*[f"left:{{p}}" for p in ("/usr/local/bin/uv", "/run/secrets/ca", "/var/cache/envbuild-uv") if os.path.exists(p)])
+"""
+
+
 @pytest.fixture
 def env(uv_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     return dict(uv_env, ENVBUILD_CACHE_DIR=str(tmp_path / "envbuild-cache"), UV_INDEX_TEAM_PASSWORD=SECRET)
@@ -238,6 +248,8 @@ def test_image_builds_runs_and_a_node_change_keeps_the_torch_layer(
         assert probe.returncode == 0 and probe.stdout.startswith("/opt/venv/"), probe
         history = podman.run("history", "--no-trunc", "--format", "{{.CreatedBy}}", tag)
         assert SECRET not in history.stdout and "BEGIN CERTIFICATE" not in history.stdout
+        scan = podman.run("run", "--rm", "--network", "none", "--user", "0", "--entrypoint", "python", tag, "-c", SCAN)
+        assert scan.returncode == 0 and scan.stdout.split() == ["clean"], scan  # no secret, no uv, no cache inside
         layers = podman.layers(tag)
 
         # A node's code changes: only the last layer is new.
