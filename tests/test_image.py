@@ -295,3 +295,26 @@ def test_image_installs_through_an_install_mode_mirror_named_only_in_a_secret(
         assert probe.returncode == 0, probe.stderr
     finally:
         podman.run("rmi", "-f", tag)
+
+
+@pytest.mark.container
+def test_a_torch_layer_file_that_does_not_match_the_locks_hash_fails_the_build(
+    site: Deployment, env: dict[str, str], podman: Podman
+) -> None:
+    import re
+
+    _lock(site, env)
+    result = run_cli(["image", "--profile", "cu126", "-o", "ctx"], env=env, cwd=site.root)
+    assert result.returncode == 0, result
+    pylock = site.root / "ctx" / "torch" / "pylock.toml"
+    text = pylock.read_text()
+    torch_block = text[text.index('name = "torch"'):]
+    digest = re.search(r'sha256 = "([0-9a-f]{64})"', torch_block)
+    assert digest is not None
+    pylock.write_text(text.replace(digest.group(1), "0" * 64))
+    build = podman.run("build", "--pull=never", "--network=host", "--no-cache", "--build-arg",
+                       f"BASE_IMAGE={podman.base_image}", "--build-arg", f"UV_IMAGE={podman.uv_image}",
+                       "-t", f"localhost/envbuild-test-tampered:{os.getpid()}", str(site.root / "ctx"))
+    podman.run("rmi", "-f", f"localhost/envbuild-test-tampered:{os.getpid()}")
+    assert build.returncode != 0, build.stdout[-2000:]
+    assert "Hash mismatch for `torch==" in build.stderr, build.stderr[-2000:]
