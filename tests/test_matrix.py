@@ -239,7 +239,7 @@ def test_lock_all(row: Row) -> None:
     result = row.lock_all
     assert result.returncode == 0, result
     lines = result.stdout.splitlines()
-    assert any(line.split()[:2] == [row.first, "up-to-date"] for line in lines), result
+    assert any(line.split()[:2] == [row.first, "current"] for line in lines), result
     assert any(line.split()[:2] == [row.second, "locked"] for line in lines), result
     torch = row.torch_locked(row.second)
     assert torch[0] == row.setting.second_torch

@@ -1,6 +1,6 @@
 """The repository's own deployment (envbuild.toml + deploy/ + locks/) must stay current.
 
-This is the README's main job on a fresh clone: every listed profile must be judged up to date
+This is the README's main job on a fresh clone: every listed profile must be judged current
 from the committed files alone, offline and without uv.
 """
 
