@@ -121,14 +121,14 @@ def test_a_changed_requires_python_makes_the_lock_stale(deployment: Deployment, 
     config = deployment.root / "envbuild.toml"
     text = config.read_text()
     assert 'requires-python = ">=3.10"' in text
-    config.write_text(text.replace('requires-python = ">=3.10"', 'requires-python = ">=3.11"'))
+    config.write_text(text.replace('requires-python = ">=3.10"', 'requires-python = ">=3.10,<3.14"'))
     check = run_cli(["lock", "--check", "--profile", "cu126"], env=uv_env, cwd=deployment.root)
     assert check.returncode == 4, check
     assert "cu126: stale (locks/cu126" in check.stderr, check
-    assert "lock.requires-python changed (>=3.10 → >=3.11)" in check.stderr, check
+    assert "lock.requires-python changed (>=3.10 → >=3.10,<3.14)" in check.stderr, check
     relock = run_cli(["lock", "--profile", "cu126"], env=uv_env, cwd=deployment.root)
     assert relock.returncode == 0 and "locked" in relock.stdout, relock
-    assert 'requires-python = ">=3.11"' in (deployment.locks / "cu126" / "pyproject.toml").read_text()
+    assert 'requires-python = ">=3.10,<3.14"' in (deployment.locks / "cu126" / "pyproject.toml").read_text()
 
 
 def test_node_warnings_are_recorded_and_repeated_on_a_no_op(deployment: Deployment, uv_env: dict[str, str]) -> None:
