@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -240,23 +238,19 @@ def test_user_file_mirror_installs_but_never_enters_the_committed_lock(
     assert f"(from {user})" in result.stderr
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the XDG shortcut is Linux's; elsewhere platformdirs answers")
-@pytest.mark.parametrize("xdg, home", [
-    (None, "/home/ann"), ("/srv/conf", "/home/ann"), ("", "/home/ann"), ("relative/conf", "/home/ann"),
-    (None, "/home/ann/"), (None, "/"), ("/srv/conf/", "/home/ann"),
-])
-def test_the_per_user_file_is_where_platformdirs_puts_it(monkeypatch: pytest.MonkeyPatch, xdg: str | None,
-                                                          home: str) -> None:
-    """The no-op path finds the file without importing platformdirs; both must name the same place."""
-    import platformdirs
-
-    from envbuild.mirrors import USER_CONFIG_ENV, user_config_path
-
-    monkeypatch.delenv(USER_CONFIG_ENV, raising=False)
-    monkeypatch.setenv("HOME", home)
-    if xdg is None:
-        monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-    else:
-        monkeypatch.setenv("XDG_CONFIG_HOME", xdg)
-    expected = Path(platformdirs.user_config_dir("envbuild")) / "config.toml"
-    assert user_config_path(os.environ) == expected
+def test_a_mirror_password_is_never_printed_by_doctor_or_sync(deployment: Deployment, uv_env: dict[str, str],
+                                                               index_server, tmp_path: Path) -> None:
+    """A machine's mirror with credentials (mode install: never written anywhere) shows as `***` in every
+    line envbuild prints or logs: doctor's settings and probes, and `sync -v`'s commands."""
+    assert run_cli(["lock", "--profile", "cu126"], env=uv_env, cwd=deployment.root).returncode == 0
+    mirror_torch(index_server, tmp_path)
+    with_password = index_server.url.replace("http://", "http://bob:s3cr3t@") + "/mirror/whl"
+    env = dict(uv_env, ENVBUILD_PYTORCH_MIRROR=with_password, UV_CACHE_DIR=str(tmp_path / "fresh-cache"))
+    doctor = run_cli(["doctor", "--profile", "cu126", "--no-import"], env=env, cwd=deployment.root)
+    assert "mirror pytorch = http://***@" in doctor.output, doctor
+    synced = run_cli(["-vv", "sync", "--profile", "cu126", "--venv", str(deployment.venv)], env=env,
+                     cwd=deployment.root)
+    assert synced.returncode == 0, synced
+    assert "***@" in synced.stderr, synced
+    for result in (doctor, synced):
+        assert "s3cr3t" not in result.output, result
