@@ -14,12 +14,13 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from envbuild.errors import ConfigError
+from envbuild.pins import NodePin, read_pins
 from envbuild.tomlfile import check_keys, expect, expect_str_list, load_toml
 
 CONFIG_NAME = "envbuild.toml"
 DEFAULT_REQUIRES_PYTHON = ">=3.10"
 NO_SETTINGS: Mapping[str, Any] = MappingProxyType({})  # an immutable default, shared safely
-_SECTIONS = {"comfyui", "manager", "nodes", "lock", "mirrors"}
+_SECTIONS = {"comfyui", "manager", "nodes", "lock", "mirrors", "custom-nodes"}
 _KEYS: Mapping[str, set[str]] = {
     "comfyui": {"path", "base-directory", "listen", "port", "git", "ref"},
     "manager": {"path", "enabled", "git", "ref"},
@@ -27,6 +28,7 @@ _KEYS: Mapping[str, set[str]] = {
     "lock": {"dir", "requires-python", "profiles", "extra-requirements", "profiles-dir", "torch-source"},
     "mirrors": {"pytorch", "pytorch-layout", "pypi", "pypi-files", "mode", "timeout"},  # see mirrors.py
 }
+_TABLE_OF_TABLES = {"custom-nodes"}  # one table per node, checked by pins.read_pins
 
 
 class GitSource(NamedTuple):
@@ -57,6 +59,7 @@ class Config(NamedTuple):
     port: int | None = None  # ComfyUI's --port for `envbuild run`
     comfyui_git: GitSource | None = None  # clone/update [comfyui] path from here (`envbuild fetch`)
     manager_git: GitSource | None = None
+    node_pins: tuple[NodePin, ...] = ()  # [custom-nodes.<name>]: nodes at a commit (`envbuild fetch`, `node`)
 
     def display(self, path: Path) -> str:
         """A path as it should appear in generated files: relative to the project, posix. Symlinks are not
@@ -126,7 +129,8 @@ def _read_config(path: Path) -> Config:
     check_keys(data, _SECTIONS, "", path)
     for section in data:
         expect(data[section], dict, section, path)
-        check_keys(data[section], _KEYS[section], f"{section}.", path)
+        if section not in _TABLE_OF_TABLES:
+            check_keys(data[section], _KEYS[section], f"{section}.", path)
     comfy, manager = data.get("comfyui", {}), data.get("manager", {})
     nodes, lock = data.get("nodes", {}), data.get("lock", {})
 
@@ -169,6 +173,7 @@ def _read_config(path: Path) -> Config:
         port=_port(comfy.get("port"), path),
         comfyui_git=comfyui_git,
         manager_git=manager_git,
+        node_pins=read_pins(data.get("custom-nodes", {}), path),
     )
 
 

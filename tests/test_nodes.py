@@ -1,0 +1,134 @@
+"""Pinned custom nodes: envbuild.toml pins, `fetch`, `node add/update/remove/list`, freshness.
+
+Every repository is a local one made here (file:// URLs); locks go through the loopback index.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from envbuild.config import load_config
+from envbuild.errors import ConfigError
+from tests.support.deploy import Deployment, make_deployment, run_cli
+from tests.support.gitrepos import commit_files, file_url, git, git_env, make_repo
+
+NODE_INIT = {"__init__.py": "NODE_CLASS_MAPPINGS = {}\n"}
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Deployment:
+    return make_deployment(tmp_path / "site", profiles=("cu126",))
+
+
+@pytest.fixture
+def env(uv_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    return git_env(uv_env) | {"ENVBUILD_CACHE_DIR": str(tmp_path / "envbuild-cache")}
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> dict[str, str]:
+    """A node whose second commit (tag v2) adds a requirement; its first commit is tagged v1."""
+    repo = tmp_path / "upstream" / "ComfyUI-Good"
+    first = make_repo(repo, {**NODE_INIT, "requirements.txt": "einops\n"}, tag="v1")
+    second = commit_files(repo, {"requirements.txt": "einops\nsix\n"}, "needs six", tag="v2")
+    return {"url": file_url(repo), "v1": first, "v2": second, "path": str(repo)}
+
+
+def pin_text(name: str, url: str, commit: str, **extra: object) -> str:
+    lines = [f"[custom-nodes.{name}]", f'git = "{url}"', f'commit = "{commit}"']
+    lines += [f"{key} = {json.dumps(value)}" for key, value in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def append_config(deployment: Deployment, text: str) -> None:
+    path = deployment.root / "envbuild.toml"
+    path.write_text(path.read_text(encoding="utf-8") + "\n" + text, encoding="utf-8")
+
+
+def snapshot(deployment: Deployment) -> dict[str, bytes]:
+    """custom_nodes (every file but .git internals), envbuild.toml and locks/, byte for byte."""
+    files = {"envbuild.toml": (deployment.root / "envbuild.toml").read_bytes()}
+    for root in (deployment.nodes, deployment.locks):
+        if root.exists():
+            for path in sorted(root.rglob("*")):
+                if path.is_file() and ".git" not in path.relative_to(root).parts:
+                    files[str(path.relative_to(deployment.root))] = path.read_bytes()
+    return files
+
+
+# -- envbuild.toml pins --------------------------------------------------------------------------------
+
+def test_pins_are_read_and_checked_like_every_other_key(deployment: Deployment, upstream: dict[str, str]) -> None:
+    append_config(deployment, pin_text("ComfyUI-Good", upstream["url"], upstream["v1"], ref="v1", disabled=True))
+    pins = load_config(deployment.root).node_pins
+    assert [(p.name, p.commit, p.ref, p.disabled) for p in pins] == [("ComfyUI-Good", upstream["v1"], "v1", True)]
+    for bad, said in (
+        (pin_text("X", upstream["url"], upstream["v1"], branch="main"), "unknown key `custom-nodes.X.branch`"),
+        (pin_text("X", upstream["url"], upstream["v1"][:12]), "`custom-nodes.X.commit` must be a full commit hash"),
+        (pin_text("X", upstream["url"], upstream["v1"], disabled="yes"), "`custom-nodes.X.disabled` must be true"),
+        ('[custom-nodes.X]\ncommit = "' + upstream["v1"] + '"\n', "`custom-nodes.X.git` is missing"),
+        ('[custom-nodes]\nX = "url"\n', "`custom-nodes.X` must be a table"),
+    ):
+        site = deployment.root.parent / "bad"
+        shutil.rmtree(site, ignore_errors=True)
+        bad_deployment = make_deployment(site, profiles=("cu126",))
+        append_config(bad_deployment, bad)
+        with pytest.raises(ConfigError) as caught:
+            load_config(site)
+        assert said in str(caught.value), (bad, str(caught.value))
+
+
+# -- fetch ------------------------------------------------------------------------------------------------
+
+def test_fetch_restores_pinned_nodes_and_names_a_moved_or_dirty_one(
+    deployment: Deployment, upstream: dict[str, str], env: dict[str, str], tmp_path: Path
+) -> None:
+    other = tmp_path / "upstream" / "Other"
+    other_commit = make_repo(other, {**NODE_INIT, "requirements.txt": "pyyaml\n"})
+    append_config(deployment, pin_text("ComfyUI-Good", upstream["url"], upstream["v1"], ref="v1")
+                  + pin_text("Other", file_url(other), other_commit))
+    result = run_cli(["fetch"], env=env, cwd=deployment.root)
+    assert result.returncode == 0, result
+    good = deployment.nodes / "ComfyUI-Good"
+    assert git(good, "rev-parse", "HEAD") == upstream["v1"]
+    assert (good / ".git" / "shallow").exists()  # one commit deep
+    assert (deployment.nodes / "Other" / "requirements.txt").read_text() == "pyyaml\n"
+    again = run_cli(["fetch"], env=env, cwd=deployment.root)
+    assert again.returncode == 0 and f"node ComfyUI-Good: data/custom_nodes/ComfyUI-Good already at " \
+                                      f"{upstream['v1'][:12]}" in again.stdout, again
+    # Moved by hand: named, left alone, put back with --force.
+    git(good, "fetch", "-q", "origin", upstream["v2"])
+    git(good, "checkout", "-q", "--detach", upstream["v2"])
+    (deployment.nodes / "Other" / "requirements.txt").write_text("pyyaml\nsix\n")  # dirty
+    result = run_cli(["fetch"], env=env, cwd=deployment.root)
+    assert result.returncode == 8, result
+    assert f"node ComfyUI-Good (data/custom_nodes/ComfyUI-Good) is at {upstream['v2'][:12]}, not at its pin " \
+           f"{upstream['v1'][:12]}" in result.stderr, result
+    # At its pin with local changes: left alone and said, not an error.
+    assert "Other" not in result.stderr and "Other already at" in result.stdout, result
+    assert "has local changes (requirements.txt)" in result.stdout, result
+    assert git(good, "rev-parse", "HEAD") == upstream["v2"]
+    listed = json.loads(run_cli(["node", "list", "--json"], env=env, cwd=deployment.root).stdout)
+    states = {n["name"]: n["states"] for n in listed["nodes"]}
+    assert states == {"ComfyUI-Good": ["moved"], "Other": ["dirty"]}, listed
+    result = run_cli(["fetch", "--force"], env=env, cwd=deployment.root)
+    assert result.returncode == 0, result
+    assert git(good, "rev-parse", "HEAD") == upstream["v1"]
+    assert (deployment.nodes / "Other" / "requirements.txt").read_text() == "pyyaml\n"
+
+
+def test_fetch_falls_back_to_a_full_fetch_when_the_commit_cannot_be_fetched_by_name(
+    deployment: Deployment, upstream: dict[str, str], env: dict[str, str]
+) -> None:
+    """A server that refuses a commit by name (an old one, or a ref that is a short name): a full fetch."""
+    git(Path(upstream["path"]), "tag", "-d", "v1")  # v1 is now no ref's tip: not served by name over v0
+    append_config(deployment, pin_text("ComfyUI-Good", upstream["url"], upstream["v1"]))
+    refusing = env | {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "protocol.version", "GIT_CONFIG_VALUE_0": "0"}
+    result = run_cli(["fetch"], env=refusing, cwd=deployment.root)
+    assert result.returncode == 0, result
+    assert git(deployment.nodes / "ComfyUI-Good", "rev-parse", "HEAD") == upstream["v1"]
+    assert not (deployment.nodes / "ComfyUI-Good" / ".git" / "shallow").exists()  # the full history came
