@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from envbuild.deployment import Deployment
-from envbuild.errors import ConfigError, UsageError
+from envbuild.errors import ConfigError, EnvbuildError, UsageError
 from envbuild.locking import LockResult, lock_profile
 from envbuild.nodes import nodes_home, pinned_folder
 from envbuild.pins import NodePin, valid_name
 from envbuild.profiles import TorchProfile
 
 if TYPE_CHECKING:
-    from envbuild.nodegit import Resolved
+    from envbuild.nodegit import Resolved as Resolved  # noqa: PLC0414 (a name for annotations only)
 
 STAGING = ".envbuild-staging"
 
@@ -107,8 +107,11 @@ def _change(deployment: Deployment, stage: Path, name: str, pin: NodePin | None,
         committed = deployment.folder(profile).path
         if committed.is_dir():
             shutil.copytree(committed, stage / "locks" / profile.name, symlinks=True)
-    for profile in targets:
-        lock_profile(staged, profile, stream=False)  # a conflict raises here: nothing has changed yet
+    try:
+        for profile in targets:
+            lock_profile(staged, profile, stream=False)  # a conflict raises here: nothing has changed yet
+    except EnvbuildError as exc:
+        raise _as_landed(exc, deployment, stage, name, pin) from None
     return _land(deployment, stage, name, pin, previous, staged_node if land else None, pins, targets, on_lock)
 
 
@@ -150,6 +153,26 @@ def _land(deployment: Deployment, stage: Path, name: str, pin: NodePin | None, p
                 shutil.move(str(target), str(origin))
         raise
     return NodeChange(name, pin, previous, tuple(results), tuple(lines))
+
+
+def _as_landed(exc: EnvbuildError, deployment: Deployment, stage: Path, name: str,
+               pin: NodePin | None) -> EnvbuildError:
+    """The staged lock's error, said of the deployment: the node's files named where they would land,
+    and what was (not) done instead of `--exclude-node`."""
+    home = deployment.display(_home(deployment))
+    prefix = deployment.display(stage)
+    message = exc.message
+    for index in range(len(deployment.config.custom_node_dirs())):
+        message = message.replace(f"{prefix}/view{index}", home if index == 0 else
+                                  deployment.display(deployment.config.custom_node_dirs()[index]))
+    exc.message = message.replace(prefix, "(staged)")
+    exc.args = (exc.message,)
+    what = f"node {name} at {pin.commit[:12]} ({pin.ref})" if pin is not None else f"removing node {name}"
+    exc.hint = (f"{what} would not lock, so nothing changed (custom_nodes, envbuild.toml and locks/ are as they "
+                "were)" + ("; try another --ref" if pin is not None else "") + (f"; {exc.hint}" if exc.hint and
+                                                                              "--exclude-node" not in exc.hint
+                                                                              else ""))
+    return exc
 
 
 def _views(deployment: Deployment, stage: Path, name: str, staged_node: Path | None) -> tuple[Path, ...]:
@@ -204,7 +227,7 @@ def _adopt(deployment: Deployment, folder: Path, url: str, ref: str | None) -> R
     """A node already in custom_nodes (the Manager's, say) is pinned where it is, if it is that repository
     at that ref: `node list` prints this command for every unpinned node."""
     from envbuild.gitsrc import _same_repo, resolve_url
-    from envbuild.nodegit import git_for, origin_url
+    from envbuild.nodegit import Resolved, git_for, origin_url
     from envbuild.pins import read_head
 
     display = deployment.display(folder)

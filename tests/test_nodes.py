@@ -132,3 +132,96 @@ def test_fetch_falls_back_to_a_full_fetch_when_the_commit_cannot_be_fetched_by_n
     assert result.returncode == 0, result
     assert git(deployment.nodes / "ComfyUI-Good", "rev-parse", "HEAD") == upstream["v1"]
     assert not (deployment.nodes / "ComfyUI-Good" / ".git" / "shallow").exists()  # the full history came
+
+
+# -- node add / update / remove, and freshness ------------------------------------------------------------
+
+def test_node_add_locks_first_then_lands_pins_and_update_moves_it(
+    deployment: Deployment, upstream: dict[str, str], env: dict[str, str]
+) -> None:
+    (deployment.root / "envbuild.toml").write_text(
+        "# the team's deployment\n" + (deployment.root / "envbuild.toml").read_text(), encoding="utf-8")
+    assert run_cli(["lock", "--profile", "cu126"], env=env, cwd=deployment.root).returncode == 0
+    result = run_cli(["node", "add", upstream["url"], "--ref", "v1"], env=env, cwd=deployment.root)
+    assert result.returncode == 0, result
+    node = deployment.nodes / "ComfyUI-Good"
+    assert git(node, "rev-parse", "HEAD") == upstream["v1"]
+    text = (deployment.root / "envbuild.toml").read_text()
+    assert text.startswith("# the team's deployment\n"), text  # comments kept
+    assert "[custom-nodes.ComfyUI-Good]" in text and f'commit = "{upstream["v1"]}"' in text and 'ref = "v1"' in text
+    assert f"node ComfyUI-Good: added at {upstream['v1'][:12]} (v1)" in result.stdout, result
+    assert "einops" in (deployment.locks / "cu126" / "pyproject.toml").read_text()
+    assert not (deployment.root / ".envbuild-staging").exists()
+    check = run_cli(["lock", "--check"], env=env, cwd=deployment.root)
+    assert check.returncode == 0, check
+    # The second commit adds a requirement: update moves the pin and re-locks with it.
+    lock_before = (deployment.locks / "cu126" / "uv.lock").read_text()
+    assert 'name = "six"' not in lock_before
+    result = run_cli(["node", "update", "ComfyUI-Good", "--ref", "v2"], env=env, cwd=deployment.root)
+    assert result.returncode == 0, result
+    assert git(node, "rev-parse", "HEAD") == upstream["v2"]
+    assert 'name = "six"' in (deployment.locks / "cu126" / "uv.lock").read_text()
+    assert f'commit = "{upstream["v2"]}"' in (deployment.root / "envbuild.toml").read_text()
+    assert run_cli(["lock", "--check"], env=env, cwd=deployment.root).returncode == 0
+    # Moved by hand behind the lock's back: lock --check names the node and both commits.
+    git(node, "fetch", "-q", "origin", upstream["v1"])
+    git(node, "checkout", "-q", "--detach", upstream["v1"])
+    check = run_cli(["lock", "--check"], env=env, cwd=deployment.root)
+    assert check.returncode == 4, check
+    assert f"node ComfyUI-Good moved from {upstream['v2'][:12]} to {upstream['v1'][:12]}" in check.stderr, check
+    assert f"node ComfyUI-Good is at {upstream['v1'][:12]}, pinned at {upstream['v2'][:12]}" in check.stderr, check
+    # Missing (a fresh clone before `fetch`): named, with the command.
+    shutil.rmtree(node)
+    check = run_cli(["lock", "--check"], env=env, cwd=deployment.root)
+    assert check.returncode == 4, check
+    assert "pinned node ComfyUI-Good is missing (run `envbuild fetch`)" in check.stderr, check
+    assert run_cli(["fetch"], env=env, cwd=deployment.root).returncode == 0
+    assert run_cli(["lock", "--check"], env=env, cwd=deployment.root).returncode == 0
+    # Removal re-locks without it.
+    result = run_cli(["node", "remove", "ComfyUI-Good"], env=env, cwd=deployment.root)
+    assert result.returncode == 0, result
+    assert not node.exists() and "custom-nodes" not in (deployment.root / "envbuild.toml").read_text()
+    assert 'name = "six"' not in (deployment.locks / "cu126" / "uv.lock").read_text()
+    assert run_cli(["lock", "--check"], env=env, cwd=deployment.root).returncode == 0
+
+
+def test_a_conflicting_node_changes_nothing_and_is_named(
+    deployment: Deployment, env: dict[str, str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "upstream" / "ComfyUI-OldNumpy"
+    make_repo(bad, {**NODE_INIT, "requirements.txt": "einops\nnumpy<1.0\n"})
+    assert run_cli(["lock", "--profile", "cu126"], env=env, cwd=deployment.root).returncode == 0
+    before = snapshot(deployment)
+    result = run_cli(["node", "add", file_url(bad)], env=env, cwd=deployment.root)
+    assert result.returncode == 2, result
+    assert "conflicting requirements for numpy" in result.stderr, result
+    # the node and its line, where it would have landed
+    assert "data/custom_nodes/ComfyUI-OldNumpy/requirements.txt:2 (node ComfyUI-OldNumpy)" in result.stderr, result
+    assert "nothing changed" in result.stderr and ".envbuild-staging" not in result.stderr, result
+    assert "numpy>=1.25.0" in result.stderr, result  # what it conflicts with
+    assert snapshot(deployment) == before
+    assert not (deployment.nodes / "ComfyUI-OldNumpy").exists()
+    assert not (deployment.root / ".envbuild-staging").exists()
+
+
+def test_node_list_names_unpinned_nodes_with_the_command_that_pins_them(
+    deployment: Deployment, upstream: dict[str, str], env: dict[str, str]
+) -> None:
+    manual = deployment.nodes / "ComfyUI-Good"
+    git(deployment.nodes, "clone", "-q", upstream["path"], "ComfyUI-Good")
+    deployment.add_node("loose-folder", "einops\n")
+    listed = json.loads(run_cli(["node", "list", "--json"], env=env, cwd=deployment.root).stdout)["nodes"]
+    by_name = {n["name"]: n for n in listed}
+    assert by_name["ComfyUI-Good"]["states"] == ["unpinned"]
+    assert by_name["loose-folder"]["states"] == ["unpinned", "not-git"]
+    assert "comfyui-manager" not in by_name
+    command = by_name["ComfyUI-Good"]["fix"]
+    assert command == f"envbuild node add {upstream['path']} --ref {upstream['v2']} --name ComfyUI-Good"
+    assert run_cli(["lock", "--profile", "cu126"], env=env, cwd=deployment.root).returncode == 0
+    # The printed command pins the node where it is.
+    result = run_cli(command.split()[1:], env=env, cwd=deployment.root)
+    assert result.returncode == 0, result
+    assert git(manual, "rev-parse", "HEAD") == upstream["v2"]
+    check = run_cli(["lock", "--check"], env=env, cwd=deployment.root)
+    assert check.returncode == 0, check
+    assert "node loose-folder (data/custom_nodes/loose-folder) is not pinned" in check.stderr, check
