@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from envbuild.errors import ConfigError
-from envbuild.pins import NodePin, read_pins
+from envbuild.pins import DEFAULT_REGISTRY, NodePin, read_pins
 from envbuild.tomlfile import check_keys, expect, expect_str_list, load_toml
 
 CONFIG_NAME = "envbuild.toml"
@@ -24,7 +24,7 @@ _SECTIONS = {"comfyui", "manager", "nodes", "lock", "mirrors", "custom-nodes"}
 _KEYS: Mapping[str, set[str]] = {
     "comfyui": {"path", "base-directory", "listen", "port", "git", "ref"},
     "manager": {"path", "enabled", "git", "ref"},
-    "nodes": {"dirs", "exclude"},
+    "nodes": {"dirs", "exclude", "registry"},
     "lock": {"dir", "requires-python", "profiles", "extra-requirements", "profiles-dir", "torch-source"},
     "mirrors": {"pytorch", "pytorch-layout", "pypi", "pypi-files", "mode", "timeout"},  # see mirrors.py
 }
@@ -60,6 +60,7 @@ class Config(NamedTuple):
     comfyui_git: GitSource | None = None  # clone/update [comfyui] path from here (`envbuild fetch`)
     manager_git: GitSource | None = None
     node_pins: tuple[NodePin, ...] = ()  # [custom-nodes.<name>]: nodes at a commit (`envbuild fetch`, `node`)
+    node_registry: str = DEFAULT_REGISTRY  # [nodes] registry: the Comfy Registry's API base
 
     def display(self, path: Path) -> str:
         """A path as it should appear in generated files: relative to the project, posix. Symlinks are not
@@ -174,6 +175,7 @@ def _read_config(path: Path) -> Config:
         comfyui_git=comfyui_git,
         manager_git=manager_git,
         node_pins=read_pins(data.get("custom-nodes", {}), path),
+        node_registry=_registry(nodes.get("registry", DEFAULT_REGISTRY), path),
     )
 
 
@@ -190,6 +192,14 @@ def _mirrors_table(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
     from envbuild.mirrors import validate_team_table
 
     return validate_team_table(table, path)
+
+
+def _registry(value: Any, path: Path) -> str:
+    url = expect(value, str, "nodes.registry", path)
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError(path, f"`nodes.registry` must be an http(s) URL, not {url!r}",
+                          hint=f"the Comfy Registry is {DEFAULT_REGISTRY}")
+    return str(url).rstrip("/")
 
 
 def _port(value: Any, path: Path) -> int | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from envbuild.gitsrc import GitError, _Git, _git_env, _resolve, _same_repo, resolve_url
-from envbuild.pins import FULL_SHA, NodePin, read_head
+from envbuild.pins import DEFAULT_REGISTRY, FULL_SHA, NodePin, read_head
 
 
 class NodeFetch(NamedTuple):
@@ -26,6 +26,7 @@ class NodeFetch(NamedTuple):
     previous: str | None  # None: freshly cloned
     action: str  # "cloned" | "updated" | "unchanged" | "refused" | "failed"
     problem: str = ""  # why refused or failed
+    sha256: str = ""  # a registry node's archive hash (to record at its first fetch)
 
 
 class Resolved(NamedTuple):
@@ -85,9 +86,11 @@ def origin_url(git: _Git, folder: Path) -> str:
 
 
 def fetch_node(pin: NodePin, folder: Path, *, project_dir: Path, environ: Mapping[str, str],
-               force: bool = False) -> NodeFetch:
+               force: bool = False, registry: str = DEFAULT_REGISTRY) -> NodeFetch:
     """Restore one pinned node at its commit. Never raises for the node's own state: a refusal or a
     git failure is the result, so one bad node does not stop the others."""
+    if pin.from_registry:
+        return _fetch_from_registry(pin, folder, registry, force)
     git = git_for(environ)
     url = resolve_url(pin.url, project_dir)
     try:
@@ -117,11 +120,12 @@ def fetch_node(pin: NodePin, folder: Path, *, project_dir: Path, environ: Mappin
 
 
 def fetch_nodes(targets: Sequence[tuple[NodePin, Path]], *, project_dir: Path, environ: Mapping[str, str],
-                force: bool = False, jobs: int = 8,
+                force: bool = False, jobs: int = 8, registry: str = DEFAULT_REGISTRY,
                 on_done: Callable[[NodeFetch], None] | None = None) -> list[NodeFetch]:
     """Every pinned node, `jobs` at a time (git waits on the network and disk, not on the CPU)."""
     def one(item: tuple[NodePin, Path]) -> NodeFetch:
-        result = fetch_node(item[0], item[1], project_dir=project_dir, environ=environ, force=force)
+        result = fetch_node(item[0], item[1], project_dir=project_dir, environ=environ, force=force,
+                            registry=registry)
         if on_done is not None:
             on_done(result)
         return result
@@ -130,6 +134,17 @@ def fetch_nodes(targets: Sequence[tuple[NodePin, Path]], *, project_dir: Path, e
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(targets)))) as pool:
         return list(pool.map(one, targets))
+
+
+def _fetch_from_registry(pin: NodePin, folder: Path, registry: str, force: bool) -> NodeFetch:
+    from envbuild.registry import RegistryError, fetch_registry_node
+
+    try:
+        got = fetch_registry_node(pin, folder, base=registry, force=force)
+    except RegistryError as exc:
+        return NodeFetch(pin.name, folder, "", None, "failed", exc.message)
+    action = {"installed": "cloned", "unchanged": "unchanged", "refused": "refused"}[got.action]
+    return NodeFetch(pin.name, folder, f"registry {pin.version}", None, action, got.problem, got.sha256)
 
 
 def _default_branch(git: _Git, folder: Path, name: str, url: str) -> str:

@@ -69,6 +69,11 @@ def add_node(deployment: Deployment, url: str, *, ref: str | None, name: str | N
 def update_node(deployment: Deployment, name: str, *, ref: str | None, targets: list[TorchProfile],
                 on_lock: Callable[[LockResult], None] | None = None) -> NodeChange:
     previous = _pinned(deployment, name)
+    if previous.from_registry:
+        raise UsageError(f"node {previous.name} comes from the Comfy Registry (version {previous.version}): "
+                         "`node update` moves git pins",
+                         hint=f"set [custom-nodes.{previous.name}] version (and remove sha256), then `envbuild "
+                              "fetch --force` and `envbuild lock`")
     with _staging(deployment) as stage:
         staged, resolved = _clone(deployment, stage, previous.url, ref or previous.ref, previous.name)
         pin = previous._replace(commit=resolved.commit, ref=resolved.ref)

@@ -30,7 +30,8 @@ class NodeStatus(NamedTuple):
         return {"name": self.name, "path": config.display(self.path), "states": list(self.states),
                 "commit": self.commit, "pinned_commit": self.pin.commit if self.pin else None,
                 "ref": self.pin.ref if self.pin else None, "git": self.pin.url if self.pin else None,
-                "disabled": bool(self.pin and self.pin.disabled), "fix": self.fix}
+                "disabled": bool(self.pin and self.pin.disabled), "fix": self.fix,
+                "registry_version": self.pin.version if self.pin and self.pin.from_registry else None}
 
 
 def nodes_home(config: Config) -> Path | None:
@@ -53,6 +54,9 @@ def node_statuses(config: Config, environ: Mapping[str, str], *, look_for_change
         folder = pinned_folder(config, pin)
         if folder is None:
             continue
+        if pin.from_registry:
+            statuses.append(_registry_status(pin, folder))
+            continue
         commit = read_head(folder)
         states: list[str] = []
         fix = ""
@@ -74,6 +78,18 @@ def node_statuses(config: Config, environ: Mapping[str, str], *, look_for_change
         statuses.append(NodeStatus(pin.name, folder, pin, commit, tuple(states) or ("ok",), fix))
     statuses.extend(unpinned_nodes(config, pinned_names, environ))
     return statuses
+
+
+def _registry_status(pin: NodePin, folder: Path) -> NodeStatus:
+    from envbuild.registry import installed_version
+
+    if not folder.exists():
+        return NodeStatus(pin.name, folder, pin, None, ("missing",), "envbuild fetch")
+    have = installed_version(folder)
+    states = ("ok",) if have == pin.version else ("moved",)
+    fix = "" if have == pin.version else f"envbuild fetch --force (back to registry version {pin.version})"
+    return NodeStatus(pin.name, folder, pin, f"registry {have or '?'}", (*states, *(("disabled",) if pin.disabled
+                                                                                  else ())), fix)
 
 
 def unpinned_nodes(config: Config, pinned_names: set[str], environ: Mapping[str, str]) -> list[NodeStatus]:
@@ -112,8 +128,8 @@ def deployment_notes(config: Config, environ: Mapping[str, str]) -> list[str]:
         if "missing" in status.states:
             notes.append(f"pinned node {status.name} is missing ({where}): run `{status.fix}`")
         elif "moved" in status.states and status.pin is not None and status.commit:
-            notes.append(f"node {status.name} is at {status.commit[:12]}, pinned at {status.pin.commit[:12]}: "
-                         f"{status.fix}")
+            notes.append(f"node {status.name} is at {status.commit[:12]}, pinned at "
+                         f"{status.pin.identity[:12]}: {status.fix}")
         elif "unpinned" in status.states:
             notes.append(f"node {status.name} ({where}) is not pinned: {status.fix}")
     return notes

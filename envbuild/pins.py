@@ -17,18 +17,34 @@ from envbuild.errors import ConfigError
 
 SECTION = "custom-nodes"
 PIN_KEYS = {"git", "commit", "ref", "disabled"}
+REGISTRY_KEYS = {"version", "sha256", "disabled"}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 # A node's name is its folder under custom_nodes: one path component, not hidden, no control characters.
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+DEFAULT_REGISTRY = "https://api.comfy.org"  # the Comfy Registry ([nodes] registry overrides it)
 DISABLED_FOLDER = ".disabled"  # where the Manager keeps disabled nodes, inside custom_nodes
 
 
 class NodePin(NamedTuple):
-    name: str  # its folder name in custom_nodes
-    url: str
-    commit: str  # full sha
+    """A git node (url + commit) or a Comfy Registry node (name = registry id, version, archive sha256)."""
+
+    name: str  # its folder name in custom_nodes (a registry node: its registry id)
+    url: str  # "" for a registry node
+    commit: str  # full sha ("" for a registry node)
     ref: str  # what the user asked for (a tag, a branch, the commit itself)
     disabled: bool = False
+    version: str = ""  # a registry node's version
+    sha256: str = ""  # a registry node's archive, recorded at its first fetch and enforced after
+
+    @property
+    def from_registry(self) -> bool:
+        return bool(self.version)
+
+    @property
+    def identity(self) -> str:
+        """What the lock's fingerprint records: the commit, or the registry version and archive hash."""
+        return self.commit if not self.from_registry else f"registry {self.version} {self.sha256[:12]}".strip()
 
 
 def valid_name(name: str) -> bool:
@@ -51,6 +67,9 @@ def read_pins(table: Any, path: Path) -> tuple[NodePin, ...]:
             raise ConfigError(path, f"`{where}` is pinned twice (names are compared ignoring case)")
         seen.add(name.lower())
         expect(entry, dict, where, path)
+        if "version" in entry:
+            pins.append(_registry_pin(name, entry, where, path))
+            continue
         check_keys(entry, PIN_KEYS, f"{where}.", path)
         for key in ("git", "commit"):
             if key not in entry:
@@ -65,6 +84,22 @@ def read_pins(table: Any, path: Path) -> tuple[NodePin, ...]:
         disabled = expect(entry.get("disabled", False), bool, f"{where}.disabled", path)
         pins.append(NodePin(name, url, commit, ref, disabled))
     return tuple(pins)
+
+
+def _registry_pin(name: str, entry: dict[str, Any], where: str, path: Path) -> NodePin:
+    """`version = "1.2.3"` (and `sha256`, written by the first `fetch`): a node from the Comfy Registry."""
+    from envbuild.tomlfile import check_keys, expect
+
+    check_keys(entry, REGISTRY_KEYS, f"{where}.", path)
+    version = expect(entry["version"], str, f"{where}.version", path)
+    sha256 = expect(entry.get("sha256", ""), str, f"{where}.sha256", path)
+    if sha256 and not _SHA256.fullmatch(sha256):
+        raise ConfigError(path, f"`{where}.sha256` must be 64 hex digits, not {sha256!r}",
+                          hint="remove it: the next `envbuild fetch` records the archive's hash")
+    if not version or version in ("latest", "nightly"):
+        raise ConfigError(path, f"`{where}.version` must be one published version, not {version!r}")
+    disabled = expect(entry.get("disabled", False), bool, f"{where}.disabled", path)
+    return NodePin(name, "", "", version, disabled, version, sha256)
 
 
 def pin_folder(custom_nodes: Path, pin: NodePin) -> Path:
@@ -121,5 +156,8 @@ def node_commits(pins: tuple[NodePin, ...], custom_nodes: Path | None) -> Mappin
         if pin.disabled:
             continue
         folder = pin_folder(custom_nodes, pin) if custom_nodes is not None else None
+        if pin.from_registry:
+            commits[commit_key(pin.name)] = pin.identity if folder is not None and folder.is_dir() else MISSING
+            continue
         commits[commit_key(pin.name)] = (read_head(folder) if folder is not None else None) or MISSING
     return commits

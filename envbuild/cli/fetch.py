@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from envbuild.cli.options import build_deployment
 from envbuild.cli.output import say
+
+if TYPE_CHECKING:
+    from envbuild.config import Config
+    from envbuild.nodegit import NodeFetch
 
 
 @click.command()
@@ -46,7 +52,9 @@ def fetch(ctx: click.Context, force: bool, jobs: int) -> None:
             say(ctx, f"{result.name}: {where} moved from {(result.previous or '?')[:12]} to {result.ref} ({short})")
         else:
             say(ctx, f"{result.name}: {where} already at {result.ref} ({short})")
-    nodes = fetch_nodes(targets, project_dir=config.project_dir, environ=deployment.env, force=force, jobs=jobs)
+    nodes = fetch_nodes(targets, project_dir=config.project_dir, environ=deployment.env, force=force, jobs=jobs,
+                        registry=config.node_registry)
+    _record_archive_hashes(ctx, deployment.config, nodes)
     problems = []
     for node in nodes:
         where = config.display(node.path)
@@ -54,7 +62,8 @@ def fetch(ctx: click.Context, force: bool, jobs: int) -> None:
             problems.append(f"node {node.name} ({where}) {node.problem}" if node.action == "refused"
                             else f"node {node.name}: {node.problem}")
         elif node.action == "cloned":
-            say(ctx, f"node {node.name}: cloned at {node.commit[:12]} into {where}")
+            say(ctx, f"node {node.name}: {'installed' if node.sha256 else 'cloned'} at {node.commit[:12]} into "
+                     f"{where}")
         elif node.action == "updated":
             say(ctx, f"node {node.name}: {where} moved from {(node.previous or '?')[:12]} to {node.commit[:12]}")
         else:
@@ -66,3 +75,15 @@ def fetch(ctx: click.Context, force: bool, jobs: int) -> None:
         raise GitError(f"{len(problems)} of {len(nodes)} custom node(s) not at their pin:\n  "
                         + "\n  ".join(problems),
                         hint="`envbuild node list` shows every node's state")
+
+
+def _record_archive_hashes(ctx: click.Context, config: Config, nodes: list[NodeFetch]) -> None:
+    """A registry node's archive hash, seen at its first fetch, is written into envbuild.toml: from then
+    on every fetch (here or on another machine) must get the same bytes."""
+    from envbuild.pins_edit import write_pin
+
+    fetched = {node.name: node.sha256 for node in nodes if node.sha256}
+    for pin in config.node_pins:
+        if pin.from_registry and not pin.sha256 and fetched.get(pin.name) and config.source is not None:
+            for line in write_pin(config.source, pin.name, pin._replace(sha256=fetched[pin.name])):
+                say(ctx, line + " (the archive's hash, enforced from now on: commit it)")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from envbuild.cli.options import build_deployment
-from envbuild.cli.output import say, show
+from envbuild.cli.output import say, show, warn
 
 if TYPE_CHECKING:
     from envbuild.deployment import Deployment
@@ -90,7 +91,7 @@ def list_nodes(ctx: click.Context, as_json: bool) -> None:
         return
     for status in statuses:
         at = (status.commit or "")[:12] or "-"
-        pinned = f" (pinned {status.pin.commit[:12]}, {status.pin.ref})" if status.pin else ""
+        pinned = f" (pinned {status.pin.identity[:20]}, {status.pin.ref})" if status.pin else ""
         say(ctx, f"{status.name}: {', '.join(status.states)} at {at}{pinned}  {config.display(status.path)}")
         if status.fix:
             say(ctx, f"    fix: {status.fix}")
@@ -129,3 +130,62 @@ def _said_change(ctx: click.Context, deployment: Deployment, change: NodeChange)
         say(ctx, f"node {change.name}: moved from {change.previous.commit[:12]} to {change.pin.commit[:12]} "
                  f"({change.pin.ref})")
     say(ctx, "commit envbuild.toml and locks/ together")
+
+
+@node.command("import")
+@click.argument("snapshot", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def import_snapshot(ctx: click.Context, snapshot: Path) -> None:
+    """Pin what a ComfyUI-Manager snapshot (.json or .yaml) records: node commits, registry node
+    versions, the ComfyUI commit. Its `pips` are reported, not installed: the lock decides.
+    Then: `envbuild fetch` and `envbuild lock`."""
+    from envbuild.errors import ConfigError
+    from envbuild.pins_edit import write_import
+    from envbuild.snapshots import read_snapshot, registry_pins
+
+    deployment = build_deployment(ctx)
+    config = deployment.config
+    if config.source is None:
+        raise ConfigError(None, "importing a snapshot needs an envbuild.toml", hint="run `envbuild init` first")
+    found = read_snapshot(Path.cwd() / snapshot)
+    comfyui_ref = None
+    if found.comfyui is not None:
+        if config.comfyui_git is not None:
+            comfyui_ref = found.comfyui
+        else:
+            warn(f"the snapshot's ComfyUI commit {found.comfyui[:12]} is not pinned: envbuild.toml has no [comfyui] "
+                 f"git; add git = URL and ref = \"{found.comfyui}\" to pin it")
+    pins = [*found.pins, *registry_pins(found)]
+    for line in write_import(config.source, pins, comfyui_ref):
+        say(ctx, line)
+    for skipped in found.skipped:
+        warn(f"not imported: {skipped}")
+    for name in found.files:
+        warn(f"not imported: single-file node {name} (no repository to pin it from: commit it with the deployment)")
+    if found.pips:
+        say(ctx, f"{len(found.pips)} installed package(s) listed under `pips` were not taken: the lock decides "
+                 "every version, with hashes (`envbuild lock`)")
+    say(ctx, "next: `envbuild fetch` (checks out the pins), then `envbuild lock`, and commit envbuild.toml and locks/")
+
+
+@node.command("export")
+@click.option("--manager-snapshot", "target", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the pins as a ComfyUI-Manager snapshot (.json, or .yaml) its Snapshot Manager restores.")
+@click.pass_context
+def export_snapshot(ctx: click.Context, target: Path) -> None:
+    """Write the deployment's pins as a ComfyUI-Manager snapshot (`pips` empty: the lock installs them)."""
+    from envbuild.fsio import atomic_write
+    from envbuild.pins import read_head
+    from envbuild.snapshots import snapshot_of, snapshot_text
+
+    deployment = build_deployment(ctx)
+    config = deployment.config
+    comfyui = read_head(config.comfyui) if config.comfyui is not None else None
+    if comfyui is None and config.comfyui_git is not None:
+        from envbuild.pins import FULL_SHA
+
+        comfyui = config.comfyui_git.ref if FULL_SHA.fullmatch(config.comfyui_git.ref) else None
+    path = Path.cwd() / target
+    atomic_write(path, snapshot_text(snapshot_of(comfyui, config.node_pins), path))
+    say(ctx, f"wrote {target}: ComfyUI {comfyui[:12] if comfyui else '(no commit)'}, {len(config.node_pins)} "
+             "node(s); restore it with the Manager's Snapshot Manager")
