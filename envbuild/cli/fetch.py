@@ -70,7 +70,7 @@ def fetch(ctx: click.Context, force: bool, jobs: int) -> None:
             say(ctx, f"node {node.name}: {where} already at {node.commit[:12]}"
                      + (f" (it {node.problem})" if node.problem else ""))
     if any(r.action != "unchanged" for r in results) or any(n.action in ("cloned", "updated") for n in nodes):
-        say(ctx, "run `envbuild lock --check` to see whether the locks still match these checkouts")
+        say(ctx, "run `envbuild lock` so the lock records these commits")
     if problems:
         raise GitError(f"{len(problems)} of {len(nodes)} custom node(s) not at their pin:\n  "
                         + "\n  ".join(problems),
