@@ -161,3 +161,22 @@ def test_snapshot_in_fetch_lock_and_snapshot_out_with_a_registry_node(
     assert run_cli(["node", "export", "--manager-snapshot", str(yaml_out)], env=env,
                    cwd=deployment.root).returncode == 0
     assert read_snapshot(yaml_out) == read_snapshot(exported)
+
+
+def test_a_registry_archive_reaching_outside_its_folder_is_refused(registry: Registry, tmp_path: Path) -> None:
+    from envbuild.pins import NodePin
+    from envbuild.registry import RegistryError, fetch_registry_node
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("__init__.py", "")
+        archive.writestr("../../escaped.py", "print('outside')\n")
+    registry.archives[("evil-node", "1.0.0")] = buffer.getvalue()
+    pin = NodePin("evil-node", "", "", "1.0.0", False, "1.0.0")
+    custom_nodes = tmp_path / "custom_nodes"
+    with pytest.raises(RegistryError, match="a path outside its folder"):
+        fetch_registry_node(pin, custom_nodes / "evil-node", base=registry.url)
+    assert not (tmp_path / "escaped.py").exists() and not (custom_nodes / "evil-node").exists()
+    missing = pin._replace(name="no-such-node")
+    with pytest.raises(RegistryError, match="answered 404"):
+        fetch_registry_node(missing, custom_nodes / "no-such-node", base=registry.url)

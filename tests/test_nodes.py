@@ -225,3 +225,32 @@ def test_node_list_names_unpinned_nodes_with_the_command_that_pins_them(
     check = run_cli(["lock", "--check"], env=env, cwd=deployment.root)
     assert check.returncode == 0, check
     assert "node loose-folder (data/custom_nodes/loose-folder) is not pinned" in check.stderr, check
+
+
+def test_read_head_follows_a_branch_through_loose_and_packed_refs(tmp_path: Path) -> None:
+    from envbuild.pins import read_head
+
+    repo = tmp_path / "repo"
+    first = make_repo(repo, NODE_INIT)
+    assert read_head(repo) == first  # on branch main: a loose ref
+    git(repo, "pack-refs", "--all")
+    assert not (repo / ".git" / "refs" / "heads" / "main").exists()
+    assert read_head(repo) == first  # packed
+    git(repo, "checkout", "-q", "--detach")
+    assert read_head(repo) == first  # detached: HEAD holds the commit
+    assert read_head(tmp_path / "nothing-here") is None
+
+
+def test_remove_keeps_a_node_with_local_changes_unless_forced(
+    deployment: Deployment, upstream: dict[str, str], env: dict[str, str]
+) -> None:
+    append_config(deployment, pin_text("ComfyUI-Good", upstream["url"], upstream["v1"]))
+    assert run_cli(["fetch"], env=env, cwd=deployment.root).returncode == 0
+    (deployment.nodes / "ComfyUI-Good" / "__init__.py").write_text("# my work\n")
+    before = snapshot(deployment)
+    result = run_cli(["node", "remove", "ComfyUI-Good"], env=env, cwd=deployment.root)
+    assert result.returncode == 2, result
+    assert "has local changes (__init__.py); envbuild does not delete them" in result.stderr, result
+    assert snapshot(deployment) == before
+    result = run_cli(["node", "update", "Nope"], env=env, cwd=deployment.root)
+    assert result.returncode == 2 and "no pinned node named Nope (pinned: ComfyUI-Good)" in result.stderr, result

@@ -24,7 +24,8 @@ def node() -> None:
     \b
     A node is added, updated or removed only after the deployment locked with the change: on a
     conflict nothing changes (custom_nodes, envbuild.toml and locks/ stay as they were).
-    The profiles re-locked: those of [lock] profiles that have a lock, else the default one.
+    The profiles re-locked: those of [lock] profiles that have a lock, else every committed lock,
+    else the default profile.
     """
 
 
