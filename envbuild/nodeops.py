@@ -10,11 +10,12 @@ locks/ byte for byte as they were.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -196,25 +197,23 @@ def _views(deployment: Deployment, stage: Path, name: str, staged_node: Path | N
     return tuple(views)
 
 
-class _staging:
-    """A dot-named scratch folder inside the deployment, removed whatever happens."""
-
-    def __init__(self, deployment: Deployment) -> None:
-        self.root = deployment.config.project_dir / STAGING
-
-    def __enter__(self) -> Path:
-        self.root.mkdir(exist_ok=True)
-        ignore = self.root / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("*\n", encoding="utf-8")
-        self.path = Path(tempfile.mkdtemp(prefix="node-", dir=self.root))
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+@contextlib.contextmanager
+def _staging(deployment: Deployment) -> Iterator[Path]:
+    """A dot-named scratch folder inside the deployment (same file system: the node lands by a rename),
+    removed whatever happens."""
+    root = deployment.config.project_dir / STAGING
+    root.mkdir(exist_ok=True)
+    ignore = root / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("*\n", encoding="utf-8")
+    path = Path(tempfile.mkdtemp(prefix="node-", dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
         try:
-            self.root.joinpath(".gitignore").unlink()
-            self.root.rmdir()  # only when no other envbuild is staging here
+            ignore.unlink()
+            root.rmdir()  # only when no other envbuild is staging here
         except OSError:
             pass
 
