@@ -174,11 +174,20 @@ def _as_landed(exc: EnvbuildError, deployment: Deployment, stage: Path, name: st
     exc.message = message.replace(prefix, "(staged)")
     exc.args = (exc.message,)
     what = f"node {name} at {pin.commit[:12]} ({pin.ref})" if pin is not None else f"removing node {name}"
-    exc.hint = (f"{what} would not lock, so nothing changed (custom_nodes, envbuild.toml and locks/ are as they "
-                "were)" + ("; try another --ref" if pin is not None else "") + (f"; {exc.hint}" if exc.hint and
-                                                                              "--exclude-node" not in exc.hint
-                                                                              else ""))
+    parts = [f"{what} would not lock, so nothing changed (custom_nodes, envbuild.toml and locks/ are as they were)"]
+    if pin is not None and _about_the_node(exc):
+        parts.append("try another --ref")
+    if exc.hint and "--exclude-node" not in exc.hint:  # --exclude-node: advice for a node already there
+        parts.append(exc.hint)
+    exc.hint = "; ".join(parts)
     return exc
+
+
+def _about_the_node(exc: EnvbuildError) -> bool:
+    """A conflict or an unresolvable requirement (another ref may fix it), not a network or uv failure."""
+    from envbuild.errors import ConflictError, RequirementFileError, ResolveError
+
+    return isinstance(exc, (ConflictError, RequirementFileError, ResolveError))
 
 
 def _views(deployment: Deployment, stage: Path, name: str, staged_node: Path | None) -> tuple[Path, ...]:

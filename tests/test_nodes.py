@@ -254,3 +254,19 @@ def test_remove_keeps_a_node_with_local_changes_unless_forced(
     assert snapshot(deployment) == before
     result = run_cli(["node", "update", "Nope"], env=env, cwd=deployment.root)
     assert result.returncode == 2 and "no pinned node named Nope (pinned: ComfyUI-Good)" in result.stderr, result
+
+
+def test_a_node_uv_cannot_resolve_changes_nothing_either(
+    deployment: Deployment, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The merge finds no conflict; the resolver does (no such version): the staged lock fails, not the real one."""
+    bad = tmp_path / "upstream" / "ComfyUI-Future"
+    make_repo(bad, {**NODE_INIT, "requirements.txt": "six==9.9.9\n"})
+    assert run_cli(["lock", "--profile", "cu126"], env=env, cwd=deployment.root).returncode == 0
+    before = snapshot(deployment)
+    result = run_cli(["node", "add", file_url(bad)], env=env, cwd=deployment.root)
+    assert result.returncode != 0, result
+    assert "six" in result.stderr and "node ComfyUI-Future at" in result.stderr, result
+    assert "nothing changed" in result.stderr, result
+    assert snapshot(deployment) == before
+    assert not (deployment.root / ".envbuild-staging").exists()
