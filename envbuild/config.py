@@ -11,15 +11,18 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from envbuild.errors import ConfigError
-from envbuild.pins import DEFAULT_REGISTRY, NodePin, read_pins
 from envbuild.tomlfile import check_keys, expect, expect_str_list, load_toml
+
+if TYPE_CHECKING:
+    from envbuild.pins import NodePin
 
 CONFIG_NAME = "envbuild.toml"
 DEFAULT_REQUIRES_PYTHON = ">=3.10"
 NO_SETTINGS: Mapping[str, Any] = MappingProxyType({})  # an immutable default, shared safely
+DEFAULT_REGISTRY = "https://api.comfy.org"  # the Comfy Registry ([nodes] registry overrides it)
 _SECTIONS = {"comfyui", "manager", "nodes", "lock", "mirrors", "custom-nodes"}
 _KEYS: Mapping[str, set[str]] = {
     "comfyui": {"path", "base-directory", "listen", "port", "git", "ref"},
@@ -174,7 +177,7 @@ def _read_config(path: Path) -> Config:
         port=_port(comfy.get("port"), path),
         comfyui_git=comfyui_git,
         manager_git=manager_git,
-        node_pins=read_pins(data.get("custom-nodes", {}), path),
+        node_pins=_node_pins(data.get("custom-nodes"), path),
         node_registry=_registry(nodes.get("registry", DEFAULT_REGISTRY), path),
     )
 
@@ -192,6 +195,15 @@ def _mirrors_table(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
     from envbuild.mirrors import validate_team_table
 
     return validate_team_table(table, path)
+
+
+def _node_pins(table: Any, path: Path) -> tuple[NodePin, ...]:
+    """Read only when the file pins nodes: a deployment without pins does not import their module."""
+    if table is None:
+        return ()
+    from envbuild.pins import read_pins
+
+    return read_pins(table, path)
 
 
 def _registry(value: Any, path: Path) -> str:

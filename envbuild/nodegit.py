@@ -15,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+from envbuild.config import DEFAULT_REGISTRY
 from envbuild.gitsrc import GitError, _Git, _git_env, _resolve, _same_repo, resolve_url
-from envbuild.pins import DEFAULT_REGISTRY, FULL_SHA, NodePin, read_head
+from envbuild.pins import FULL_SHA, NodePin, read_head
 
 
 class NodeFetch(NamedTuple):

@@ -22,7 +22,6 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 # A node's name is its folder under custom_nodes: one path component, not hidden, no control characters.
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
-DEFAULT_REGISTRY = "https://api.comfy.org"  # the Comfy Registry ([nodes] registry overrides it)
 DISABLED_FOLDER = ".disabled"  # where the Manager keeps disabled nodes, inside custom_nodes
 
 

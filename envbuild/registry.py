@@ -20,7 +20,6 @@ from typing import NamedTuple
 from urllib.parse import quote
 
 from envbuild.errors import EnvbuildError
-from envbuild.pins import DEFAULT_REGISTRY as DEFAULT_REGISTRY  # noqa: PLC0414 (re-exported)
 from envbuild.pins import NodePin
 
 ARCHIVE_LIMIT = 512 * 1024 * 1024  # a node archive is a few MiB; a model in one is not a node
