@@ -58,6 +58,11 @@ def expected_fingerprint(deployment: Deployment, profile: TorchProfile) -> Finge
     indexes = deployment.indexes(profile)
     # Which ComfyUI (and Manager) a lock belongs to: a checkout that moved makes the lock stale.
     extra = {f"{name}-commit": sha for name, sha in resolved_commits(deployment.config, deployment.env).items()}
+    if deployment.config.node_pins:  # and each pinned node's: "node X moved from a1b2… to c3d4…"
+        from envbuild.pins import node_commits
+
+        dirs = deployment.config.custom_node_dirs()
+        extra.update(node_commits(deployment.config.node_pins, dirs[0] if dirs else None))
     if indexes.format != "simple":
         extra["index-format"] = indexes.format
     return Fingerprint(

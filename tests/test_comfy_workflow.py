@@ -24,7 +24,7 @@ from envbuild.profiles import load_catalogue
 from envbuild.uv import describe_removals, package_changes
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import Deployment, make_deployment, run_cli, torch_in_venv, venv_python
-from tests.test_gitsrc import GIT_ENV, make_repo
+from tests.test_gitsrc import GIT_ENV, git, make_repo
 from tests.test_guard import node_index, node_wheels  # noqa: F401 - fixtures
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -74,14 +74,21 @@ CONFIG = """\
     """
 
 
-WORKFLOW = ["fetch", "lock", "sync", "manager setup", "run"]
+# The README's commands: one machine makes the deployment, another restores it (`git` = commit / clone).
+WORKFLOW = ["fetch", "node add", "lock", "git", "fetch", "sync", "manager setup", "run"]
 
 
 def test_readme_lists_exactly_the_workflow() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     section = readme.split("## From zero to ComfyUI\n", 1)[1].split("\n## ", 1)[0]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
-    commands = [line.split("#", 1)[0].strip().removeprefix("envbuild ") for line in block.splitlines()]
+    commands = []
+    for line in block.splitlines():
+        words = line.split("#", 1)[0].split()
+        if words and words[0] == "envbuild":
+            words = words[1:]
+        if words:
+            commands.append(" ".join(words[:2]) if words[0] in ("node", "manager") else words[0])
     assert commands == WORKFLOW
 
 
@@ -91,24 +98,39 @@ def comfy_output(result: object) -> dict[str, object]:
 
 
 def test_from_zero_to_comfyui(tmp_path: Path, uv_env: dict[str, str], node_index: Catalogue) -> None:  # noqa: F811
-    site = tmp_path / "site"
-    make_repo(site / "upstream" / "ComfyUI", COMFY_FILES, tag="v0.3.60")
-    make_repo(site / "upstream" / "ComfyUI-Manager", MANAGER_FILES, tag="3.41")
-    (site / "envbuild.toml").write_text(textwrap.dedent(CONFIG), encoding="utf-8")
+    made, site = tmp_path / "made-here", tmp_path / "another-machine"
+    upstream = tmp_path / "upstream"
+    make_repo(upstream / "ComfyUI", COMFY_FILES, tag="v0.3.60")
+    make_repo(upstream / "ComfyUI-Manager", MANAGER_FILES, tag="3.41")
+    node_commit = make_repo(upstream / "ComfyUI-KJNodes", {"__init__.py": "", "requirements.txt": "einops\n"},
+                            tag="1.1.7")
+    made.mkdir()
+    (made / "envbuild.toml").write_text(textwrap.dedent(CONFIG).replace('"upstream/', f'"{upstream}/'),
+                                        encoding="utf-8")
     env = {**uv_env, **GIT_ENV}
 
-    def envbuild(*args: str) -> object:
-        result = run_cli(list(args), env=env, cwd=site)
+    def envbuild(*args: str, where: Path = site) -> object:
+        result = run_cli(list(args), env=env, cwd=where)
         assert result.returncode == 0, result
         return result
 
     # The README's commands, in its order (test_readme_lists_exactly_the_workflow checks the README).
-    assert WORKFLOW[:4] == ["fetch", "lock", "sync", "manager setup"]
-    envbuild("fetch")
-    assert (site / "data" / "custom_nodes" / "comfyui-manager" / "requirements.txt").is_file()
-    envbuild("lock")
-    lock = (site / "locks" / "cu126" / "uv.lock").read_text()
+    assert WORKFLOW[:3] == ["fetch", "node add", "lock"]
+    envbuild("fetch", where=made)
+    assert (made / "data" / "custom_nodes" / "comfyui-manager" / "requirements.txt").is_file()
+    envbuild("node", "add", (upstream / "ComfyUI-KJNodes").as_uri(), "--ref", "1.1.7", where=made)
+    envbuild("lock", where=made)
+    lock = (made / "locks" / "cu126" / "uv.lock").read_text()
     assert 'name = "pip"' in lock and 'name = "uv"' in lock  # what the Manager shells out to
+    assert 'name = "einops"' in lock  # the node's requirement
+    git(made, "init", "-q", "-b", "main")
+    git(made, "add", "envbuild.toml", "locks")
+    git(made, "commit", "-q", "-m", "ComfyUI deployment")
+    git(tmp_path, "clone", "-q", str(made), str(site))  # another machine: the repository, nothing else
+
+    assert WORKFLOW[4:7] == ["fetch", "sync", "manager setup"]
+    fetched = envbuild("fetch")
+    assert f"node ComfyUI-KJNodes: cloned at {node_commit[:12]}" in fetched.stdout  # type: ignore[attr-defined]
     envbuild("sync")
     venv = site / ".venv"
     assert torch_in_venv(venv) == ("2.7.1+cu126", "12.6")
@@ -117,7 +139,7 @@ def test_from_zero_to_comfyui(tmp_path: Path, uv_env: dict[str, str], node_index
     assert "data/user/__manager/config.ini: created with use_uv = True" in setup.stdout  # type: ignore[attr-defined]
     assert "use_uv = True\nuse_unified_resolver = False\n" in config_ini.read_text()
 
-    # `envbuild run` (WORKFLOW[4]); in it, ComfyUI-Manager installs a node that wants another torch,
+    # `envbuild run` (WORKFLOW[7]); in it, ComfyUI-Manager installs a node that wants another torch,
     # with pip and with uv: refused.
     for tool in ("pip", "uv"):
         started = comfy_output(envbuild("run", "--", "--node-install", tool, "torch==2.1.0"))

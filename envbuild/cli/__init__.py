@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "diff": "envbuild.cli.diff:diff",
     "check": "envbuild.cli.check:check",
     "init": "envbuild.cli.init:init",
+    "node": "envbuild.cli.node:node",
 }
 
 
