@@ -19,13 +19,14 @@ from envbuild.tomlfile import check_keys, expect, expect_str_list, load_toml
 CONFIG_NAME = "envbuild.toml"
 DEFAULT_REQUIRES_PYTHON = ">=3.10"
 NO_SETTINGS: Mapping[str, Any] = MappingProxyType({})  # an immutable default, shared safely
-_SECTIONS = {"comfyui", "manager", "nodes", "lock", "mirrors"}
+_SECTIONS = {"comfyui", "manager", "nodes", "lock", "mirrors", "generations"}
 _KEYS: Mapping[str, set[str]] = {
     "comfyui": {"path", "base-directory", "listen", "port", "git", "ref"},
     "manager": {"path", "enabled", "git", "ref"},
     "nodes": {"dirs", "exclude"},
     "lock": {"dir", "requires-python", "profiles", "extra-requirements", "profiles-dir", "torch-source"},
     "mirrors": {"pytorch", "pytorch-layout", "pypi", "pypi-files", "mode", "timeout"},  # see mirrors.py
+    "generations": {"keep"},  # see generations.py
 }
 
 
@@ -57,6 +58,7 @@ class Config(NamedTuple):
     port: int | None = None  # ComfyUI's --port for `envbuild run`
     comfyui_git: GitSource | None = None  # clone/update [comfyui] path from here (`envbuild fetch`)
     manager_git: GitSource | None = None
+    keep_generations: int = 3  # venv generations kept beside the venv path (current and previous always)
 
     def display(self, path: Path) -> str:
         """A path as it should appear in generated files: relative to the project, posix. Symlinks are not
@@ -169,7 +171,16 @@ def _read_config(path: Path) -> Config:
         port=_port(comfy.get("port"), path),
         comfyui_git=comfyui_git,
         manager_git=manager_git,
+        keep_generations=_keep_generations(data.get("generations", {}), path),
     )
+
+
+def _keep_generations(table: Mapping[str, Any], path: Path) -> int:
+    keep = expect(table.get("keep", 3), int, "generations.keep", path)
+    if keep < 1:
+        raise ConfigError(path, f"`generations.keep` must be at least 1, not {keep}",
+                          hint="the current generation and the previous one are always kept besides")
+    return int(keep)
 
 
 def _torch_source(value: Any, path: Path) -> str | None:

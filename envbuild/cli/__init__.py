@@ -32,6 +32,8 @@ COMMANDS: dict[str, str] = {
     "diff": "envbuild.cli.diff:diff",
     "check": "envbuild.cli.check:check",
     "init": "envbuild.cli.init:init",
+    "generations": "envbuild.cli.generations:generations",
+    "rollback": "envbuild.cli.rollback:rollback",
 }
 
 
