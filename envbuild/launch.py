@@ -42,6 +42,7 @@ class Launch:
     env_set: Mapping[str, str]  # what envbuild set in it (shown with -v)
     constraints: Path
     warnings: tuple[str, ...] = ()
+    generation: Path | None = None  # the generation the venv path pointed at: held (flock) while ComfyUI runs
 
 
 def comfy_args(config: Config) -> list[str]:
@@ -59,7 +60,11 @@ def comfy_args(config: Config) -> list[str]:
 def prepare_run(deployment: Deployment, profile: TorchProfile, venv: Path, args: Sequence[str] = ()) -> Launch:
     """Check lock and venv, then build the command line and the guarded environment."""
     config, env = deployment.config, deployment.env
-    venv = venv.absolute()
+    from envbuild.generations import current
+
+    # Through the generation's real path: a later switch of the venv path does not change a live ComfyUI.
+    generation = current(venv.absolute())
+    venv = generation or venv.absolute()
     main = _main_py(config)
     folder = deployment.folder(profile)
     require_usable(deployment, profile, allow_unhashed=True,
@@ -78,7 +83,8 @@ def prepare_run(deployment: Deployment, profile: TorchProfile, venv: Path, args:
         warnings = ((f"{venv} also holds {len(extras)} package(s) the lock does not list ({', '.join(extras)}): "
                      "installed by a node? `envbuild lock` makes them part of the lock"),)
     argv = (str(python), str(main), *comfy_args(config), *args)
-    return Launch(profile.name, argv, main.parent, child, env_set, folder.path / CONSTRAINTS_NAME, warnings)
+    return Launch(profile.name, argv, main.parent, child, env_set, folder.path / CONSTRAINTS_NAME, warnings,
+                  generation)
 
 
 def _main_py(config: Config) -> Path:
@@ -120,6 +126,10 @@ def launch(plan: Launch) -> int:
     log.info("$ %s %s (in %s)", shown, runner.format_argv(plan.argv), plan.cwd)
     sys.stdout.flush()
     sys.stderr.flush()
+    if plan.generation is not None:  # kept across exec: the kernel drops it when ComfyUI ends
+        from envbuild.generations import hold_in_use
+
+        hold_in_use(plan.generation)
     if os.name == "posix":
         os.chdir(plan.cwd)
         os.execve(plan.argv[0], list(plan.argv), dict(plan.env))

@@ -156,3 +156,34 @@ def _hold(generation: Path) -> subprocess.Popen[bytes]:
     while not generations.in_use(generation) and time.monotonic() < deadline:
         time.sleep(0.05)
     return proc
+
+
+def test_run_starts_comfyui_in_the_generation_and_holds_it_across_a_switch(site: Deployment,
+                                                                          env: dict[str, str]) -> None:
+    venv = site.root / ".venv"
+    (site.comfyui / "main.py").write_text(
+        "import os, sys, time\nprint(sys.executable, os.environ['VIRTUAL_ENV'], flush=True)\ntime.sleep(120)\n")
+    cli(site, env, "lock", "--profile", "cu126")
+    cli(site, env, "lock", "--profile", "cu128")
+    cli(site, env, "sync", "--profile", "cu126")
+    cu126 = generation_of(site, "cu126")
+    assert not generations.in_use(cu126)
+    proc = subprocess.Popen([sys.executable, "-m", "envbuild", "-q", "run", "--profile", "cu126"], cwd=site.root,
+                            env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        python, virtual_env = proc.stdout.readline().split()
+        assert Path(virtual_env) == cu126 and Path(python).parent.parent == cu126  # the real path, not .venv
+        assert generations.in_use(cu126)  # ComfyUI (envbuild exec'd into it) holds the flock
+        cli(site, env, "sync", "--profile", "cu128")  # the switch does not touch the running one
+        assert venv.resolve() == generation_of(site, "cu128") and proc.poll() is None
+        (site.root / "extra.txt").write_text("requests\n")
+        cli(site, env, "lock", "--profile", "cu126", "--extra-requirements", "extra.txt")
+        with (site.root / "envbuild.toml").open("a") as handle:
+            handle.write("\n[generations]\nkeep = 1\n")
+        cli(site, env, "sync", "--profile", "cu126")
+        assert cu126.is_dir()  # neither current nor previous, beyond keep, but in use
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not generations.in_use(cu126)  # the kernel dropped the lock with the process
