@@ -135,3 +135,24 @@ def _lock_note(deployment: Deployment, generation: Generation) -> str | None:
     return (f"the committed lock {where} {now}, this generation holds {generation.digest}: `envbuild run` refuses "
             f"it until the lock matches again (restore it from version control, or copy uv.lock and "
             f"pyproject.toml from {saved})")
+
+
+def generation_status(deployment: Deployment, venv: Path) -> tuple[str, str]:
+    """For `doctor`: (pass|warn|skip, detail): is the venv path a generation envbuild made, and which."""
+    if not generations.supported():
+        return "skip", "generations are POSIX only: sync builds the venv in place here"
+    now = generations.current(venv)
+    if now is not None:
+        found = generations.read_generation(now)
+        before = generations.previous(venv)
+        made = (found.created or "?")[:19].replace("T", " ")
+        state = "" if found.complete else " (incomplete: its build was interrupted)"
+        back = f"; rollback goes to {before.name}" if before is not None else ""
+        return ("pass" if found.complete else "warn",
+                f"{deployment.display(venv)} -> {found.describe()}, made {made} UTC{state}{back}")
+    if generations.is_foreign_link(venv):
+        return "warn", f"{venv} is a symlink envbuild did not make: sync refuses to replace it"
+    if venv.is_dir():
+        return "warn", (f"{venv} is a venv made before generations: the next `envbuild sync` keeps it as a "
+                        "generation (adopted, not deleted) and switches to a new one")
+    return "skip", f"no venv at {venv}"

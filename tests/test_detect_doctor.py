@@ -138,7 +138,7 @@ def test_doctor_pass_and_mismatch(deployment: Deployment, uv_env: dict[str, str]
     statuses = {c["name"]: c["status"] for c in report["checks"]}
     assert statuses == {
         "uv": "pass", "lock present": "pass", "lock fresh": "pass", "lock integrity": "pass",
-        "venv matches lock": "pass", "torch build": "pass", "torch imports": "pass", "machine runs profile": "pass",
+        "venv matches lock": "pass", "venv generation": "pass", "torch build": "pass", "torch imports": "pass", "machine runs profile": "pass",
         "ComfyUI check": "skip", "index reachable": "pass"}
     probed = [c["detail"] for c in report["checks"] if c["name"] == "index reachable"]
     assert any("/whl/cu126" in d and "named in the lock" in d for d in probed), probed

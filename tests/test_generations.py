@@ -82,13 +82,21 @@ def test_a_venv_made_before_generations_is_adopted_never_deleted(site: Deploymen
     cli(site, env, "lock", "--profile", "cu126")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     (venv / "my-notes.txt").write_text("keep me")
+    assert "WARN  venv generation: " in _doctor(site, env) and "made before generations" in _doctor(site, env)
     synced = cli(site, env, "sync", "--profile", "cu126")
     assert "kept the venv made before generations as .envbuild-generations/adopted-venv-" in synced.stdout
     (adopted,) = (site.root / ".envbuild-generations").glob("adopted-venv-*")
     assert (adopted / "my-notes.txt").read_text() == "keep me"
     assert venv.resolve() == generation_of(site, "cu126")
+    cu126 = generation_of(site, "cu126").name
+    assert f"PASS  venv generation: .venv -> {cu126} (lock locks/cu126 {cu126[-12:]}), made " in _doctor(site, env)
     cli(site, env, "rollback")
     assert venv.resolve() == adopted and (venv / "my-notes.txt").is_file()
+    assert "(a venv made before generations, adopted)" in _doctor(site, env)
+
+
+def _doctor(site: Deployment, env: dict[str, str]) -> str:
+    return run_cli(["doctor", "--profile", "cu126", "--no-import", "--no-probe"], env=env, cwd=site.root).stdout
 
 
 def test_sync_check_failure_leaves_the_venv_path_on_the_old_generation(site: Deployment,
