@@ -44,8 +44,11 @@ def finish_generation(deployment: Deployment, profile: TorchProfile, venv: Path,
     found = generations.read_generation(target)
     if not found.complete:
         folder = deployment.folder(profile)
+        root = deployment.lock_dir  # `update` installs a staged lock: name the folder it will replace
+        if root.name.startswith(f".{profile.name}.staging-"):
+            root = root.parent
         generations.write_generation(target, profile=profile.name, digest=target.name[len(profile.name) + 1:],
-                                     lock=deployment.display(folder.path), folder=folder)
+                                     lock=deployment.display(root / profile.name), folder=folder)
     return switch_to(deployment, venv, target) if switch else []
 
 

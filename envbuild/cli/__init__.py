@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "init": "envbuild.cli.init:init",
     "generations": "envbuild.cli.generations:generations",
     "rollback": "envbuild.cli.rollback:rollback",
+    "update": "envbuild.cli.update:update",
 }
 
 
