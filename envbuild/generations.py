@@ -27,7 +27,6 @@ from envbuild.lockdir import LockFolder
 
 GENERATIONS_DIR = ".envbuild-generations"
 META_NAME = "envbuild-generation.json"
-IN_USE_NAME = ".envbuild-in-use"  # flocked (shared) by every ComfyUI `envbuild run` started in the generation
 LOCK_COPY = ".envbuild-lock"  # the uv.lock and pyproject.toml the generation was built from
 DEFAULT_KEEP = 3
 _HISTORY_LIMIT = 50
@@ -176,10 +175,10 @@ def rollback(venv: Path) -> tuple[Generation | None, Generation]:
 
 
 def in_use(generation: Path) -> bool:
-    """Does a running ComfyUI hold this generation? (its shared flock on IN_USE_NAME)."""
+    """Does a running ComfyUI (or a sync building it) hold this generation? (a shared flock on its marker)"""
     import fcntl
 
-    marker = generation / IN_USE_NAME
+    marker = _in_use_marker(generation)
     try:
         fd = os.open(marker, os.O_RDONLY)
     except OSError:
@@ -198,7 +197,7 @@ def hold_in_use(generation: Path) -> int:
     long as the process (ComfyUI) does, and the kernel drops it when that process ends."""
     import fcntl
 
-    fd = os.open(generation / IN_USE_NAME, os.O_RDONLY | os.O_CREAT, 0o644)
+    fd = os.open(_in_use_marker(generation), os.O_RDONLY | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_SH)
     os.set_inheritable(fd, True)
     return fd
@@ -236,6 +235,12 @@ def size_on_disk(path: Path) -> int:
                 seen.add((stat.st_dev, stat.st_ino))
                 total += stat.st_blocks * 512 if hasattr(stat, "st_blocks") else stat.st_size
     return total
+
+
+def _in_use_marker(generation: Path) -> Path:
+    """Beside the generation, not in it: uv refuses to build a venv into a folder that holds other files,
+    and a sync holds this while it builds (a concurrent prune must not take a generation being built)."""
+    return generation.with_name(f".{generation.name}.in-use")
 
 
 def _links(parent: Path) -> Iterable[Path]:
@@ -277,6 +282,7 @@ def _remove(path: Path) -> None:
     doomed = path.with_name(f".{path.name}.removing")
     os.replace(path, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
+    _in_use_marker(path).unlink(missing_ok=True)
 
 
 def _now() -> str:

@@ -37,22 +37,20 @@ class SyncResult(NamedTuple):
 def sync_profile(
     deployment: Deployment, profile: TorchProfile, venv: Path, *, verify: bool = True, inexact: bool = False,
     python: str | None = None, stream: bool = True, allow_unhashed: bool = False,
-    before_install: Callable[[], None] | None = None, switch: bool | None = True,
+    before_install: Callable[[], None] | None = None, switch: bool = True,
 ) -> SyncResult:
     """`before_install`: called once the lock passed every check, just before uv starts (the CLI starts
-    its GPU fit check there, so it runs while uv works instead of before it). `switch`: True, install
-    the lock as a generation and point the venv path at it; False, build the generation but leave the
-    switch to the caller (`sync --check` tests it first); None, install into the venv path itself."""
+    its GPU fit check there, so it runs while uv works instead of before it). The lock is installed
+    into a generation of its own; `switch=False` leaves pointing the venv path at it to the caller
+    (`sync --check` and `update` test it first)."""
     started = time.perf_counter()
     folder = deployment.folder(profile)
     require_usable(deployment, profile, allow_unhashed=allow_unhashed, then="then `envbuild sync`")
     uv = deployment.uv
     venv = venv.absolute()
-    into = venv
-    if switch is not None:  # generations: install into the lock's own folder, switch the venv path after
-        from envbuild.venvswitch import prepare_generation
+    from envbuild.venvswitch import finish_generation, prepare_generation
 
-        into = prepare_generation(deployment, profile, venv)
+    into = prepare_generation(deployment, profile, venv)  # the lock's own generation (POSIX), else the venv
     if before_install is not None:
         before_install()
     if deployment.mirrors.installs_through:
@@ -65,11 +63,7 @@ def sync_profile(
             raise (_hash_mismatch(exc, folder.uv_lock.read_text(encoding="utf-8"), "the index")
                    or _partly_changed(exc, into, venv)) from None
     build = verify_venv(into, profile) if verify else None
-    switched: list[str] = []
-    if switch is not None:
-        from envbuild.venvswitch import finish_generation
-
-        switched = finish_generation(deployment, profile, venv, into, switch=switch)
+    switched = finish_generation(deployment, profile, venv, into, switch=switch)
     from envbuild.uv import describe_removals
 
     return SyncResult(profile.name, venv, build, time.perf_counter() - started, tuple(describe_removals(output)),

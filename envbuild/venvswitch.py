@@ -32,6 +32,8 @@ def prepare_generation(deployment: Deployment, profile: TorchProfile, venv: Path
         raise UsageError(f"a running ComfyUI uses {target}, and this sync would change packages under it",
                          hint="stop ComfyUI first (nothing was changed)")
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Held until this envbuild exits: a concurrent sync's prune must not remove a generation being built.
+    generations.hold_in_use(target)
     return target
 
 
