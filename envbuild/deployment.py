@@ -169,7 +169,8 @@ def pytorch_base(env: Mapping[str, str]) -> str:
         return CANONICAL_PYTORCH_BASE
     problem = index_url_problem(base)
     if problem:
-        hint = (credentials_hint(None) if "password" in problem
+        hint = (credentials_hint(None) + ", e.g. UV_INDEX_PYTORCH_CU126_USERNAME and UV_INDEX_PYTORCH_CU126_PASSWORD "
+                "for profile cu126's index pytorch-cu126" if "password" in problem
                 else "a base URL such as https://download.pytorch.org/whl (with cu126, ... below it)")
         raise ConfigError(PYTORCH_INDEX_ENV, problem, hint=hint)
     return base.rstrip("/")

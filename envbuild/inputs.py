@@ -18,7 +18,8 @@ from envbuild.merge_rules import guard_torch_family, settle_clobbering
 from envbuild.profiles import TorchProfile
 
 if TYPE_CHECKING:  # the parser is imported when parsing, not to find files (the no-op path)
-    from envbuild.requirements import Diagnostic, MergeResult, ParsedFile, SourcedRequirement
+    from envbuild.merging import MergeResult
+    from envbuild.requirements import Diagnostic, ParsedFile, SourcedRequirement
 
 MANAGER_DIR_NAMES = ("comfyui-manager",)  # matched case-insensitively
 DISABLED_SUFFIX = ".disabled"
@@ -332,7 +333,7 @@ def profile_display_path(profile: TorchProfile, config: Config) -> str:
 
 def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     """Parse and merge everything; stop on conflicts before uv ever runs."""
-    from envbuild.requirements import merge
+    from envbuild.merging import merge
 
     collected = collect_inputs(config)
     requirements: list[SourcedRequirement] = []

@@ -105,7 +105,9 @@ def _check_synced(uv: Uv, folder: LockFolder, profile: TorchProfile, venv: Path,
     hint = f"run `envbuild sync --profile {profile.name} --venv {venv}`"
     if not python.exists():
         raise VerifyError(f"no environment at {venv} (no {python})", hint=hint)
-    output = uv.sync(folder.path, venv, dry_run=True, stream=False)
+    from envbuild.syncing import own_index_env  # a lock made through a PyPI mirror names its own default
+
+    output = uv.sync(folder.path, venv, dry_run=True, stream=False, env_unset=own_index_env(folder))
     installs, removals = package_changes(output)
     if installs:
         shown = ", ".join(installs[:8]) + (f", … ({len(installs)} in all)" if len(installs) > 8 else "")

@@ -44,6 +44,8 @@ def lock_profile(
     if not upgrading and remembered(deployment, profile) is not None:  # a few file hashes, no parsing
         return _up_to_date(folder, started)
     plan = plan_lock(deployment, profile)  # every input error surfaces before anything is written
+    if not upgrading and _current_as_recorded(deployment, plan):  # a fresh clone's first no-op: nothing to write
+        return _up_to_date(folder, started)
     require_owned_lock_dir(deployment)
     try:
         return _lock_planned(deployment, plan, upgrade, upgrade_packages, stream, on_wait, started)
@@ -55,6 +57,13 @@ def lock_profile(
                                 f"{exc.strerror or exc}; the previous lock is untouched",
                           hint="free disk space or make the lock folder writable, then run `envbuild lock` "
                                "again") from None
+
+
+def _current_as_recorded(deployment: Deployment, plan: LockPlan) -> bool:
+    """The full check says current and the fingerprint needs no refresh: nothing to write, so no write lock
+    is taken either (a checkout may be read-only; a lock file would be the only write)."""
+    found = assess(deployment, plan.profile, full=True, plan=plan)
+    return found.state in (CURRENT, UNHASHED) and _refreshed(plan) is None
 
 
 def _lock_planned(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade_packages: Sequence[str],
@@ -214,14 +223,25 @@ def _with_network_advice(exc: IndexUnreachableError, deployment: Deployment,
     return exc
 
 
-def _refresh_fingerprint(plan: LockPlan) -> None:
-    """Only comments or formatting changed: remember the new bytes so the next run is a fast no-op."""
+def _refreshed(plan: LockPlan) -> str | None:
+    """The fingerprint to record now that only comments or formatting changed (None: it is as recorded,
+    byte for byte)."""
     recorded = plan.folder.read_fingerprint()
     if recorded is None:
-        return
-    refreshed = plan.fingerprint._replace(uv_lock_sha256=recorded.uv_lock_sha256, extra=recorded.extra)
-    if refreshed != recorded:
-        atomic_write(plan.folder.fingerprint_path, refreshed.to_json())
+        return None
+    text = plan.fingerprint._replace(uv_lock_sha256=recorded.uv_lock_sha256, extra=recorded.extra).to_json()
+    try:
+        same = plan.folder.fingerprint_path.read_text(encoding="utf-8") == text
+    except OSError:
+        same = False
+    return None if same else text
+
+
+def _refresh_fingerprint(plan: LockPlan) -> None:
+    """Only comments or formatting changed: remember the new bytes so the next run is a fast no-op."""
+    text = _refreshed(plan)
+    if text is not None:
+        atomic_write(plan.folder.fingerprint_path, text)
 
 
 def _up_to_date(folder: LockFolder, started: float) -> LockResult:

@@ -21,7 +21,7 @@ def guard_torch_family(family: list[SourcedRequirement], inputs: list[SourcedReq
     from packaging.specifiers import SpecifierSet
     from packaging.utils import canonicalize_name
 
-    from envbuild.requirements import specifiers_satisfiable
+    from envbuild.merging import specifiers_satisfiable
 
     pinned = {canonicalize_name(req.requirement.name): req for req in family}
     for item in inputs:

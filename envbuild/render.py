@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from envbuild.profiles import TorchProfile, canonical_name
 
 if TYPE_CHECKING:  # tomlkit and the merger are only needed when a render really happens
-    from envbuild.requirements import MergeResult
+    from envbuild.merging import MergeResult
 
 # Bump when the rendered shape changes, so existing locks are seen as needing a re-lock.
 RENDER_VERSION = 2

@@ -143,7 +143,8 @@ def ready(tmp_path: Path, uv_env: dict[str, str], index_server: Catalogue) -> De
     d = make_deployment(tmp_path / "site", profiles=("cu126",))
     (d.comfyui / "main.py").write_text(FAKE_MAIN, encoding="utf-8")
     for args in (["lock"], ["sync"]):
-        assert run_cli(args, env=uv_env, cwd=d.root).returncode == 0
+        result = run_cli(args, env=uv_env, cwd=d.root)
+        assert result.returncode == 0, result
     return d
 
 
@@ -152,7 +153,7 @@ def test_run_refuses_a_stale_lock_and_a_venv_that_does_not_hold_the_lock(
 ) -> None:
     ready.add_node("NewNode", "einops\nsix\n")
     stale = run_cli(["run"], env=uv_env, cwd=ready.root)
-    assert stale.returncode == 1 and "Traceback" not in stale.stderr
+    assert stale.returncode == 4 and "Traceback" not in stale.stderr, stale
     assert "the lock for profile cu126 is out of date: data/custom_nodes/NewNode/requirements.txt is a new input" \
         in stale.stderr
     assert "envbuild lock --profile cu126" in stale.stderr
@@ -164,16 +165,16 @@ def test_run_refuses_a_stale_lock_and_a_venv_that_does_not_hold_the_lock(
     subprocess.run([str(uv_bin), "pip", "install", "--python", str(venv_python(ready.venv)), "numpy==1.26.4"],
                    env=uv_env, check=True, capture_output=True)
     moved = run_cli(["run"], env=uv_env, cwd=ready.root)
-    assert moved.returncode == 1
+    assert moved.returncode == 7, moved
     assert "does not hold the lock of profile cu126: a sync would install numpy==2.1.0" in moved.stderr
     assert f"envbuild sync --profile cu126 --venv {ready.venv}" in moved.stderr
 
     missing = run_cli(["run", "--venv", "elsewhere"], env=uv_env, cwd=ready.root)
-    assert missing.returncode == 1 and "no environment at" in missing.stderr
+    assert missing.returncode == 7 and "no environment at" in missing.stderr, missing
 
 
 def test_extra_packages_are_a_warning_and_sync_says_what_it_removed(
-    ready: Deployment, uv_env: dict[str, str], uv_bin: Path, monkeypatch: pytest.MonkeyPatch
+    ready: Deployment, uv_env: dict[str, str], uv_bin: Path
 ) -> None:
     import subprocess
 
@@ -187,13 +188,11 @@ def test_extra_packages_are_a_warning_and_sync_says_what_it_removed(
     # The exact sync removes it; describe_removals turns uv's own output into the message.
     from envbuild.uv import get_uv
 
-    for key, value in uv_env.items():
-        monkeypatch.setenv(key, value)
-    output = get_uv().sync(ready.locks / "cu126", ready.venv, stream=False)
+    output = get_uv(uv_env).sync(ready.locks / "cu126", ready.venv, stream=False)
     lines = describe_removals(output)
     assert lines[0].startswith("sync removed 1 package(s) the lock does not list: six==1.17.0 (sync is exact;")
     assert "`envbuild lock`" in lines[1]
-    assert describe_removals(get_uv().sync(ready.locks / "cu126", ready.venv, stream=False)) == []
+    assert describe_removals(get_uv(uv_env).sync(ready.locks / "cu126", ready.venv, stream=False)) == []
 
 
 def test_package_changes_reads_uv_lines_and_a_version_change_is_no_removal() -> None:

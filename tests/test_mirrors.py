@@ -17,6 +17,7 @@ import pytest
 
 from envbuild.errors import ConfigError
 from envbuild.mirrors import Mirrors, install_rules, resolve_mirrors, rewrite_lock_text
+from envbuild.profiles import CANONICAL_PYTORCH_BASE
 from envbuild.uvlock import parse_uv_lock
 from tests.support.deploy import Deployment, locked_versions, make_deployment, run_cli, torch_in_venv
 from tests.support.wheels import build_torch_wheel
@@ -97,7 +98,7 @@ def test_rewrite_keeps_hashes_and_maps_pypi_files(tmp_path: Path) -> None:
         'wheels = [{ url = "https://files.pythonhosted.org/packages/b7/ce/six-1.17.0.whl", hash = "sha256:bb" }]\n'
     )
     mirrors = Mirrors(pytorch="https://mirrors.example.cn/pytorch-wheels", pypi="https://pypi.example.cn/simple")
-    out = rewrite_lock_text(lock, install_rules(parse_uv_lock(lock, "uv.lock"), mirrors, {}))
+    out = rewrite_lock_text(lock, install_rules(parse_uv_lock(lock, "uv.lock"), mirrors, CANONICAL_PYTORCH_BASE))
     assert 'url = "https://mirrors.example.cn/pytorch-wheels/cu126/torch-2.7.1%2Bcu126-cp312.whl"' in out
     assert 'url = "https://mirrors.example.cn/pytorch-wheels/cu126/torch-2.7.1%2Bcu126-cp313.whl"' in out
     assert 'registry = "https://pypi.example.cn/simple"' in out
@@ -145,7 +146,7 @@ def test_a_mirror_serving_other_bytes_fails_on_the_locks_hash_and_installs_nothi
     result = run_cli(["sync", "--profile", "cu128", "--venv", str(deployment.venv),
                       "--mirror", f"{index_server.url}/mirror/whl", "--pypi-mirror", f"{index_server.url}/mirror-pypi/simple"],
                      env=env, cwd=deployment.root)
-    assert result.returncode != 0
+    assert result.returncode == 5, result
     assert "hash mismatch" in result.stderr.lower() and "torch" in result.stderr, locked
     assert f"{index_server.url}/mirror/whl/cu128/files/torch-2.8.0%2Bcu128" in result.stderr
     assert "nothing was installed" in result.stderr
@@ -162,7 +163,7 @@ def test_a_mirror_missing_a_file_fails_naming_the_url(deployment: Deployment, uv
     env = dict(uv_env, UV_CACHE_DIR=str(tmp_path / "fresh-cache"))
     result = run_cli(["sync", "--profile", "cu126", "--venv", str(deployment.venv),
                       "--mirror", f"{index_server.url}/mirror/whl"], env=env, cwd=deployment.root)
-    assert result.returncode != 0
+    assert result.returncode == 6, result
     assert f"{index_server.url}/mirror/whl/cu126/files/torchaudio-2.7.1" in result.stderr
     assert "404" in result.stderr and "Traceback" not in result.stderr
 
@@ -175,7 +176,7 @@ def test_a_slow_mirror_past_the_timeout_fails_clearly(deployment: Deployment, uv
     env = dict(uv_env, UV_CACHE_DIR=str(tmp_path / "fresh-cache"), ENVBUILD_MIRROR_TIMEOUT="1", UV_HTTP_RETRIES="0")
     result = run_cli(["sync", "--profile", "cu126", "--venv", str(deployment.venv),
                       "--mirror", f"{index_server.url}/mirror/whl"], env=env, cwd=deployment.root, timeout=120)
-    assert result.returncode != 0
+    assert result.returncode == 6, result
     assert "timed out" in result.stderr and "/mirror/whl/cu126/" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -217,7 +218,7 @@ def test_flat_mirror_locks_through_a_find_links_page(deployment: Deployment, uv_
     assert torch_in_venv(deployment.venv)[1] == "12.6"
     # Without the mirror setting the lock no longer matches what this machine would lock: said plainly.
     result = run_cli(["sync", "--profile", "cu126", "--venv", str(deployment.venv)], env=uv_env, cwd=deployment.root)
-    assert result.returncode != 0 and "the torch index changed" in result.stderr
+    assert result.returncode == 4 and "the torch index changed" in result.stderr
 
 
 def test_user_file_mirror_installs_but_never_enters_the_committed_lock(

@@ -151,7 +151,8 @@ def _summary(events: list[LockEvent]) -> list[str]:
     rows = [("profile", "result", "packages", "seconds")]
     for e in events:
         if e.result is not None:
-            rows.append((e.profile, e.result.status, str(e.result.packages), f"{e.result.seconds:.2f}"))
+            status = "current" if e.result.status == "up-to-date" else e.result.status
+            rows.append((e.profile, status, str(e.result.packages), f"{e.result.seconds:.2f}"))
         else:
             rows.append((e.profile, "FAILED", "-", "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

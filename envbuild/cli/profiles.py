@@ -58,7 +58,8 @@ def update(ctx: click.Context, names: tuple[str, ...], write: bool, offline: boo
     \b
     Reads each profile's index (ENVBUILD_PYTORCH_INDEX applies) and, for [pypi] tables and
     profiles without an index, UV_DEFAULT_INDEX or PyPI: PEP 691 JSON or PEP 503 HTML pages and
-    wheel metadata, never whole wheels. Exits 1 when an index could not be read.
+    wheel metadata, never whole wheels. Exits 6 when an index could not be read, 1 when a table has no
+    compatible set.
     """
 
     from envbuild.catalogue import update_profiles, write_updates
@@ -73,7 +74,11 @@ def update(ctx: click.Context, names: tuple[str, ...], write: bool, offline: boo
         show(_json(report, config, written))
     else:
         _print(ctx, report, config, written, write=write, offline=offline)
-    if report.unreadable or any(t.error for t in report.tables):
+    if report.unreadable:  # an index that could not be read: the same code as uv's unreachable index
+        from envbuild.errors import IndexUnreachableError
+
+        ctx.exit(IndexUnreachableError.exit_code)
+    if any(t.error for t in report.tables):
         ctx.exit(1)
 
 
