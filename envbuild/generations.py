@@ -13,7 +13,6 @@ another takes its name), so there `sync` keeps building the venv in place.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
@@ -123,6 +122,8 @@ def adopt(venv: Path) -> Generation | None:
     deleted. Its console scripts keep naming the old path, which stays valid while it is current."""
     if venv.is_symlink() or not venv.is_dir():
         return None
+    import datetime
+
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     target = generations_dir(venv) / f"adopted-{venv.name.lstrip('.')}-{stamp}"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -286,4 +287,7 @@ def _remove(path: Path) -> None:
 
 
 def _now() -> str:
+    """datetime is imported here: a no-op sync (an existing generation, already current) never needs it."""
+    import datetime
+
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
