@@ -63,14 +63,15 @@ def prepare_run(deployment: Deployment, profile: TorchProfile, venv: Path, args:
     from envbuild.generations import current
 
     # Through the generation's real path: a later switch of the venv path does not change a live ComfyUI.
-    generation = current(venv.absolute())
-    venv = generation or venv.absolute()
+    link = venv.absolute()
+    generation = current(link)
+    venv = generation or link
     main = _main_py(config)
     folder = deployment.folder(profile)
     require_usable(deployment, profile, allow_unhashed=True,
                    then=f"then `envbuild sync --profile {profile.name}`")  # sync refused unhashed files
     python = venv_python(venv)
-    extras = _check_synced(deployment.uv, folder, profile, venv, python)
+    extras = _check_synced(deployment.uv, folder, profile, venv, python, link)
     guard = guard_environment(folder.path, profile, env, deployment.canonical_index(profile),
                               deployment.default_index)
     # `uv pip` (the Manager's uv mode) must install into this venv, whatever the user's shell points at.
@@ -98,20 +99,22 @@ def _main_py(config: Config) -> Path:
     return main
 
 
-def _check_synced(uv: Uv, folder: LockFolder, profile: TorchProfile, venv: Path, python: Path) -> list[str]:
+def _check_synced(uv: Uv, folder: LockFolder, profile: TorchProfile, venv: Path, python: Path,
+                  shown: Path) -> list[str]:
     """`uv sync --locked --dry-run`: offline and about 30 ms, and it compares every locked package
     (version and source), where reading torch alone would miss a node that replaced numpy.
-    Packages the lock lacks are returned, not refused: nodes installed at runtime add them."""
-    hint = f"run `envbuild sync --profile {profile.name} --venv {venv}`"
+    Packages the lock lacks are returned, not refused: nodes installed at runtime add them.
+    `shown`: the venv path as the user names it (`venv` may be the generation it links to)."""
+    hint = f"run `envbuild sync --profile {profile.name} --venv {shown}`"
     if not python.exists():
-        raise VerifyError(f"no environment at {venv} (no {python})", hint=hint)
+        raise VerifyError(f"no environment at {shown} (no {python})", hint=hint)
     from envbuild.syncing import own_index_env  # a lock made through a PyPI mirror names its own default
 
     output = uv.sync(folder.path, venv, dry_run=True, stream=False, env_unset=own_index_env(folder))
     installs, removals = package_changes(output)
     if installs:
-        shown = ", ".join(installs[:8]) + (f", … ({len(installs)} in all)" if len(installs) > 8 else "")
-        raise VerifyError(f"{venv} does not hold the lock of profile {profile.name}: a sync would install {shown}",
+        listed = ", ".join(installs[:8]) + (f", … ({len(installs)} in all)" if len(installs) > 8 else "")
+        raise VerifyError(f"{shown} does not hold the lock of profile {profile.name}: a sync would install {listed}",
                           hint=hint)
     return removals
 
