@@ -56,9 +56,18 @@ def finish_generation(deployment: Deployment, profile: TorchProfile, venv: Path,
 
 def switch_to(deployment: Deployment, venv: Path, target: Path) -> list[str]:
     """Point the venv path at `target` (adopting a real venv folder first), then remove generations
-    beyond [generations] keep. Nothing to do when it already points there."""
+    beyond [generations] keep. Nothing to do when it already points there. Two envbuilds switching
+    the same venv path take turns (its history and the prune must not interleave)."""
     if generations.current(venv) == target:
         return []
+    from envbuild.fsio import exclusive_lock
+
+    with exclusive_lock(generations.generations_dir(venv) / f".{venv.name}.switch.lock",
+                        timeout=deployment.lock_timeout):
+        return _switch_locked(deployment, venv, target)
+
+
+def _switch_locked(deployment: Deployment, venv: Path, target: Path) -> list[str]:
     said: list[str] = []
     adopted = generations.adopt(venv)
     if adopted is not None:

@@ -195,3 +195,22 @@ def test_run_starts_comfyui_in_the_generation_and_holds_it_across_a_switch(site:
         proc.kill()
         proc.wait()
     assert not generations.in_use(cu126)  # the kernel dropped the lock with the process
+
+
+def test_sync_refuses_to_change_a_generation_a_running_comfyui_uses(site: Deployment, env: dict[str, str],
+                                                                   uv_bin: Path) -> None:
+    cli(site, env, "lock", "--profile", "cu126")
+    cli(site, env, "sync", "--profile", "cu126")
+    cu126 = generation_of(site, "cu126")
+    subprocess.run([str(uv_bin), "pip", "install", "-q", "--python", str(cu126 / "bin" / "python"), "six"],
+                   env=env, check=True)  # a node installed a package at runtime: an exact sync would remove it
+    holder = _hold(cu126)
+    try:
+        refused = cli(site, env, "sync", "--profile", "cu126", code=2)
+        assert f"a running ComfyUI uses {cu126}, and this sync would change packages under it" in refused.stderr
+        assert list((cu126 / "lib").glob("python3*/site-packages/six-*.dist-info")), "the live generation was changed"
+    finally:
+        holder.kill()
+        holder.wait()
+    cli(site, env, "sync", "--profile", "cu126")  # ComfyUI stopped: the sync makes it exact again
+    assert not list((cu126 / "lib").glob("python3*/site-packages/six-*.dist-info"))
