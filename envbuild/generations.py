@@ -151,6 +151,14 @@ def switch(venv: Path, generation: Path) -> None:
     _append_history(venv, generation.name)
 
 
+def require_current(venv: Path) -> Path:
+    now = current(venv)
+    if now is None:
+        raise UsageError(f"{venv} is not a generation envbuild made, so there is nothing to roll back to",
+                         hint="`envbuild sync` builds generations; see `envbuild generations`")
+    return now
+
+
 def previous(venv: Path) -> Generation | None:
     """The generation the venv path pointed at before the current one (that still exists)."""
     now = current(venv)
@@ -163,10 +171,7 @@ def previous(venv: Path) -> Generation | None:
 
 def rollback(venv: Path) -> tuple[Generation | None, Generation]:
     """Switch back to the previous generation; (from, to). A second rollback switches forth again."""
-    now = current(venv)
-    if now is None:
-        raise UsageError(f"{venv} is not a generation envbuild made, so there is nothing to roll back to",
-                         hint="`envbuild sync` builds generations; see `envbuild generations`")
+    now = require_current(venv)
     before = previous(venv)
     if before is None:
         raise UsageError(f"{venv} has no previous generation to roll back to (it is on {now.name})",

@@ -7,6 +7,7 @@ never changed under it.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -60,11 +61,15 @@ def switch_to(deployment: Deployment, venv: Path, target: Path) -> list[str]:
     the same venv path take turns (its history and the prune must not interleave)."""
     if generations.current(venv) == target:
         return []
+    with _switching(deployment, venv):
+        return _switch_locked(deployment, venv, target)
+
+
+def _switching(deployment: Deployment, venv: Path) -> AbstractContextManager[None]:
     from envbuild.fsio import exclusive_lock
 
-    with exclusive_lock(generations.generations_dir(venv) / f".{venv.name}.switch.lock",
-                        timeout=deployment.lock_timeout):
-        return _switch_locked(deployment, venv, target)
+    return exclusive_lock(generations.generations_dir(venv) / f".{venv.name}.switch.lock",
+                          timeout=deployment.lock_timeout)
 
 
 def _switch_locked(deployment: Deployment, venv: Path, target: Path) -> list[str]:
@@ -129,7 +134,9 @@ class Rollback(NamedTuple):
 def roll_back(deployment: Deployment, venv: Path) -> Rollback:
     """Switch the venv path to its previous generation, and say whether the committed lock still matches
     it: `envbuild run` refuses an environment that does not hold the committed lock."""
-    left, now = generations.rollback(venv)
+    generations.require_current(venv)  # before the lock: no generations folder made for a venv without one
+    with _switching(deployment, venv):
+        left, now = generations.rollback(venv)
     return Rollback(left, now, _lock_note(deployment, now))
 
 

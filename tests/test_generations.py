@@ -214,3 +214,9 @@ def test_sync_refuses_to_change_a_generation_a_running_comfyui_uses(site: Deploy
         holder.wait()
     cli(site, env, "sync", "--profile", "cu126")  # ComfyUI stopped: the sync makes it exact again
     assert not list((cu126 / "lib").glob("python3*/site-packages/six-*.dist-info"))
+
+
+def test_rollback_without_generations_says_so_and_makes_nothing(site: Deployment, env: dict[str, str]) -> None:
+    result = cli(site, env, "rollback", code=2)
+    assert "is not a generation envbuild made, so there is nothing to roll back to" in result.stderr
+    assert not (site.root / ".envbuild-generations").exists()
