@@ -23,13 +23,14 @@ CONFIG_NAME = "envbuild.toml"
 DEFAULT_REQUIRES_PYTHON = ">=3.10"
 NO_SETTINGS: Mapping[str, Any] = MappingProxyType({})  # an immutable default, shared safely
 DEFAULT_REGISTRY = "https://api.comfy.org"  # the Comfy Registry ([nodes] registry overrides it)
-_SECTIONS = {"comfyui", "manager", "nodes", "lock", "mirrors", "custom-nodes"}
+_SECTIONS = {"comfyui", "manager", "nodes", "lock", "mirrors", "custom-nodes", "generations"}
 _KEYS: Mapping[str, set[str]] = {
     "comfyui": {"path", "base-directory", "listen", "port", "git", "ref"},
     "manager": {"path", "enabled", "git", "ref"},
     "nodes": {"dirs", "exclude", "registry"},
     "lock": {"dir", "requires-python", "profiles", "extra-requirements", "profiles-dir", "torch-source"},
     "mirrors": {"pytorch", "pytorch-layout", "pypi", "pypi-files", "mode", "timeout"},  # see mirrors.py
+    "generations": {"keep"},  # see generations.py
 }
 _TABLE_OF_TABLES = {"custom-nodes"}  # one table per node, checked by pins.read_pins
 
@@ -64,6 +65,7 @@ class Config(NamedTuple):
     manager_git: GitSource | None = None
     node_pins: tuple[NodePin, ...] = ()  # [custom-nodes.<name>]: nodes at a commit (`envbuild fetch`, `node`)
     node_registry: str = DEFAULT_REGISTRY  # [nodes] registry: the Comfy Registry's API base
+    keep_generations: int = 3  # venv generations kept beside the venv path (current and previous always)
 
     def display(self, path: Path) -> str:
         """A path as it should appear in generated files: relative to the project, posix. Symlinks are not
@@ -179,7 +181,16 @@ def _read_config(path: Path) -> Config:
         manager_git=manager_git,
         node_pins=_node_pins(data.get("custom-nodes"), path),
         node_registry=_registry(nodes.get("registry", DEFAULT_REGISTRY), path),
+        keep_generations=_keep_generations(data.get("generations", {}), path),
     )
+
+
+def _keep_generations(table: Mapping[str, Any], path: Path) -> int:
+    keep = expect(table.get("keep", 3), int, "generations.keep", path)
+    if keep < 1:
+        raise ConfigError(path, f"`generations.keep` must be at least 1, not {keep}",
+                          hint="the current generation and the previous one are always kept besides")
+    return int(keep)
 
 
 def _torch_source(value: Any, path: Path) -> str | None:

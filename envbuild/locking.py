@@ -7,8 +7,9 @@ only then does it replace the committed one. A lock whose folder is already curr
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -148,35 +149,46 @@ def _ignore_scratch_files(lock_dir: Path) -> None:
 def _lock_staged(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade_packages: Sequence[str],
                  stream: bool, seed: bool) -> tuple[str, str, tuple[str, ...]]:
     """Lock a copy beside the folder; only a successful, audited lock replaces the committed one."""
+    profile = plan.profile
+    remove_stale_staging(deployment.lock_dir, profile.name)  # we hold the profile's lock: a killed run's
+    with staging_dir(deployment.lock_dir, profile.name) as staged:
+        lock_text, summary, unhashed = _write_lock(deployment, plan, staged, upgrade, upgrade_packages, stream, seed)
+        replace_dir(staged, plan.folder.path)
+    remember_new_lock(deployment, plan, unhashed)
+    return lock_text, summary, _unhashed_notes(unhashed)
+
+
+def _unhashed_notes(unhashed: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"no sha256 in the lock for {item} (sync will refuse it without --allow-unhashed)"
+                 for item in unhashed)
+
+
+def _write_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: bool, upgrade_packages: Sequence[str],
+                stream: bool, seed: bool) -> tuple[str, str, tuple[str, ...]]:
+    """uv locks `staged` (seeded with the committed lock), audited, fingerprinted, with its torch guard."""
     from envbuild import guard
     from envbuild.audit import audit_texts, require_clean
 
     profile = plan.profile
-    remove_stale_staging(deployment.lock_dir, profile.name)  # we hold the profile's lock: a killed run's
-    with staging_dir(deployment.lock_dir, profile.name) as staged:
-        atomic_write(staged / "pyproject.toml", plan.pyproject)
-        if seed:  # the previous lock is uv's starting point: re-locking keeps versions unless asked
-            import shutil
+    atomic_write(staged / "pyproject.toml", plan.pyproject)
+    if seed:  # the previous lock is uv's starting point: re-locking keeps versions unless asked
+        import shutil
 
-            shutil.copyfile(plan.folder.uv_lock, staged / "uv.lock")
-        try:
-            summary = deployment.uv.lock(staged, upgrade=upgrade, upgrade_packages=upgrade_packages, stream=stream,
-                                         env_set=_mirror_env(deployment), env_unset=_unset_env(plan))
-        except IndexUnreachableError as exc:
-            raise _with_network_advice(exc, deployment, profile) from None
-        lock_text = (staged / "uv.lock").read_text(encoding="utf-8")
-        report = audit_texts(plan.pyproject, lock_text, profile, folder=staged,
-                             indexes=deployment.indexes(profile)[:3], pytorch_bases=deployment.pytorch_bases())
-        require_clean(report, allow_unhashed=True)  # the index may omit hashes: said below, refused at sync
-        unhashed = tuple(a.describe() for a in report.unhashed)
-        fingerprint = plan.fingerprint.with_lock(lock_text, _today())
-        atomic_write(staged / plan.folder.fingerprint_path.name, fingerprint.to_json())
-        guard.write_constraints(staged, profile, lock_text)  # the torch guard, from the lock just made
-        replace_dir(staged, plan.folder.path)
-    remember_new_lock(deployment, plan, unhashed)
-    notes = tuple(f"no sha256 in the lock for {item} (sync will refuse it without --allow-unhashed)"
-                  for item in unhashed)
-    return lock_text, summary, notes
+        shutil.copyfile(plan.folder.uv_lock, staged / "uv.lock")
+    try:
+        summary = deployment.uv.lock(staged, upgrade=upgrade, upgrade_packages=upgrade_packages, stream=stream,
+                                     env_set=_mirror_env(deployment), env_unset=_unset_env(plan))
+    except IndexUnreachableError as exc:
+        raise _with_network_advice(exc, deployment, profile) from None
+    lock_text = (staged / "uv.lock").read_text(encoding="utf-8")
+    report = audit_texts(plan.pyproject, lock_text, profile, folder=staged,
+                         indexes=deployment.indexes(profile)[:3], pytorch_bases=deployment.pytorch_bases())
+    require_clean(report, allow_unhashed=True)  # the index may omit hashes: said below, refused at sync
+    unhashed = tuple(a.describe() for a in report.unhashed)
+    fingerprint = plan.fingerprint.with_lock(lock_text, _today())
+    atomic_write(staged / plan.folder.fingerprint_path.name, fingerprint.to_json())
+    guard.write_constraints(staged, profile, lock_text)  # the torch guard, from the lock just made
+    return lock_text, summary, unhashed
 
 
 def _mirror_env(deployment: Deployment) -> dict[str, str]:
@@ -293,3 +305,51 @@ def _today() -> str:
     import datetime
 
     return datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+
+
+class StagedLock(NamedTuple):
+    """A lock made and audited in a staging folder, not yet swapped in (`update` installs and checks it first)."""
+
+    folder: LockFolder  # <lock dir>/.<profile>.staging-*/<profile>/
+    deployment: Deployment  # the same deployment with the staging folder as its lock folder: sync installs from it
+    plan: LockPlan  # the plan for the committed folder, which commit_staged replaces
+    lock_text: str
+    summary: str
+    unhashed: tuple[str, ...]
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return (*self.plan.fingerprint.warnings, *_unhashed_notes(self.unhashed))
+
+
+@contextlib.contextmanager
+def staged_lock(deployment: Deployment, profile: TorchProfile, *, upgrade: bool = False,
+                upgrade_packages: Sequence[str] = (), stream: bool = True,
+                on_wait: Callable[[], None] | None = None) -> Iterator[StagedLock]:
+    """Lock into a staging folder and hand it over without swapping it in; `commit_staged` swaps it in.
+    The profile's write lock is held for the whole block (no other lock of the profile meanwhile); a
+    block left without a commit leaves the committed lock as it was, and the staged one is removed."""
+    import dataclasses
+
+    plan = plan_lock(deployment, profile)
+    require_owned_lock_dir(deployment)
+    _ignore_scratch_files(deployment.lock_dir)
+    with exclusive_lock(deployment.lock_dir / f".{profile.name}.lock", timeout=deployment.lock_timeout,
+                        on_wait=on_wait):
+        found = assess(deployment, profile, full=True, plan=plan)
+        seed = found.state != "missing" and found.report is not None and not found.report.tampering
+        remove_stale_staging(deployment.lock_dir, profile.name)
+        with staging_dir(deployment.lock_dir, profile.name) as root:
+            folder = LockFolder(root, profile.name)
+            folder.path.mkdir()
+            lock_text, summary, unhashed = _write_lock(deployment, plan, folder.path, upgrade, upgrade_packages,
+                                                       stream, seed)
+            remember_new_lock(deployment, plan._replace(folder=folder), unhashed)
+            staged = dataclasses.replace(deployment, config=deployment.config._replace(lock_dir=root))
+            yield StagedLock(folder, staged, plan, lock_text, summary, unhashed)
+
+
+def commit_staged(deployment: Deployment, staged: StagedLock) -> None:
+    """Swap a staged lock in for the committed one (inside `staged_lock`'s block)."""
+    replace_dir(staged.folder.path, staged.plan.folder.path)
+    remember_new_lock(deployment, staged.plan, staged.unhashed)

@@ -213,7 +213,7 @@ def test_a_wheel_that_disagrees_with_its_metadata_is_refused_at_install(
     assert result.returncode == 6, result
     assert "torchaudio-2.8.0+cu128-py3-none-any.whl" in result.stderr
     assert "Wheel version does not match filename (2.8.1+cu128 != 2.8.0+cu128)" in result.stderr
-    assert f"uv had already changed {site.venv} when it failed, so it is incomplete now" in result.stderr
+    assert f"{site.venv} was not switched: it still points at the environment it had" in result.stderr
 
     index_server.reset()
     cli(site, env, "lock", "--profile", "cu128", "--upgrade-package", "torchaudio")

@@ -133,6 +133,7 @@ def test_from_zero_to_comfyui(tmp_path: Path, uv_env: dict[str, str], node_index
     assert f"node ComfyUI-KJNodes: cloned at {node_commit[:12]}" in fetched.stdout  # type: ignore[attr-defined]
     envbuild("sync")
     venv = site / ".venv"
+    generation = venv.resolve()  # `run` starts ComfyUI in the generation itself: a later switch spares it
     assert torch_in_venv(venv) == ("2.7.1+cu126", "12.6")
     setup = envbuild("manager", "setup")
     config_ini = site / "data" / "user" / "__manager" / "config.ini"
@@ -147,14 +148,14 @@ def test_from_zero_to_comfyui(tmp_path: Path, uv_env: dict[str, str], node_index
         assert isinstance(install, dict) and install["returncode"] != 0, install
         assert "2.7.1+cu126" in install["output"]
         if tool == "uv":  # `uv pip` found the venv envbuild started ComfyUI with, not the shell's UV_PYTHON
-            assert f"environment at: {venv}" in install["output"]
+            assert f"environment at: {generation}" in install["output"]
         assert (started["torch"], started["cuda"]) == ("2.7.1+cu126", "12.6")
 
     ran = envbuild("run", "--", "--port", "8190")
     out = comfy_output(ran)
     assert out["argv"] == ["--base-directory", str(site / "data"), "--listen", "0.0.0.0", "--port", "8188",
                            "--port", "8190"]  # ComfyUI's argparse keeps the last --port
-    assert out["executable"] == str(venv_python(venv)) and out["VIRTUAL_ENV"] == str(venv)
+    assert out["executable"] == str(venv_python(generation)) and out["VIRTUAL_ENV"] == str(generation)
     assert out["cwd"] == str(site / "ComfyUI") and out["cuda"] == "12.6"
     assert out["PIP_CONSTRAINT"] == str(site / "locks" / "cu126" / "constraints.txt")
     assert "cu126: starting ComfyUI with" in ran.stdout  # type: ignore[attr-defined]

@@ -137,8 +137,8 @@ def test_doctor_pass_and_mismatch(deployment: Deployment, uv_env: dict[str, str]
     assert result.returncode == 0, result
     statuses = {c["name"]: c["status"] for c in report["checks"]}
     assert statuses == {
-        "uv": "pass", "lock present": "pass", "lock state": "pass",
-        "venv matches lock": "pass", "torch build": "pass", "torch imports": "pass", "machine runs profile": "pass",
+        "uv": "pass", "lock present": "pass", "lock state": "pass", "venv matches lock": "pass",
+        "venv generation": "pass", "torch build": "pass", "torch imports": "pass", "machine runs profile": "pass",
         "ComfyUI check": "skip", "index reachable": "pass"}
     state = next(c["detail"] for c in report["checks"] if c["name"] == "lock state")
     assert state.startswith("current: ") and "only the audit ran" not in state, state

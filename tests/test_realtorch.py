@@ -223,7 +223,10 @@ def workspace(tmp_path: Path) -> Iterator[Workspace]:
     try:
         yield space
     finally:
+        if space.venv.is_symlink():  # a link to its generation (rmtree refuses links)
+            space.venv.unlink()
         shutil.rmtree(space.venv, ignore_errors=True)
+        shutil.rmtree(space.root / ".envbuild-generations", ignore_errors=True)
         if not space.keep_cache:
             shutil.rmtree(cache, ignore_errors=True)
 

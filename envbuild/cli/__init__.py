@@ -33,6 +33,9 @@ COMMANDS: dict[str, str] = {
     "check": "envbuild.cli.check:check",
     "init": "envbuild.cli.init:init",
     "node": "envbuild.cli.node:node",
+    "generations": "envbuild.cli.generations:generations",
+    "rollback": "envbuild.cli.rollback:rollback",
+    "update": "envbuild.cli.update:update",
 }
 
 
