@@ -25,11 +25,12 @@ from envbuild.lockdir import LockFolder, sha256_text
 from envbuild.profiles import CANONICAL_PYTORCH_BASE, TorchProfile
 from envbuild.tomlfile import parse_toml
 from envbuild.uvlock import Dependency, LockedPackage, LockFile, parse_uv_lock
+from envbuild.variants import VariantGroup, builtin_groups
 
 _SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
 # Settings that change where packages come from; envbuild never writes them.
 _REDIRECTING_KEYS = ("index-url", "extra-index-url", "find-links", "no-index", "index-strategy",
-                     "no-sources", "override-dependencies")
+                     "no-sources")
 # Platform variables whose `==`/`!=` atoms decide whether two markers can hold together.
 _PLATFORM_VARS = frozenset({"sys_platform", "platform_machine", "platform_system", "os_name",
                             "implementation_name", "platform_python_implementation"})
@@ -258,6 +259,21 @@ def _normal_source(source: Mapping[str, Any]) -> dict[str, str]:
     return result
 
 
+def _override_problems(uv: Mapping[str, Any], pyproject: Mapping[str, Any],
+                       groups: Sequence[VariantGroup]) -> list[str]:
+    """envbuild writes overrides only to drop the other members of a variant group (envbuild.variants)."""
+    from envbuild.variants import is_rendered_override
+
+    overrides = uv.get("override-dependencies", [])
+    if not isinstance(overrides, list):
+        return ["[tool.uv] override-dependencies is not a list (envbuild writes a list of requirements)"]
+    deps = _table(pyproject.get("project")).get("dependencies") or []
+    direct = [re.split(r"[\s\[;<>=!~@(]", str(d), maxsplit=1)[0] for d in deps]
+    return [f"[tool.uv] override-dependencies has `{item}`, which envbuild never writes (it only drops the other "
+            "members of a variant group)" for item in overrides
+            if not isinstance(item, str) or not is_rendered_override(item, groups, direct)]
+
+
 def _setting_problems(uv: Mapping[str, Any], profile: TorchProfile) -> list[str]:
     problems = [f"[tool.uv] sets `{key}`, which changes where packages come from (envbuild never writes it)"
                 for key in _REDIRECTING_KEYS if key in uv]
@@ -325,11 +341,13 @@ def _fingerprint_problems(folder: LockFolder, pyproject_text: str, lock_text: st
 
 def audit_texts(pyproject_text: str, lock_text: str, profile: TorchProfile, *, folder: Path,
                 indexes: tuple[str | None, str | None, str],
-                pytorch_bases: Sequence[str] = (CANONICAL_PYTORCH_BASE,)) -> AuditReport:
+                pytorch_bases: Sequence[str] = (CANONICAL_PYTORCH_BASE,),
+                variant_groups: Sequence[VariantGroup] | None = None) -> AuditReport:
     """Audit a lock given as text (pure: no files read).
 
     `indexes` = (torch index, default index, torch index format) the lock should name, as
-    `Deployment.indexes` gives them; `pytorch_bases`: where this deployment's PyTorch indexes live.
+    `Deployment.indexes` gives them; `pytorch_bases`: where this deployment's PyTorch indexes live;
+    `variant_groups`: the deployment's (built-in ones when not given), whose overrides are expected.
     """
     lock = parse_uv_lock(lock_text, folder / "uv.lock")
     try:
@@ -340,7 +358,8 @@ def audit_texts(pyproject_text: str, lock_text: str, profile: TorchProfile, *, f
     expected, default_index, index_format = indexes[:3]
     tampering = [*_index_problems(uv, profile, expected, default_index, index_format),
                  *_source_problems(uv, profile),
-                 *_setting_problems(uv, profile), *_lock_problems(lock, profile, expected, pytorch_bases)]
+                 *_setting_problems(uv, profile), *_lock_problems(lock, profile, expected, pytorch_bases),
+                 *_override_problems(uv, pyproject, builtin_groups() if variant_groups is None else variant_groups)]
     environments = (*profile.environments, *lock.supported_markers) if profile.environments else ()
     scope = _in_scope(lock, environments)
     audited = [p for p, keep in zip(lock.packages, scope, strict=True) if keep and not p.is_root]
@@ -354,7 +373,8 @@ def audit_texts(pyproject_text: str, lock_text: str, profile: TorchProfile, *, f
 
 
 def audit_lock(folder: LockFolder, profile: TorchProfile, *, indexes: tuple[str | None, str | None, str],
-               pytorch_bases: Sequence[str] = (CANONICAL_PYTORCH_BASE,)) -> AuditReport:
+               pytorch_bases: Sequence[str] = (CANONICAL_PYTORCH_BASE,),
+               variant_groups: Sequence[VariantGroup] | None = None) -> AuditReport:
     """Audit a committed lock folder against its profile (through `trust`, which every command uses)."""
     if not folder.exists():
         raise StaleLockError(f"no lock for profile {profile.name} at {folder.path}",
@@ -362,7 +382,7 @@ def audit_lock(folder: LockFolder, profile: TorchProfile, *, indexes: tuple[str 
     pyproject_text = folder.pyproject.read_text(encoding="utf-8")
     lock_text = folder.uv_lock.read_text(encoding="utf-8")
     report = audit_texts(pyproject_text, lock_text, profile, folder=folder.path, indexes=indexes,
-                         pytorch_bases=pytorch_bases)
+                         pytorch_bases=pytorch_bases, variant_groups=variant_groups)
     return replace(report, tampering=(*report.tampering, *_fingerprint_problems(folder, pyproject_text, lock_text)))
 
 

@@ -346,7 +346,10 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
         constraints.extend(parsed.constraints)
         warnings.extend(parsed.warnings)
         files_read.extend(parsed.files)
-    requirements, constraints, settled = settle_clobbering(requirements, constraints, profile)
+    from envbuild.variants import groups_for
+
+    groups = groups_for(config.variant_groups, config.source)
+    requirements, constraints, settled = settle_clobbering(requirements, constraints, profile, groups)
     warnings.extend(settled)
     if collected.manager_dir is not None:
         requirements.append(_manager_pip(collected.manager_dir, config))

@@ -141,6 +141,8 @@ def _lock_staged(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade_
     """Lock a copy beside the folder; only a successful, audited lock replaces the committed one."""
     from envbuild import guard
     from envbuild.audit import audit_texts, require_clean
+    from envbuild.uvlock import parse_uv_lock
+    from envbuild.variants import groups_for, refuse_second_providers, second_providers
 
     profile = plan.profile
     remove_stale_staging(deployment.lock_dir, profile.name)  # we hold the profile's lock: a killed run's
@@ -156,8 +158,13 @@ def _lock_staged(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade_
         except IndexUnreachableError as exc:
             raise _with_network_advice(exc, deployment, profile) from None
         lock_text = (staged / "uv.lock").read_text(encoding="utf-8")
+        groups = groups_for(deployment.config.variant_groups, deployment.config.source)
+        # One provider per variant group in the whole resolution, or no lock (the old one stands).
+        refuse_second_providers(second_providers(parse_uv_lock(lock_text, staged / "uv.lock"), groups),
+                                plan.merged.result, profile)
         report = audit_texts(plan.pyproject, lock_text, profile, folder=staged,
-                             indexes=deployment.indexes(profile)[:3], pytorch_bases=deployment.pytorch_bases())
+                             indexes=deployment.indexes(profile)[:3], pytorch_bases=deployment.pytorch_bases(),
+                             variant_groups=groups)
         require_clean(report, allow_unhashed=True)  # the index may omit hashes: said below, refused at sync
         unhashed = tuple(a.describe() for a in report.unhashed)
         fingerprint = plan.fingerprint.with_lock(lock_text, _today())

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # tomlkit and the merger are only needed when a render really
     from envbuild.requirements import MergeResult
 
 # Bump when the rendered shape changes, so existing locks are seen as needing a re-lock.
-RENDER_VERSION = 2
+RENDER_VERSION = 3  # 3: variant overrides (override-dependencies), companion sources
 # prerelease-package (the nightly profiles) needs uv 0.12.1; older uv must refuse, not misread.
 UV_REQUIRED_VERSION = ">=0.12.1"
 
@@ -28,6 +28,7 @@ class RenderInput(NamedTuple):
     input_paths: Sequence[str]  # display paths of every file that contributed
     index_format: str = "simple"  # "flat": a mirror that serves one page of wheel links per variant
     default_index: str | None = None  # a PyPI mirror the lock is made through (mirror mode "lock")
+    overrides: tuple[str, ...] = ()  # variant-group members dropped from every dependency (envbuild.variants)
 
 
 def project_name(profile: TorchProfile) -> str:
@@ -60,6 +61,8 @@ def render_pyproject(spec: RenderInput) -> str:
         settings["required-environments"] = _multiline(profile.required_environments)
     if spec.merged.constraints:
         settings["constraint-dependencies"] = _multiline(c.pep508() for c in spec.merged.constraints)
+    if spec.overrides:
+        settings["override-dependencies"] = _multiline(spec.overrides)
     family = _family(spec)
     if profile.prerelease:
         allow = tomlkit.inline_table()
