@@ -234,8 +234,14 @@ def _source_problems(uv: Mapping[str, Any], profile: TorchProfile) -> list[str]:
     if profile.index_name is None:
         return [f"[tool.uv.sources] pins {name}; profile {profile.name} takes every package from the default index"
                 for name in sorted(sources)]
-    problems = [f"[tool.uv.sources] pins {name}, which is not in profile {profile.name}'s torch family"
-                for name in sorted(set(sources) - profile.package_names())]
+    companions = {c.name: c for c in profile.companions}
+    problems = [f"[tool.uv.sources] pins {name}, which is not in profile {profile.name}'s torch family or companions"
+                for name in sorted(set(sources) - profile.package_names() - set(companions))]
+    for name in sorted(set(sources) & set(companions)):  # present only when an input asks for it
+        wanted = {"index": profile.index_name, **({"marker": str(companions[name].marker)}
+                                                  if companions[name].marker is not None else {})}
+        if not isinstance(sources[name], dict) or _normal_source(sources[name]) != wanted:
+            problems.append(f"[tool.uv.sources] {name} = {sources[name]!r}; profile {profile.name} says {wanted!r}")
     for package in profile.packages:
         expected: dict[str, str] = {"index": profile.index_name}
         if package.marker is not None:
@@ -291,6 +297,7 @@ def _setting_problems(uv: Mapping[str, Any], profile: TorchProfile) -> list[str]
 
 def _lock_problems(lock: LockFile, profile: TorchProfile, expected: str | None, bases: Sequence[str]) -> list[str]:
     family = profile.package_names()
+    companions = {c.name for c in profile.companions}
     problems: list[str] = []
     others = defaultdict(list)
     for package in lock.packages:
@@ -304,6 +311,8 @@ def _lock_problems(lock: LockFile, profile: TorchProfile, expected: str | None, 
             elif expected is None and (package.registry is None or _is_pytorch_index(package.registry, bases)):
                 problems.append(f"uv.lock takes {package.name} {package.version} from {where}; profile "
                                 f"{profile.name} takes it from the default index")
+        elif expected is not None and package.registry == _norm(expected) and package.name in companions:
+            continue  # a companion the profile takes from its index (envbuild.companions)
         elif expected is not None and package.registry == _norm(expected):
             problems.append(f"uv.lock takes {package.name} {package.version} from the PyTorch index {where}: "
                             "only the torch family may come from it")

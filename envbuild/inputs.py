@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from envbuild.config import Config
 from envbuild.errors import ConfigError, RequirementFileError
 from envbuild.merge_rules import guard_torch_family, settle_clobbering
-from envbuild.profiles import TorchProfile
+from envbuild.profiles import PinnedPackage, TorchProfile
 
 if TYPE_CHECKING:  # the parser is imported when parsing, not to find files (the no-op path)
     from envbuild.requirements import Diagnostic, MergeResult, ParsedFile, SourcedRequirement
@@ -300,13 +300,15 @@ def _skipped_pyproject(item: InputFile, config: Config, message: str) -> ParsedF
     return ParsedFile((), (), (_pyproject_note(item, config, message),), (item.path,))
 
 
-def profile_requirements(profile: TorchProfile, config: Config) -> list[SourcedRequirement]:
-    """The profile's torch family as requirements, each pointing at its line in the profile file."""
+def profile_requirements(profile: TorchProfile, config: Config,
+                         packages: tuple[PinnedPackage, ...] | None = None) -> list[SourcedRequirement]:
+    """The profile's torch family (or the `packages` given) as requirements, each pointing at its line
+    in the profile file."""
     from packaging.requirements import Requirement
 
     from envbuild.requirements import Origin, SourcedRequirement
 
-    packages = profile.packages
+    packages = profile.packages if packages is None else packages
     try:
         text = profile.path.read_text(encoding="utf-8")
     except OSError:
@@ -353,7 +355,10 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     warnings.extend(settled)
     if collected.manager_dir is not None:
         requirements.append(_manager_pip(collected.manager_dir, config))
-    family = profile_requirements(profile, config)
+    from envbuild.companions import companion_requirements, guard_companions
+
+    guard_companions(requirements + constraints, profile)
+    family = [*profile_requirements(profile, config), *companion_requirements(profile, config, requirements)]
     guard_torch_family(family, requirements + constraints, profile)
     result = merge([*requirements, *family], constraints)
     return MergedInputs(result, tuple(warnings), tuple(dict.fromkeys(files_read)), collected)

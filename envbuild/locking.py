@@ -141,6 +141,7 @@ def _lock_staged(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade_
     """Lock a copy beside the folder; only a successful, audited lock replaces the committed one."""
     from envbuild import guard
     from envbuild.audit import audit_texts, require_clean
+    from envbuild.companions import refuse_off_index
     from envbuild.uvlock import parse_uv_lock
     from envbuild.variants import groups_for, refuse_second_providers, second_providers
 
@@ -160,8 +161,9 @@ def _lock_staged(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade_
         lock_text = (staged / "uv.lock").read_text(encoding="utf-8")
         groups = groups_for(deployment.config.variant_groups, deployment.config.source)
         # One provider per variant group in the whole resolution, or no lock (the old one stands).
-        refuse_second_providers(second_providers(parse_uv_lock(lock_text, staged / "uv.lock"), groups),
-                                plan.merged.result, profile)
+        locked = parse_uv_lock(lock_text, staged / "uv.lock")
+        refuse_second_providers(second_providers(locked, groups), plan.merged.result, profile)
+        refuse_off_index(locked, profile, deployment.indexes(profile).torch, plan.merged.result)
         report = audit_texts(plan.pyproject, lock_text, profile, folder=staged,
                              indexes=deployment.indexes(profile)[:3], pytorch_bases=deployment.pytorch_bases(),
                              variant_groups=groups)

@@ -35,6 +35,8 @@ def plan_lock(deployment: Deployment, profile: TorchProfile) -> LockPlan:
     from envbuild.variants import groups_for, overrides
 
     variant_overrides = overrides(merged.result, groups_for(config.variant_groups, config.source))
+    direct = {r.name for r in merged.result.requirements if r.url is None}
+    companions = tuple(c for c in profile.companions if c.name in direct)
     expected = expected_fingerprint(deployment, profile)
     inputs = {config.display(item.path): "" for item in merged.collected.files}
     inputs.update(_input_digests(merged, deployment))
@@ -43,6 +45,7 @@ def plan_lock(deployment: Deployment, profile: TorchProfile) -> LockPlan:
         merged=merged.result, profile=profile, requires_python=config.requires_python,
         index_url=indexes.torch, input_paths=[*inputs, profile_display_path(profile, config)],
         default_index=indexes.default, index_format=indexes.format, overrides=variant_overrides,
+        companions=companions,
     ))
     fingerprint = expected._replace(
         pyproject_sha256=sha256_text(pyproject), inputs=inputs,

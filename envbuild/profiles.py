@@ -46,7 +46,7 @@ TORCH_FAMILY_NAMES = TORCH_CORE_NAMES | TRITON_NAMES
 # `triton` is not here: the Triton project publishes it on PyPI, where torch's CUDA wheels take it.
 PYTORCH_INDEX_ONLY_NAMES = (TRITON_NAMES - {"triton"}) | {"torchtriton"}
 _TOP_KEYS = {"schema", "name", "description", "accelerator", "accelerator-version", "channel",
-             "local-version", "index", "packages", "platforms", "pypi"}
+             "local-version", "index", "packages", "platforms", "pypi", "companions"}
 
 
 class PinnedPackage(NamedTuple):
@@ -94,6 +94,8 @@ class TorchProfile(NamedTuple):
     path: Path
     pypi_packages: tuple[PinnedPackage, ...] = ()
     base: str | None = None  # for a "-pypi" variant: the profile it derives from
+    # Compiled against torch (xformers, ...): taken from the profile's index when an input asks (companions.py).
+    companions: tuple[PinnedPackage, ...] = ()
 
     @property
     def environments(self) -> tuple[str, ...]:
@@ -107,7 +109,7 @@ class TorchProfile(NamedTuple):
 
     def validate(self) -> TorchProfile:
         """Parse every specifier and marker now, so a bad one fails before anything is written."""
-        for package in (*self.packages, *self.pypi_packages):
+        for package in (*self.packages, *self.pypi_packages, *self.companions):
             _ = package.specifier, package.marker
         _ = self.environments, self.required_environments
         return self
@@ -115,7 +117,8 @@ class TorchProfile(NamedTuple):
     def digest_parts(self) -> list[str]:
         """What of a profile shapes its lock, as written (comments and descriptions do not count)."""
         return [self.index_url or "", *(p.as_written() for p in self.packages), *self.environments_as_written,
-                "|", *self.required_environments_as_written, self.channel]
+                "|", *self.required_environments_as_written, self.channel,
+                *(["companions:", *(p.as_written() for p in self.companions)] if self.companions else [])]
 
     @property
     def prerelease(self) -> bool:
@@ -136,7 +139,7 @@ class TorchProfile(NamedTuple):
             name=f"{self.name}{PYPI_SUFFIX}", description=f"{self.description}; torch from PyPI",
             index_name=None, index_url=None, packages=self.pypi_packages, pypi_packages=(), local_version=None,
             environments_as_written=(PYPI_CUDA_ENVIRONMENT,), required_environments_as_written=(PYPI_CUDA_ENVIRONMENT,),
-            base=self.name,
+            base=self.name, companions=(),  # PyPI's torch: no index of the profile's to take companions from
         )
 
     def package_names(self) -> frozenset[str]:
@@ -366,15 +369,34 @@ def load_profile(path: Path) -> TorchProfile:
             expect_str_list(platforms.get("required-environments", []), "platforms.required-environments", path)),
         path=path,
         pypi_packages=_packages(expect(data.get("pypi", {}), dict, "pypi", path), "pypi", path),
+        companions=_companions(data.get("companions", {}), bool(index), path),
     )
 
 
-def _packages(table: Mapping[str, Any], key: str, path: Path) -> tuple[PinnedPackage, ...]:
+def _companions(value: Any, has_index: bool, path: Path) -> tuple[PinnedPackage, ...]:
+    """`[companions]`: a table of its own, validated apart from [packages]: only the names envbuild knows
+    PyTorch's indexes carry (data/companions.toml) may be routed to the profile's index."""
+    from envbuild.companions import index_companions
+
+    table = expect(value, dict, "companions", path)
+    if table and not has_index:
+        raise ConfigError(path, "`[companions]` needs an `[index]`: companions are taken from the profile's index")
+    allowed = index_companions()
+    for raw_name in table:
+        if canonical_name(raw_name) not in allowed:
+            raise ConfigError(path, f"`companions.{raw_name}`: {raw_name!r} is not a package PyTorch's indexes carry "
+                              "builds of", hint=f"a profile's [companions] name only {', '.join(sorted(allowed))} "
+                                                "(see envbuild/data/companions.toml)")
+    return _packages(table, "companions", path, allowed)
+
+
+def _packages(table: Mapping[str, Any], key: str, path: Path,
+              allowed: frozenset[str] = TORCH_FAMILY_NAMES) -> tuple[PinnedPackage, ...]:
     result = []
     for raw_name, value in sorted(table.items()):
         name = canonical_name(raw_name)
         where = f"{key}.{raw_name}"
-        if name not in TORCH_FAMILY_NAMES:
+        if name not in allowed:
             raise ConfigError(path, f"`{where}`: {raw_name!r} is not a torch-family package, and only those may "
                               "be pinned to a profile's index", hint="a profile's [packages] and [pypi] tables "
                               f"name only {', '.join(sorted(TORCH_FAMILY_NAMES))}; other packages come from "

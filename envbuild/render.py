@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from envbuild.profiles import TorchProfile, canonical_name
+from envbuild.profiles import PinnedPackage, TorchProfile, canonical_name
 
 if TYPE_CHECKING:  # tomlkit and the merger are only needed when a render really happens
     from envbuild.requirements import MergeResult
@@ -29,6 +29,7 @@ class RenderInput(NamedTuple):
     index_format: str = "simple"  # "flat": a mirror that serves one page of wheel links per variant
     default_index: str | None = None  # a PyPI mirror the lock is made through (mirror mode "lock")
     overrides: tuple[str, ...] = ()  # variant-group members dropped from every dependency (envbuild.variants)
+    companions: tuple[PinnedPackage, ...] = ()  # the profile's companions an input asks for (envbuild.companions)
 
 
 def project_name(profile: TorchProfile) -> str:
@@ -72,7 +73,7 @@ def render_pyproject(spec: RenderInput) -> str:
     uv["uv"] = settings
     index = tomlkit.aot()
     if profile.index_name is not None and spec.index_url is not None:
-        settings["sources"] = _sources(spec, family)
+        settings["sources"] = _sources(spec, sorted([*family, *(c.name for c in spec.companions)]))
         entry = tomlkit.table()
         entry["name"] = profile.index_name
         entry["url"] = spec.index_url
@@ -100,7 +101,7 @@ def _sources(spec: RenderInput, family: list[str]) -> Any:
     import tomlkit
 
     sources = tomlkit.table()
-    markers = {p.name: p.marker for p in spec.profile.packages}
+    markers = {p.name: p.marker for p in (*spec.profile.packages, *spec.companions)}
     for name in family:
         source = tomlkit.inline_table()
         source["index"] = spec.profile.index_name

@@ -149,11 +149,11 @@ def second_providers(lock: LockFile, groups: Iterable[VariantGroup]) -> list[tup
     for group in groups:
         present = sorted(group.members & locked)
         if len(present) > 1:
-            found.append((group, [Provider(m, _chain(lock, m)) for m in present]))
+            found.append((group, [Provider(m, chain_to(lock, m)) for m in present]))
     return found
 
 
-def _chain(lock: LockFile, target: str) -> tuple[str, ...]:
+def chain_to(lock: LockFile, target: str) -> tuple[str, ...]:
     """Breadth-first from the root project: the first path found is a shortest one, and stable."""
     edges: dict[str, list[str]] = {}
     for package in lock.packages:

@@ -1,0 +1,116 @@
+"""Companion packages (compiled against one torch): taken from the profile's index at the build whose torch
+requirement matches the profile's torch, or refused before uv saying what a wheel would need."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import tomlkit
+
+from envbuild.companions import PYTORCH_INDEX, companion_table, index_companions
+from envbuild.errors import ConfigError
+from envbuild.profiles import builtin_profiles_dir, load_profile
+from tests.support.catalogue import Catalogue
+from tests.support.deploy import Deployment, locked_versions, make_deployment, run_cli
+from tests.support.wheels import build_wheel
+
+XFORMERS = {  # index -> (xformers version, the one torch it requires), as PyTorch's indexes carry them
+    "cu126": [("0.0.29.post3", "2.6.0"), ("0.0.31", "2.7.1")],
+    "cu128": [("0.0.31", "2.7.1"), ("0.0.32", "2.8.0")],
+}
+
+
+@pytest.fixture
+def env(uv_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    return dict(uv_env, ENVBUILD_CACHE_DIR=str(tmp_path / "envbuild-cache"))
+
+
+@pytest.fixture
+def xformers_indexes(index_server: Catalogue, tmp_path: Path) -> Catalogue:
+    """xformers per CUDA variant, each requiring one exact torch; PyPI's own build (another CUDA, a torch
+    this profile's index does not have) planted where a node's plain `xformers` would otherwise go."""
+    for variant, builds in XFORMERS.items():
+        for version, torch in builds:
+            index_server.torch_index(variant).add(build_wheel(
+                tmp_path / "wheels" / variant, "xformers", f"{version}", requires_dist=(f"torch=={torch}",)))
+    index_server.pypi.add(build_wheel(tmp_path / "wheels/pypi", "xformers", "0.0.33",
+                                      requires_dist=("torch==2.9.0",)))
+    return index_server
+
+
+def _site(tmp_path: Path, nodes: dict[str, str], companions: str | None = 'xformers = ">=0.0.29"') -> Deployment:
+    site = make_deployment(tmp_path / "site", profiles=("cu126",))
+    if companions is not None:  # the deployment's own cu126: the built-in one plus [companions]
+        (site.root / "profiles").mkdir()
+        text = (builtin_profiles_dir() / "cu126.toml").read_text()
+        (site.root / "profiles/cu126.toml").write_text(f"{text}\n[companions]\n{companions}\n")
+    for name, text in nodes.items():
+        site.add_node(name, text)
+    return site
+
+
+def test_a_node_asking_for_xformers_gets_the_build_for_the_profiles_torch_from_its_index(
+    xformers_indexes: Catalogue, env: dict[str, str], tmp_path: Path
+) -> None:
+    site = _site(tmp_path, {"node_x": "xformers\n"})
+    result = run_cli(["lock", "--profile", "cu126"], env=env, cwd=site.root)
+    assert result.returncode == 0, result
+    locked = locked_versions(site.root / "locks/cu126/uv.lock")
+    cu126 = xformers_indexes.torch_index("cu126").url.rstrip("/")
+    assert locked["torch"][0] == "2.7.1+cu126"
+    assert locked["xformers"] == ("0.0.31", cu126)  # the build requiring torch==2.7.1, from the profile's index
+    pyproject = tomlkit.parse((site.root / "locks/cu126/pyproject.toml").read_text())
+    assert pyproject["tool"]["uv"]["sources"]["xformers"] == {"index": "pytorch-cu126"}
+    fresh = dict(env, ENVBUILD_CACHE_DIR=str(tmp_path / "another-cache"))  # a full audit, no remembered verdict
+    verify = run_cli(["verify", "--profile", "cu126"], env=fresh, cwd=site.root)
+    assert verify.returncode == 0, verify
+    check = run_cli(["lock", "--check", "--profile", "cu126"], env=fresh, cwd=site.root)
+    assert check.returncode == 0 and "cu126: current" in check.stdout, check
+
+
+def test_a_profile_without_the_companion_refuses_before_uv(
+    xformers_indexes: Catalogue, env: dict[str, str], tmp_path: Path
+) -> None:
+    site = _site(tmp_path, {"node_x": "xformers\n"}, companions=None)
+    result = run_cli(["lock", "--profile", "cu126"], env=env, cwd=site.root)
+    assert result.returncode == 2, result
+    assert "`xformers` (node node_x): xformers is compiled against one torch and CUDA" in result.stderr, result
+    assert "choose a profile that lists xformers in [companions]" in result.stderr
+    assert not (site.root / "locks/cu126").exists()
+
+
+def test_flash_attn_with_no_wheel_anywhere_is_refused_naming_what_a_wheel_needs(
+    index_server: Catalogue, env: dict[str, str], tmp_path: Path
+) -> None:
+    site = _site(tmp_path, {"node_fa": "einops\nflash-attn>=2.7\n"})
+    result = run_cli(["lock", "--profile", "cu126"], env=env, cwd=site.root)
+    assert result.returncode == 2, result
+    assert "data/custom_nodes/node_fa/requirements.txt:2" in result.stderr, result
+    assert "a wheel would need torch>=2.6.0 built for CUDA 12.6 (cu126)" in result.stderr
+    assert "https://github.com/Dao-AILab/flash-attention/releases" in result.stderr
+    assert "--exclude-node node_fa" in result.stderr
+    assert not [r for r in index_server.server.requests if "flash" in r.path]  # refused before uv asked anything
+
+
+def test_companions_are_a_table_of_their_own_with_only_known_index_builds(tmp_path: Path) -> None:
+    text = (builtin_profiles_dir() / "cu126.toml").read_text()
+    good = tmp_path / "cu126.toml"
+    good.write_text(f'{text}\n[companions]\nxformers = ">=0.0.29"\n')
+    assert [c.name for c in load_profile(good).companions] == ["xformers"]
+    for bad, message in (('numpy = "*"', "'numpy' is not a package PyTorch's indexes carry"),
+                         ('flash-attn = "*"', "'flash-attn' is not a package PyTorch's indexes carry")):
+        good.write_text(f"{text}\n[companions]\n{bad}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_profile(good)
+    good.write_text(text.replace('xformers', '') + '\n[packages.xformers]\nversion = "*"\n')
+    with pytest.raises(ConfigError):
+        load_profile(good)  # never in [packages]: that table is the torch family only
+
+
+def test_every_companion_rule_has_a_source() -> None:
+    table = companion_table()
+    assert {"xformers", "flash-attn", "sageattention", "torchao", "torch-scatter", "triton-windows"} <= set(table)
+    assert all(c.source.startswith("https://") and c.rule for c in table.values())
+    assert index_companions() == {n for n, c in table.items() if c.wheels == PYTORCH_INDEX}
+    assert all(c.prebuilt for c in table.values() if c.wheels == "elsewhere")
