@@ -114,3 +114,65 @@ def test_every_companion_rule_has_a_source() -> None:
     assert all(c.source.startswith("https://") and c.rule for c in table.values())
     assert index_companions() == {n for n, c in table.items() if c.wheels == PYTORCH_INDEX}
     assert all(c.prebuilt for c in table.values() if c.wheels == "elsewhere")
+
+
+def test_profiles_update_keeps_companion_bounds_true_without_holding_torch_back(
+    tmp_path: Path, index_server: Catalogue
+) -> None:
+    from envbuild.catalogue import update_profiles
+    from envbuild.config import load_config
+    from envbuild.indexclient import HttpCache, IndexClient
+    from envbuild.profiles import load_catalogue
+
+    index = index_server.extra_index("t-companions/cu126")
+    wheels, both = tmp_path / "wheels", ("cp310-cp310-manylinux_2_28_x86_64", "cp310-cp310-win_amd64")
+    for torch, vision, audio in (("2.6.0", "0.21.0", "2.6.0"), ("2.7.1", "0.22.1", "2.7.1"), ("2.8.0", "0.23.0", "2.8.0")):
+        for tag in both:
+            index.add(build_wheel(wheels, "torch", f"{torch}+cu126", tag=tag))
+        index.add(build_wheel(wheels, "torchvision", f"{vision}+cu126", requires_dist=(f"torch=={torch}+cu126",)))
+        index.add(build_wheel(wheels, "torchaudio", f"{audio}+cu126", requires_dist=(f"torch=={torch}+cu126",)))
+    for version, torch in (("0.0.28", "2.5.1"), ("0.0.29.post3", "2.6.0"), ("0.0.31", "2.7.1")):
+        index.add(build_wheel(wheels, "xformers", version, requires_dist=(f"torch=={torch}",)))
+    site = make_deployment(tmp_path / "site")
+    (site.root / "profiles").mkdir()
+    envs = "[\"sys_platform == 'linux' and platform_machine == 'x86_64'\", " \
+           "\"sys_platform == 'win32' and platform_machine == 'AMD64'\"]"
+    (site.root / "profiles/tcomp.toml").write_text(f"""\
+schema = 1
+name = "tcomp"
+description = "test"
+accelerator = "cuda"
+accelerator-version = "12.6"
+local-version = "cu126"
+
+[index]
+name = "pytorch-tcomp"
+url = "{index.url}"
+
+[packages]
+torch = ">=2.6.0"
+torchvision = ">=0.21.0"
+torchaudio = ">=2.6.0"
+
+[companions]
+xformers = ">=0.0.28"  # 0.0.28 needs torch 2.5.1, which this index does not carry
+
+[platforms]
+environments = {envs}
+required-environments = {envs}
+""")
+    config = load_config(site.root)
+    with IndexClient(HttpCache(tmp_path / "cache"), backoff=0.01, timeout=5) as client:
+        report = update_profiles(config, load_catalogue(config.profiles_dirs), ["tcomp"], client, environ={},
+                                 today="2026-12-03")
+    (result,) = report.tables
+    assert result.error is None, result
+    # torch 2.8.0 has no xformers build: the family still moves on, and a note says what a node would meet.
+    assert result.newest["torch"] == "2.8.0" and "xformers" not in result.newest
+    assert any(n.startswith("xformers: no release within >=0.0.29.post3 is built for torch 2.8.0") for n in result.notes)
+    assert [(c.package, c.new, c.table) for c in result.changes] == [("xformers", ">=0.0.29.post3", "companions")]
+    (text,) = report.new_texts.values()
+    assert 'xformers = ">=0.0.29.post3"' in text and "# 0.0.28 needs torch 2.5.1" in text
+    written = tmp_path / "tcomp.toml"
+    written.write_text(text)
+    assert [c.as_written() for c in load_profile(written).companions] == ["xformers >=0.0.29.post3"]
