@@ -176,3 +176,27 @@ required-environments = {envs}
     written = tmp_path / "tcomp.toml"
     written.write_text(text)
     assert [c.as_written() for c in load_profile(written).companions] == ["xformers >=0.0.29.post3"]
+
+
+def test_a_node_version_outside_the_profile_bound_is_a_conflict_before_uv(
+    index_server: Catalogue, env: dict[str, str], tmp_path: Path
+) -> None:
+    site = _site(tmp_path, {"node_old": "xformers<0.0.20\n"})
+    result = run_cli(["lock", "--profile", "cu126"], env=env, cwd=site.root)
+    assert result.returncode == 2, result
+    assert "conflicting requirements for xformers" in result.stderr and "node node_old" in result.stderr, result
+    assert not (site.root / "locks/cu126").exists()
+
+
+def test_a_companion_reached_only_through_a_dependency_is_refused_naming_the_chain(
+    xformers_indexes: Catalogue, env: dict[str, str], tmp_path: Path
+) -> None:
+    wheels = tmp_path / "wheels/pypi"
+    xformers_indexes.pypi.add(build_wheel(wheels, "xformers", "0.0.31", requires_dist=("torch==2.7.1",)))
+    xformers_indexes.pypi.add(build_wheel(wheels, "xtool", "1.0", requires_dist=("xformers",)))
+    site = _site(tmp_path, {"node_t": "xtool\n"})
+    result = run_cli(["lock", "--profile", "cu126"], env=env, cwd=site.root)
+    assert result.returncode == 2, result
+    assert "node node_t → xtool → xformers takes xformers 0.0.31 from" in result.stderr, result
+    assert "not from profile cu126's index" in result.stderr and "ask for xformers directly" in result.stderr
+    assert not (site.root / "locks/cu126").exists()
