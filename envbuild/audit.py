@@ -206,6 +206,10 @@ def _index_problems(uv: Mapping[str, Any], profile: TorchProfile, expected: str 
     # A lock made through a PyPI mirror names it, exactly as envbuild renders it: that entry is expected.
     entries = [e for e in entries if not (default_index and e == {"name": "pypi-mirror", "url": default_index,
                                                                    "default": True})]
+    # A companion's own prebuilt-wheel index, exactly as the profile names it (rendered when a node asks).
+    companion_entries = [{"name": c.index_name, "url": c.url, "explicit": True,
+                          **({"format": "flat"} if c.format == "flat" else {})} for c in profile.companion_indexes]
+    entries = [e for e in entries if e not in companion_entries]
     if expected is None:
         return [f"[[tool.uv.index]] `{e.get('name')}` ({e.get('url')}) is present, but profile {profile.name} "
                 "takes torch from the default index and names no index" for e in entries]
@@ -238,7 +242,8 @@ def _source_problems(uv: Mapping[str, Any], profile: TorchProfile) -> list[str]:
     problems = [f"[tool.uv.sources] pins {name}, which is not in profile {profile.name}'s torch family or companions"
                 for name in sorted(set(sources) - profile.package_names() - set(companions))]
     for name in sorted(set(sources) & set(companions)):  # present only when an input asks for it
-        wanted = {"index": profile.index_name, **({"marker": str(companions[name].marker)}
+        own = profile.companion_index(name)
+        wanted = {"index": own.index_name if own else profile.index_name, **({"marker": str(companions[name].marker)}
                                                   if companions[name].marker is not None else {})}
         if not isinstance(sources[name], dict) or _normal_source(sources[name]) != wanted:
             problems.append(f"[tool.uv.sources] {name} = {sources[name]!r}; profile {profile.name} says {wanted!r}")
@@ -298,6 +303,7 @@ def _setting_problems(uv: Mapping[str, Any], profile: TorchProfile) -> list[str]
 def _lock_problems(lock: LockFile, profile: TorchProfile, expected: str | None, bases: Sequence[str]) -> list[str]:
     family = profile.package_names()
     companions = {c.name for c in profile.companions}
+    own = {_norm(c.url): c.name for c in profile.companion_indexes}
     problems: list[str] = []
     others = defaultdict(list)
     for package in lock.packages:
@@ -311,6 +317,13 @@ def _lock_problems(lock: LockFile, profile: TorchProfile, expected: str | None, 
             elif expected is None and (package.registry is None or _is_pytorch_index(package.registry, bases)):
                 problems.append(f"uv.lock takes {package.name} {package.version} from {where}; profile "
                                 f"{profile.name} takes it from the default index")
+        elif package.registry in own:  # a companion's own prebuilt-wheel index serves that companion alone
+            if own[package.registry] != package.name:
+                problems.append(f"uv.lock takes {package.name} {package.version} from {where}, the index profile "
+                                f"{profile.name} names for {own[package.registry]} only")
+        elif package.name in companions and profile.companion_index(package.name) is not None:
+            problems.append(f"uv.lock takes {package.name} {package.version} from {where}, not from the index "
+                            f"profile {profile.name} names for it")
         elif expected is not None and package.registry == _norm(expected) and package.name in companions:
             continue  # a companion the profile takes from its index (envbuild.companions)
         elif expected is not None and package.registry == _norm(expected):

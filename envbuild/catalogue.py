@@ -147,7 +147,9 @@ def select_targets(catalogue: ProfileCatalogue, names: Sequence[str], python: tu
                 continue
             index = (rebase_pytorch_url(base.index_url, pytorch_base(environ))
                      if table == "packages" and base.index_url else None)
-            companions = source.companions if table == "packages" else ()
+            # Companions from the profile's own index only: one with a prebuilt-wheel index of its own is the user's.
+            companions = tuple(c for c in source.companions
+                               if source.companion_index(c.name) is None) if table == "packages" else ()
             targets.append(Target(base, source.name, table, index or default_index(environ),
                                   (*source.packages, *companions),
                                   marker_platforms(source.required_environments or source.environments, python),

@@ -110,8 +110,9 @@ def _way_out(known: Companion, profile: TorchProfile, node: str | None) -> str:
                     f'`[companions] {known.name} = ">=..."` to a profile of your own whose index carries it')
     if known.prebuilt:
         where = known.prebuilt.replace("{variant}", variant(profile) or "cpu").replace("{torch}", "<torch version>")
-        ways.append(f"take a prebuilt wheel matching {wheel_needs(profile)} from {where}, written as the node's "
-                    f"requirement `{known.name} @ <wheel URL>`")
+        ways.append(f"add an index of wheels built for {wheel_needs(profile)} (prebuilt ones: {where}) to a profile "
+                    f'of your own: `[companions] {known.name} = {{ version = ">=...", index = "<URL>" }}` '
+                    '(`format = "flat"` for a page of wheel links)')
     if node:
         ways.append(f"leave the node out with --exclude-node {node}")
     return "; or ".join(ways)
@@ -128,7 +129,9 @@ def refuse_off_index(lock: LockFile, profile: TorchProfile, index_url: str | Non
     listed = {c.name for c in profile.companions}
     askers = {r.name: ", ".join(sorted({i.origin.source for i in r.origins})) for r in merged.requirements}
     for package in lock.packages:
-        if package.name in listed and package.registry not in (None, index_url.rstrip("/")):
+        own = profile.companion_index(package.name)
+        expected = (own.url if own else index_url).rstrip("/")
+        if package.name in listed and package.registry not in (None, expected):
             chain = chain_to(lock, package.name)
             raise ConflictError(package.name, [
                 " → ".join([askers.get(chain[0], "the project"), *chain]) + f" takes {package.name} "

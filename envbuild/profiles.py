@@ -79,6 +79,18 @@ class PinnedPackage(NamedTuple):
         return f"{self.name} {self.specifier_text}" + (f"; {self.marker_text}" if self.marker_text else "")
 
 
+class CompanionIndex(NamedTuple):
+    """A prebuilt-wheel index a profile takes one companion from (flash-attn's, PyG's): explicit, for it alone."""
+
+    name: str  # the companion
+    url: str
+    format: str = "simple"  # "flat": one page of wheel links (a find-links page such as data.pyg.org's)
+
+    @property
+    def index_name(self) -> str:
+        return f"companion-{self.name}"
+
+
 class TorchProfile(NamedTuple):
     name: str
     description: str
@@ -96,6 +108,7 @@ class TorchProfile(NamedTuple):
     base: str | None = None  # for a "-pypi" variant: the profile it derives from
     # Compiled against torch (xformers, ...): taken from the profile's index when an input asks (companions.py).
     companions: tuple[PinnedPackage, ...] = ()
+    companion_indexes: tuple[CompanionIndex, ...] = ()  # companions not from the profile's own index
 
     @property
     def environments(self) -> tuple[str, ...]:
@@ -118,7 +131,12 @@ class TorchProfile(NamedTuple):
         """What of a profile shapes its lock, as written (comments and descriptions do not count)."""
         return [self.index_url or "", *(p.as_written() for p in self.packages), *self.environments_as_written,
                 "|", *self.required_environments_as_written, self.channel,
-                *(["companions:", *(p.as_written() for p in self.companions)] if self.companions else [])]
+                *(["companions:", *(p.as_written() for p in self.companions),
+                   *(f"{c.name} from {c.url} ({c.format})" for c in self.companion_indexes)]
+                  if self.companions else [])]
+
+    def companion_index(self, name: str) -> CompanionIndex | None:
+        return next((c for c in self.companion_indexes if c.name == name), None)
 
     @property
     def prerelease(self) -> bool:
@@ -139,7 +157,7 @@ class TorchProfile(NamedTuple):
             name=f"{self.name}{PYPI_SUFFIX}", description=f"{self.description}; torch from PyPI",
             index_name=None, index_url=None, packages=self.pypi_packages, pypi_packages=(), local_version=None,
             environments_as_written=(PYPI_CUDA_ENVIRONMENT,), required_environments_as_written=(PYPI_CUDA_ENVIRONMENT,),
-            base=self.name, companions=(),  # PyPI's torch: no index of the profile's to take companions from
+            base=self.name, companions=(), companion_indexes=(),  # PyPI's torch: no index to take companions from
         )
 
     def package_names(self) -> frozenset[str]:
@@ -351,6 +369,7 @@ def load_profile(path: Path) -> TorchProfile:
         raise ConfigError(path, f"`index.url`: {problem}", hint=credentials_hint(index.get("name"))
                           if _CREDENTIALS in problem else None)
     packages = _packages(expect(data.get("packages", {}), dict, "packages", path), "packages", path)
+    companions, companion_indexes = _companions(data.get("companions", {}), bool(index), path)
     if "torch" not in {p.name for p in packages}:
         raise ConfigError(path, "`[packages]` must include torch")
     return TorchProfile(
@@ -369,25 +388,47 @@ def load_profile(path: Path) -> TorchProfile:
             expect_str_list(platforms.get("required-environments", []), "platforms.required-environments", path)),
         path=path,
         pypi_packages=_packages(expect(data.get("pypi", {}), dict, "pypi", path), "pypi", path),
-        companions=_companions(data.get("companions", {}), bool(index), path),
+        companions=companions,
+        companion_indexes=companion_indexes,
     )
 
 
-def _companions(value: Any, has_index: bool, path: Path) -> tuple[PinnedPackage, ...]:
-    """`[companions]`: a table of its own, validated apart from [packages]: only the names envbuild knows
-    PyTorch's indexes carry (data/companions.toml) may be routed to the profile's index."""
-    from envbuild.companions import index_companions
+def _companions(value: Any, has_index: bool,
+                path: Path) -> tuple[tuple[PinnedPackage, ...], tuple[CompanionIndex, ...]]:
+    """`[companions]`: a table of its own, validated apart from [packages]. Without an `index` of its own a
+    companion comes from the profile's index, so only names PyTorch's indexes carry builds of are allowed
+    (data/companions.toml); with one, any torch-bound package of that file that PyPI does not serve."""
+    from envbuild.companions import PYPI, companion_table, index_companions
 
     table = expect(value, dict, "companions", path)
     if table and not has_index:
-        raise ConfigError(path, "`[companions]` needs an `[index]`: companions are taken from the profile's index")
-    allowed = index_companions()
-    for raw_name in table:
-        if canonical_name(raw_name) not in allowed:
-            raise ConfigError(path, f"`companions.{raw_name}`: {raw_name!r} is not a package PyTorch's indexes carry "
-                              "builds of", hint=f"a profile's [companions] name only {', '.join(sorted(allowed))} "
-                                                "(see envbuild/data/companions.toml)")
-    return _packages(table, "companions", path, allowed)
+        raise ConfigError(path, "`[companions]` needs an `[index]`: companions are locked with the profile's torch")
+    known, on_index = companion_table(), index_companions()
+    plain: dict[str, Any] = {}
+    indexes = []
+    for raw_name, entry in table.items():
+        name, where = canonical_name(raw_name), f"companions.{raw_name}"
+        own = isinstance(entry, dict) and "index" in entry
+        allowed = {n for n, c in known.items() if c.wheels != PYPI} if own else on_index
+        if name not in allowed:
+            what = "a torch-bound package envbuild knows (data/companions.toml) that PyPI does not serve" if own \
+                else "a package PyTorch's indexes carry builds of"
+            raise ConfigError(path, f"`{where}`: {raw_name!r} is not {what}",
+                              hint=f"a profile's [companions] name only {', '.join(sorted(on_index))}, or, with an "
+                                   "`index` of their own (a prebuilt-wheel index), "
+                                   f"{', '.join(sorted(n for n, c in known.items() if c.wheels != PYPI))}")
+        if own:
+            check_keys(entry, {"version", "marker", "index", "format"}, f"{where}.", path)
+            url = expect(entry["index"], str, f"{where}.index", path).rstrip("/")
+            problem = index_url_problem(url)
+            if problem:
+                raise ConfigError(path, f"`{where}.index`: {problem}")
+            layout = expect(entry.get("format", "simple"), str, f"{where}.format", path)
+            _one_of(layout, ("simple", "flat"), f"{where}.format", path)
+            indexes.append(CompanionIndex(name, url, layout))
+            entry = {k: v for k, v in entry.items() if k in ("version", "marker")}
+        plain[raw_name] = entry
+    return _packages(plain, "companions", path, frozenset(known)), tuple(sorted(indexes))
 
 
 def _packages(table: Mapping[str, Any], key: str, path: Path,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from envbuild.profiles import PinnedPackage, TorchProfile, canonical_name
+from envbuild.profiles import CompanionIndex, PinnedPackage, TorchProfile, canonical_name
 
 if TYPE_CHECKING:  # tomlkit and the merger are only needed when a render really happens
     from envbuild.requirements import MergeResult
@@ -81,6 +81,14 @@ def render_pyproject(spec: RenderInput) -> str:
         if spec.index_format == "flat":
             entry["format"] = "flat"
         index.append(entry)
+        for own in _companion_indexes(spec):  # a prebuilt-wheel index, explicit: for its companion alone
+            extra = tomlkit.table()
+            extra["name"] = own.index_name
+            extra["url"] = own.url
+            extra["explicit"] = True
+            if own.format == "flat":
+                extra["format"] = "flat"
+            index.append(extra)
     if spec.default_index is not None:
         mirror = tomlkit.table()
         mirror["name"] = "pypi-mirror"
@@ -102,13 +110,20 @@ def _sources(spec: RenderInput, family: list[str]) -> Any:
 
     sources = tomlkit.table()
     markers = {p.name: p.marker for p in (*spec.profile.packages, *spec.companions)}
+    own = {c.name: c.index_name for c in _companion_indexes(spec)}
     for name in family:
         source = tomlkit.inline_table()
-        source["index"] = spec.profile.index_name
+        source["index"] = own.get(name, spec.profile.index_name)
         if markers.get(name) is not None:
             source["marker"] = str(markers[name])
         sources[name] = source
     return sources
+
+
+def _companion_indexes(spec: RenderInput) -> list[CompanionIndex]:
+    """The asked companions' own indexes, sorted: only what a node asks for is ever named."""
+    asked = {c.name for c in spec.companions}
+    return [c for c in spec.profile.companion_indexes if c.name in asked]
 
 
 def _multiline(values: object) -> Any:

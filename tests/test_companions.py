@@ -103,6 +103,14 @@ def test_companions_are_a_table_of_their_own_with_only_known_index_builds(tmp_pa
         good.write_text(f"{text}\n[companions]\n{bad}\n")
         with pytest.raises(ConfigError, match=message):
             load_profile(good)
+    for bad, message in (('flash-attn = { index = "https://u:secret@wheels.test/simple" }', "user name or password"),
+                         ('sageattention = { index = "https://wheels.test/simple" }', "PyPI does not serve"),
+                         ('flash-attn = { index = "https://wheels.test/", format = "tree" }', "is not one of")):
+        good.write_text(f"{text}\n[companions]\n{bad}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_profile(good)
+    good.write_text(f'{text}\n[companions]\nflash-attn = {{ index = "https://wheels.test/fa.html", format = "flat" }}\n')
+    assert [(c.name, c.format) for c in load_profile(good).companion_indexes] == [("flash-attn", "flat")]
     good.write_text(text.replace('xformers', '') + '\n[packages.xformers]\nversion = "*"\n')
     with pytest.raises(ConfigError):
         load_profile(good)  # never in [packages]: that table is the torch family only
@@ -200,3 +208,32 @@ def test_a_companion_reached_only_through_a_dependency_is_refused_naming_the_cha
     assert "node node_t → xtool → xformers takes xformers 0.0.31 from" in result.stderr, result
     assert "not from profile cu126's index" in result.stderr and "ask for xformers directly" in result.stderr
     assert not (site.root / "locks/cu126").exists()
+
+
+def test_a_prebuilt_wheel_index_of_the_profiles_own_serves_flash_attn_alone(
+    index_server: Catalogue, env: dict[str, str], tmp_path: Path
+) -> None:
+    prebuilt = index_server.extra_index("prebuilt/flash-attn")
+    wheels = tmp_path / "wheels/prebuilt"
+    for version, torch in (("2.8.0", "2.7.1"), ("2.8.1", "2.8.0")):
+        prebuilt.add(build_wheel(wheels, "flash-attn", version, import_name="flash_attn",
+                                 requires_dist=(f"torch=={torch}",)))
+    prebuilt.add(build_wheel(wheels, "einops", "99.0.0"))  # planted: explicit, so never taken for einops
+    site = _site(tmp_path, {"node_fa": "einops\nflash-attn>=2.7\n"},
+                 companions=f'flash-attn = {{ version = ">=2.7", index = "{prebuilt.url}" }}')
+    result = run_cli(["lock", "--profile", "cu126"], env=env, cwd=site.root)
+    assert result.returncode == 0, result
+    locked = locked_versions(site.root / "locks/cu126/uv.lock")
+    assert locked["flash-attn"] == ("2.8.0", prebuilt.url.rstrip("/"))  # the build for the profile's torch 2.7.1
+    assert locked["einops"][0] == "0.8.0"
+    fresh = dict(env, ENVBUILD_CACHE_DIR=str(tmp_path / "another-cache"))
+    verify = run_cli(["verify", "--profile", "cu126"], env=fresh, cwd=site.root)
+    assert verify.returncode == 0, verify
+    # Routing anything else to that index is an edit the audit names.
+    pyproject = site.root / "locks/cu126/pyproject.toml"
+    document = tomlkit.parse(pyproject.read_text())
+    document["tool"]["uv"]["sources"]["einops"] = {"index": "companion-flash-attn"}  # type: ignore[index]
+    pyproject.write_text(tomlkit.dumps(document))
+    edited = run_cli(["verify", "--profile", "cu126"], env=dict(env, ENVBUILD_CACHE_DIR=str(tmp_path / "c3")),
+                     cwd=site.root)
+    assert edited.returncode != 0 and "pins einops" in edited.stdout + edited.stderr, edited
