@@ -357,7 +357,7 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
         requirements.append(_manager_pip(collected.manager_dir, config))
     from envbuild.companions import companion_requirements, guard_companions
 
-    guard_companions(requirements + constraints, profile)
+    guard_companions(requirements, profile)  # a constraint installs nothing: only asks are refused
     family = [*profile_requirements(profile, config), *companion_requirements(profile, config, requirements)]
     guard_torch_family(family, requirements + constraints, profile)
     result = merge([*requirements, *family], constraints)

@@ -398,10 +398,12 @@ def _companions(value: Any, has_index: bool,
     """`[companions]`: a table of its own, validated apart from [packages]. Without an `index` of its own a
     companion comes from the profile's index, so only names PyTorch's indexes carry builds of are allowed
     (data/companions.toml); with one, any torch-bound package of that file that PyPI does not serve."""
+    table = expect(value, dict, "companions", path)
+    if not table:  # most profiles: nothing to read (a no-op lock loads the profile)
+        return (), ()
     from envbuild.companions import PYPI, companion_table, index_companions
 
-    table = expect(value, dict, "companions", path)
-    if table and not has_index:
+    if not has_index:
         raise ConfigError(path, "`[companions]` needs an `[index]`: companions are locked with the profile's torch")
     known, on_index = companion_table(), index_companions()
     plain: dict[str, Any] = {}
