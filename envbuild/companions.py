@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from envbuild.profiles import canonical_name
 
 if TYPE_CHECKING:
     from envbuild.config import Config
-    from envbuild.profiles import PinnedPackage, TorchProfile
+    from envbuild.profiles import CompanionIndex, PinnedPackage, TorchProfile
     from envbuild.requirements import MergeResult, SourcedRequirement
     from envbuild.uvlock import LockFile
 
@@ -51,6 +52,46 @@ def companion_table() -> dict[str, Companion]:
 def index_companions() -> frozenset[str]:
     """The names a profile may route to its PyTorch index besides the torch family."""
     return frozenset(name for name, c in companion_table().items() if c.wheels == PYTORCH_INDEX)
+
+
+def companions_table(value: Any, has_index: bool,
+                     path: Path) -> tuple[tuple[PinnedPackage, ...], tuple[CompanionIndex, ...]]:
+    """`[companions]`: a table of its own, validated apart from [packages]. Without an `index` of its own a
+    companion comes from the profile's index, so only names PyTorch's indexes carry builds of are allowed
+    (data/companions.toml); with one, any torch-bound package of that file that PyPI does not serve."""
+    from envbuild.errors import ConfigError
+    from envbuild.profiles import CompanionIndex, index_url_problem, one_of, pinned_packages
+    from envbuild.tomlfile import check_keys, expect
+
+    table = expect(value, dict, "companions", path)
+    if not has_index:
+        raise ConfigError(path, "`[companions]` needs an `[index]`: companions are locked with the profile's torch")
+    known, on_index = companion_table(), index_companions()
+    plain: dict[str, Any] = {}
+    indexes = []
+    for raw_name, entry in table.items():
+        name, where = canonical_name(raw_name), f"companions.{raw_name}"
+        own = isinstance(entry, dict) and "index" in entry
+        allowed = {n for n, c in known.items() if c.wheels != PYPI} if own else on_index
+        if name not in allowed:
+            what = "a torch-bound package envbuild knows (data/companions.toml) that PyPI does not serve" if own \
+                else "a package PyTorch's indexes carry builds of"
+            raise ConfigError(path, f"`{where}`: {raw_name!r} is not {what}",
+                              hint=f"a profile's [companions] name only {', '.join(sorted(on_index))}, or, with an "
+                                   "`index` of their own (a prebuilt-wheel index), "
+                                   f"{', '.join(sorted(n for n, c in known.items() if c.wheels != PYPI))}")
+        if own:
+            check_keys(entry, {"version", "marker", "index", "format"}, f"{where}.", path)
+            url = expect(entry["index"], str, f"{where}.index", path).rstrip("/")
+            problem = index_url_problem(url)
+            if problem:
+                raise ConfigError(path, f"`{where}.index`: {problem}")
+            layout = expect(entry.get("format", "simple"), str, f"{where}.format", path)
+            one_of(layout, ("simple", "flat"), f"{where}.format", path)
+            indexes.append(CompanionIndex(name, url, layout))
+            entry = {k: v for k, v in entry.items() if k in ("version", "marker")}
+        plain[raw_name] = entry
+    return pinned_packages(plain, "companions", path, frozenset(known)), tuple(sorted(indexes))
 
 
 def asked_companions(profile: TorchProfile, inputs: Iterable[SourcedRequirement]) -> tuple[PinnedPackage, ...]:

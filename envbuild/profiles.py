@@ -350,9 +350,9 @@ def load_profile(path: Path) -> TorchProfile:
     if name != path.stem:
         raise ConfigError(path, f"`name = \"{name}\"` does not match the file name `{path.stem}.toml`")
     accelerator = _required_str(data, "accelerator", path)
-    _one_of(accelerator, ACCELERATORS, "accelerator", path)
+    one_of(accelerator, ACCELERATORS, "accelerator", path)
     channel = expect(data.get("channel", "stable"), str, "channel", path)
-    _one_of(channel, CHANNELS, "channel", path)
+    one_of(channel, CHANNELS, "channel", path)
     version = data.get("accelerator-version")
     if accelerator in ("cuda", "rocm") and version is None:
         raise ConfigError(path, f"`accelerator-version` is required for accelerator `{accelerator}`")
@@ -368,8 +368,8 @@ def load_profile(path: Path) -> TorchProfile:
     if problem:
         raise ConfigError(path, f"`index.url`: {problem}", hint=credentials_hint(index.get("name"))
                           if _CREDENTIALS in problem else None)
-    packages = _packages(expect(data.get("packages", {}), dict, "packages", path), "packages", path)
-    companions, companion_indexes = _companions(data.get("companions", {}), bool(index), path)
+    packages = pinned_packages(expect(data.get("packages", {}), dict, "packages", path), "packages", path)
+    companions, companion_indexes = _companions(data.get("companions"), bool(index), path)
     if "torch" not in {p.name for p in packages}:
         raise ConfigError(path, "`[packages]` must include torch")
     return TorchProfile(
@@ -387,7 +387,7 @@ def load_profile(path: Path) -> TorchProfile:
         required_environments_as_written=tuple(
             expect_str_list(platforms.get("required-environments", []), "platforms.required-environments", path)),
         path=path,
-        pypi_packages=_packages(expect(data.get("pypi", {}), dict, "pypi", path), "pypi", path),
+        pypi_packages=pinned_packages(expect(data.get("pypi", {}), dict, "pypi", path), "pypi", path),
         companions=companions,
         companion_indexes=companion_indexes,
     )
@@ -395,45 +395,15 @@ def load_profile(path: Path) -> TorchProfile:
 
 def _companions(value: Any, has_index: bool,
                 path: Path) -> tuple[tuple[PinnedPackage, ...], tuple[CompanionIndex, ...]]:
-    """`[companions]`: a table of its own, validated apart from [packages]. Without an `index` of its own a
-    companion comes from the profile's index, so only names PyTorch's indexes carry builds of are allowed
-    (data/companions.toml); with one, any torch-bound package of that file that PyPI does not serve."""
-    table = expect(value, dict, "companions", path)
-    if not table:  # most profiles: nothing to read (a no-op lock loads the profile)
+    """Most profiles have none: a no-op lock (which loads the profile) then never imports companions."""
+    if value is None:
         return (), ()
-    from envbuild.companions import PYPI, companion_table, index_companions
+    from envbuild.companions import companions_table
 
-    if not has_index:
-        raise ConfigError(path, "`[companions]` needs an `[index]`: companions are locked with the profile's torch")
-    known, on_index = companion_table(), index_companions()
-    plain: dict[str, Any] = {}
-    indexes = []
-    for raw_name, entry in table.items():
-        name, where = canonical_name(raw_name), f"companions.{raw_name}"
-        own = isinstance(entry, dict) and "index" in entry
-        allowed = {n for n, c in known.items() if c.wheels != PYPI} if own else on_index
-        if name not in allowed:
-            what = "a torch-bound package envbuild knows (data/companions.toml) that PyPI does not serve" if own \
-                else "a package PyTorch's indexes carry builds of"
-            raise ConfigError(path, f"`{where}`: {raw_name!r} is not {what}",
-                              hint=f"a profile's [companions] name only {', '.join(sorted(on_index))}, or, with an "
-                                   "`index` of their own (a prebuilt-wheel index), "
-                                   f"{', '.join(sorted(n for n, c in known.items() if c.wheels != PYPI))}")
-        if own:
-            check_keys(entry, {"version", "marker", "index", "format"}, f"{where}.", path)
-            url = expect(entry["index"], str, f"{where}.index", path).rstrip("/")
-            problem = index_url_problem(url)
-            if problem:
-                raise ConfigError(path, f"`{where}.index`: {problem}")
-            layout = expect(entry.get("format", "simple"), str, f"{where}.format", path)
-            _one_of(layout, ("simple", "flat"), f"{where}.format", path)
-            indexes.append(CompanionIndex(name, url, layout))
-            entry = {k: v for k, v in entry.items() if k in ("version", "marker")}
-        plain[raw_name] = entry
-    return _packages(plain, "companions", path, frozenset(known)), tuple(sorted(indexes))
+    return companions_table(value, has_index, path)
 
 
-def _packages(table: Mapping[str, Any], key: str, path: Path,
+def pinned_packages(table: Mapping[str, Any], key: str, path: Path,
               allowed: frozenset[str] = TORCH_FAMILY_NAMES) -> tuple[PinnedPackage, ...]:
     result = []
     for raw_name, value in sorted(table.items()):
@@ -497,6 +467,6 @@ def _optional_str(table: Mapping[str, Any], key: str, path: Path) -> str | None:
     return None if value is None else str(expect(value, str, key, path))
 
 
-def _one_of(value: str, allowed: tuple[str, ...], key: str, path: Path) -> None:
+def one_of(value: str, allowed: tuple[str, ...], key: str, path: Path) -> None:
     if value not in allowed:
         raise ConfigError(path, f"`{key} = \"{value}\"` is not one of: {', '.join(allowed)}")
