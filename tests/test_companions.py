@@ -65,6 +65,9 @@ def test_a_node_asking_for_xformers_gets_the_build_for_the_profiles_torch_from_i
     fresh = dict(env, ENVBUILD_CACHE_DIR=str(tmp_path / "another-cache"))  # a full audit, no remembered verdict
     verify = run_cli(["verify", "--profile", "cu126"], env=fresh, cwd=site.root)
     assert verify.returncode == 0, verify
+    listing = run_cli(["profiles"], env=env, cwd=site.root)  # where the refusal's "see `envbuild profiles`" looks
+    assert "(companions: xformers >=0.0.29)" in next(line for line in listing.stdout.splitlines()
+                                                     if line.startswith("cu126 ")), listing
     check = run_cli(["lock", "--check", "--profile", "cu126"], env=fresh, cwd=site.root)
     assert check.returncode == 0 and "cu126: current" in check.stdout, check
 
