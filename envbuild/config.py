@@ -28,7 +28,8 @@ _KEYS: Mapping[str, set[str]] = {
     "comfyui": {"path", "base-directory", "listen", "port", "git", "ref"},
     "manager": {"path", "enabled", "git", "ref"},
     "nodes": {"dirs", "exclude", "registry"},
-    "lock": {"dir", "requires-python", "profiles", "extra-requirements", "profiles-dir", "torch-source"},
+    "lock": {"dir", "requires-python", "profiles", "extra-requirements", "profiles-dir", "torch-source",
+             "variant-groups"},
     "mirrors": {"pytorch", "pytorch-layout", "pypi", "pypi-files", "mode", "timeout"},  # see mirrors.py
     "generations": {"keep"},  # see generations.py
 }
@@ -66,6 +67,7 @@ class Config(NamedTuple):
     node_pins: tuple[NodePin, ...] = ()  # [custom-nodes.<name>]: nodes at a commit (`envbuild fetch`, `node`)
     node_registry: str = DEFAULT_REGISTRY  # [nodes] registry: the Comfy Registry's API base
     keep_generations: int = 3  # venv generations kept beside the venv path (current and previous always)
+    variant_groups: Mapping[str, tuple[str, ...]] = NO_SETTINGS  # module -> members, the first kept (variants.py)
 
     def display(self, path: Path) -> str:
         """A path as it should appear in generated files: relative to the project, posix. Symlinks are not
@@ -182,6 +184,7 @@ def _read_config(path: Path) -> Config:
         node_pins=_node_pins(data.get("custom-nodes"), path),
         node_registry=_registry(nodes.get("registry", DEFAULT_REGISTRY), path),
         keep_generations=_keep_generations(data.get("generations", {}), path),
+        variant_groups=_variant_groups(lock.get("variant-groups", {}), path),
     )
 
 
@@ -200,6 +203,25 @@ def _torch_source(value: Any, path: Path) -> str | None:
     if source not in ("pytorch-index", "pypi"):
         raise ConfigError(path, f"`lock.torch-source = \"{source}\"` is not one of: pytorch-index, pypi")
     return str(source)
+
+
+def _variant_groups(value: Any, path: Path) -> Mapping[str, tuple[str, ...]]:
+    """`[lock] variant-groups`: module name -> the distributions that install it, the one to keep first."""
+    import re
+
+    table = expect(value, dict, "lock.variant-groups", path)
+    groups: dict[str, tuple[str, ...]] = {}
+    for module, members in sorted(table.items()):
+        key = f"lock.variant-groups.{module}"
+        names = expect_str_list(members, key, path)
+        bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", n)]
+        if bad:
+            raise ConfigError(path, f"`{key}`: {bad[0]!r} is not a distribution name")
+        if len({n.lower().replace("_", "-").replace(".", "-") for n in names}) < 2:
+            raise ConfigError(path, f"`{key}` needs at least two distributions (the one to keep first)",
+                              hint='e.g. cv2 = ["opencv-python", "opencv-python-headless"]')
+        groups[str(module)] = tuple(names)
+    return MappingProxyType(groups)
 
 
 def _mirrors_table(table: Mapping[str, Any], path: Path) -> dict[str, Any]:

@@ -168,6 +168,9 @@ def _write_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: b
     """uv locks `staged` (seeded with the committed lock), audited, fingerprinted, with its torch guard."""
     from envbuild import guard
     from envbuild.audit import audit_texts, require_clean
+    from envbuild.companions import refuse_off_index
+    from envbuild.uvlock import parse_uv_lock
+    from envbuild.variants import groups_for, refuse_second_providers, second_providers
 
     profile = plan.profile
     atomic_write(staged / "pyproject.toml", plan.pyproject)
@@ -181,8 +184,14 @@ def _write_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: b
     except IndexUnreachableError as exc:
         raise _with_network_advice(exc, deployment, profile) from None
     lock_text = (staged / "uv.lock").read_text(encoding="utf-8")
+    groups = groups_for(deployment.config.variant_groups, deployment.config.source)
+    # One provider per variant group in the whole resolution, or no lock (the old one stands).
+    locked = parse_uv_lock(lock_text, staged / "uv.lock")
+    refuse_second_providers(second_providers(locked, groups), plan.merged.result, profile)
+    refuse_off_index(locked, profile, deployment.indexes(profile).torch, plan.merged.result)
     report = audit_texts(plan.pyproject, lock_text, profile, folder=staged,
-                         indexes=deployment.indexes(profile)[:3], pytorch_bases=deployment.pytorch_bases())
+                         indexes=deployment.indexes(profile)[:3], pytorch_bases=deployment.pytorch_bases(),
+                         variant_groups=groups)
     require_clean(report, allow_unhashed=True)  # the index may omit hashes: said below, refused at sync
     unhashed = tuple(a.describe() for a in report.unhashed)
     fingerprint = plan.fingerprint.with_lock(lock_text, _today())

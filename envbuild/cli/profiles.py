@@ -29,7 +29,8 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
         p = catalogue.get(name)
         torch = next((str(x.specifier) for x in p.packages if x.name == "torch"), "")
         rows.append({"name": p.name, "accelerator": p.accelerator, "version": p.accelerator_version,
-                     "channel": p.channel, "index": p.index_url, "torch": torch, "description": p.description})
+                     "channel": p.channel, "index": p.index_url, "torch": torch, "description": p.description,
+                     "companions": [c.as_written() for c in p.companions]})
     if as_json:
         show(json.dumps(rows, indent=2))
         return
@@ -40,7 +41,8 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
         source = "PyPI" if not r["index"] else "PyTorch index"
         table.append([str({**r, "source": source}[key] or "-") for key, _ in columns])
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
-    descriptions = ["DESCRIPTION", *(str(r["description"]) for r in rows)]
+    descriptions = ["DESCRIPTION", *(str(r["description"]) + (f" (companions: {', '.join(r['companions'])})"
+                                                               if r["companions"] else "") for r in rows)]
     for row, description in zip(table, descriptions, strict=True):
         show("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + "  " + description)
 
