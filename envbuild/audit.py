@@ -25,11 +25,12 @@ from envbuild.lockdir import LockFolder, sha256_text
 from envbuild.profiles import CANONICAL_PYTORCH_BASE, TorchProfile
 from envbuild.tomlfile import parse_toml
 from envbuild.uvlock import Dependency, LockedPackage, LockFile, parse_uv_lock
+from envbuild.variants import VariantGroup, builtin_groups
 
 _SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
 # Settings that change where packages come from; envbuild never writes them.
 _REDIRECTING_KEYS = ("index-url", "extra-index-url", "find-links", "no-index", "index-strategy",
-                     "no-sources", "override-dependencies")
+                     "no-sources")
 # Platform variables whose `==`/`!=` atoms decide whether two markers can hold together.
 _PLATFORM_VARS = frozenset({"sys_platform", "platform_machine", "platform_system", "os_name",
                             "implementation_name", "platform_python_implementation"})
@@ -205,6 +206,10 @@ def _index_problems(uv: Mapping[str, Any], profile: TorchProfile, expected: str 
     # A lock made through a PyPI mirror names it, exactly as envbuild renders it: that entry is expected.
     entries = [e for e in entries if not (default_index and e == {"name": "pypi-mirror", "url": default_index,
                                                                    "default": True})]
+    # A companion's own prebuilt-wheel index, exactly as the profile names it (rendered when a node asks).
+    companion_entries = [{"name": c.index_name, "url": c.url, "explicit": True,
+                          **({"format": "flat"} if c.format == "flat" else {})} for c in profile.companion_indexes]
+    entries = [e for e in entries if e not in companion_entries]
     if expected is None:
         return [f"[[tool.uv.index]] `{e.get('name')}` ({e.get('url')}) is present, but profile {profile.name} "
                 "takes torch from the default index and names no index" for e in entries]
@@ -233,8 +238,15 @@ def _source_problems(uv: Mapping[str, Any], profile: TorchProfile) -> list[str]:
     if profile.index_name is None:
         return [f"[tool.uv.sources] pins {name}; profile {profile.name} takes every package from the default index"
                 for name in sorted(sources)]
-    problems = [f"[tool.uv.sources] pins {name}, which is not in profile {profile.name}'s torch family"
-                for name in sorted(set(sources) - profile.package_names())]
+    companions = {c.name: c for c in profile.companions}
+    problems = [f"[tool.uv.sources] pins {name}, which is not in profile {profile.name}'s torch family or companions"
+                for name in sorted(set(sources) - profile.package_names() - set(companions))]
+    for name in sorted(set(sources) & set(companions)):  # present only when an input asks for it
+        own = profile.companion_index(name)
+        wanted = {"index": own.index_name if own else profile.index_name, **({"marker": str(companions[name].marker)}
+                                                  if companions[name].marker is not None else {})}
+        if not isinstance(sources[name], dict) or _normal_source(sources[name]) != wanted:
+            problems.append(f"[tool.uv.sources] {name} = {sources[name]!r}; profile {profile.name} says {wanted!r}")
     for package in profile.packages:
         expected: dict[str, str] = {"index": profile.index_name}
         if package.marker is not None:
@@ -258,6 +270,21 @@ def _normal_source(source: Mapping[str, Any]) -> dict[str, str]:
     return result
 
 
+def _override_problems(uv: Mapping[str, Any], pyproject: Mapping[str, Any],
+                       groups: Sequence[VariantGroup]) -> list[str]:
+    """envbuild writes overrides only to drop the other members of a variant group (envbuild.variants)."""
+    from envbuild.variants import is_rendered_override
+
+    overrides = uv.get("override-dependencies", [])
+    if not isinstance(overrides, list):
+        return ["[tool.uv] override-dependencies is not a list (envbuild writes a list of requirements)"]
+    deps = _table(pyproject.get("project")).get("dependencies") or []
+    direct = [re.split(r"[\s\[;<>=!~@(]", str(d), maxsplit=1)[0] for d in deps]
+    return [f"[tool.uv] override-dependencies has `{item}`, which envbuild never writes (it only drops the other "
+            "members of a variant group)" for item in overrides
+            if not isinstance(item, str) or not is_rendered_override(item, groups, direct)]
+
+
 def _setting_problems(uv: Mapping[str, Any], profile: TorchProfile) -> list[str]:
     problems = [f"[tool.uv] sets `{key}`, which changes where packages come from (envbuild never writes it)"
                 for key in _REDIRECTING_KEYS if key in uv]
@@ -275,6 +302,8 @@ def _setting_problems(uv: Mapping[str, Any], profile: TorchProfile) -> list[str]
 
 def _lock_problems(lock: LockFile, profile: TorchProfile, expected: str | None, bases: Sequence[str]) -> list[str]:
     family = profile.package_names()
+    companions = {c.name for c in profile.companions}
+    own = {_norm(c.url): c.name for c in profile.companion_indexes}
     problems: list[str] = []
     others = defaultdict(list)
     for package in lock.packages:
@@ -288,6 +317,15 @@ def _lock_problems(lock: LockFile, profile: TorchProfile, expected: str | None, 
             elif expected is None and (package.registry is None or _is_pytorch_index(package.registry, bases)):
                 problems.append(f"uv.lock takes {package.name} {package.version} from {where}; profile "
                                 f"{profile.name} takes it from the default index")
+        elif package.registry in own:  # a companion's own prebuilt-wheel index serves that companion alone
+            if own[package.registry] != package.name:
+                problems.append(f"uv.lock takes {package.name} {package.version} from {where}, the index profile "
+                                f"{profile.name} names for {own[package.registry]} only")
+        elif package.name in companions and profile.companion_index(package.name) is not None:
+            problems.append(f"uv.lock takes {package.name} {package.version} from {where}, not from the index "
+                            f"profile {profile.name} names for it")
+        elif expected is not None and package.registry == _norm(expected) and package.name in companions:
+            continue  # a companion the profile takes from its index (envbuild.companions)
         elif expected is not None and package.registry == _norm(expected):
             problems.append(f"uv.lock takes {package.name} {package.version} from the PyTorch index {where}: "
                             "only the torch family may come from it")
@@ -325,11 +363,13 @@ def _fingerprint_problems(folder: LockFolder, pyproject_text: str, lock_text: st
 
 def audit_texts(pyproject_text: str, lock_text: str, profile: TorchProfile, *, folder: Path,
                 indexes: tuple[str | None, str | None, str],
-                pytorch_bases: Sequence[str] = (CANONICAL_PYTORCH_BASE,)) -> AuditReport:
+                pytorch_bases: Sequence[str] = (CANONICAL_PYTORCH_BASE,),
+                variant_groups: Sequence[VariantGroup] | None = None) -> AuditReport:
     """Audit a lock given as text (pure: no files read).
 
     `indexes` = (torch index, default index, torch index format) the lock should name, as
-    `Deployment.indexes` gives them; `pytorch_bases`: where this deployment's PyTorch indexes live.
+    `Deployment.indexes` gives them; `pytorch_bases`: where this deployment's PyTorch indexes live;
+    `variant_groups`: the deployment's (built-in ones when not given), whose overrides are expected.
     """
     lock = parse_uv_lock(lock_text, folder / "uv.lock")
     try:
@@ -340,7 +380,8 @@ def audit_texts(pyproject_text: str, lock_text: str, profile: TorchProfile, *, f
     expected, default_index, index_format = indexes[:3]
     tampering = [*_index_problems(uv, profile, expected, default_index, index_format),
                  *_source_problems(uv, profile),
-                 *_setting_problems(uv, profile), *_lock_problems(lock, profile, expected, pytorch_bases)]
+                 *_setting_problems(uv, profile), *_lock_problems(lock, profile, expected, pytorch_bases),
+                 *_override_problems(uv, pyproject, builtin_groups() if variant_groups is None else variant_groups)]
     environments = (*profile.environments, *lock.supported_markers) if profile.environments else ()
     scope = _in_scope(lock, environments)
     audited = [p for p, keep in zip(lock.packages, scope, strict=True) if keep and not p.is_root]
@@ -354,7 +395,8 @@ def audit_texts(pyproject_text: str, lock_text: str, profile: TorchProfile, *, f
 
 
 def audit_lock(folder: LockFolder, profile: TorchProfile, *, indexes: tuple[str | None, str | None, str],
-               pytorch_bases: Sequence[str] = (CANONICAL_PYTORCH_BASE,)) -> AuditReport:
+               pytorch_bases: Sequence[str] = (CANONICAL_PYTORCH_BASE,),
+               variant_groups: Sequence[VariantGroup] | None = None) -> AuditReport:
     """Audit a committed lock folder against its profile (through `trust`, which every command uses)."""
     if not folder.exists():
         raise StaleLockError(f"no lock for profile {profile.name} at {folder.path}",
@@ -362,7 +404,7 @@ def audit_lock(folder: LockFolder, profile: TorchProfile, *, indexes: tuple[str 
     pyproject_text = folder.pyproject.read_text(encoding="utf-8")
     lock_text = folder.uv_lock.read_text(encoding="utf-8")
     report = audit_texts(pyproject_text, lock_text, profile, folder=folder.path, indexes=indexes,
-                         pytorch_bases=pytorch_bases)
+                         pytorch_bases=pytorch_bases, variant_groups=variant_groups)
     return replace(report, tampering=(*report.tampering, *_fingerprint_problems(folder, pyproject_text, lock_text)))
 
 

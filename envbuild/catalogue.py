@@ -73,6 +73,7 @@ class Change:
     old: str
     new: str
     reason: str
+    table: str | None = None  # the profile table the bound is in, when not the report's ([companions])
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class Target:
     index_url: str
     packages: tuple[PinnedPackage, ...]
     platforms: tuple[str, ...]
+    companions: frozenset[str] = frozenset()  # among `packages`: the profile's [companions] (xformers, ...)
 
     @property
     def cuda(self) -> str | None:
@@ -145,8 +147,13 @@ def select_targets(catalogue: ProfileCatalogue, names: Sequence[str], python: tu
                 continue
             index = (rebase_pytorch_url(base.index_url, pytorch_base(environ))
                      if table == "packages" and base.index_url else None)
-            targets.append(Target(base, source.name, table, index or default_index(environ), source.packages,
-                                  marker_platforms(source.required_environments or source.environments, python)))
+            # Companions from the profile's own index only: one with a prebuilt-wheel index of its own is the user's.
+            companions = tuple(c for c in source.companions
+                               if source.companion_index(c.name) is None) if table == "packages" else ()
+            targets.append(Target(base, source.name, table, index or default_index(environ),
+                                  (*source.packages, *companions),
+                                  marker_platforms(source.required_environments or source.environments, python),
+                                  frozenset(c.name for c in companions)))
     return targets
 
 
@@ -219,7 +226,7 @@ class _Table:
             return version in self.ok_torch
         if version not in self.rel[name].files:
             return False
-        if name not in FAMILY:
+        if name not in FAMILY and name not in self.target.companions:
             return True
         pins = [n for n in self.needs(name, version) or [] if n.name == "torch" and str(n.spec)]
         return bool(pins) and all(any(n.spec.contains(t, prereleases=True) for t in self.ok_torch) for n in pins)
@@ -244,7 +251,7 @@ class _Table:
         return next(scan(versions, partial(self.counts, name), prefetch), None)
 
     def _prefetch(self, name: str, versions: Sequence[Version]) -> None:
-        if name != "torch" and name in FAMILY:
+        if name != "torch" and (name in FAMILY or name in self.target.companions):
             self.meta.prefetch([self.rel[name].files[v] for v in versions if v in self.rel[name].files])
 
 
@@ -261,6 +268,8 @@ def _floor(table: _Table, name: str, parts: list[str]) -> tuple[list[str], str |
     if index is None:
         return parts, None
     operator, floor = _op(parts[index]), Version(parts[index][2:].strip())
+    # A release line: torch's minor (2.7), a 0.0.x companion's patch (xformers 0.0.31).
+    line = 3 if name in table.target.companions and floor.release[:2] == (0, 0) else 2
     versions = sorted(table.rel[name].files)
     if operator == "==":
         if table.counts(name, floor):
@@ -268,13 +277,13 @@ def _floor(table: _Table, name: str, parts: list[str]) -> tuple[list[str], str |
         first = table.counting(name, versions[::-1])
     else:
         first = table.counting(name, [v for v in versions if v >= floor])
-        if first is not None and first.release[:2] == floor.release[:2]:
+        if first is not None and first.release[:line] == floor.release[:line]:
             return parts, None
         first = first or table.counting(name, versions[::-1])
     if first is None:
         return parts, None
     seen = floor in table.rel[name].files or floor in table.rel[name].left_out
-    why = table.why(name, floor) if seen else f"no {floor.major}.{floor.minor} release counts"
+    why = table.why(name, floor) if seen else f"no {'.'.join(map(str, floor.release[:line]))} release counts"
     text = f"{first.major}.{first.minor}.0.dev0" if floor.dev == 0 and first.is_devrelease else str(first)
     return parts[:index] + [f"{operator}{text}"] + parts[index + 1:], f"{floor}: {why}"
 
@@ -318,34 +327,55 @@ def _decide(table: _Table, raw: Mapping[str, str], reference: tuple[int, int] | 
                        notes=tuple(table.notes), error=table.error, cache_age=max(table.ages) or None)
     if table.error:
         return base
-    versions = {n: (table.ok_torch if n == "torch" else sorted(r.files)) for n, r in table.rel.items()}
+    # Companions are optional (installed only when a node asks): they never hold the torch family back.
+    family = [n for n in table.rel if n not in target.companions]
+    versions = {n: (table.ok_torch if n == "torch" else sorted(table.rel[n].files)) for n in family}
     parts: dict[str, list[str]] = {n: _parts(raw[n]) for n in table.rel}
     reasons: dict[str, list[str]] = {n: [] for n in table.rel}
     for name in table.rel:
         parts[name], why = _floor(table, name, parts[name])
         reasons[name] += [why] if why else []
-    first = newest_set(versions, {n: SpecifierSet(",".join(p)) for n, p in parts.items()},
-                       table.needs, table.counts)
+    first = newest_set(versions, {n: SpecifierSet(",".join(parts[n])) for n in family}, table.needs, table.counts)
     top = (table.ok_torch[-1].major, table.ok_torch[-1].minor)
     stopped = (f"the index stopped at torch {table.ok_torch[-1]}; other stable indexes serve "
                f"{reference[0]}.{reference[1]}") if target.stable_index and reference and top < reference else None
-    for name in table.rel:
+    for name in family:
         if target.table == "pypi":
             parts[name], why = _pypi_ceiling(table, name, parts[name])
         else:
             parts[name], why = _index_ceiling(table, name, parts[name], first or {}, stopped)
         reasons[name] += [why] if why else []
-    final = newest_set(versions, {n: SpecifierSet(",".join(p)) for n, p in parts.items()},
-                       table.needs, table.counts)
+    final = newest_set(versions, {n: SpecifierSet(",".join(parts[n])) for n in family}, table.needs, table.counts)
     notes = list(table.notes) + _left_out_notes(table, final or {})
     if final is None:
-        wanted = ", ".join(f"{n}{','.join(p)}" for n, p in parts.items())
+        wanted = ", ".join(f"{n}{','.join(parts[n])}" for n in family)
         return replace(base, notes=tuple(notes), error=f"no mutually compatible set of releases within {wanted}")
-    changes = tuple(Change(n, raw[n], ",".join(parts[n]), "; ".join(reasons[n]))
+    builds = _companion_builds(table, parts, final["torch"], notes)
+    changes = tuple(Change(n, raw[n], ",".join(parts[n]), "; ".join(reasons[n]),
+                           "companions" if n in target.companions else None)
                     for n in table.rel if ",".join(parts[n]) != raw[n])
+    final = {**final, **builds}
     order = sorted(table.rel, key=lambda n: (FAMILY.index(n) if n in FAMILY else len(FAMILY), n))
     newest = {n: str(final[n]) for n in order if n in final}
     return replace(base, notes=tuple(notes), newest=newest, changes=changes)
+
+
+def _companion_builds(table: _Table, parts: Mapping[str, list[str]], torch: Version,
+                      notes: list[str]) -> dict[str, Version]:
+    """Per companion, its newest release within the profile's bound built for the newest torch: the one a
+    lock takes (uv matches its exact torch pin), or none (a note says so)."""
+    found: dict[str, Version] = {}
+    for name in sorted(table.target.companions):
+        spec = SpecifierSet(",".join(parts[name]))
+        fits = [v for v in sorted(table.rel[name].files, reverse=True) if spec.contains(v, prereleases=True)
+                and any(n.name == "torch" and n.spec.contains(torch, prereleases=True)
+                        for n in table.needs(name, v) or [])]
+        if fits:
+            found[name] = fits[0]
+        else:
+            notes.append(f"{name}: no release within {','.join(parts[name]) or 'any version'} is built for "
+                               f"torch {torch}; a node asking for it will not lock with that torch")
+    return found
 
 
 def _left_out_notes(table: _Table, final: Mapping[str, Version]) -> list[str]:
@@ -361,7 +391,10 @@ def _left_out_notes(table: _Table, final: Mapping[str, Version]) -> list[str]:
 
 
 def _raw_specs(target: Target) -> dict[str, str]:
-    data: dict[str, Any] = load_toml(target.profile.path).get(target.table, {})
+    document = load_toml(target.profile.path)
+    data: dict[str, Any] = dict(document.get(target.table, {}))
+    if target.companions:
+        data.update(document.get("companions", {}))
     result: dict[str, str] = {}
     for key, value in data.items():
         text = value.get("version", "") if isinstance(value, dict) else value
@@ -400,7 +433,7 @@ def proposed_texts(reports: Sequence[TableReport], today: str) -> tuple[dict[Pat
         old.setdefault(report.path, report.path.read_text(encoding="utf-8"))
         text = new.get(report.path, old[report.path])
         for change in report.changes:
-            text = replace_spec(text, report.table, change.package, change.new)
+            text = replace_spec(text, change.table or report.table, change.package, change.new)
         newest = ", ".join(f"{k} {v}" for k, v in report.newest.items())
         line = f"{STAMP} read {report.index_url} on {today}; newest compatible set: {newest}"
         if report.changes or not _stamped(text, report.table).endswith(f"newest compatible set: {newest}"):

@@ -11,22 +11,29 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from envbuild.errors import ConfigError
 from envbuild.tomlfile import check_keys, expect, expect_str_list, load_toml
 
+if TYPE_CHECKING:
+    from envbuild.pins import NodePin
+
 CONFIG_NAME = "envbuild.toml"
 DEFAULT_REQUIRES_PYTHON = ">=3.10"
 NO_SETTINGS: Mapping[str, Any] = MappingProxyType({})  # an immutable default, shared safely
-_SECTIONS = {"comfyui", "manager", "nodes", "lock", "mirrors"}
+DEFAULT_REGISTRY = "https://api.comfy.org"  # the Comfy Registry ([nodes] registry overrides it)
+_SECTIONS = {"comfyui", "manager", "nodes", "lock", "mirrors", "custom-nodes", "generations"}
 _KEYS: Mapping[str, set[str]] = {
     "comfyui": {"path", "base-directory", "listen", "port", "git", "ref"},
     "manager": {"path", "enabled", "git", "ref"},
-    "nodes": {"dirs", "exclude"},
-    "lock": {"dir", "requires-python", "profiles", "extra-requirements", "profiles-dir", "torch-source"},
+    "nodes": {"dirs", "exclude", "registry"},
+    "lock": {"dir", "requires-python", "profiles", "extra-requirements", "profiles-dir", "torch-source",
+             "variant-groups"},
     "mirrors": {"pytorch", "pytorch-layout", "pypi", "pypi-files", "mode", "timeout"},  # see mirrors.py
+    "generations": {"keep"},  # see generations.py
 }
+_TABLE_OF_TABLES = {"custom-nodes"}  # one table per node, checked by pins.read_pins
 
 
 class GitSource(NamedTuple):
@@ -57,6 +64,10 @@ class Config(NamedTuple):
     port: int | None = None  # ComfyUI's --port for `envbuild run`
     comfyui_git: GitSource | None = None  # clone/update [comfyui] path from here (`envbuild fetch`)
     manager_git: GitSource | None = None
+    node_pins: tuple[NodePin, ...] = ()  # [custom-nodes.<name>]: nodes at a commit (`envbuild fetch`, `node`)
+    node_registry: str = DEFAULT_REGISTRY  # [nodes] registry: the Comfy Registry's API base
+    keep_generations: int = 3  # venv generations kept beside the venv path (current and previous always)
+    variant_groups: Mapping[str, tuple[str, ...]] = NO_SETTINGS  # module -> members, the first kept (variants.py)
 
     def display(self, path: Path) -> str:
         """A path as it should appear in generated files: relative to the project, posix. Symlinks are not
@@ -126,7 +137,8 @@ def _read_config(path: Path) -> Config:
     check_keys(data, _SECTIONS, "", path)
     for section in data:
         expect(data[section], dict, section, path)
-        check_keys(data[section], _KEYS[section], f"{section}.", path)
+        if section not in _TABLE_OF_TABLES:
+            check_keys(data[section], _KEYS[section], f"{section}.", path)
     comfy, manager = data.get("comfyui", {}), data.get("manager", {})
     nodes, lock = data.get("nodes", {}), data.get("lock", {})
 
@@ -169,7 +181,19 @@ def _read_config(path: Path) -> Config:
         port=_port(comfy.get("port"), path),
         comfyui_git=comfyui_git,
         manager_git=manager_git,
+        node_pins=_node_pins(data.get("custom-nodes"), path),
+        node_registry=_registry(nodes.get("registry", DEFAULT_REGISTRY), path),
+        keep_generations=_keep_generations(data.get("generations", {}), path),
+        variant_groups=_variant_groups(lock.get("variant-groups", {}), path),
     )
+
+
+def _keep_generations(table: Mapping[str, Any], path: Path) -> int:
+    keep = expect(table.get("keep", 3), int, "generations.keep", path)
+    if keep < 1:
+        raise ConfigError(path, f"`generations.keep` must be at least 1, not {keep}",
+                          hint="the current generation and the previous one are always kept besides")
+    return int(keep)
 
 
 def _torch_source(value: Any, path: Path) -> str | None:
@@ -181,10 +205,46 @@ def _torch_source(value: Any, path: Path) -> str | None:
     return str(source)
 
 
+def _variant_groups(value: Any, path: Path) -> Mapping[str, tuple[str, ...]]:
+    """`[lock] variant-groups`: module name -> the distributions that install it, the one to keep first."""
+    import re
+
+    table = expect(value, dict, "lock.variant-groups", path)
+    groups: dict[str, tuple[str, ...]] = {}
+    for module, members in sorted(table.items()):
+        key = f"lock.variant-groups.{module}"
+        names = expect_str_list(members, key, path)
+        bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", n)]
+        if bad:
+            raise ConfigError(path, f"`{key}`: {bad[0]!r} is not a distribution name")
+        if len({n.lower().replace("_", "-").replace(".", "-") for n in names}) < 2:
+            raise ConfigError(path, f"`{key}` needs at least two distributions (the one to keep first)",
+                              hint='e.g. cv2 = ["opencv-python", "opencv-python-headless"]')
+        groups[str(module)] = tuple(names)
+    return MappingProxyType(groups)
+
+
 def _mirrors_table(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
     from envbuild.mirrors import validate_team_table
 
     return validate_team_table(table, path)
+
+
+def _node_pins(table: Any, path: Path) -> tuple[NodePin, ...]:
+    """Read only when the file pins nodes: a deployment without pins does not import their module."""
+    if table is None:
+        return ()
+    from envbuild.pins import read_pins
+
+    return read_pins(table, path)
+
+
+def _registry(value: Any, path: Path) -> str:
+    url = expect(value, str, "nodes.registry", path)
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError(path, f"`nodes.registry` must be an http(s) URL, not {url!r}",
+                          hint=f"the Comfy Registry is {DEFAULT_REGISTRY}")
+    return str(url).rstrip("/")
 
 
 def _port(value: Any, path: Path) -> int | None:

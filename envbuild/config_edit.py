@@ -81,3 +81,10 @@ def _apply(path: Path, changes: list[tuple[str, str, Any]]) -> list[str]:
     verb = "updated" if existed else "created"
     return [f"{path.name} {verb}: {change} (so sync, run and the next lock use the same deployment)"
             for change in said]
+
+
+def persist_refs(deployment: Deployment, refs: Mapping[str, str]) -> list[str]:
+    """`update` moved checkouts to new refs and everything passed: pin them in envbuild.toml.
+    `refs`: section ("comfyui", "manager") -> ref."""
+    path = deployment.config.source or (deployment.config.project_dir / CONFIG_NAME)
+    return _apply(path, [(section, "ref", ref) for section, ref in refs.items()])

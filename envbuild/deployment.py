@@ -11,6 +11,7 @@ and `doctor` cannot disagree about which lock a setting points at.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +126,8 @@ class Deployment:
     def venv(self, given: Path | None) -> Path:
         """--venv, else `.venv` beside the ComfyUI checkout (inside it, a `uv sync` run in the checkout
         would sync ComfyUI's own dependency-less pyproject and empty it), else ./.venv."""
-        if given is not None:
-            return given.resolve()
+        if given is not None:  # absolute, links kept: the venv path is a link to a generation
+            return Path(os.path.abspath(given))
         if self.config.comfyui is not None:
             return self.config.comfyui.parent / ".venv"
         return self.config.project_dir / ".venv"
@@ -168,7 +169,8 @@ def pytorch_base(env: Mapping[str, str]) -> str:
         return CANONICAL_PYTORCH_BASE
     problem = index_url_problem(base)
     if problem:
-        hint = (credentials_hint(None) if "password" in problem
+        hint = (credentials_hint(None) + ", e.g. UV_INDEX_PYTORCH_CU126_USERNAME and UV_INDEX_PYTORCH_CU126_PASSWORD "
+                "for profile cu126's index pytorch-cu126" if "password" in problem
                 else "a base URL such as https://download.pytorch.org/whl (with cu126, ... below it)")
         raise ConfigError(PYTORCH_INDEX_ENV, problem, hint=hint)
     return base.rstrip("/")

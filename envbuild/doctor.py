@@ -48,7 +48,8 @@ class Context:
 
 
 def run_doctor(ctx: Context, *, import_torch: bool = True, probe: bool = True) -> list[Check]:
-    checks: list[Callable[[Context], Check]] = [_uv, _lock_present, _lock_state, _venv_matches, _torch_files]
+    checks: list[Callable[[Context], Check]] = [_uv, _lock_present, _lock_state, _venv_matches, _venv_generation,
+                                                _torch_files]
     if import_torch:
         checks.append(_torch_import)
     checks += [_machine_fit, _comfyui_check]
@@ -111,6 +112,12 @@ def _venv_matches(ctx: Context) -> Check:
         return Check("venv matches lock", PASS, f"{ctx.venv} holds exactly the lock")
     shown = ", ".join(changes[:5]) + (f" (+{len(changes) - 5} more)" if len(changes) > 5 else "")
     return Check("venv matches lock", FAIL, f"sync would change {len(changes)} package(s): {shown}")
+
+
+def _venv_generation(ctx: Context) -> Check:
+    from envbuild.venvswitch import generation_status
+
+    return Check("venv generation", *generation_status(ctx.deployment, ctx.venv))
 
 
 def _torch_files(ctx: Context) -> Check:

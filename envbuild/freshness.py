@@ -38,12 +38,27 @@ def _describe_commits(old: Fingerprint, new: Fingerprint) -> str:
     said = []
     for key in sorted(set(before) | set(after)):
         if before.get(key) != after.get(key):
-            if key.endswith("-commit"):
+            if key.startswith("node:") and key.endswith("-commit"):
+                said.append(_describe_node(key.removeprefix("node:").removesuffix("-commit"), before.get(key),
+                                           after.get(key)))
+            elif key.endswith("-commit"):
                 said.append(f"{names.get(key, key)} moved from {(before.get(key) or 'no commit')[:12]} to "
                             f"{(after.get(key) or 'no commit')[:12]}")
             else:
                 said.append(f"{key} changed ({before.get(key)} → {after.get(key)})")
     return "; ".join(said)
+
+
+def _describe_node(name: str, before: str | None, after: str | None) -> str:
+    from envbuild.pins import MISSING
+
+    if after == MISSING:
+        return f"pinned node {name} is missing (run `envbuild fetch`)"
+    if before is None:
+        return f"node {name} was pinned (at {(after or '?')[:12]})"
+    if after is None:
+        return f"node {name} is no longer pinned (was at {before[:12]})"
+    return f"node {name} moved from {before[:12]} to {after[:12]}"
 
 
 SETTINGS: tuple[Setting, ...] = (

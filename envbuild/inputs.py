@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, NamedTuple
 from envbuild.config import Config
 from envbuild.errors import ConfigError, RequirementFileError
 from envbuild.merge_rules import guard_torch_family, settle_clobbering
-from envbuild.profiles import TorchProfile
+from envbuild.profiles import PinnedPackage, TorchProfile
 
 if TYPE_CHECKING:  # the parser is imported when parsing, not to find files (the no-op path)
-    from envbuild.requirements import Diagnostic, MergeResult, ParsedFile, SourcedRequirement
+    from envbuild.merging import MergeResult
+    from envbuild.requirements import Diagnostic, ParsedFile, SourcedRequirement
 
 MANAGER_DIR_NAMES = ("comfyui-manager",)  # matched case-insensitively
 DISABLED_SUFFIX = ".disabled"
@@ -300,13 +301,15 @@ def _skipped_pyproject(item: InputFile, config: Config, message: str) -> ParsedF
     return ParsedFile((), (), (_pyproject_note(item, config, message),), (item.path,))
 
 
-def profile_requirements(profile: TorchProfile, config: Config) -> list[SourcedRequirement]:
-    """The profile's torch family as requirements, each pointing at its line in the profile file."""
+def profile_requirements(profile: TorchProfile, config: Config,
+                         packages: tuple[PinnedPackage, ...] | None = None) -> list[SourcedRequirement]:
+    """The profile's torch family (or the `packages` given) as requirements, each pointing at its line
+    in the profile file."""
     from packaging.requirements import Requirement
 
     from envbuild.requirements import Origin, SourcedRequirement
 
-    packages = profile.packages
+    packages = profile.packages if packages is None else packages
     try:
         text = profile.path.read_text(encoding="utf-8")
     except OSError:
@@ -332,7 +335,7 @@ def profile_display_path(profile: TorchProfile, config: Config) -> str:
 
 def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     """Parse and merge everything; stop on conflicts before uv ever runs."""
-    from envbuild.requirements import merge
+    from envbuild.merging import merge
 
     collected = collect_inputs(config)
     requirements: list[SourcedRequirement] = []
@@ -346,11 +349,17 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
         constraints.extend(parsed.constraints)
         warnings.extend(parsed.warnings)
         files_read.extend(parsed.files)
-    requirements, constraints, settled = settle_clobbering(requirements, constraints, profile)
+    from envbuild.variants import groups_for
+
+    groups = groups_for(config.variant_groups, config.source)
+    requirements, constraints, settled = settle_clobbering(requirements, constraints, profile, groups)
     warnings.extend(settled)
     if collected.manager_dir is not None:
         requirements.append(_manager_pip(collected.manager_dir, config))
-    family = profile_requirements(profile, config)
+    from envbuild.companions import companion_requirements, guard_companions
+
+    guard_companions(requirements, profile)  # a constraint installs nothing: only asks are refused
+    family = [*profile_requirements(profile, config), *companion_requirements(profile, config, requirements)]
     guard_torch_family(family, requirements + constraints, profile)
     result = merge([*requirements, *family], constraints)
     return MergedInputs(result, tuple(warnings), tuple(dict.fromkeys(files_read)), collected)

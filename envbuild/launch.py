@@ -42,6 +42,7 @@ class Launch:
     env_set: Mapping[str, str]  # what envbuild set in it (shown with -v)
     constraints: Path
     warnings: tuple[str, ...] = ()
+    generation: Path | None = None  # the generation the venv path pointed at: held (flock) while ComfyUI runs
 
 
 def comfy_args(config: Config) -> list[str]:
@@ -59,13 +60,18 @@ def comfy_args(config: Config) -> list[str]:
 def prepare_run(deployment: Deployment, profile: TorchProfile, venv: Path, args: Sequence[str] = ()) -> Launch:
     """Check lock and venv, then build the command line and the guarded environment."""
     config, env = deployment.config, deployment.env
-    venv = venv.absolute()
+    from envbuild.generations import current
+
+    # Through the generation's real path: a later switch of the venv path does not change a live ComfyUI.
+    link = venv.absolute()
+    generation = current(link)
+    venv = generation or link
     main = _main_py(config)
     folder = deployment.folder(profile)
     require_usable(deployment, profile, allow_unhashed=True,
                    then=f"then `envbuild sync --profile {profile.name}`")  # sync refused unhashed files
     python = venv_python(venv)
-    extras = _check_synced(deployment.uv, folder, profile, venv, python)
+    extras = _check_synced(deployment.uv, folder, profile, venv, python, link)
     guard = guard_environment(folder.path, profile, env, deployment.canonical_index(profile),
                               deployment.default_index)
     # `uv pip` (the Manager's uv mode) must install into this venv, whatever the user's shell points at.
@@ -78,7 +84,8 @@ def prepare_run(deployment: Deployment, profile: TorchProfile, venv: Path, args:
         warnings = ((f"{venv} also holds {len(extras)} package(s) the lock does not list ({', '.join(extras)}): "
                      "installed by a node? `envbuild lock` makes them part of the lock"),)
     argv = (str(python), str(main), *comfy_args(config), *args)
-    return Launch(profile.name, argv, main.parent, child, env_set, folder.path / CONSTRAINTS_NAME, warnings)
+    return Launch(profile.name, argv, main.parent, child, env_set, folder.path / CONSTRAINTS_NAME, warnings,
+                  generation)
 
 
 def _main_py(config: Config) -> Path:
@@ -92,18 +99,22 @@ def _main_py(config: Config) -> Path:
     return main
 
 
-def _check_synced(uv: Uv, folder: LockFolder, profile: TorchProfile, venv: Path, python: Path) -> list[str]:
+def _check_synced(uv: Uv, folder: LockFolder, profile: TorchProfile, venv: Path, python: Path,
+                  shown: Path) -> list[str]:
     """`uv sync --locked --dry-run`: offline and about 30 ms, and it compares every locked package
     (version and source), where reading torch alone would miss a node that replaced numpy.
-    Packages the lock lacks are returned, not refused: nodes installed at runtime add them."""
-    hint = f"run `envbuild sync --profile {profile.name} --venv {venv}`"
+    Packages the lock lacks are returned, not refused: nodes installed at runtime add them.
+    `shown`: the venv path as the user names it (`venv` may be the generation it links to)."""
+    hint = f"run `envbuild sync --profile {profile.name} --venv {shown}`"
     if not python.exists():
-        raise VerifyError(f"no environment at {venv} (no {python})", hint=hint)
-    output = uv.sync(folder.path, venv, dry_run=True, stream=False)
+        raise VerifyError(f"no environment at {shown} (no {python})", hint=hint)
+    from envbuild.syncing import own_index_env  # a lock made through a PyPI mirror names its own default
+
+    output = uv.sync(folder.path, venv, dry_run=True, stream=False, env_unset=own_index_env(folder))
     installs, removals = package_changes(output)
     if installs:
-        shown = ", ".join(installs[:8]) + (f", … ({len(installs)} in all)" if len(installs) > 8 else "")
-        raise VerifyError(f"{venv} does not hold the lock of profile {profile.name}: a sync would install {shown}",
+        listed = ", ".join(installs[:8]) + (f", … ({len(installs)} in all)" if len(installs) > 8 else "")
+        raise VerifyError(f"{shown} does not hold the lock of profile {profile.name}: a sync would install {listed}",
                           hint=hint)
     return removals
 
@@ -120,6 +131,10 @@ def launch(plan: Launch) -> int:
     log.info("$ %s %s (in %s)", shown, runner.format_argv(plan.argv), plan.cwd)
     sys.stdout.flush()
     sys.stderr.flush()
+    if plan.generation is not None:  # kept across exec: the kernel drops it when ComfyUI ends
+        from envbuild.generations import hold_in_use
+
+        hold_in_use(plan.generation)
     if os.name == "posix":
         os.chdir(plan.cwd)
         os.execve(plan.argv[0], list(plan.argv), dict(plan.env))

@@ -7,8 +7,9 @@ only then does it replace the committed one. A lock whose folder is already curr
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,6 +44,8 @@ def lock_profile(
     if not upgrading and remembered(deployment, profile) is not None:  # a few file hashes, no parsing
         return _up_to_date(folder, started)
     plan = plan_lock(deployment, profile)  # every input error surfaces before anything is written
+    if not upgrading and _current_as_recorded(deployment, plan):  # a fresh clone's first no-op: nothing to write
+        return _up_to_date(folder, started)
     require_owned_lock_dir(deployment)
     try:
         return _lock_planned(deployment, plan, upgrade, upgrade_packages, stream, on_wait, started)
@@ -54,6 +57,13 @@ def lock_profile(
                                 f"{exc.strerror or exc}; the previous lock is untouched",
                           hint="free disk space or make the lock folder writable, then run `envbuild lock` "
                                "again") from None
+
+
+def _current_as_recorded(deployment: Deployment, plan: LockPlan) -> bool:
+    """The full check says current and the fingerprint needs no refresh: nothing to write, so no write lock
+    is taken either (a checkout may be read-only; a lock file would be the only write)."""
+    found = assess(deployment, plan.profile, full=True, plan=plan)
+    return found.state in (CURRENT, UNHASHED) and _refreshed(plan) is None
 
 
 def _lock_planned(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade_packages: Sequence[str],
@@ -139,35 +149,55 @@ def _ignore_scratch_files(lock_dir: Path) -> None:
 def _lock_staged(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade_packages: Sequence[str],
                  stream: bool, seed: bool) -> tuple[str, str, tuple[str, ...]]:
     """Lock a copy beside the folder; only a successful, audited lock replaces the committed one."""
-    from envbuild import guard
-    from envbuild.audit import audit_texts, require_clean
-
     profile = plan.profile
     remove_stale_staging(deployment.lock_dir, profile.name)  # we hold the profile's lock: a killed run's
     with staging_dir(deployment.lock_dir, profile.name) as staged:
-        atomic_write(staged / "pyproject.toml", plan.pyproject)
-        if seed:  # the previous lock is uv's starting point: re-locking keeps versions unless asked
-            import shutil
-
-            shutil.copyfile(plan.folder.uv_lock, staged / "uv.lock")
-        try:
-            summary = deployment.uv.lock(staged, upgrade=upgrade, upgrade_packages=upgrade_packages, stream=stream,
-                                         env_set=_mirror_env(deployment), env_unset=_unset_env(plan))
-        except IndexUnreachableError as exc:
-            raise _with_network_advice(exc, deployment, profile) from None
-        lock_text = (staged / "uv.lock").read_text(encoding="utf-8")
-        report = audit_texts(plan.pyproject, lock_text, profile, folder=staged,
-                             indexes=deployment.indexes(profile)[:3], pytorch_bases=deployment.pytorch_bases())
-        require_clean(report, allow_unhashed=True)  # the index may omit hashes: said below, refused at sync
-        unhashed = tuple(a.describe() for a in report.unhashed)
-        fingerprint = plan.fingerprint.with_lock(lock_text, _today())
-        atomic_write(staged / plan.folder.fingerprint_path.name, fingerprint.to_json())
-        guard.write_constraints(staged, profile, lock_text)  # the torch guard, from the lock just made
+        lock_text, summary, unhashed = _write_lock(deployment, plan, staged, upgrade, upgrade_packages, stream, seed)
         replace_dir(staged, plan.folder.path)
     remember_new_lock(deployment, plan, unhashed)
-    notes = tuple(f"no sha256 in the lock for {item} (sync will refuse it without --allow-unhashed)"
-                  for item in unhashed)
-    return lock_text, summary, notes
+    return lock_text, summary, _unhashed_notes(unhashed)
+
+
+def _unhashed_notes(unhashed: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"no sha256 in the lock for {item} (sync will refuse it without --allow-unhashed)"
+                 for item in unhashed)
+
+
+def _write_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: bool, upgrade_packages: Sequence[str],
+                stream: bool, seed: bool) -> tuple[str, str, tuple[str, ...]]:
+    """uv locks `staged` (seeded with the committed lock), audited, fingerprinted, with its torch guard."""
+    from envbuild import guard
+    from envbuild.audit import audit_texts, require_clean
+    from envbuild.companions import refuse_off_index
+    from envbuild.uvlock import parse_uv_lock
+    from envbuild.variants import groups_for, refuse_second_providers, second_providers
+
+    profile = plan.profile
+    atomic_write(staged / "pyproject.toml", plan.pyproject)
+    if seed:  # the previous lock is uv's starting point: re-locking keeps versions unless asked
+        import shutil
+
+        shutil.copyfile(plan.folder.uv_lock, staged / "uv.lock")
+    try:
+        summary = deployment.uv.lock(staged, upgrade=upgrade, upgrade_packages=upgrade_packages, stream=stream,
+                                     env_set=_mirror_env(deployment), env_unset=_unset_env(plan))
+    except IndexUnreachableError as exc:
+        raise _with_network_advice(exc, deployment, profile) from None
+    lock_text = (staged / "uv.lock").read_text(encoding="utf-8")
+    groups = groups_for(deployment.config.variant_groups, deployment.config.source)
+    # One provider per variant group in the whole resolution, or no lock (the old one stands).
+    locked = parse_uv_lock(lock_text, staged / "uv.lock")
+    refuse_second_providers(second_providers(locked, groups), plan.merged.result, profile)
+    refuse_off_index(locked, profile, deployment.indexes(profile).torch, plan.merged.result)
+    report = audit_texts(plan.pyproject, lock_text, profile, folder=staged,
+                         indexes=deployment.indexes(profile)[:3], pytorch_bases=deployment.pytorch_bases(),
+                         variant_groups=groups)
+    require_clean(report, allow_unhashed=True)  # the index may omit hashes: said below, refused at sync
+    unhashed = tuple(a.describe() for a in report.unhashed)
+    fingerprint = plan.fingerprint.with_lock(lock_text, _today())
+    atomic_write(staged / plan.folder.fingerprint_path.name, fingerprint.to_json())
+    guard.write_constraints(staged, profile, lock_text)  # the torch guard, from the lock just made
+    return lock_text, summary, unhashed
 
 
 def _mirror_env(deployment: Deployment) -> dict[str, str]:
@@ -202,14 +232,25 @@ def _with_network_advice(exc: IndexUnreachableError, deployment: Deployment,
     return exc
 
 
-def _refresh_fingerprint(plan: LockPlan) -> None:
-    """Only comments or formatting changed: remember the new bytes so the next run is a fast no-op."""
+def _refreshed(plan: LockPlan) -> str | None:
+    """The fingerprint to record now that only comments or formatting changed (None: it is as recorded,
+    byte for byte)."""
     recorded = plan.folder.read_fingerprint()
     if recorded is None:
-        return
-    refreshed = plan.fingerprint._replace(uv_lock_sha256=recorded.uv_lock_sha256, extra=recorded.extra)
-    if refreshed != recorded:
-        atomic_write(plan.folder.fingerprint_path, refreshed.to_json())
+        return None
+    text = plan.fingerprint._replace(uv_lock_sha256=recorded.uv_lock_sha256, extra=recorded.extra).to_json()
+    try:
+        same = plan.folder.fingerprint_path.read_text(encoding="utf-8") == text
+    except OSError:
+        same = False
+    return None if same else text
+
+
+def _refresh_fingerprint(plan: LockPlan) -> None:
+    """Only comments or formatting changed: remember the new bytes so the next run is a fast no-op."""
+    text = _refreshed(plan)
+    if text is not None:
+        atomic_write(plan.folder.fingerprint_path, text)
 
 
 def _up_to_date(folder: LockFolder, started: float) -> LockResult:
@@ -273,3 +314,51 @@ def _today() -> str:
     import datetime
 
     return datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+
+
+class StagedLock(NamedTuple):
+    """A lock made and audited in a staging folder, not yet swapped in (`update` installs and checks it first)."""
+
+    folder: LockFolder  # <lock dir>/.<profile>.staging-*/<profile>/
+    deployment: Deployment  # the same deployment with the staging folder as its lock folder: sync installs from it
+    plan: LockPlan  # the plan for the committed folder, which commit_staged replaces
+    lock_text: str
+    summary: str
+    unhashed: tuple[str, ...]
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return (*self.plan.fingerprint.warnings, *_unhashed_notes(self.unhashed))
+
+
+@contextlib.contextmanager
+def staged_lock(deployment: Deployment, profile: TorchProfile, *, upgrade: bool = False,
+                upgrade_packages: Sequence[str] = (), stream: bool = True,
+                on_wait: Callable[[], None] | None = None) -> Iterator[StagedLock]:
+    """Lock into a staging folder and hand it over without swapping it in; `commit_staged` swaps it in.
+    The profile's write lock is held for the whole block (no other lock of the profile meanwhile); a
+    block left without a commit leaves the committed lock as it was, and the staged one is removed."""
+    import dataclasses
+
+    plan = plan_lock(deployment, profile)
+    require_owned_lock_dir(deployment)
+    _ignore_scratch_files(deployment.lock_dir)
+    with exclusive_lock(deployment.lock_dir / f".{profile.name}.lock", timeout=deployment.lock_timeout,
+                        on_wait=on_wait):
+        found = assess(deployment, profile, full=True, plan=plan)
+        seed = found.state != "missing" and found.report is not None and not found.report.tampering
+        remove_stale_staging(deployment.lock_dir, profile.name)
+        with staging_dir(deployment.lock_dir, profile.name) as root:
+            folder = LockFolder(root, profile.name)
+            folder.path.mkdir()
+            lock_text, summary, unhashed = _write_lock(deployment, plan, folder.path, upgrade, upgrade_packages,
+                                                       stream, seed)
+            remember_new_lock(deployment, plan._replace(folder=folder), unhashed)
+            staged = dataclasses.replace(deployment, config=deployment.config._replace(lock_dir=root))
+            yield StagedLock(folder, staged, plan, lock_text, summary, unhashed)
+
+
+def commit_staged(deployment: Deployment, staged: StagedLock) -> None:
+    """Swap a staged lock in for the committed one (inside `staged_lock`'s block)."""
+    replace_dir(staged.folder.path, staged.plan.folder.path)
+    remember_new_lock(deployment, staged.plan, staged.unhashed)

@@ -6,13 +6,15 @@ Kept apart from input discovery (envbuild.inputs) so each stays short; both run 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from envbuild.errors import ConflictError, RequirementFileError
 from envbuild.profiles import PYTORCH_INDEX_ONLY_NAMES, TorchProfile
 
 if TYPE_CHECKING:
     from envbuild.requirements import Diagnostic, SourcedRequirement
+    from envbuild.variants import VariantGroup
 
 
 def guard_torch_family(family: list[SourcedRequirement], inputs: list[SourcedRequirement],
@@ -21,7 +23,7 @@ def guard_torch_family(family: list[SourcedRequirement], inputs: list[SourcedReq
     from packaging.specifiers import SpecifierSet
     from packaging.utils import canonicalize_name
 
-    from envbuild.requirements import specifiers_satisfiable
+    from envbuild.merging import specifiers_satisfiable
 
     pinned = {canonicalize_name(req.requirement.name): req for req in family}
     for item in inputs:
@@ -61,35 +63,12 @@ def _refuse_unpinned_triton(item: SourcedRequirement, name: str, profile: TorchP
     )
 
 
-class _Clobbering(NamedTuple):
-    """Distributions that install the same import package, so the last one installed wins."""
-
-    module: str
-    members: frozenset[str]
-
-
-_OPENCV = _Clobbering("cv2", frozenset({"opencv-python", "opencv-python-headless", "opencv-contrib-python",
-                                        "opencv-contrib-python-headless"}))
-_ONNXRUNTIME = _Clobbering("onnxruntime", frozenset({"onnxruntime", "onnxruntime-gpu", "onnxruntime-directml",
-                                                     "onnxruntime-openvino"}))
-
-
-def _choose(group: _Clobbering, asked: set[str], profile: TorchProfile) -> tuple[str, str]:
-    """The one variant to keep, and why: the same choice for the same inputs and profile, always."""
-    if group is _OPENCV:
-        if any("contrib" in name for name in asked):
-            return "opencv-contrib-python-headless", ("ComfyUI has no GUI, so the headless build serves every "
-                                                      "node, and contrib has every module the others have")
-        return "opencv-python-headless", "ComfyUI has no GUI, so the headless build (no Qt/X11/libGL) serves every node"
-    if profile.accelerator == "cuda":
-        return "onnxruntime-gpu", f"profile {profile.name} is a CUDA profile (onnxruntime-gpu also runs on the CPU)"
-    return "onnxruntime", f"profile {profile.name} is not a CUDA profile"
-
-
 def settle_clobbering(
     requirements: list[SourcedRequirement], constraints: list[SourcedRequirement], profile: TorchProfile,
+    groups: Sequence[VariantGroup],
 ) -> tuple[list[SourcedRequirement], list[SourcedRequirement], list[Diagnostic]]:
-    """When inputs ask for several variants of opencv (or of onnxruntime), keep one and rename the rest.
+    """When inputs ask for several members of a variant group (opencv's, onnxruntime's: envbuild.variants),
+    keep one and rename the rest.
 
     Each variant installs the same module, and whichever pip or uv installs last overwrites the
     others' files: which `cv2` a node imports would depend on install order. The replaced lines
@@ -100,12 +79,12 @@ def settle_clobbering(
     from envbuild.requirements import Diagnostic
 
     notes: list[Diagnostic] = []
-    for group in (_OPENCV, _ONNXRUNTIME):
+    for group in groups:
         items = [i for i in (*requirements, *constraints) if canonicalize_name(i.requirement.name) in group.members]
         asked: set[str] = {canonicalize_name(i.requirement.name) for i in items if not i.requirement.url}
         if len(asked) < 2:
             continue
-        chosen, why = _choose(group, asked, profile)
+        chosen, why = group.choose(asked, profile)
         askers = ", ".join(sorted({f"{i.origin.source} ({i.requirement.name})" for i in items}))
         for item in items:
             if canonicalize_name(item.requirement.name) == chosen or item.requirement.url:
@@ -118,7 +97,7 @@ def settle_clobbering(
     return requirements, constraints, notes
 
 
-def _renamed(item: SourcedRequirement, group: _Clobbering, chosen: str) -> SourcedRequirement:
+def _renamed(item: SourcedRequirement, group: VariantGroup, chosen: str) -> SourcedRequirement:
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 

@@ -32,6 +32,11 @@ def plan_lock(deployment: Deployment, profile: TorchProfile) -> LockPlan:
     profile.validate()
     config.validate()
     merged = merge_inputs(config, profile)
+    from envbuild.variants import groups_for, overrides
+
+    variant_overrides = overrides(merged.result, groups_for(config.variant_groups, config.source))
+    direct = {r.name for r in merged.result.requirements if r.url is None}
+    companions = tuple(c for c in profile.companions if c.name in direct)
     expected = expected_fingerprint(deployment, profile)
     inputs = {config.display(item.path): "" for item in merged.collected.files}
     inputs.update(_input_digests(merged, deployment))
@@ -39,7 +44,8 @@ def plan_lock(deployment: Deployment, profile: TorchProfile) -> LockPlan:
     pyproject = render_pyproject(RenderInput(
         merged=merged.result, profile=profile, requires_python=config.requires_python,
         index_url=indexes.torch, input_paths=[*inputs, profile_display_path(profile, config)],
-        default_index=indexes.default, index_format=indexes.format,
+        default_index=indexes.default, index_format=indexes.format, overrides=variant_overrides,
+        companions=companions,
     ))
     fingerprint = expected._replace(
         pyproject_sha256=sha256_text(pyproject), inputs=inputs,
@@ -58,8 +64,15 @@ def expected_fingerprint(deployment: Deployment, profile: TorchProfile) -> Finge
     indexes = deployment.indexes(profile)
     # Which ComfyUI (and Manager) a lock belongs to: a checkout that moved makes the lock stale.
     extra = {f"{name}-commit": sha for name, sha in resolved_commits(deployment.config, deployment.env).items()}
+    if deployment.config.node_pins:  # and each pinned node's: "node X moved from a1b2… to c3d4…"
+        from envbuild.pins import node_commits
+
+        dirs = deployment.config.custom_node_dirs()
+        extra.update(node_commits(deployment.config.node_pins, dirs[0] if dirs else None))
     if indexes.format != "simple":
         extra["index-format"] = indexes.format
+    if deployment.config.variant_groups:  # the deployment's own groups shape the pyproject like an input
+        extra["variant-groups"] = sha256_text(repr(sorted(deployment.config.variant_groups.items())))[:12]
     return Fingerprint(
         profile=profile.name, render_version=RENDER_VERSION, uv_required_version=UV_REQUIRED_VERSION,
         torch_source=profile.torch_source, index_url=indexes.torch, profile_sha256=profile_digest(profile),

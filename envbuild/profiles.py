@@ -46,7 +46,7 @@ TORCH_FAMILY_NAMES = TORCH_CORE_NAMES | TRITON_NAMES
 # `triton` is not here: the Triton project publishes it on PyPI, where torch's CUDA wheels take it.
 PYTORCH_INDEX_ONLY_NAMES = (TRITON_NAMES - {"triton"}) | {"torchtriton"}
 _TOP_KEYS = {"schema", "name", "description", "accelerator", "accelerator-version", "channel",
-             "local-version", "index", "packages", "platforms", "pypi"}
+             "local-version", "index", "packages", "platforms", "pypi", "companions"}
 
 
 class PinnedPackage(NamedTuple):
@@ -79,6 +79,18 @@ class PinnedPackage(NamedTuple):
         return f"{self.name} {self.specifier_text}" + (f"; {self.marker_text}" if self.marker_text else "")
 
 
+class CompanionIndex(NamedTuple):
+    """A prebuilt-wheel index a profile takes one companion from (flash-attn's, PyG's): explicit, for it alone."""
+
+    name: str  # the companion
+    url: str
+    format: str = "simple"  # "flat": one page of wheel links (a find-links page such as data.pyg.org's)
+
+    @property
+    def index_name(self) -> str:
+        return f"companion-{self.name}"
+
+
 class TorchProfile(NamedTuple):
     name: str
     description: str
@@ -94,6 +106,9 @@ class TorchProfile(NamedTuple):
     path: Path
     pypi_packages: tuple[PinnedPackage, ...] = ()
     base: str | None = None  # for a "-pypi" variant: the profile it derives from
+    # Compiled against torch (xformers, ...): taken from the profile's index when an input asks (companions.py).
+    companions: tuple[PinnedPackage, ...] = ()
+    companion_indexes: tuple[CompanionIndex, ...] = ()  # companions not from the profile's own index
 
     @property
     def environments(self) -> tuple[str, ...]:
@@ -107,7 +122,7 @@ class TorchProfile(NamedTuple):
 
     def validate(self) -> TorchProfile:
         """Parse every specifier and marker now, so a bad one fails before anything is written."""
-        for package in (*self.packages, *self.pypi_packages):
+        for package in (*self.packages, *self.pypi_packages, *self.companions):
             _ = package.specifier, package.marker
         _ = self.environments, self.required_environments
         return self
@@ -115,7 +130,13 @@ class TorchProfile(NamedTuple):
     def digest_parts(self) -> list[str]:
         """What of a profile shapes its lock, as written (comments and descriptions do not count)."""
         return [self.index_url or "", *(p.as_written() for p in self.packages), *self.environments_as_written,
-                "|", *self.required_environments_as_written, self.channel]
+                "|", *self.required_environments_as_written, self.channel,
+                *(["companions:", *(p.as_written() for p in self.companions),
+                   *(f"{c.name} from {c.url} ({c.format})" for c in self.companion_indexes)]
+                  if self.companions else [])]
+
+    def companion_index(self, name: str) -> CompanionIndex | None:
+        return next((c for c in self.companion_indexes if c.name == name), None)
 
     @property
     def prerelease(self) -> bool:
@@ -136,7 +157,7 @@ class TorchProfile(NamedTuple):
             name=f"{self.name}{PYPI_SUFFIX}", description=f"{self.description}; torch from PyPI",
             index_name=None, index_url=None, packages=self.pypi_packages, pypi_packages=(), local_version=None,
             environments_as_written=(PYPI_CUDA_ENVIRONMENT,), required_environments_as_written=(PYPI_CUDA_ENVIRONMENT,),
-            base=self.name,
+            base=self.name, companions=(), companion_indexes=(),  # PyPI's torch: no index to take companions from
         )
 
     def package_names(self) -> frozenset[str]:
@@ -329,9 +350,9 @@ def load_profile(path: Path) -> TorchProfile:
     if name != path.stem:
         raise ConfigError(path, f"`name = \"{name}\"` does not match the file name `{path.stem}.toml`")
     accelerator = _required_str(data, "accelerator", path)
-    _one_of(accelerator, ACCELERATORS, "accelerator", path)
+    one_of(accelerator, ACCELERATORS, "accelerator", path)
     channel = expect(data.get("channel", "stable"), str, "channel", path)
-    _one_of(channel, CHANNELS, "channel", path)
+    one_of(channel, CHANNELS, "channel", path)
     version = data.get("accelerator-version")
     if accelerator in ("cuda", "rocm") and version is None:
         raise ConfigError(path, f"`accelerator-version` is required for accelerator `{accelerator}`")
@@ -347,7 +368,8 @@ def load_profile(path: Path) -> TorchProfile:
     if problem:
         raise ConfigError(path, f"`index.url`: {problem}", hint=credentials_hint(index.get("name"))
                           if _CREDENTIALS in problem else None)
-    packages = _packages(expect(data.get("packages", {}), dict, "packages", path), "packages", path)
+    packages = pinned_packages(expect(data.get("packages", {}), dict, "packages", path), "packages", path)
+    companions, companion_indexes = _companions(data.get("companions"), bool(index), path)
     if "torch" not in {p.name for p in packages}:
         raise ConfigError(path, "`[packages]` must include torch")
     return TorchProfile(
@@ -365,16 +387,29 @@ def load_profile(path: Path) -> TorchProfile:
         required_environments_as_written=tuple(
             expect_str_list(platforms.get("required-environments", []), "platforms.required-environments", path)),
         path=path,
-        pypi_packages=_packages(expect(data.get("pypi", {}), dict, "pypi", path), "pypi", path),
+        pypi_packages=pinned_packages(expect(data.get("pypi", {}), dict, "pypi", path), "pypi", path),
+        companions=companions,
+        companion_indexes=companion_indexes,
     )
 
 
-def _packages(table: Mapping[str, Any], key: str, path: Path) -> tuple[PinnedPackage, ...]:
+def _companions(value: Any, has_index: bool,
+                path: Path) -> tuple[tuple[PinnedPackage, ...], tuple[CompanionIndex, ...]]:
+    """Most profiles have none: a no-op lock (which loads the profile) then never imports companions."""
+    if value is None:
+        return (), ()
+    from envbuild.companions import companions_table
+
+    return companions_table(value, has_index, path)
+
+
+def pinned_packages(table: Mapping[str, Any], key: str, path: Path,
+              allowed: frozenset[str] = TORCH_FAMILY_NAMES) -> tuple[PinnedPackage, ...]:
     result = []
     for raw_name, value in sorted(table.items()):
         name = canonical_name(raw_name)
         where = f"{key}.{raw_name}"
-        if name not in TORCH_FAMILY_NAMES:
+        if name not in allowed:
             raise ConfigError(path, f"`{where}`: {raw_name!r} is not a torch-family package, and only those may "
                               "be pinned to a profile's index", hint="a profile's [packages] and [pypi] tables "
                               f"name only {', '.join(sorted(TORCH_FAMILY_NAMES))}; other packages come from "
@@ -432,6 +467,6 @@ def _optional_str(table: Mapping[str, Any], key: str, path: Path) -> str | None:
     return None if value is None else str(expect(value, str, key, path))
 
 
-def _one_of(value: str, allowed: tuple[str, ...], key: str, path: Path) -> None:
+def one_of(value: str, allowed: tuple[str, ...], key: str, path: Path) -> None:
     if value not in allowed:
         raise ConfigError(path, f"`{key} = \"{value}\"` is not one of: {', '.join(allowed)}")

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from envbuild.profiles import TorchProfile, canonical_name
+from envbuild.profiles import CompanionIndex, PinnedPackage, TorchProfile, canonical_name
 
 if TYPE_CHECKING:  # tomlkit and the merger are only needed when a render really happens
-    from envbuild.requirements import MergeResult
+    from envbuild.merging import MergeResult
 
 # Bump when the rendered shape changes, so existing locks are seen as needing a re-lock.
-RENDER_VERSION = 2
+RENDER_VERSION = 3  # 3: variant overrides (override-dependencies), companion sources
 # prerelease-package (the nightly profiles) needs uv 0.12.1; older uv must refuse, not misread.
 UV_REQUIRED_VERSION = ">=0.12.1"
 
@@ -28,6 +28,8 @@ class RenderInput(NamedTuple):
     input_paths: Sequence[str]  # display paths of every file that contributed
     index_format: str = "simple"  # "flat": a mirror that serves one page of wheel links per variant
     default_index: str | None = None  # a PyPI mirror the lock is made through (mirror mode "lock")
+    overrides: tuple[str, ...] = ()  # variant-group members dropped from every dependency (envbuild.variants)
+    companions: tuple[PinnedPackage, ...] = ()  # the profile's companions an input asks for (envbuild.companions)
 
 
 def project_name(profile: TorchProfile) -> str:
@@ -60,6 +62,8 @@ def render_pyproject(spec: RenderInput) -> str:
         settings["required-environments"] = _multiline(profile.required_environments)
     if spec.merged.constraints:
         settings["constraint-dependencies"] = _multiline(c.pep508() for c in spec.merged.constraints)
+    if spec.overrides:
+        settings["override-dependencies"] = _multiline(spec.overrides)
     family = _family(spec)
     if profile.prerelease:
         allow = tomlkit.inline_table()
@@ -69,7 +73,7 @@ def render_pyproject(spec: RenderInput) -> str:
     uv["uv"] = settings
     index = tomlkit.aot()
     if profile.index_name is not None and spec.index_url is not None:
-        settings["sources"] = _sources(spec, family)
+        settings["sources"] = _sources(spec, sorted([*family, *(c.name for c in spec.companions)]))
         entry = tomlkit.table()
         entry["name"] = profile.index_name
         entry["url"] = spec.index_url
@@ -77,6 +81,14 @@ def render_pyproject(spec: RenderInput) -> str:
         if spec.index_format == "flat":
             entry["format"] = "flat"
         index.append(entry)
+        for own in _companion_indexes(spec):  # a prebuilt-wheel index, explicit: for its companion alone
+            extra = tomlkit.table()
+            extra["name"] = own.index_name
+            extra["url"] = own.url
+            extra["explicit"] = True
+            if own.format == "flat":
+                extra["format"] = "flat"
+            index.append(extra)
     if spec.default_index is not None:
         mirror = tomlkit.table()
         mirror["name"] = "pypi-mirror"
@@ -97,14 +109,21 @@ def _sources(spec: RenderInput, family: list[str]) -> Any:
     import tomlkit
 
     sources = tomlkit.table()
-    markers = {p.name: p.marker for p in spec.profile.packages}
+    markers = {p.name: p.marker for p in (*spec.profile.packages, *spec.companions)}
+    own = {c.name: c.index_name for c in _companion_indexes(spec)}
     for name in family:
         source = tomlkit.inline_table()
-        source["index"] = spec.profile.index_name
+        source["index"] = own.get(name, spec.profile.index_name)
         if markers.get(name) is not None:
             source["marker"] = str(markers[name])
         sources[name] = source
     return sources
+
+
+def _companion_indexes(spec: RenderInput) -> list[CompanionIndex]:
+    """The asked companions' own indexes, sorted: only what a node asks for is ever named."""
+    asked = {c.name for c in spec.companions}
+    return [c for c in spec.profile.companion_indexes if c.name in asked]
 
 
 def _multiline(values: object) -> Any:

@@ -124,7 +124,7 @@ def _run_streaming(
         kept: list[str] = []
         try:
             for line in proc.stderr:
-                sys.stderr.write(line)
+                sys.stderr.write(redact(line))  # uv's own lines, through the one redaction too
                 sys.stderr.flush()
                 kept.append(line)
                 if len(kept) > 4 * _TAIL_LINES:

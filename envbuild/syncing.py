@@ -30,35 +30,44 @@ class SyncResult(NamedTuple):
     torch: TorchBuild | None
     seconds: float
     notes: tuple[str, ...] = ()  # e.g. packages an exact sync removed
+    generation: Path | None = None  # where the lock was installed (None: in place, where generations are off)
+    switched: tuple[str, ...] = ()  # the switch of the venv path, generations adopted or removed: to be said
 
 
 def sync_profile(
     deployment: Deployment, profile: TorchProfile, venv: Path, *, verify: bool = True, inexact: bool = False,
     python: str | None = None, stream: bool = True, allow_unhashed: bool = False,
-    before_install: Callable[[], None] | None = None,
+    before_install: Callable[[], None] | None = None, switch: bool = True,
 ) -> SyncResult:
     """`before_install`: called once the lock passed every check, just before uv starts (the CLI starts
-    its GPU fit check there, so it runs while uv works instead of before it)."""
+    its GPU fit check there, so it runs while uv works instead of before it). The lock is installed
+    into a generation of its own; `switch=False` leaves pointing the venv path at it to the caller
+    (`sync --check` and `update` test it first)."""
     started = time.perf_counter()
     folder = deployment.folder(profile)
     require_usable(deployment, profile, allow_unhashed=allow_unhashed, then="then `envbuild sync`")
     uv = deployment.uv
     venv = venv.absolute()
+    from envbuild.venvswitch import finish_generation, prepare_generation
+
+    into = prepare_generation(deployment, profile, venv)  # the lock's own generation (POSIX), else the venv
     if before_install is not None:
         before_install()
     if deployment.mirrors.installs_through:
-        output = sync_through_mirror(deployment, folder, venv, inexact=inexact, python=python, stream=stream)
+        output = sync_through_mirror(deployment, folder, into, inexact=inexact, python=python, stream=stream)
     else:
         try:
-            output = uv.sync(folder.path, venv, inexact=inexact, python=python, stream=stream,
+            output = uv.sync(folder.path, into, inexact=inexact, python=python, stream=stream,
                              env_unset=own_index_env(folder))
         except UvError as exc:
             raise (_hash_mismatch(exc, folder.uv_lock.read_text(encoding="utf-8"), "the index")
-                   or _partly_changed(exc, venv)) from None
-    build = verify_venv(venv, profile) if verify else None
+                   or _partly_changed(exc, into, venv)) from None
+    build = verify_venv(into, profile) if verify else None
+    switched = finish_generation(deployment, profile, venv, into, switch=switch)
     from envbuild.uv import describe_removals
 
-    return SyncResult(profile.name, venv, build, time.perf_counter() - started, tuple(describe_removals(output)))
+    return SyncResult(profile.name, venv, build, time.perf_counter() - started, tuple(describe_removals(output)),
+                      None if into == venv else into, tuple(switched))
 
 
 def own_index_env(folder: LockFolder) -> tuple[str, ...]:
@@ -130,10 +139,16 @@ def _hash_mismatch(exc: UvError, lock_text: str, server: str = "the mirror") -> 
 _CHANGED_VENV = r"^\s*(?:Uninstalled|Installed) \d+ packages? in"
 
 
-def _partly_changed(exc: UvError, venv: Path) -> UvError:
+def _partly_changed(exc: UvError, venv: Path, link: Path) -> UvError:
     """uv can fail an install (a malformed wheel) after it removed or replaced packages: say the venv is
-    incomplete now, instead of letting the user think the old one still stands."""
-    if re.search(_CHANGED_VENV, exc.uv_message, re.M):
+    incomplete now, instead of letting the user think the old one still stands. Into a new generation,
+    the venv path was never switched: say that instead."""
+    from envbuild.generations import current
+
+    if venv != link and current(link) != venv:
+        note = f"{link} was not switched: it still points at the environment it had"
+        exc.hint = f"{note}; {exc.hint}" if exc.hint else note
+    elif re.search(_CHANGED_VENV, exc.uv_message, re.M):
         note = (f"uv had already changed {venv} when it failed, so it is incomplete now: fix the cause and run "
                 "`envbuild sync` again")
         exc.hint = f"{note}; {exc.hint}" if exc.hint else note

@@ -137,9 +137,11 @@ def require_usable(deployment: Deployment, profile: TorchProfile, *, allow_unhas
 def audit(deployment: Deployment, profile: TorchProfile, folder: LockFolder) -> AuditReport:
     """The uv.lock audit against what this deployment locks the profile with (mirrors included)."""
     from envbuild.audit import audit_lock
+    from envbuild.variants import groups_for
 
     return audit_lock(folder, profile, indexes=deployment.indexes(profile)[:3],
-                      pytorch_bases=deployment.pytorch_bases())
+                      pytorch_bases=deployment.pytorch_bases(),
+                      variant_groups=groups_for(deployment.config.variant_groups, deployment.config.source))
 
 
 def remember_new_lock(deployment: Deployment, plan: LockPlan, unhashed: tuple[str, ...]) -> None:

@@ -11,7 +11,7 @@ the machine drifts. Peak memory is the largest single process of a run (the kern
 envbuild runs as a user has it: installed (not editable) into a venv of its own with its bytecode
 compiled, as `pip install .` does, and started through its console script.
 
-    python scripts/bench.py [--runs 5] [--rows lock,noop,all,sync,pip,help] [--markdown docs/benchmarks.md]
+    python scripts/bench.py [--runs 5] [--rows lock,noop,all,sync,pip,help,generations] [--markdown docs/benchmarks.md]
 
 With --markdown, the table replaces what stands between the file's `<!-- bench:start -->` and
 `<!-- bench:end -->` lines (the whole file when it has none), so the prose around it stays.
@@ -136,6 +136,7 @@ class Bench:
         self.plain = tmp / "plain"
         self.venv = tmp / "venv"
         self.pyproject = ""
+        self.notes: list[str] = []  # measurements that are not times (disk)
 
     def lock_dir(self, profile: str = MAIN) -> Path:
         return self.site / "locks" / profile
@@ -145,6 +146,13 @@ class Bench:
 
     def drop(self, *paths: Path) -> Callable[[], None]:
         return lambda: [shutil.rmtree(p, ignore_errors=True) for p in paths] and None
+
+    def fresh_venv(self) -> None:
+        """No venv at all: envbuild's venv path is a link to a generation, so both go (and uv's real folder)."""
+        if self.venv.is_symlink():
+            self.venv.unlink()
+        shutil.rmtree(self.venv, ignore_errors=True)
+        shutil.rmtree(self.venv.parent / ".envbuild-generations", ignore_errors=True)
 
     def fresh_plain(self) -> None:
         """uv's side: the same generated pyproject, in a folder of its own, with no lock yet."""
@@ -207,7 +215,7 @@ class Bench:
         run(*self.eb("lock", "--profile", MAIN))
         sync, uv_sync = self.sync_commands()
         run(*sync)  # downloads once: warm cache after
-        a, b = pair(self.runs, self.drop(self.venv), sync, uv_sync)
+        a, b = pair(self.runs, self.fresh_venv, sync, uv_sync)
         return [Row("sync into a fresh venv, warm cache", a, b, target="≤ uv + max(10 %, 100 ms)", met=within(a, b))]
 
     def pip_row(self, a_fresh: Sample) -> Row:
@@ -224,9 +232,79 @@ class Bench:
         return Row("sync into a fresh venv vs pip --require-hashes (warm caches)", a_fresh, b, "pip",
                    target="≥ 10× faster than pip", met=ratio >= 10)
 
+    def generation_rows(self) -> list[Row]:
+        """Venv generations: a new one vs uv into a fresh venv, the switch and rollback, and the disk a second
+        generation adds (uv hardlinks from its cache: `du` over cache and generations together counts a
+        linked file once, so the growth is what the second generation really costs)."""
+        config = (self.site / "envbuild.toml").read_text(encoding="utf-8")
+        run(*self.eb("lock", "--profile", MAIN))
+        sync, uv_sync = self.sync_commands()
+        run(*sync)  # warm cache
+        a, b = pair(self.runs, self.fresh_venv, sync, uv_sync)
+        rows = [Row("sync: a new generation vs uv sync into a fresh venv (warm cache)", a, b,
+                    target="≤ 1.2× uv", met=a.seconds <= 1.2 * b.seconds)]
+        self.fresh_venv()
+        run(*sync)
+        gens = self.venv.parent / ".envbuild-generations"
+        one = du(self.cache, gens)
+        other = self.tmp / "other" / "venv"  # the same lock in a venv path elsewhere: a generation of its own
+        run(*self.eb("sync", "--profile", MAIN, "--venv", str(other)))
+        same = du(self.cache, gens, other.parent) - one
+        extra = self.site / "one-more.txt"
+        extra.write_text("tomli-w\n", encoding="utf-8")  # a lock that differs in one package
+        run(*self.eb("lock", "--profile", MAIN, "--extra-requirements", str(extra)))
+        before = du(self.cache, gens)
+        second = run(*sync)
+        differing = du(self.cache, gens) - before
+        single = du(next(p for p in gens.iterdir() if p.name.startswith(MAIN)))
+        self.notes.append(f"Disk: one generation alone {single / 1e6:.1f} MB (du of its folder); a second "
+                          f"generation of the same lock adds {same / 1e6:.1f} MB, one of a lock differing in one "
+                          f"package {differing / 1e6:.1f} MB (du over uv's cache and the generations together).")
+        rows.append(Row("sync: a new generation of a lock differing in one package (warm cache)", second))
+        switch, back = switch_times(self.venv, max(self.runs, 20))
+        rows.append(Row("switch: the venv path's link replaced (in process)", switch, target="< 50 ms",
+                        met=switch.seconds < 0.050))
+        a, _ = pair(max(self.runs, 10), lambda: None, self.eb("rollback", "--venv", str(self.venv)))
+        rows.append(Row("envbuild rollback (whole process)", a, target="< 50 ms (switch)", met=None))
+        rows.append(Row("rollback (in process)", back, target="< 50 ms", met=back.seconds < 0.050))
+        (self.site / "envbuild.toml").write_text(config, encoding="utf-8")
+        run(*self.eb("lock", "--profile", MAIN))
+        return rows
+
     def help_row(self) -> Row:
         a, _ = pair(max(self.runs, 10), lambda: None, self.eb("--help"))
         return Row("envbuild --help", a, target="< 150 ms", met=a.seconds < 0.150)
+
+
+def du(*paths: Path) -> int:
+    """Bytes on disk under `paths`, a hardlinked file counted once across all of them (as `du` does)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for path in paths:
+        for folder, _, files in os.walk(path):
+            for name in files:
+                stat = os.lstat(os.path.join(folder, name))
+                if (stat.st_dev, stat.st_ino) not in seen:
+                    seen.add((stat.st_dev, stat.st_ino))
+                    total += stat.st_blocks * 512
+    return total
+
+
+def switch_times(venv: Path, runs: int) -> tuple[Sample, Sample]:
+    """generations.switch and generations.rollback, timed in this process (no interpreter start)."""
+    from envbuild import generations
+
+    target = generations.current(venv)
+    assert target is not None
+    switches, rollbacks = [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        generations.rollback(venv)
+        rollbacks.append(Sample(time.perf_counter() - started, 0))
+        started = time.perf_counter()
+        generations.switch(venv, target)
+        switches.append(Sample(time.perf_counter() - started, 0))
+    return median(switches), median(rollbacks)
 
 
 def render(rows: list[Row], runs: int, packages: int, uv: str) -> str:
@@ -251,7 +329,7 @@ def render(rows: list[Row], runs: int, packages: int, uv: str) -> str:
     return "\n".join(lines)
 
 
-GROUPS = ("lock", "noop", "all", "sync", "pip", "help")
+GROUPS = ("lock", "noop", "all", "sync", "pip", "help", "generations")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -308,8 +386,10 @@ def main() -> None:
                 rows.append(bench.pip_row(a_fresh=sync_rows[0].ours))
         if "help" in args.rows:
             rows.append(bench.help_row())
+        if "generations" in args.rows:
+            rows += bench.generation_rows()
         packages = (bench.lock_dir() / "uv.lock").read_text().count("\n[[package]]\n") - 1
-        table = render(rows, args.runs, packages, str(bench.uv))
+        table = "\n\n".join([render(rows, args.runs, packages, str(bench.uv)), *bench.notes])
     print(table)
     if args.markdown:
         write_markdown(args.markdown, table)

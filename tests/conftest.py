@@ -90,6 +90,8 @@ def uv_env(tmp_path: Path, index_server: Catalogue, uv_bin: Path) -> dict[str, s
             "UV_PYTHON": sys.executable,
             # A developer's ~/.config/uv/uv.toml must not change what the tests lock.
             "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
+            # envbuild's per-user verdict cache: per test, so runs never share a lock's verdict.
+            "ENVBUILD_CACHE_DIR": str(tmp_path / "envbuild-cache"),
             # The fixture's uv first on PATH, so `uv` means the tested binary.
             "PATH": os.pathsep.join([str(uv_bin.parent), env.get("PATH", "")]),
         }

@@ -20,7 +20,6 @@ from packaging.markers import Marker
 
 from envbuild.audit import audit_texts, markers_disjoint, require_clean
 from envbuild.errors import LockIntegrityError
-from envbuild.profiles import load_catalogue
 from tests.support.deploy import Deployment, make_deployment, run_cli
 
 MIRROR = "http://mirror.test/whl"
@@ -181,7 +180,8 @@ def test_markers_said_disjoint_never_hold_together(a: str, b: str) -> None:
 
 @pytest.mark.parametrize(("old", "new", "message"), [
     (f'url = "{MIRROR}/cu126"', 'url = "http://evil.test/whl/cu126"',
-     rf"index `pytorch-cu126` points at http://evil.test/whl/cu126, but profile cu126 gives {MIRROR}/cu126"),
+     rf"index `pytorch-cu126` points at http://evil.test/whl/cu126, but this deployment locks profile cu126 "
+     rf"against {MIRROR}/cu126"),
     ("explicit = true\n", "", r"not `explicit = true`"),
     ('torch = {index = "pytorch-cu126"}\n', "", r"torch is no longer pinned to index `pytorch-cu126`"),
     ('torch = {index = "pytorch-cu126"}', 'torch = {index = "pytorch-cu126"}\nnumpy = {index = "pytorch-cu126"}',
@@ -258,7 +258,8 @@ def test_verify_passes_a_fresh_lock(tmp_path: Path, uv_env: dict[str, str]) -> N
     site = _locked(tmp_path, uv_env)
     result = run_cli(["verify", "--all"], env=uv_env, cwd=site.root)
     assert result.returncode == 0, result
-    assert "cu126: ok (locks/cu126: 12 packages, 12 files, all with sha256" in result.stdout
+    assert ("cu126: current (locks/cu126: 12 packages, 12 files, all with sha256; indexes and sources as the "
+            "profile says)") in result.stdout
     rows = json.loads(run_cli(["verify", "--json"], env=uv_env, cwd=site.root).stdout)
     assert [(r["profile"], r["ok"], r["unhashed"], r["tampering"]) for r in rows] == [("cu126", True, [], [])]
 
@@ -269,8 +270,8 @@ def test_hashless_wheel_is_caught_by_verify_and_export(tmp_path: Path, uv_env: d
     assert 'name = "torchvision"' in (site.locks / "cu126" / "uv.lock").read_text()
 
     result = run_cli(["verify", "--profile", "cu126"], env=env, cwd=site.root)
-    assert result.returncode == 1, result
-    assert "cu126: FAILED" in result.stderr
+    assert result.returncode == 5, result
+    assert "cu126: unhashed (locks/cu126): current, but some files have no sha256" in result.stderr
     assert "no sha256: torchvision 0.22.1+cu126 wheel torchvision-0.22.1+cu126-py3-none-any.whl (no hash)" in result.stderr
     row = json.loads(run_cli(["verify", "--json"], env=env, cwd=site.root).stdout)[0]
     assert row["ok"] is False and [u["package"] for u in row["unhashed"]] == ["torchvision"]
@@ -281,7 +282,7 @@ def test_hashless_wheel_is_caught_by_verify_and_export(tmp_path: Path, uv_env: d
 
     before = site.snapshot_locks()
     refused = run_cli(["export", "--profile", "cu126", "--format", "requirements"], env=env, cwd=site.root)
-    assert refused.returncode == 1, refused
+    assert refused.returncode == 5, refused
     assert "cannot be trusted" in refused.stderr and "--allow-unhashed" in refused.stderr
     assert not (site.root / "requirements-cu126.txt").exists()
     assert site.snapshot_locks() == before
@@ -294,7 +295,8 @@ def test_hand_edited_lock_folder_is_caught(tmp_path: Path, uv_env: dict[str, str
     index_url = f"{index_server.pytorch_base}/cu126"
     edits = [
         (f'url = "{index_url}"', 'url = "http://127.0.0.1:9/whl/cu126"',
-         f"index `pytorch-cu126` points at http://127.0.0.1:9/whl/cu126, but profile cu126 gives {index_url}"),
+         f"index `pytorch-cu126` points at http://127.0.0.1:9/whl/cu126, but this deployment locks profile cu126 "
+         f"against {index_url}"),
         ("explicit = true\n", "", "index `pytorch-cu126` is not `explicit = true`"),
         ('torch = {index = "pytorch-cu126"}\n', "", "torch is no longer pinned to index `pytorch-cu126`"),
     ]
@@ -302,19 +304,21 @@ def test_hand_edited_lock_folder_is_caught(tmp_path: Path, uv_env: dict[str, str
         assert old in original
         pyproject.write_text(original.replace(old, new, 1))
         result = run_cli(["verify", "--profile", "cu126"], env=uv_env, cwd=site.root)
-        assert result.returncode == 1, result
-        assert f"edited away from the profile: {message}" in result.stderr, result
+        assert result.returncode == 5, result
+        assert "cu126: edited (locks/cu126)" in result.stderr, result
+        assert f"  {message}" in result.stderr, result
         assert "pyproject.toml differs from what envbuild wrote" in result.stderr
         exported = run_cli(["export", "--profile", "cu126", "--format", "pylock", "--allow-unhashed"],
                            env=uv_env, cwd=site.root)
-        assert exported.returncode == 1 and message in exported.stderr, exported
+        assert exported.returncode == 5 and message in exported.stderr, exported
     pyproject.write_text(original)
 
-    # The same folder checked with another PyTorch base than it was locked with: named, with the variable.
+    # The same folder checked with another PyTorch base than it was locked with: stale, both URLs named.
     moved = dict(uv_env, ENVBUILD_PYTORCH_INDEX="http://127.0.0.1:9/whl")
     result = run_cli(["verify", "--profile", "cu126"], env=moved, cwd=site.root)
-    assert result.returncode == 1
-    assert "(ENVBUILD_PYTORCH_INDEX=http://127.0.0.1:9/whl)" in result.stderr
+    assert result.returncode == 4, result
+    assert "cu126: stale (locks/cu126)" in result.stderr
+    assert f"the torch index changed ({index_url} → http://127.0.0.1:9/whl/cu126)" in result.stderr
 
     lock = site.locks / "cu126" / "uv.lock"
     text = lock.read_text()
@@ -322,6 +326,6 @@ def test_hand_edited_lock_folder_is_caught(tmp_path: Path, uv_env: dict[str, str
     assert numpy_from_pypi in text
     lock.write_text(text.replace(numpy_from_pypi, numpy_from_pypi.replace(index_server.pypi_url, index_url)))
     result = run_cli(["verify", "--profile", "cu126"], env=uv_env, cwd=site.root)
-    assert result.returncode == 1
+    assert result.returncode == 5, result
     assert f"uv.lock takes numpy 2.1.0 from the PyTorch index {index_url}" in result.stderr
     assert "uv.lock differs from what `uv lock` wrote" in result.stderr

@@ -133,6 +133,7 @@ def isolated_env(tmp: Path, index_server: Any, uv_bin: Path) -> dict[str, str]:
     env.update(UV_CACHE_DIR=str(tmp / "uv-cache"), UV_PYTHON_DOWNLOADS="never", UV_NO_PROGRESS="1",
                UV_DEFAULT_INDEX=index_server.pypi_url, ENVBUILD_PYTORCH_INDEX=index_server.pytorch_base,
                PIP_CONFIG_FILE=os.devnull, UV_PYTHON=sys.executable, XDG_CONFIG_HOME=str(tmp / "xdg-config"),
+               ENVBUILD_CACHE_DIR=str(tmp / "envbuild-cache"),
                PATH=os.pathsep.join([str(uv_bin.parent), env.get("PATH", "")]))
     return env
 

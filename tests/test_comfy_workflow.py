@@ -24,7 +24,7 @@ from envbuild.profiles import load_catalogue
 from envbuild.uv import describe_removals, package_changes
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import Deployment, make_deployment, run_cli, torch_in_venv, venv_python
-from tests.test_gitsrc import GIT_ENV, make_repo
+from tests.test_gitsrc import GIT_ENV, git, make_repo
 from tests.test_guard import node_index, node_wheels  # noqa: F401 - fixtures
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -74,14 +74,21 @@ CONFIG = """\
     """
 
 
-WORKFLOW = ["fetch", "lock", "sync", "manager setup", "run"]
+# The README's commands: one machine makes the deployment, another restores it (`git` = commit / clone).
+WORKFLOW = ["fetch", "node add", "lock", "git", "fetch", "sync", "manager setup", "run"]
 
 
 def test_readme_lists_exactly_the_workflow() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     section = readme.split("## From zero to ComfyUI\n", 1)[1].split("\n## ", 1)[0]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
-    commands = [line.split("#", 1)[0].strip().removeprefix("envbuild ") for line in block.splitlines()]
+    commands = []
+    for line in block.splitlines():
+        words = line.split("#", 1)[0].split()
+        if words and words[0] == "envbuild":
+            words = words[1:]
+        if words:
+            commands.append(" ".join(words[:2]) if words[0] in ("node", "manager") else words[0])
     assert commands == WORKFLOW
 
 
@@ -91,33 +98,49 @@ def comfy_output(result: object) -> dict[str, object]:
 
 
 def test_from_zero_to_comfyui(tmp_path: Path, uv_env: dict[str, str], node_index: Catalogue) -> None:  # noqa: F811
-    site = tmp_path / "site"
-    make_repo(site / "upstream" / "ComfyUI", COMFY_FILES, tag="v0.3.60")
-    make_repo(site / "upstream" / "ComfyUI-Manager", MANAGER_FILES, tag="3.41")
-    (site / "envbuild.toml").write_text(textwrap.dedent(CONFIG), encoding="utf-8")
+    made, site = tmp_path / "made-here", tmp_path / "another-machine"
+    upstream = tmp_path / "upstream"
+    make_repo(upstream / "ComfyUI", COMFY_FILES, tag="v0.3.60")
+    make_repo(upstream / "ComfyUI-Manager", MANAGER_FILES, tag="3.41")
+    node_commit = make_repo(upstream / "ComfyUI-KJNodes", {"__init__.py": "", "requirements.txt": "einops\n"},
+                            tag="1.1.7")
+    made.mkdir()
+    (made / "envbuild.toml").write_text(textwrap.dedent(CONFIG).replace('"upstream/', f'"{upstream}/'),
+                                        encoding="utf-8")
     env = {**uv_env, **GIT_ENV}
 
-    def envbuild(*args: str) -> object:
-        result = run_cli(list(args), env=env, cwd=site)
+    def envbuild(*args: str, where: Path = site) -> object:
+        result = run_cli(list(args), env=env, cwd=where)
         assert result.returncode == 0, result
         return result
 
     # The README's commands, in its order (test_readme_lists_exactly_the_workflow checks the README).
-    assert WORKFLOW[:4] == ["fetch", "lock", "sync", "manager setup"]
-    envbuild("fetch")
-    assert (site / "data" / "custom_nodes" / "comfyui-manager" / "requirements.txt").is_file()
-    envbuild("lock")
-    lock = (site / "locks" / "cu126" / "uv.lock").read_text()
+    assert WORKFLOW[:3] == ["fetch", "node add", "lock"]
+    envbuild("fetch", where=made)
+    assert (made / "data" / "custom_nodes" / "comfyui-manager" / "requirements.txt").is_file()
+    envbuild("node", "add", (upstream / "ComfyUI-KJNodes").as_uri(), "--ref", "1.1.7", where=made)
+    envbuild("lock", where=made)
+    lock = (made / "locks" / "cu126" / "uv.lock").read_text()
     assert 'name = "pip"' in lock and 'name = "uv"' in lock  # what the Manager shells out to
+    assert 'name = "einops"' in lock  # the node's requirement
+    git(made, "init", "-q", "-b", "main")
+    git(made, "add", "envbuild.toml", "locks")
+    git(made, "commit", "-q", "-m", "ComfyUI deployment")
+    git(tmp_path, "clone", "-q", str(made), str(site))  # another machine: the repository, nothing else
+
+    assert WORKFLOW[4:7] == ["fetch", "sync", "manager setup"]
+    fetched = envbuild("fetch")
+    assert f"node ComfyUI-KJNodes: cloned at {node_commit[:12]}" in fetched.stdout  # type: ignore[attr-defined]
     envbuild("sync")
     venv = site / ".venv"
+    generation = venv.resolve()  # `run` starts ComfyUI in the generation itself: a later switch spares it
     assert torch_in_venv(venv) == ("2.7.1+cu126", "12.6")
     setup = envbuild("manager", "setup")
     config_ini = site / "data" / "user" / "__manager" / "config.ini"
     assert "data/user/__manager/config.ini: created with use_uv = True" in setup.stdout  # type: ignore[attr-defined]
     assert "use_uv = True\nuse_unified_resolver = False\n" in config_ini.read_text()
 
-    # `envbuild run` (WORKFLOW[4]); in it, ComfyUI-Manager installs a node that wants another torch,
+    # `envbuild run` (WORKFLOW[7]); in it, ComfyUI-Manager installs a node that wants another torch,
     # with pip and with uv: refused.
     for tool in ("pip", "uv"):
         started = comfy_output(envbuild("run", "--", "--node-install", tool, "torch==2.1.0"))
@@ -125,14 +148,14 @@ def test_from_zero_to_comfyui(tmp_path: Path, uv_env: dict[str, str], node_index
         assert isinstance(install, dict) and install["returncode"] != 0, install
         assert "2.7.1+cu126" in install["output"]
         if tool == "uv":  # `uv pip` found the venv envbuild started ComfyUI with, not the shell's UV_PYTHON
-            assert f"environment at: {venv}" in install["output"]
+            assert f"environment at: {generation}" in install["output"]
         assert (started["torch"], started["cuda"]) == ("2.7.1+cu126", "12.6")
 
     ran = envbuild("run", "--", "--port", "8190")
     out = comfy_output(ran)
     assert out["argv"] == ["--base-directory", str(site / "data"), "--listen", "0.0.0.0", "--port", "8188",
                            "--port", "8190"]  # ComfyUI's argparse keeps the last --port
-    assert out["executable"] == str(venv_python(venv)) and out["VIRTUAL_ENV"] == str(venv)
+    assert out["executable"] == str(venv_python(generation)) and out["VIRTUAL_ENV"] == str(generation)
     assert out["cwd"] == str(site / "ComfyUI") and out["cuda"] == "12.6"
     assert out["PIP_CONSTRAINT"] == str(site / "locks" / "cu126" / "constraints.txt")
     assert "cu126: starting ComfyUI with" in ran.stdout  # type: ignore[attr-defined]
@@ -143,7 +166,8 @@ def ready(tmp_path: Path, uv_env: dict[str, str], index_server: Catalogue) -> De
     d = make_deployment(tmp_path / "site", profiles=("cu126",))
     (d.comfyui / "main.py").write_text(FAKE_MAIN, encoding="utf-8")
     for args in (["lock"], ["sync"]):
-        assert run_cli(args, env=uv_env, cwd=d.root).returncode == 0
+        result = run_cli(args, env=uv_env, cwd=d.root)
+        assert result.returncode == 0, result
     return d
 
 
@@ -152,7 +176,7 @@ def test_run_refuses_a_stale_lock_and_a_venv_that_does_not_hold_the_lock(
 ) -> None:
     ready.add_node("NewNode", "einops\nsix\n")
     stale = run_cli(["run"], env=uv_env, cwd=ready.root)
-    assert stale.returncode == 1 and "Traceback" not in stale.stderr
+    assert stale.returncode == 4 and "Traceback" not in stale.stderr, stale
     assert "the lock for profile cu126 is out of date: data/custom_nodes/NewNode/requirements.txt is a new input" \
         in stale.stderr
     assert "envbuild lock --profile cu126" in stale.stderr
@@ -164,16 +188,16 @@ def test_run_refuses_a_stale_lock_and_a_venv_that_does_not_hold_the_lock(
     subprocess.run([str(uv_bin), "pip", "install", "--python", str(venv_python(ready.venv)), "numpy==1.26.4"],
                    env=uv_env, check=True, capture_output=True)
     moved = run_cli(["run"], env=uv_env, cwd=ready.root)
-    assert moved.returncode == 1
+    assert moved.returncode == 7, moved
     assert "does not hold the lock of profile cu126: a sync would install numpy==2.1.0" in moved.stderr
     assert f"envbuild sync --profile cu126 --venv {ready.venv}" in moved.stderr
 
     missing = run_cli(["run", "--venv", "elsewhere"], env=uv_env, cwd=ready.root)
-    assert missing.returncode == 1 and "no environment at" in missing.stderr
+    assert missing.returncode == 7 and "no environment at" in missing.stderr, missing
 
 
 def test_extra_packages_are_a_warning_and_sync_says_what_it_removed(
-    ready: Deployment, uv_env: dict[str, str], uv_bin: Path, monkeypatch: pytest.MonkeyPatch
+    ready: Deployment, uv_env: dict[str, str], uv_bin: Path
 ) -> None:
     import subprocess
 
@@ -187,13 +211,11 @@ def test_extra_packages_are_a_warning_and_sync_says_what_it_removed(
     # The exact sync removes it; describe_removals turns uv's own output into the message.
     from envbuild.uv import get_uv
 
-    for key, value in uv_env.items():
-        monkeypatch.setenv(key, value)
-    output = get_uv().sync(ready.locks / "cu126", ready.venv, stream=False)
+    output = get_uv(uv_env).sync(ready.locks / "cu126", ready.venv, stream=False)
     lines = describe_removals(output)
     assert lines[0].startswith("sync removed 1 package(s) the lock does not list: six==1.17.0 (sync is exact;")
     assert "`envbuild lock`" in lines[1]
-    assert describe_removals(get_uv().sync(ready.locks / "cu126", ready.venv, stream=False)) == []
+    assert describe_removals(get_uv(uv_env).sync(ready.locks / "cu126", ready.venv, stream=False)) == []
 
 
 def test_package_changes_reads_uv_lines_and_a_version_change_is_no_removal() -> None:

@@ -71,7 +71,7 @@ def test_lock_cuda_auto_uses_the_recommendation(deployment: Deployment, uv_env: 
     assert (deployment.locks / "cu128" / "uv.lock").is_file()
     result = run_cli(["lock", "--cuda", "auto"], env=dict(uv_env, ENVBUILD_CUDA_DRIVER_VERSION="470.256.02",
                                                          ENVBUILD_GPU_COMPUTE_CAP="7.0"), cwd=deployment.root)
-    assert result.returncode != 0 and "no profile fits this machine" in result.stderr
+    assert result.returncode == 7 and "no profile fits this machine" in result.stderr
     assert "525.60.13" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -90,7 +90,7 @@ def test_sync_auto_picks_the_committed_lock_that_fits(deployment: Deployment, uv
 def test_sync_auto_with_no_fitting_lock_lists_both_sides(deployment: Deployment, uv_env: dict[str, str]) -> None:
     assert run_cli(["lock", "--profile", "cu130"], env=uv_env, cwd=deployment.root).returncode == 0
     result = run_cli(["sync", "--profile", "auto"], env=dict(uv_env, **RTX_4070), cwd=deployment.root)
-    assert result.returncode != 0
+    assert result.returncode == 7, result
     assert "none of the committed locks (cu130) fits this machine" in result.stderr
     assert "profiles that would fit:" in result.stderr and "cu128" in result.stderr
 
@@ -105,7 +105,7 @@ def test_sync_warns_for_a_profile_the_machine_cannot_run_and_strict_refuses(
     assert "warning: this machine cannot run profile cu128" in result.stderr
     result = run_cli(["sync", "--profile", "cu128", "--strict", "--venv", str(deployment.root / "v2")], env=gtx,
                      cwd=deployment.root)
-    assert result.returncode != 0 and "cannot run profile cu128" in result.stderr
+    assert result.returncode == 7 and "cannot run profile cu128" in result.stderr
     assert not (deployment.root / "v2").exists()
 
 
@@ -121,7 +121,7 @@ def test_a_broken_gpu_override_is_a_warning_for_sync_and_an_error_with_strict(
     assert "'five-seventy' is not an NVIDIA driver version" in result.stderr
     result = run_cli(["sync", "--profile", "cu128", "--strict", "--venv", str(deployment.root / "v2")], env=broken,
                      cwd=deployment.root)
-    assert result.returncode != 0 and "'five-seventy' is not an NVIDIA driver version" in result.stderr
+    assert result.returncode == 7 and "'five-seventy' is not an NVIDIA driver version" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (deployment.root / "v2").exists()
 
@@ -137,9 +137,11 @@ def test_doctor_pass_and_mismatch(deployment: Deployment, uv_env: dict[str, str]
     assert result.returncode == 0, result
     statuses = {c["name"]: c["status"] for c in report["checks"]}
     assert statuses == {
-        "uv": "pass", "lock present": "pass", "lock fresh": "pass", "lock integrity": "pass",
-        "venv matches lock": "pass", "torch build": "pass", "torch imports": "pass", "machine runs profile": "pass",
+        "uv": "pass", "lock present": "pass", "lock state": "pass", "venv matches lock": "pass",
+        "venv generation": "pass", "torch build": "pass", "torch imports": "pass", "machine runs profile": "pass",
         "ComfyUI check": "skip", "index reachable": "pass"}
+    state = next(c["detail"] for c in report["checks"] if c["name"] == "lock state")
+    assert state.startswith("current: ") and "only the audit ran" not in state, state
     probed = [c["detail"] for c in report["checks"] if c["name"] == "index reachable"]
     assert any("/whl/cu126" in d and "named in the lock" in d for d in probed), probed
     # The venv was built for cu126; asking about cu128 must fail on the torch build and the venv.

@@ -121,7 +121,7 @@ def test_local_changes_are_never_overwritten(tmp_path: Path, upstream: dict[str,
     (site / "ComfyUI" / "models.txt").write_text("untracked files are fine\n", encoding="utf-8")
     write_config(site, "v2")
     result = run_cli(["fetch"], env=env, cwd=site)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 8 and "Traceback" not in result.stderr
     assert "has local changes (main.py)" in result.stderr and "commit or stash" in result.stderr
     assert head(site / "ComfyUI") == upstream["v1"]
     assert (site / "ComfyUI" / "main.py").read_text() == "my patch\n"

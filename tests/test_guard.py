@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from envbuild.deployment import load_deployment
 from envbuild.errors import ConfigError
 from envbuild.guard import CONSTRAINTS_NAME, ensure_constraints, guard_environment, write_constraints
 from envbuild.profiles import load_catalogue
@@ -68,9 +69,19 @@ def synced_cu126(root: Path, env: dict[str, str]) -> Deployment:
     return d
 
 
+def guard_for(root: Path, folder: Path, profile: str, env: dict[str, str]) -> dict[str, str]:
+    """What `run` gives ComfyUI: the guard with the indexes as the deployment at `root` resolves them
+    from `env` (ENVBUILD_PYTORCH_INDEX, UV_DEFAULT_INDEX)."""
+    if not (root / "envbuild.toml").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "envbuild.toml").write_text("", encoding="utf-8")
+    deployment = load_deployment(root, env)
+    chosen = deployment.catalogue.get(profile)
+    return guard_environment(folder, chosen, env, deployment.canonical_index(chosen), deployment.default_index)
+
+
 def guarded(d: Deployment, env: dict[str, str], profile: str = "cu126") -> dict[str, str]:
-    catalogue = load_catalogue()
-    return {**env, **guard_environment(d.locks / profile, catalogue.get(profile), env)}
+    return {**env, **guard_for(d.root, d.locks / profile, profile, env)}
 
 
 def pip(d: Deployment, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -191,10 +202,9 @@ def write_lock(folder: Path, *, torch: str, registry: str) -> Path:
 
 
 def test_pypi_profile_gets_constraints_only_and_user_settings_are_kept(tmp_path: Path) -> None:
-    profile = load_catalogue().get("cu126-pypi")
     folder = write_lock(tmp_path / "locks" / "cu126-pypi", torch="2.7.1", registry="https://pypi.org/simple")
     env = {"PIP_CONSTRAINT": "/etc/site-constraints.txt", "UV_DEFAULT_INDEX": "https://mirror.example/simple"}
-    guard = guard_environment(folder, profile, env)
+    guard = guard_for(tmp_path, folder, "cu126-pypi", env)
     path = str((folder / CONSTRAINTS_NAME).resolve())
     assert guard == {
         "PIP_CONSTRAINT": f"/etc/site-constraints.txt {path}",
@@ -206,10 +216,9 @@ def test_pypi_profile_gets_constraints_only_and_user_settings_are_kept(tmp_path:
 
 
 def test_index_profile_offers_only_the_family_pages_of_the_resolved_index(tmp_path: Path) -> None:
-    profile = load_catalogue().get("cu126")
     mirror = "http://mirror.local/whl"
     folder = write_lock(tmp_path / "cu126", torch="2.7.1+cu126", registry=f"{mirror}/cu126")
-    guard = guard_environment(folder, profile, {"ENVBUILD_PYTORCH_INDEX": mirror, "UV_FIND_LINKS": "/wheels"})
+    guard = guard_for(tmp_path, folder, "cu126", {"ENVBUILD_PYTORCH_INDEX": mirror, "UV_FIND_LINKS": "/wheels"})
     assert guard["PIP_FIND_LINKS"] == f"{mirror}/cu126/torch/"  # triton came from PyPI: not from the index
     assert guard["UV_FIND_LINKS"] == f"/wheels,{mirror}/cu126/torch/"
     assert "PIP_INDEX_URL" not in guard and "PIP_EXTRA_INDEX_URL" not in guard and "UV_INDEX" not in guard
@@ -250,4 +259,4 @@ def test_forked_lock_pins_each_version_with_its_marker(tmp_path: Path) -> None:
 def test_a_path_with_spaces_is_refused_rather_than_silently_unguarded(tmp_path: Path) -> None:
     folder = write_lock(tmp_path / "my locks" / "cu126", torch="2.7.1+cu126", registry="https://x/whl/cu126")
     with pytest.raises(ConfigError, match="path with spaces"):
-        guard_environment(folder, load_catalogue().get("cu126"), {})
+        guard_for(tmp_path, folder, "cu126", {})

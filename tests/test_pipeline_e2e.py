@@ -114,12 +114,13 @@ def test_unchanged_inputs_do_not_run_uv(deployment: Deployment, uv_env: dict[str
     no_uv = dict(uv_env, ENVBUILD_UV=str(deployment.root / "no-such-uv"))
     result = run_cli(["lock", "--profile", "cu126"], env=no_uv, cwd=deployment.root)
     assert result.returncode == 0, result
-    assert "cu126: up to date" in result.stdout and "uv not run" in result.stdout
+    assert "cu126: current (locks/cu126, 12 packages; uv not run)" in result.stdout, result
     assert deployment.snapshot_locks() == before
     # A comment in a requirement file is not a change either.
     with (deployment.comfyui / "requirements.txt").open("a") as handle:
         handle.write("# a comment\n\n")
-    assert "up to date" in run_cli(["lock", "--profile", "cu126"], env=no_uv, cwd=deployment.root).stdout
+    assert "cu126: current (locks/cu126, 12 packages; uv not run)" in run_cli(
+        ["lock", "--profile", "cu126"], env=no_uv, cwd=deployment.root).stdout
 
 
 def test_failed_lock_leaves_the_previous_lock_untouched(deployment: Deployment, uv_env: dict[str, str]) -> None:
@@ -127,7 +128,7 @@ def test_failed_lock_leaves_the_previous_lock_untouched(deployment: Deployment, 
     before = deployment.snapshot_locks()
     deployment.add_node("broken-node", "no-such-package-anywhere>=1\n")
     result = run_cli(["lock", "--profile", "cu126"], env=uv_env, cwd=deployment.root)
-    assert result.returncode != 0
+    assert result.returncode == 6, result
     assert "no-such-package-anywhere" in result.stderr
     assert "Traceback" not in result.output
     assert deployment.snapshot_locks() == before
@@ -142,7 +143,7 @@ def test_stale_lock_is_refused_by_sync_with_the_reason(deployment: Deployment, u
         handle.write("six\n")
     result = run_cli(["sync", "--profile", "cu126", "--venv", str(deployment.venv)], env=uv_env,
                      cwd=deployment.root)
-    assert result.returncode != 0
+    assert result.returncode == 4, result
     assert "out of date" in result.stderr and "ComfyUI/requirements.txt changed" in result.stderr
     assert "envbuild lock --profile cu126" in result.stderr
     assert not deployment.venv.exists()
@@ -161,18 +162,18 @@ def test_sync_from_committed_files_only(deployment: Deployment, uv_env: dict[str
     pyproject = fresh / "locks" / "cu128" / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"einops",', '"einops>=0.1",'))
     result = run_cli(["sync", "--profile", "cu128", "--venv", str(venv)], env=uv_env, cwd=fresh)
-    assert result.returncode != 0
+    assert result.returncode == 5, result
     assert "cannot be trusted" in result.stderr and "pyproject.toml differs from what envbuild wrote" in result.stderr
     assert "Traceback" not in result.output
     # Without envbuild's record, uv's own --locked check still refuses the edited pair.
     (fresh / "locks" / "cu128" / "envbuild-lock.json").unlink()
     result = run_cli(["sync", "--profile", "cu128", "--venv", str(venv)], env=uv_env, cwd=fresh)
-    assert result.returncode != 0 and "out of date" in result.stderr, result
+    assert result.returncode == 4 and "out of date" in result.stderr, result
 
 
 def test_sync_without_a_lock_says_how_to_make_one(deployment: Deployment, uv_env: dict[str, str]) -> None:
     result = run_cli(["sync", "--profile", "cu126"], env=uv_env, cwd=deployment.root)
-    assert result.returncode != 0
+    assert result.returncode == 4, result
     assert "no lock for profile cu126" in result.stderr
     assert "envbuild lock --profile cu126" in result.stderr
 
@@ -190,7 +191,7 @@ def test_sync_fails_when_torch_contradicts_the_profile(deployment: Deployment, u
     assert run_cli(["lock", "--profile", "liar"], env=uv_env, cwd=deployment.root).returncode == 0
     result = run_cli(["sync", "--profile", "liar", "--venv", str(deployment.venv)], env=uv_env,
                      cwd=deployment.root)
-    assert result.returncode != 0
+    assert result.returncode == 7, result
     assert "wants CUDA 12.8, but torch 2.7.1+cu126 was built for CUDA 12.6" in result.stderr
     # --no-verify skips the check (the venv is built as locked).
     result = run_cli(["sync", "--profile", "liar", "--venv", str(deployment.venv), "--no-verify"], env=uv_env,
@@ -261,8 +262,15 @@ def test_cpu_and_rocm_profiles(deployment: Deployment, uv_env: dict[str, str]) -
 
 def test_missing_config_says_what_to_give(tmp_path: Path, uv_env: dict[str, str]) -> None:
     result = run_cli(["lock", "--profile", "cu126"], env=uv_env, cwd=tmp_path)
-    assert result.returncode == 2
-    assert "no ComfyUI checkout given" in result.stderr and "--comfyui PATH" in result.stderr
+    assert result.returncode == 2, result
+    assert f"no deployment here: no envbuild.toml in {tmp_path} or a folder above it, and no --comfyui" \
+        in result.stderr, result
+    assert "envbuild init" in result.stderr and "--comfyui PATH" in result.stderr
+    # An envbuild.toml that names no ComfyUI: said, with the key to set.
+    (tmp_path / "envbuild.toml").write_text("", encoding="utf-8")
+    result = run_cli(["lock", "--profile", "cu126"], env=uv_env, cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert "envbuild.toml: no ComfyUI checkout given" in result.stderr and "--comfyui PATH" in result.stderr
 
 
 def test_comfyui_flag_works_without_a_config(tmp_path: Path, uv_env: dict[str, str]) -> None:
@@ -288,9 +296,10 @@ def test_lock_check_is_offline_and_names_what_changed(deployment: Deployment, uv
     assert result.returncode == 0 and "cu126: current" in result.stdout, result
     (node / "requirements.txt").write_text("six>=1.16\n")
     result = run_cli(["lock", "--check", "--all"], env=offline, cwd=deployment.root)
-    assert result.returncode == 1
+    assert result.returncode == 4, result
     assert "cu126: stale (locks/cu126): data/custom_nodes/ComfyUI-KJNodes/requirements.txt changed" in result.stderr
-    assert "cu128: stale (locks/cu128): no lock yet" in result.stderr
+    assert "cu128: missing (locks/cu128): no lock folder" in result.stderr
+    assert "error: 2 of 2 lock(s) not current; run `envbuild lock --all`" in result.stderr
     # A deployment-level profile that changes cu126's torch range is named as such.
     (node / "requirements.txt").write_text("six\n")
     profiles = deployment.root / "profiles"
@@ -300,7 +309,7 @@ def test_lock_check_is_offline_and_names_what_changed(deployment: Deployment, uv
     text = (builtin_profiles_dir() / "cu126.toml").read_text().replace('torch = ">=2.6.0"', 'torch = ">=2.7.0"')
     (profiles / "cu126.toml").write_text(text)
     result = run_cli(["lock", "--check", "--profile", "cu126"], env=offline, cwd=deployment.root)
-    assert result.returncode == 1 and "profile cu126 changed" in result.stderr, result
+    assert result.returncode == 4 and "profile cu126 changed" in result.stderr, result
 
 
 def test_exclude_node_typo_and_disabled_manager_are_said(deployment: Deployment, uv_env: dict[str, str]) -> None:
@@ -340,9 +349,11 @@ def test_exit_codes_and_output_survive_the_fast_exit(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "envbuild", "profiles"], capture_output=True, text=True,
                         cwd=tmp_path, timeout=60)
     assert ok.returncode == 0 and "cu126" in ok.stdout and ok.stdout.endswith("\n")
-    bad = subprocess.run([sys.executable, "-m", "envbuild", "lock", "--profile", "cu999"], capture_output=True,
+    (tmp_path / "envbuild.toml").write_text("", encoding="utf-8")  # sync works from locks/ alone
+    bad = subprocess.run([sys.executable, "-m", "envbuild", "sync", "--profile", "cu999"], capture_output=True,
                          text=True, cwd=tmp_path, timeout=60)
-    assert bad.returncode == 2 and "unknown profile `cu999`" in bad.stderr
+    assert bad.returncode == 2 and "unknown profile `cu999`" in bad.stderr, bad.stderr
+    assert bad.stderr.endswith("(see `envbuild profiles`)\n"), bad.stderr
     usage = subprocess.run([sys.executable, "-m", "envbuild", "no-such-command"], capture_output=True, text=True,
                            cwd=tmp_path, timeout=60)
     assert usage.returncode == 2 and "No such command" in usage.stderr

@@ -13,16 +13,14 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from envbuild.errors import ConflictError, RequirementFileError
+from envbuild.merging import MergedRequirement, merge, specifiers_satisfiable
 from envbuild.requirements import (
     Diagnostic,
-    MergedRequirement,
     Origin,
     ParsedFile,
     SourcedRequirement,
-    merge,
     parse_requirements_file,
     parse_requirements_text,
-    specifiers_satisfiable,
 )
 
 TESTS = Path(__file__).parent

@@ -230,7 +230,8 @@ def test_json_project_page(index_server: Catalogue) -> None:
     assert file["url"] == "../files/torch-2.9.0.dev20250801%2Bcu128-py3-none-any.whl"
     assert file["hashes"] == {"sha256": entry.sha256}
     assert file["requires-python"] == ">=3.9.0"
-    assert file["core-metadata"] == file["dist-info-metadata"] == {"sha256": entry.metadata_sha256}
+    assert file["core-metadata"] == {"sha256": entry.metadata_sha256}
+    assert "dist-info-metadata" not in file  # PEP 714 name only: old pips crash on the legacy key
     # HTML preferred by q-value -> HTML
     assert (
         _get(f"{index.url}/torch/", Accept=f"{JSON_V1};q=0.1, text/html")

@@ -225,7 +225,7 @@ def test_guard_reports_a_corrupt_lock_as_an_integrity_error_naming_it(tmp_path: 
 
 
 def test_hash_mismatch_names_the_one_url_of_a_url_source() -> None:
-    from envbuild.actions import _hash_mismatch
+    from envbuild.syncing import _hash_mismatch
 
     uv_said = ("Hash mismatch for `urlpkg==2.0`\n\nExpected:\n  sha256:aa\n\nComputed:\n  sha256:bb\n")
     error = _hash_mismatch(UvError("uv sync", uv_said), LOCK, "the index")

@@ -1,33 +1,48 @@
-"""`envbuild fetch`: clone or update ComfyUI and ComfyUI-Manager at the refs envbuild.toml pins."""
+"""`envbuild fetch`: clone or update ComfyUI, ComfyUI-Manager and every pinned custom node at its pin."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import click
 
 from envbuild.cli.options import build_deployment
 from envbuild.cli.output import say
 
+if TYPE_CHECKING:
+    from envbuild.config import Config
+    from envbuild.nodegit import NodeFetch
+
 
 @click.command()
+@click.option("--force", is_flag=True,
+              help="Put a pinned node that moved or has local changes back at its pin (its changes are lost).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 32), default=8, show_default=True,
+              help="How many custom nodes to fetch at once.")
 @click.pass_context
-def fetch(ctx: click.Context) -> None:
-    """Clone (or update) [comfyui] git and [manager] git into their paths, at their refs.
+def fetch(ctx: click.Context, force: bool, jobs: int) -> None:
+    """Clone (or update) [comfyui] git, [manager] git and every [custom-nodes.NAME] at its pin.
 
     \b
-    Each checkout is left at its ref's commit as a detached HEAD (a branch ref: its commit now),
-    and the commit is printed. A checkout with local changes to tracked files is not moved.
+    Each checkout is left at its pinned commit as a detached HEAD (a branch ref: its commit now),
+    and the commit is printed. ComfyUI and the Manager are not moved over local changes; a custom
+    node that moved or has local changes is named and left alone unless --force is given.
+    Custom nodes are fetched in parallel, one commit deep where the server allows it.
     After a checkout moved, `envbuild lock` records the new commits in the lock.
     """
     from envbuild.errors import UsageError
-    from envbuild.gitsrc import fetch_all
+    from envbuild.gitsrc import GitError, fetch_all
+    from envbuild.nodegit import fetch_nodes
+    from envbuild.nodes import pinned_folder
 
     deployment = build_deployment(ctx)
     config = deployment.config
     results = fetch_all(config, deployment.env, stream=not ctx.obj["quiet"])
-    if not results:
-        raise UsageError("nothing to fetch: envbuild.toml sets no git source",
+    targets = [(pin, folder) for pin in config.node_pins if (folder := pinned_folder(config, pin)) is not None]
+    if not results and not targets:
+        raise UsageError("nothing to fetch: envbuild.toml sets no git source and pins no custom node",
                          hint='add [comfyui] git = "https://github.com/Comfy-Org/ComfyUI" and ref = "v0.3.x" '
-                              "(and optionally [manager] git/ref)")
+                              "(and optionally [manager] git/ref), or `envbuild node add URL`")
     for result in results:
         where = config.display(result.path)
         short = result.commit[:12]
@@ -37,5 +52,38 @@ def fetch(ctx: click.Context) -> None:
             say(ctx, f"{result.name}: {where} moved from {(result.previous or '?')[:12]} to {result.ref} ({short})")
         else:
             say(ctx, f"{result.name}: {where} already at {result.ref} ({short})")
-    if any(r.action != "unchanged" for r in results):
+    nodes = fetch_nodes(targets, project_dir=config.project_dir, environ=deployment.env, force=force, jobs=jobs,
+                        registry=config.node_registry)
+    _record_archive_hashes(ctx, deployment.config, nodes)
+    problems = []
+    for node in nodes:
+        where = config.display(node.path)
+        if node.action in ("refused", "failed"):
+            problems.append(f"node {node.name} ({where}) {node.problem}" if node.action == "refused"
+                            else f"node {node.name}: {node.problem}")
+        elif node.action == "cloned":
+            say(ctx, f"node {node.name}: {'installed' if node.sha256 else 'cloned'} at {node.commit[:12]} into "
+                     f"{where}")
+        elif node.action == "updated":
+            say(ctx, f"node {node.name}: {where} moved from {(node.previous or '?')[:12]} to {node.commit[:12]}")
+        else:
+            say(ctx, f"node {node.name}: {where} already at {node.commit[:12]}"
+                     + (f" (it {node.problem})" if node.problem else ""))
+    if any(r.action != "unchanged" for r in results) or any(n.action in ("cloned", "updated") for n in nodes):
         say(ctx, "run `envbuild lock` so the lock records these commits")
+    if problems:
+        raise GitError(f"{len(problems)} of {len(nodes)} custom node(s) not at their pin:\n  "
+                        + "\n  ".join(problems),
+                        hint="`envbuild node list` shows every node's state")
+
+
+def _record_archive_hashes(ctx: click.Context, config: Config, nodes: list[NodeFetch]) -> None:
+    """A registry node's archive hash, seen at its first fetch, is written into envbuild.toml: from then
+    on every fetch (here or on another machine) must get the same bytes."""
+    from envbuild.pins_edit import write_pin
+
+    fetched = {node.name: node.sha256 for node in nodes if node.sha256}
+    for pin in config.node_pins:
+        if pin.from_registry and not pin.sha256 and fetched.get(pin.name) and config.source is not None:
+            for line in write_pin(config.source, pin.name, pin._replace(sha256=fetched[pin.name])):
+                say(ctx, line + " (the archive's hash, enforced from now on: commit it)")

@@ -151,7 +151,8 @@ def _summary(events: list[LockEvent]) -> list[str]:
     rows = [("profile", "result", "packages", "seconds")]
     for e in events:
         if e.result is not None:
-            rows.append((e.profile, e.result.status, str(e.result.packages), f"{e.result.seconds:.2f}"))
+            status = "current" if e.result.status == "up-to-date" else e.result.status
+            rows.append((e.profile, status, str(e.result.packages), f"{e.result.seconds:.2f}"))
         else:
             rows.append((e.profile, "FAILED", "-", "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
@@ -174,6 +175,10 @@ def _check_locks(ctx: click.Context, deployment: Deployment, targets: list[Torch
         codes.append(LockIntegrityError.exit_code if found.state == EDITED else StaleLockError.exit_code)
         why = "; ".join(found.reasons) or "no lock folder"
         error(f"{profile.name}: {found.state} ({where}): {why}")
+    from envbuild.nodes import deployment_notes
+
+    for note in deployment_notes(deployment.config, deployment.env):  # the code beside the locks
+        warn(note)
     if codes:
         command = ("envbuild lock --all" if len(targets) > 1 else f"envbuild lock --profile {targets[0].name}")
         error(f"error: {len(codes)} of {len(targets)} lock(s) not current; run `{command}` and commit locks/")

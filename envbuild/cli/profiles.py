@@ -29,7 +29,8 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
         p = catalogue.get(name)
         torch = next((str(x.specifier) for x in p.packages if x.name == "torch"), "")
         rows.append({"name": p.name, "accelerator": p.accelerator, "version": p.accelerator_version,
-                     "channel": p.channel, "index": p.index_url, "torch": torch, "description": p.description})
+                     "channel": p.channel, "index": p.index_url, "torch": torch, "description": p.description,
+                     "companions": [c.as_written() for c in p.companions]})
     if as_json:
         show(json.dumps(rows, indent=2))
         return
@@ -40,7 +41,8 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
         source = "PyPI" if not r["index"] else "PyTorch index"
         table.append([str({**r, "source": source}[key] or "-") for key, _ in columns])
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
-    descriptions = ["DESCRIPTION", *(str(r["description"]) for r in rows)]
+    descriptions = ["DESCRIPTION", *(str(r["description"]) + (f" (companions: {', '.join(r['companions'])})"
+                                                               if r["companions"] else "") for r in rows)]
     for row, description in zip(table, descriptions, strict=True):
         show("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + "  " + description)
 
@@ -58,7 +60,8 @@ def update(ctx: click.Context, names: tuple[str, ...], write: bool, offline: boo
     \b
     Reads each profile's index (ENVBUILD_PYTORCH_INDEX applies) and, for [pypi] tables and
     profiles without an index, UV_DEFAULT_INDEX or PyPI: PEP 691 JSON or PEP 503 HTML pages and
-    wheel metadata, never whole wheels. Exits 1 when an index could not be read.
+    wheel metadata, never whole wheels. Exits 6 when an index could not be read, 1 when a table has no
+    compatible set.
     """
 
     from envbuild.catalogue import update_profiles, write_updates
@@ -73,7 +76,11 @@ def update(ctx: click.Context, names: tuple[str, ...], write: bool, offline: boo
         show(_json(report, config, written))
     else:
         _print(ctx, report, config, written, write=write, offline=offline)
-    if report.unreadable or any(t.error for t in report.tables):
+    if report.unreadable:  # an index that could not be read: the same code as uv's unreachable index
+        from envbuild.errors import IndexUnreachableError
+
+        ctx.exit(IndexUnreachableError.exit_code)
+    if any(t.error for t in report.tables):
         ctx.exit(1)
 
 

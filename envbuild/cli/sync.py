@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from envbuild.cli.options import build_deployment, mirror_options, profile_options, profile_to_use, resolve_venv
-from envbuild.cli.output import say, show, warn
+from envbuild.cli.output import error, say, show, warn
 
 if TYPE_CHECKING:
     from envbuild.deployment import Deployment
     from envbuild.profiles import TorchProfile
+    from envbuild.syncing import SyncResult
 
 
 @click.command()
@@ -49,19 +50,22 @@ def sync(ctx: click.Context, /, venv: Path | None, python: str | None, inexact: 
         fit.report(strict=True)
     try:
         result = sync_profile(deployment, profile, target, verify=not no_verify, inexact=inexact, python=python,
-                              stream=not ctx.obj["quiet"], allow_unhashed=allow_unhashed,
+                              stream=not ctx.obj["quiet"], allow_unhashed=allow_unhashed, switch=not check,
                               before_install=lambda: _start(ctx, deployment, profile, target, fit, strict))
     finally:
         if not strict:
             fit.report(strict=False)
     for note in result.notes:
         warn(note)
+    built = result.generation or result.venv
     if result.torch is not None:
-        say(ctx, f"{profile.name}: {result.torch.describe()} in {result.venv}: matches the profile")
+        say(ctx, f"{profile.name}: {result.torch.describe()} in {built}: matches the profile")
     else:
-        say(ctx, f"{profile.name}: synced {result.venv} (torch not checked)")
+        say(ctx, f"{profile.name}: synced {built} (torch not checked)")
+    for line in result.switched:
+        say(ctx, f"{profile.name}: {line}")
     if check:
-        _smoke_check(ctx, deployment, profile, result.venv)
+        _smoke_check(ctx, deployment, profile, result)
 
 
 def _start(ctx: click.Context, deployment: Deployment, profile: TorchProfile, target: Path, fit: _FitCheck,
@@ -81,14 +85,33 @@ def _dry_run(ctx: click.Context, deployment: Deployment, profile: TorchProfile, 
         show(line)
 
 
-def _smoke_check(ctx: click.Context, deployment: Deployment, profile: TorchProfile, venv: Path) -> None:
-    """`--check`: ComfyUI's own quick test in the fresh venv; any node that failed to import fails sync."""
+def _smoke_check(ctx: click.Context, deployment: Deployment, profile: TorchProfile, synced: SyncResult) -> None:
+    """`--check`: ComfyUI's own quick test in the new generation, before the venv path is switched to it;
+    any node that failed to import fails sync and leaves the venv path where it was."""
     from envbuild.cli.check import report_check
     from envbuild.smoke import run_check
 
+    venv = synced.generation or synced.venv
     result = run_check(deployment, profile, venv,
                        before_start=lambda: say(ctx, f"{profile.name}: running ComfyUI's quick test in {venv}"))
-    ctx.exit(report_check(ctx, result))
+    code = report_check(ctx, result)
+    if synced.generation is not None:
+        from envbuild.generations import current
+        from envbuild.venvswitch import switch_to
+
+        if code == 0:
+            for line in switch_to(deployment, synced.venv, synced.generation):
+                say(ctx, f"{profile.name}: {line}")
+        elif current(synced.venv) != synced.generation:
+            error(f"{profile.name}: {synced.venv} was not switched: it stays on "
+                  f"{_name(current(synced.venv), synced.venv)}")
+    ctx.exit(code)
+
+
+def _name(generation: Path | None, venv: Path) -> str:
+    if generation is not None:
+        return generation.name
+    return "the venv made before generations" if venv.is_dir() else "nothing (it did not exist)"
 
 
 class _FitCheck:

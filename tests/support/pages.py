@@ -173,8 +173,10 @@ def _json_file(entry: IndexFile) -> dict[str, Any]:
         "url": entry.relative_url,
         "hashes": {"sha256": listed} if listed else {},
         "requires-python": entry.requires_python,
+        # PEP 714's name only: the pip that Python 3.10's ensurepip bundles (23.0.1) crashes on the legacy
+        # `dist-info-metadata` key as PEP 691 writes it ("unhashable type: 'dict'"), and the guard tests
+        # run that pip. uv and envbuild read `core-metadata` first.
         "core-metadata": meta,
-        "dist-info-metadata": meta,
         "size": len(entry.data),
         "yanked": False,
     }

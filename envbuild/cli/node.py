@@ -1,0 +1,192 @@
+"""`envbuild node ...`: custom nodes pinned by commit — add, update, remove, list, import, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from envbuild.cli.options import build_deployment
+from envbuild.cli.output import say, show, warn
+
+if TYPE_CHECKING:
+    from envbuild.deployment import Deployment
+    from envbuild.locking import LockResult
+    from envbuild.nodeops import NodeChange
+    from envbuild.profiles import TorchProfile
+
+
+@click.group()
+def node() -> None:
+    """Custom nodes pinned by commit in envbuild.toml ([custom-nodes.NAME]).
+
+    \b
+    A node is added, updated or removed only after the deployment locked with the change: on a
+    conflict nothing changes (custom_nodes, envbuild.toml and locks/ stay as they were).
+    The profiles re-locked: those of [lock] profiles that have a lock, else every committed lock,
+    else the default profile.
+    """
+
+
+@node.command("add")
+@click.argument("url")
+@click.option("--ref", help="A tag, branch or commit (default: the repository's default branch, as it is now).")
+@click.option("--name", help="Its folder name in custom_nodes (default: the repository's name).")
+@click.pass_context
+def add(ctx: click.Context, url: str, ref: str | None, name: str | None) -> None:
+    """Clone URL at REF, lock with it, then put it in custom_nodes and pin it."""
+    from envbuild.nodeops import add_node
+
+    deployment = build_deployment(ctx)
+    change = add_node(deployment, url, ref=ref, name=name, targets=_targets(deployment),
+                      on_lock=lambda result: _said_lock(ctx, deployment, result))
+    _said_change(ctx, deployment, change)
+
+
+@node.command("update")
+@click.argument("name")
+@click.option("--ref", help="The tag, branch or commit to move to (default: the ref the pin was made from).")
+@click.pass_context
+def update(ctx: click.Context, name: str, ref: str | None) -> None:
+    """Move a pinned node to REF (its commit now), lock with it, then check it out."""
+    from envbuild.nodeops import update_node
+
+    deployment = build_deployment(ctx)
+    change = update_node(deployment, name, ref=ref, targets=_targets(deployment),
+                         on_lock=lambda result: _said_lock(ctx, deployment, result))
+    _said_change(ctx, deployment, change)
+
+
+@node.command("remove")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Remove it even with local changes to its files.")
+@click.pass_context
+def remove(ctx: click.Context, name: str, force: bool) -> None:
+    """Lock without the node, then delete its folder and its pin."""
+    from envbuild.nodeops import remove_node
+
+    deployment = build_deployment(ctx)
+    change = remove_node(deployment, name, force=force, targets=_targets(deployment),
+                         on_lock=lambda result: _said_lock(ctx, deployment, result))
+    _said_change(ctx, deployment, change)
+
+
+@node.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (for scripts).")
+@click.pass_context
+def list_nodes(ctx: click.Context, as_json: bool) -> None:
+    """Every pinned node and every node on disk: ok, moved, dirty, missing, disabled, unpinned."""
+    from envbuild.nodes import node_statuses
+
+    deployment = build_deployment(ctx)
+    config = deployment.config
+    statuses = node_statuses(config, deployment.env)
+    if as_json:
+        import json
+
+        show(json.dumps({"nodes": [s.as_json(config) for s in statuses]}, indent=2))
+        return
+    if not statuses:
+        say(ctx, "no custom nodes pinned or on disk")
+        return
+    for status in statuses:
+        at = (status.commit or "")[:12] or "-"
+        pinned = f" (pinned {status.pin.identity[:20]}, {status.pin.ref})" if status.pin else ""
+        say(ctx, f"{status.name}: {', '.join(status.states)} at {at}{pinned}  {config.display(status.path)}")
+        if status.fix:
+            say(ctx, f"    fix: {status.fix}")
+
+
+def _targets(deployment: Deployment) -> list[TorchProfile]:
+    """[lock] profiles that have a lock, else every committed lock, else the default profile."""
+    from envbuild.selection import ProfileRequest, profile_to_lock, profiles_to_lock
+
+    committed = set(deployment.committed())
+    if deployment.config.profiles:
+        listed = [p for p in profiles_to_lock(deployment) if p.name in committed]
+        if listed:
+            return listed
+    elif committed:
+        return [deployment.catalogue.get(name) for name in sorted(committed)]
+    return [profile_to_lock(deployment, ProfileRequest(None, None))]
+
+
+def _said_lock(ctx: click.Context, deployment: Deployment, result: LockResult) -> None:
+    where = deployment.display(result.folder)
+    if result.status == "up-to-date":
+        say(ctx, f"{result.profile}: current ({where}, {result.packages} packages)")
+    else:
+        say(ctx, f"{result.profile}: locked {result.packages} packages into {where}")
+
+
+def _said_change(ctx: click.Context, deployment: Deployment, change: NodeChange) -> None:
+    for line in change.config_lines:
+        say(ctx, line)
+    if change.pin is None:
+        say(ctx, f"node {change.name}: removed")
+    elif change.previous is None:
+        say(ctx, f"node {change.name}: added at {change.pin.commit[:12]} ({change.pin.ref})")
+    else:
+        say(ctx, f"node {change.name}: moved from {change.previous.commit[:12]} to {change.pin.commit[:12]} "
+                 f"({change.pin.ref})")
+    say(ctx, "commit envbuild.toml and locks/ together")
+
+
+@node.command("import")
+@click.argument("snapshot", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def import_snapshot(ctx: click.Context, snapshot: Path) -> None:
+    """Pin what a ComfyUI-Manager snapshot (.json or .yaml) records: node commits, registry node
+    versions, the ComfyUI commit. Its `pips` are reported, not installed: the lock decides.
+    Then: `envbuild fetch` and `envbuild lock`."""
+    from envbuild.errors import ConfigError
+    from envbuild.pins_edit import write_import
+    from envbuild.snapshots import read_snapshot, registry_pins
+
+    deployment = build_deployment(ctx)
+    config = deployment.config
+    if config.source is None:
+        raise ConfigError(None, "importing a snapshot needs an envbuild.toml", hint="run `envbuild init` first")
+    found = read_snapshot(Path.cwd() / snapshot)
+    comfyui_ref = None
+    if found.comfyui is not None:
+        if config.comfyui_git is not None:
+            comfyui_ref = found.comfyui
+        else:
+            warn(f"the snapshot's ComfyUI commit {found.comfyui[:12]} is not pinned: envbuild.toml has no [comfyui] "
+                 f"git; add git = URL and ref = \"{found.comfyui}\" to pin it")
+    pins = [*found.pins, *registry_pins(found)]
+    for line in write_import(config.source, pins, comfyui_ref):
+        say(ctx, line)
+    for skipped in found.skipped:
+        warn(f"not imported: {skipped}")
+    for name in found.files:
+        warn(f"not imported: single-file node {name} (no repository to pin it from: commit it with the deployment)")
+    if found.pips:
+        say(ctx, f"{len(found.pips)} installed package(s) listed under `pips` were not taken: the lock decides "
+                 "every version, with hashes (`envbuild lock`)")
+    say(ctx, "next: `envbuild fetch` (checks out the pins), then `envbuild lock`, and commit envbuild.toml and locks/")
+
+
+@node.command("export")
+@click.option("--manager-snapshot", "target", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the pins as a ComfyUI-Manager snapshot (.json, or .yaml) its Snapshot Manager restores.")
+@click.pass_context
+def export_snapshot(ctx: click.Context, target: Path) -> None:
+    """Write the deployment's pins as a ComfyUI-Manager snapshot (`pips` empty: the lock installs them)."""
+    from envbuild.fsio import atomic_write
+    from envbuild.pins import read_head
+    from envbuild.snapshots import snapshot_of, snapshot_text
+
+    deployment = build_deployment(ctx)
+    config = deployment.config
+    comfyui = read_head(config.comfyui) if config.comfyui is not None else None
+    if comfyui is None and config.comfyui_git is not None:
+        from envbuild.pins import FULL_SHA
+
+        comfyui = config.comfyui_git.ref if FULL_SHA.fullmatch(config.comfyui_git.ref) else None
+    path = Path.cwd() / target
+    atomic_write(path, snapshot_text(snapshot_of(comfyui, config.node_pins), path))
+    say(ctx, f"wrote {target}: ComfyUI {comfyui[:12] if comfyui else '(no commit)'}, {len(config.node_pins)} "
+             "node(s); restore it with the Manager's Snapshot Manager")

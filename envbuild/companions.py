@@ -1,0 +1,182 @@
+"""Companion packages: extensions compiled against one torch and one CUDA (xformers, flash-attn, ...).
+
+A wheel built for another torch fails to import or crashes, and asking uv for one either moves torch
+(refused: the profile owns it) or brings a build for another CUDA. So: a profile lists in
+`[companions]` the ones its own PyTorch index carries, and an input asking for one gets it from there,
+at the version whose torch requirement matches the profile's torch (uv picks it: torch is pinned).
+An input asking for one no configured index has for this torch fails before uv, saying what a wheel
+would need and where prebuilt ones are published. The rules, with sources: data/companions.toml.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from envbuild.profiles import canonical_name
+
+if TYPE_CHECKING:
+    from envbuild.config import Config
+    from envbuild.merging import MergeResult
+    from envbuild.profiles import CompanionIndex, PinnedPackage, TorchProfile
+    from envbuild.requirements import SourcedRequirement
+    from envbuild.uvlock import LockFile
+
+PYTORCH_INDEX = "pytorch-index"
+PYPI = "pypi"
+ELSEWHERE = "elsewhere"
+
+
+class Companion(NamedTuple):
+    name: str
+    wheels: str  # PYTORCH_INDEX, PYPI or ELSEWHERE
+    rule: str
+    source: str
+    prebuilt: str | None
+
+
+@functools.lru_cache(maxsize=1)
+def companion_table() -> dict[str, Companion]:
+    import importlib.resources
+
+    from envbuild.tomlfile import parse_toml
+
+    text = (importlib.resources.files("envbuild") / "data" / "companions.toml").read_text(encoding="utf-8")
+    data = parse_toml(text, "envbuild/data/companions.toml")
+    return {canonical_name(name): Companion(canonical_name(name), str(t["wheels"]), " ".join(str(t["rule"]).split()),
+                                            str(t["source"]), t.get("prebuilt"))
+            for name, t in data["packages"].items()}
+
+
+def index_companions() -> frozenset[str]:
+    """The names a profile may route to its PyTorch index besides the torch family."""
+    return frozenset(name for name, c in companion_table().items() if c.wheels == PYTORCH_INDEX)
+
+
+def companions_table(value: Any, has_index: bool,
+                     path: Path) -> tuple[tuple[PinnedPackage, ...], tuple[CompanionIndex, ...]]:
+    """`[companions]`: a table of its own, validated apart from [packages]. Without an `index` of its own a
+    companion comes from the profile's index, so only names PyTorch's indexes carry builds of are allowed
+    (data/companions.toml); with one, any torch-bound package of that file that PyPI does not serve."""
+    from envbuild.errors import ConfigError
+    from envbuild.profiles import CompanionIndex, index_url_problem, one_of, pinned_packages
+    from envbuild.tomlfile import check_keys, expect
+
+    table = expect(value, dict, "companions", path)
+    if not has_index:
+        raise ConfigError(path, "`[companions]` needs an `[index]`: companions are locked with the profile's torch")
+    known, on_index = companion_table(), index_companions()
+    plain: dict[str, Any] = {}
+    indexes = []
+    for raw_name, entry in table.items():
+        name, where = canonical_name(raw_name), f"companions.{raw_name}"
+        own = isinstance(entry, dict) and "index" in entry
+        allowed = {n for n, c in known.items() if c.wheels != PYPI} if own else on_index
+        if name not in allowed:
+            what = "a torch-bound package envbuild knows (data/companions.toml) that PyPI does not serve" if own \
+                else "a package PyTorch's indexes carry builds of"
+            raise ConfigError(path, f"`{where}`: {raw_name!r} is not {what}",
+                              hint=f"a profile's [companions] name only {', '.join(sorted(on_index))}, or, with an "
+                                   "`index` of their own (a prebuilt-wheel index), "
+                                   f"{', '.join(sorted(n for n, c in known.items() if c.wheels != PYPI))}")
+        if own:
+            check_keys(entry, {"version", "marker", "index", "format"}, f"{where}.", path)
+            url = expect(entry["index"], str, f"{where}.index", path).rstrip("/")
+            problem = index_url_problem(url)
+            if problem:
+                raise ConfigError(path, f"`{where}.index`: {problem}")
+            layout = expect(entry.get("format", "simple"), str, f"{where}.format", path)
+            one_of(layout, ("simple", "flat"), f"{where}.format", path)
+            indexes.append(CompanionIndex(name, url, layout))
+            entry = {k: v for k, v in entry.items() if k in ("version", "marker")}
+        plain[raw_name] = entry
+    return pinned_packages(plain, "companions", path, frozenset(known)), tuple(sorted(indexes))
+
+
+def asked_companions(profile: TorchProfile, inputs: Iterable[SourcedRequirement]) -> tuple[PinnedPackage, ...]:
+    """The profile's companions some input asks for by name (a URL line is the user's own wheel)."""
+    asked = {canonical_name(i.requirement.name) for i in inputs if not i.requirement.url}
+    return tuple(c for c in profile.companions if c.name in asked)
+
+
+def companion_requirements(profile: TorchProfile, config: Config,
+                           inputs: Sequence[SourcedRequirement]) -> list[SourcedRequirement]:
+    """The profile's bounds for the companions asked, as requirements pointing at the profile's lines:
+    merged with the inputs' asks, so a node wanting a version the profile's torch has no build of is a
+    conflict named before uv."""
+    from envbuild.inputs import profile_requirements
+
+    return profile_requirements(profile, config, packages=asked_companions(profile, inputs))
+
+
+def guard_companions(inputs: Iterable[SourcedRequirement], profile: TorchProfile) -> None:
+    """Refuse, before uv, an input asking for a torch-bound package no configured index has for this torch."""
+    from envbuild.errors import RequirementFileError
+
+    table, listed = companion_table(), {c.name for c in profile.companions}
+    for item in inputs:
+        name = canonical_name(item.requirement.name)
+        known = table.get(name)
+        if known is None or known.wheels == PYPI or name in listed or item.requirement.url:
+            continue
+        source = item.origin.source
+        node = source.removeprefix("node ") if source.startswith("node ") else None
+        raise RequirementFileError(
+            item.origin.path, item.origin.line or None,
+            f"`{item.text}` ({source}): {name} is compiled against one torch and CUDA, and no index of profile "
+            f"{profile.name} has it for this torch: a wheel would need {wheel_needs(profile)} ({known.rule}; "
+            f"{known.source})",
+            hint=_way_out(known, profile, node),
+        )
+
+
+def wheel_needs(profile: TorchProfile) -> str:
+    """What a matching wheel must be built for: the profile's torch and accelerator."""
+    torch = next((p.specifier_text for p in profile.packages if p.name == "torch"), "")
+    build = {"cuda": f"CUDA {profile.accelerator_version}", "rocm": f"ROCm {profile.accelerator_version}"}.get(
+        profile.accelerator, profile.accelerator.upper() if profile.accelerator != "cpu" else "the CPU")
+    return f"torch{torch} built for {build}" + (f" ({variant(profile)})" if variant(profile) else "")
+
+
+def variant(profile: TorchProfile) -> str | None:
+    """The local-version label of the profile's torch builds (cu126, rocm6.3), as wheel names carry it."""
+    return profile.local_version
+
+
+def _way_out(known: Companion, profile: TorchProfile, node: str | None) -> str:
+    ways = []
+    if known.wheels == PYTORCH_INDEX:
+        ways.append(f"choose a profile that lists {known.name} in [companions] (see `envbuild profiles`), or add "
+                    f'`[companions] {known.name} = ">=..."` to a profile of your own whose index carries it')
+    if known.prebuilt:
+        where = known.prebuilt.replace("{variant}", variant(profile) or "cpu").replace("{torch}", "<torch version>")
+        ways.append(f"add an index of wheels built for {wheel_needs(profile)} (prebuilt ones: {where}) to a profile "
+                    f'of your own: `[companions] {known.name} = {{ version = ">=...", index = "<URL>" }}` '
+                    '(`format = "flat"` for a page of wheel links)')
+    if node:
+        ways.append(f"leave the node out with --exclude-node {node}")
+    return "; or ".join(ways)
+
+
+def refuse_off_index(lock: LockFile, profile: TorchProfile, index_url: str | None, merged: MergeResult) -> None:
+    """A companion of the profile that came into the lock from another index, through a dependency
+    (uv's sources apply to direct requirements only): the wrong build for this torch, so no lock."""
+    from envbuild.errors import ConflictError
+    from envbuild.variants import chain_to
+
+    if index_url is None:
+        return
+    listed = {c.name for c in profile.companions}
+    askers = {r.name: ", ".join(sorted({i.origin.source for i in r.origins})) for r in merged.requirements}
+    for package in lock.packages:
+        own = profile.companion_index(package.name)
+        expected = (own.url if own else index_url).rstrip("/")
+        if package.name in listed and package.registry not in (None, expected):
+            chain = chain_to(lock, package.name)
+            raise ConflictError(package.name, [
+                " → ".join([askers.get(chain[0], "the project"), *chain]) + f" takes {package.name} "
+                f"{package.version} from {package.source_label()}, not from profile {profile.name}'s index"],
+                hint=f"ask for {package.name} directly in a requirements file of the deployment (e.g. one listed in "
+                     f"[lock] extra-requirements): a direct requirement is taken from the profile's index")

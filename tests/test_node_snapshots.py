@@ -1,0 +1,182 @@
+"""ComfyUI-Manager snapshots in and out, and Comfy Registry nodes from a loopback registry."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+import zipfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from envbuild.snapshots import read_snapshot
+from tests.support.deploy import Deployment, make_deployment, run_cli
+from tests.support.gitrepos import commit_files, file_url, git, git_env, make_repo
+
+DATA = Path(__file__).parent / "data"
+
+
+class Registry:
+    """A Comfy Registry on loopback: `/nodes/<id>/install?version=<v>` and the archives it points at."""
+
+    def __init__(self) -> None:
+        self.archives: dict[tuple[str, str], bytes] = {}
+        registry = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                url = urlparse(self.path)
+                parts = url.path.strip("/").split("/")
+                if len(parts) == 3 and parts[0] == "nodes" and parts[2] == "install":
+                    version = parse_qs(url.query).get("version", [""])[0]
+                    if (parts[1], version) not in registry.archives:
+                        return self._send(404, b"{}")
+                    body = {"id": parts[1], "version": version,
+                            "downloadUrl": f"{registry.url}/files/{parts[1]}-{version}.zip"}
+                    return self._send(200, json.dumps(body).encode())
+                if len(parts) == 2 and parts[0] == "files":
+                    for (node_id, version), data in registry.archives.items():
+                        if parts[1] == f"{node_id}-{version}.zip":
+                            return self._send(200, data)
+                return self._send(404, b"")
+
+            def _send(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def publish(self, node_id: str, version: str, requirements: str, *, extra: str = "") -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("__init__.py", f"NODE_CLASS_MAPPINGS = {{}}\n{extra}")
+            archive.writestr("requirements.txt", requirements)
+            archive.writestr("pyproject.toml", f'[project]\nname = "{node_id}"\nversion = "{version}"\n')
+        self.archives[(node_id, version)] = buffer.getvalue()
+        return buffer.getvalue()
+
+
+@pytest.fixture
+def registry() -> Iterator[Registry]:
+    served = Registry()
+    thread = threading.Thread(target=served.server.serve_forever, daemon=True)
+    thread.start()
+    yield served
+    served.server.shutdown()
+    served.server.server_close()
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Deployment:
+    return make_deployment(tmp_path / "site", profiles=("cu126",))
+
+
+@pytest.fixture
+def env(uv_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    return git_env(uv_env) | {"ENVBUILD_CACHE_DIR": str(tmp_path / "envbuild-cache")}
+
+
+def test_the_managers_json_and_yaml_snapshots_read_alike() -> None:
+    """Both files were written by the Manager's own code path (`json.dump(indent=4)`, and `yaml.dump` of
+    `{"custom_nodes": snapshot}`)."""
+    from_json, from_yaml = read_snapshot(DATA / "manager-snapshot.json"), read_snapshot(DATA / "manager-snapshot.yaml")
+    assert from_json == from_yaml
+    assert from_json.comfyui == "1f3c8a3f5e0c4b9e8d7a6b5c4d3e2f1a0b9c8d7e"
+    assert [(p.name, p.commit, p.disabled) for p in sorted(from_json.pins)] == [
+        ("ComfyUI-KJNodes", "3a5b7c9d1e2f4a6b8c0d2e4f6a8b0c2d4e6f8a0b", False),
+        ("ComfyUI_essentials", "fedcba9876543210fedcba9876543210fedcba98", True),
+    ]
+    assert dict(from_json.registry) == {"comfyui-impact-pack": "8.8.1"}
+    assert from_json.files == ("my_node.py",)
+    assert len(from_json.pips) == 3
+    assert any("the Manager" in s for s in from_json.skipped)
+
+
+def test_import_sets_the_comfyui_ref_and_reports_what_it_does_not_take(deployment: Deployment,
+                                                                       env: dict[str, str]) -> None:
+    toml = deployment.root / "envbuild.toml"
+    toml.write_text(toml.read_text().replace('path = "ComfyUI"', 'path = "ComfyUI"\ngit = "https://example.invalid/'
+                                                                   'ComfyUI"\nref = "v0.3.40"'))
+    result = run_cli(["node", "import", str(DATA / "manager-snapshot.yaml")], env=env, cwd=deployment.root)
+    assert result.returncode == 0, result
+    text = toml.read_text()
+    assert 'ref = "1f3c8a3f5e0c4b9e8d7a6b5c4d3e2f1a0b9c8d7e"' in text
+    assert "[custom-nodes.ComfyUI-KJNodes]" in text and "[custom-nodes.comfyui-impact-pack]" in text
+    assert "disabled = true" in text
+    assert "not imported: single-file node my_node.py" in result.stderr, result
+    assert "not imported: https://github.com/ltdrdata/ComfyUI-Manager (the Manager" in result.stderr, result
+    assert "3 installed package(s) listed under `pips` were not taken" in result.stdout, result
+
+
+def test_snapshot_in_fetch_lock_and_snapshot_out_with_a_registry_node(
+    deployment: Deployment, env: dict[str, str], registry: Registry, tmp_path: Path
+) -> None:
+    repo = tmp_path / "upstream" / "ComfyUI-Good"
+    first = make_repo(repo, {"__init__.py": "", "requirements.txt": "einops\n"})
+    commit_files(repo, {"requirements.txt": "einops\nsix\n"}, "needs six")  # the snapshot pins the first
+    archive = registry.publish("comfyui-reg", "1.2.0", "pyyaml\n")
+    snapshot = {"comfyui": None, "git_custom_nodes": {file_url(repo): {"hash": first, "disabled": False}},
+                "cnr_custom_nodes": {"comfyui-reg": "1.2.0"}, "file_custom_nodes": [], "pips": {"six==1.0": ""}}
+    (tmp_path / "snap.json").write_text(json.dumps(snapshot, indent=4))
+    toml = deployment.root / "envbuild.toml"
+    toml.write_text(toml.read_text() + f'\n[nodes]\nregistry = "{registry.url}"\n')
+    assert run_cli(["node", "import", str(tmp_path / "snap.json")], env=env, cwd=deployment.root).returncode == 0
+    result = run_cli(["fetch"], env=env, cwd=deployment.root)
+    assert result.returncode == 0, result
+    assert git(deployment.nodes / "ComfyUI-Good", "rev-parse", "HEAD") == first
+    installed = deployment.nodes / "comfyui-reg"
+    assert (installed / "requirements.txt").read_text() == "pyyaml\n"
+    assert (installed / ".tracking").is_file()  # the Manager recognises a registry install by it
+    digest = hashlib.sha256(archive).hexdigest()
+    assert f'sha256 = "{digest}"' in toml.read_text()  # recorded at the first fetch
+    assert run_cli(["lock", "--profile", "cu126"], env=env, cwd=deployment.root).returncode == 0
+    assert run_cli(["lock", "--check"], env=env, cwd=deployment.root).returncode == 0
+    again = run_cli(["fetch"], env=env, cwd=deployment.root)
+    assert again.returncode == 0 and "comfyui-reg: data/custom_nodes/comfyui-reg already at" in again.stdout, again
+    # The same version re-published with other bytes: refused, named, nothing installed.
+    registry.publish("comfyui-reg", "1.2.0", "pyyaml\n", extra="# changed\n")
+    result = run_cli(["fetch", "--force"], env=env, cwd=deployment.root)
+    assert result.returncode == 8, result
+    assert f"but the pin records {digest}" in result.stderr, result
+    assert "changed" not in (installed / "__init__.py").read_text()
+    # Out again, as the Manager restores it.
+    exported = tmp_path / "out.json"
+    assert run_cli(["node", "export", "--manager-snapshot", str(exported)], env=env,
+                   cwd=deployment.root).returncode == 0
+    written = json.loads(exported.read_text())
+    assert written == {"comfyui": None, "git_custom_nodes": {file_url(repo): {"hash": first, "disabled": False}},
+                       "cnr_custom_nodes": {"comfyui-reg": "1.2.0"}, "file_custom_nodes": [], "pips": {}}
+    yaml_out = tmp_path / "out.yaml"
+    assert run_cli(["node", "export", "--manager-snapshot", str(yaml_out)], env=env,
+                   cwd=deployment.root).returncode == 0
+    assert read_snapshot(yaml_out) == read_snapshot(exported)
+
+
+def test_a_registry_archive_reaching_outside_its_folder_is_refused(registry: Registry, tmp_path: Path) -> None:
+    from envbuild.pins import NodePin
+    from envbuild.registry import RegistryError, fetch_registry_node
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("__init__.py", "")
+        archive.writestr("../../escaped.py", "print('outside')\n")
+    registry.archives[("evil-node", "1.0.0")] = buffer.getvalue()
+    pin = NodePin("evil-node", "", "", "1.0.0", False, "1.0.0")
+    custom_nodes = tmp_path / "custom_nodes"
+    with pytest.raises(RegistryError, match="a path outside its folder"):
+        fetch_registry_node(pin, custom_nodes / "evil-node", base=registry.url)
+    assert not (tmp_path / "escaped.py").exists() and not (custom_nodes / "evil-node").exists()
+    missing = pin._replace(name="no-such-node")
+    with pytest.raises(RegistryError, match="answered 404"):
+        fetch_registry_node(missing, custom_nodes / "no-such-node", base=registry.url)

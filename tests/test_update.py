@@ -1,0 +1,95 @@
+"""`envbuild update` through the real CLI: refs and inputs re-locked into staging, installed as a new
+generation, checked with ComfyUI's quick test, and swapped in only when everything passed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.support.deploy import DEFAULT_COMFY_REQUIREMENTS, Deployment, make_deployment, run_cli
+from tests.test_gitsrc import GIT_ENV, commit_files, head, make_repo
+from tests.test_smoke import FAKE_MAIN, fake_comfyui, node
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="generations are POSIX only (see README)")
+
+
+@pytest.fixture
+def env(uv_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in uv_env.items() if not k.startswith("GIT_")}
+    return clean | GIT_ENV | {"ENVBUILD_CACHE_DIR": str(tmp_path / "envbuild-cache")}
+
+
+def cli(root: Path, env: dict[str, str], *args: str, code: int = 0):  # type: ignore[no-untyped-def]
+    result = run_cli(list(args), env=env, cwd=root)
+    assert result.returncode == code, result
+    return result
+
+
+def test_update_dry_run_shows_the_diff_and_a_failed_check_changes_nothing(tmp_path: Path,
+                                                                          env: dict[str, str]) -> None:
+    site = make_deployment(tmp_path / "site", manager=None)
+    fake_comfyui(site)
+    node(site, "node_picky", "import importlib.util\nif importlib.util.find_spec('six'):\n"
+                            "    raise RuntimeError('breaks with six')\nNODE_CLASS_MAPPINGS = {}\n")
+    cli(site.root, env, "lock", "--profile", "cu126")
+    cli(site.root, env, "sync", "--profile", "cu126", "--check")
+    venv, before = site.root / ".venv", (site.root / ".venv").resolve()
+    (site.nodes / "node_picky" / "requirements.txt").write_text("six\n")  # the node's new version
+    locks, config = site.snapshot_locks(), (site.root / "envbuild.toml").read_text()
+
+    dry = cli(site.root, env, "update", "--profile", "cu126", "--dry-run")
+    assert "six" in dry.stdout and "committed" in dry.stdout and "updated" in dry.stdout, dry
+    assert "dry run: nothing installed" in dry.stdout
+    assert site.snapshot_locks() == locks and venv.resolve() == before
+    assert len(list((site.root / ".envbuild-generations").glob("cu126-*"))) == 1  # nothing installed
+
+    failed = cli(site.root, env, "update", "--profile", "cu126", code=1)
+    assert "FAILED node_picky" in failed.stderr, failed
+    assert "update failed its check: locks/cu126" in failed.stderr
+    assert site.snapshot_locks() == locks and venv.resolve() == before
+    assert (site.root / "envbuild.toml").read_text() == config
+    assert not list(site.locks.glob(".cu126.staging-*"))  # the staged lock is gone
+
+
+def test_update_moves_comfyui_to_a_new_ref_and_back_when_it_fails(tmp_path: Path, env: dict[str, str]) -> None:
+    upstream = tmp_path / "upstream" / "ComfyUI"
+    files = {"main.py": FAKE_MAIN, "comfy_core.py": "import yaml\n"}
+    make_repo(upstream, {**files, "requirements.txt": DEFAULT_COMFY_REQUIREMENTS}, tag="v1")
+    v2 = commit_files(upstream, {"requirements.txt": DEFAULT_COMFY_REQUIREMENTS + "six\n",
+                                 "comfy_core.py": "import yaml, six\n"}, "v2", tag="v2")
+    commit_files(upstream, {"requirements.txt": DEFAULT_COMFY_REQUIREMENTS + "six\n",
+                            "comfy_core.py": "raise SystemExit('v3 is broken')\n"}, "v3", tag="v3")
+    site = Deployment(tmp_path / "site")
+    site.nodes.mkdir(parents=True)
+    site.write_config("""\
+        [comfyui]
+        git = "../upstream/ComfyUI"
+        ref = "v1"
+        base-directory = "data"
+
+        [lock]
+        profiles = ["cu126"]
+        """)
+    cli(site.root, env, "fetch")
+    cli(site.root, env, "lock", "--profile", "cu126")
+    cli(site.root, env, "sync", "--profile", "cu126")
+    venv, first = site.root / ".venv", (site.root / ".venv").resolve()
+
+    updated = cli(site.root, env, "update", "--profile", "cu126", "--comfyui-ref", "v2")
+    assert "ComfyUI: ComfyUI moved from" in updated.stdout and f"to v2 ({v2[:12]})" in updated.stdout, updated
+    assert "envbuild.toml updated: comfyui.ref = 'v2'" in updated.stdout
+    assert head(site.comfyui) == v2 and 'ref = "v2"' in (site.root / "envbuild.toml").read_text()
+    assert 'name = "six"' in (site.locks / "cu126" / "uv.lock").read_text()
+    second = venv.resolve()
+    assert second != first and (second / "envbuild-check.json").is_file()
+    cli(site.root, env, "lock", "--check", "--profile", "cu126")  # the committed lock is current for v2
+
+    locks = site.snapshot_locks()
+    failed = cli(site.root, env, "update", "--profile", "cu126", "--comfyui-ref", "v3", code=1)
+    assert "v3 is broken" in failed.stderr or "FAILED ComfyUI" in failed.stderr, failed
+    assert head(site.comfyui) == v2 and 'ref = "v2"' in (site.root / "envbuild.toml").read_text()
+    assert site.snapshot_locks() == locks and venv.resolve() == second
+    cli(site.root, env, "rollback")
+    assert venv.resolve() == first
