@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "envbuild.cli.doctor:doctor",
     "verify": "envbuild.cli.verify:verify",
     "export": "envbuild.cli.export:export",
+    "image": "envbuild.cli.image:image",
     "diff": "envbuild.cli.diff:diff",
     "check": "envbuild.cli.check:check",
     "init": "envbuild.cli.init:init",
