@@ -39,12 +39,11 @@ from envbuild.deployment import pytorch_base
 from envbuild.errors import UsageError
 from envbuild.fsio import atomic_write
 from envbuild.indexclient import IndexClient, IndexReadError, Page
+from envbuild.profile_catalogue import ProfileCatalogue, builtin_profiles_dir
 from envbuild.profiles import (
     PYPI_SIMPLE,
     PinnedPackage,
-    ProfileCatalogue,
     TorchProfile,
-    builtin_profiles_dir,
     rebase_pytorch_url,
 )
 from envbuild.releases import (
