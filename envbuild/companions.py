@@ -61,7 +61,8 @@ def companions_table(value: Any, has_index: bool,
     companion comes from the profile's index, so only names PyTorch's indexes carry builds of are allowed
     (data/companions.toml); with one, any torch-bound package of that file that PyPI does not serve."""
     from envbuild.errors import ConfigError
-    from envbuild.profiles import CompanionIndex, index_url_problem, one_of, pinned_packages
+    from envbuild.profile_file import one_of, pinned_packages
+    from envbuild.profiles import CompanionIndex, index_url_problem
     from envbuild.tomlfile import check_keys, expect
 
     table = expect(value, dict, "companions", path)

@@ -20,14 +20,13 @@ from typing import TYPE_CHECKING, NamedTuple
 from envbuild.config import Config
 from envbuild.errors import ConfigError, UsageError
 from envbuild.lockdir import LockFolder
+from envbuild.profile_catalogue import ProfileCatalogue, load_catalogue
 from envbuild.profiles import (
     CANONICAL_PYTORCH_BASE,
     PYTORCH_INDEX_ENV,
-    ProfileCatalogue,
     TorchProfile,
     credentials_hint,
     index_url_problem,
-    load_catalogue,
     rebase_pytorch_url,
 )
 

@@ -15,7 +15,8 @@ from typing import NamedTuple
 from envbuild.errors import DetectionError
 from envbuild.gpu import Fit, Machine, Recommendation, assess, detect_machine, load_rules, recommend
 from envbuild.lockdir import LockFolder
-from envbuild.profiles import TORCH_SOURCE_PYPI, ProfileCatalogue, TorchProfile
+from envbuild.profile_catalogue import ProfileCatalogue
+from envbuild.profiles import TORCH_SOURCE_PYPI, TorchProfile
 from envbuild.uvlock import first_locked_version
 
 _RELEASE = re.compile(r"v?(?:(\d+)!)?(\d+(?:\.\d+)*)", re.I)  # PEP 440 epoch and release, what base_version keeps

@@ -17,7 +17,7 @@ from envbuild.config import CONFIG_NAME
 from envbuild.errors import UsageError
 from envbuild.fsio import atomic_write
 from envbuild.inputs import DISABLED_SUFFIX, MANAGER_DIR_NAMES
-from envbuild.profiles import ProfileCatalogue
+from envbuild.profile_catalogue import ProfileCatalogue
 
 
 class Found(NamedTuple):

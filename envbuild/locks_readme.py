@@ -14,7 +14,8 @@ from pathlib import Path
 from envbuild.errors import EnvbuildError
 from envbuild.fsio import atomic_write
 from envbuild.lockdir import LockFolder
-from envbuild.profiles import PYPI_SIMPLE, ProfileCatalogue, TorchProfile
+from envbuild.profile_catalogue import ProfileCatalogue
+from envbuild.profiles import PYPI_SIMPLE, TorchProfile
 from envbuild.uvlock import read_uv_lock
 
 README_NAME = "README.md"

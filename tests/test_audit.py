@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from packaging.markers import Marker
 
-from envbuild.audit import audit_texts, markers_disjoint, require_clean
+from envbuild.audit import audit_texts, require_clean
+from envbuild.audit_scope import markers_disjoint
 from envbuild.errors import LockIntegrityError
 from tests.support.deploy import Deployment, make_deployment, run_cli
 

@@ -19,10 +19,11 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from envbuild.catalogue import STAMP, UpdateReport, update_profiles
 from envbuild.config import load_config
 from envbuild.indexclient import DistFile, HttpCache, IndexClient, parse_page
-from envbuild.profiles import load_catalogue, load_profile
+from envbuild.profile_catalogue import load_catalogue
+from envbuild.profile_file import load_profile
+from envbuild.profile_update import STAMP, UpdateReport, update_profiles
 from envbuild.releases import cuda_of, lowest_python, public_spec, wheel_platforms
 from tests.support.deploy import Deployment, make_deployment, run_cli
 from tests.support.index import Index

@@ -20,7 +20,7 @@ from envbuild.config import load_config
 from envbuild.errors import ConfigError
 from envbuild.inputs import merge_inputs
 from envbuild.launch import comfy_args
-from envbuild.profiles import load_catalogue
+from envbuild.profile_catalogue import load_catalogue
 from envbuild.uv import describe_removals, package_changes
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import Deployment, make_deployment, run_cli, torch_in_venv, venv_python

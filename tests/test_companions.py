@@ -10,7 +10,8 @@ import tomlkit
 
 from envbuild.companions import PYTORCH_INDEX, companion_table, index_companions
 from envbuild.errors import ConfigError
-from envbuild.profiles import builtin_profiles_dir, load_profile
+from envbuild.profile_catalogue import builtin_profiles_dir
+from envbuild.profile_file import load_profile
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import Deployment, locked_versions, make_deployment, run_cli
 from tests.support.wheels import build_wheel
@@ -130,10 +131,10 @@ def test_every_companion_rule_has_a_source() -> None:
 def test_profiles_update_keeps_companion_bounds_true_without_holding_torch_back(
     tmp_path: Path, index_server: Catalogue
 ) -> None:
-    from envbuild.catalogue import update_profiles
     from envbuild.config import load_config
     from envbuild.indexclient import HttpCache, IndexClient
-    from envbuild.profiles import load_catalogue
+    from envbuild.profile_catalogue import load_catalogue
+    from envbuild.profile_update import update_profiles
 
     index = index_server.extra_index("t-companions/cu126")
     wheels, both = tmp_path / "wheels", ("cp310-cp310-manylinux_2_28_x86_64", "cp310-cp310-win_amd64")

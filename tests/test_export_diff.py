@@ -19,7 +19,7 @@ import pytest
 from envbuild.diff import diff_locks, render_table
 from envbuild.export import default_filename
 from envbuild.locks_readme import write_locks_readme
-from envbuild.profiles import load_catalogue
+from envbuild.profile_catalogue import load_catalogue
 from envbuild.uvlock import parse_uv_lock
 from tests.support.deploy import Deployment, make_deployment, run_cli, torch_in_venv, venv_python
 

@@ -65,7 +65,7 @@ def _build(root: Path) -> Deployment:
     (site.root / "extra.txt").write_text("filelock\n", encoding="utf-8")
     with (site.root / "envbuild.toml").open("a", encoding="utf-8") as handle:
         handle.write('extra-requirements = ["extra.txt"]\n')
-    from envbuild.profiles import builtin_profiles_dir
+    from envbuild.profile_catalogue import builtin_profiles_dir
 
     (site.root / "profiles").mkdir()
     shutil.copy(builtin_profiles_dir() / f"{PROFILE}.toml", site.root / "profiles" / f"{PROFILE}.toml")

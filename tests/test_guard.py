@@ -20,7 +20,7 @@ import pytest
 from envbuild.deployment import load_deployment
 from envbuild.errors import ConfigError
 from envbuild.guard import CONSTRAINTS_NAME, ensure_constraints, guard_environment, write_constraints
-from envbuild.profiles import load_catalogue
+from envbuild.profile_catalogue import load_catalogue
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import Deployment, make_deployment, run_cli, torch_in_venv, venv_python
 from tests.support.wheels import build_torch_wheel, build_wheel

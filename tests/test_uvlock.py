@@ -217,7 +217,7 @@ def test_the_searches_agree_with_the_parse_on_a_forked_lock(tmp_path: Path) -> N
 
 def test_guard_reports_a_corrupt_lock_as_an_integrity_error_naming_it(tmp_path: Path) -> None:
     from envbuild.guard import ensure_constraints
-    from envbuild.profiles import load_catalogue
+    from envbuild.profile_catalogue import load_catalogue
 
     (tmp_path / "uv.lock").write_text('[[package]]\nname = "torch"\nversion = \n', encoding="utf-8")
     with pytest.raises(LockIntegrityError, match=r"uv\.lock: is not valid TOML"):

@@ -10,7 +10,7 @@ import pytest
 
 from envbuild.audit import audit_texts
 from envbuild.errors import ConfigError
-from envbuild.profiles import load_catalogue
+from envbuild.profile_catalogue import load_catalogue
 from envbuild.variants import builtin_groups, groups_for, is_rendered_override
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import Deployment, locked_versions, make_deployment, run_cli

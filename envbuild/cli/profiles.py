@@ -10,8 +10,8 @@ from envbuild.cli.options import build_deployment
 from envbuild.cli.output import say, show, warn
 
 if TYPE_CHECKING:
-    from envbuild.catalogue import UpdateReport
     from envbuild.config import Config
+    from envbuild.profile_update import UpdateReport
 
 
 @click.group(invoke_without_command=True)
@@ -64,8 +64,8 @@ def update(ctx: click.Context, names: tuple[str, ...], write: bool, offline: boo
     compatible set.
     """
 
-    from envbuild.catalogue import update_profiles, write_updates
     from envbuild.indexclient import HttpCache, IndexClient
+    from envbuild.profile_update import update_profiles, write_updates
 
     deployment = build_deployment(ctx)
     config = deployment.config

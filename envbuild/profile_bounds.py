@@ -1,4 +1,4 @@
-"""`envbuild profiles update`: keep each profile's torch-family bounds true to what its index serves.
+"""How `envbuild profiles update` decides a profile table's bounds from what its index serves.
 
 What counts: a release with a wheel for every required platform of the profile
 (`required-environments`, else `environments`) for the lowest CPython of the deployment's
@@ -22,31 +22,17 @@ Policy, "make the profile true", conservative (a bound changes only where the in
 
 from __future__ import annotations
 
-import datetime
-import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from envbuild.config import Config
-from envbuild.deployment import pytorch_base
-from envbuild.errors import UsageError
-from envbuild.fsio import atomic_write
-from envbuild.indexclient import IndexClient, IndexReadError, Page
-from envbuild.profiles import (
-    PYPI_SIMPLE,
-    PinnedPackage,
-    ProfileCatalogue,
-    TorchProfile,
-    builtin_profiles_dir,
-    rebase_pytorch_url,
-)
+from envbuild.indexclient import IndexReadError, Page
+from envbuild.profiles import PinnedPackage, TorchProfile
 from envbuild.releases import (
     FAMILY,
     Metadata,
@@ -54,17 +40,12 @@ from envbuild.releases import (
     Releases,
     cuda_of,
     environment,
-    lowest_python,
-    marker_platforms,
     newest_set,
     public_spec,
     releases,
     scan,
 )
 from envbuild.runner import redact
-from envbuild.tomlfile import load_toml
-
-STAMP = "# envbuild profiles update:"
 
 
 @dataclass(frozen=True)
@@ -90,22 +71,6 @@ class TableReport:
 
 
 @dataclass(frozen=True)
-class UpdateReport:
-    tables: tuple[TableReport, ...]
-    unreadable: tuple[tuple[str, str], ...]  # (URL, reason) for every answer that could not be had
-    old_texts: Mapping[Path, str]
-    new_texts: Mapping[Path, str]  # only the files that change
-
-    def diff(self, config: Config) -> str:
-        parts: list[str] = []
-        for path, new in self.new_texts.items():
-            name = config.display(path)
-            parts.extend(difflib.unified_diff(self.old_texts[path].splitlines(keepends=True),
-                                              new.splitlines(keepends=True), f"a/{name}", f"b/{name}"))
-        return "".join(parts)
-
-
-@dataclass(frozen=True)
 class Target:
     """One table of one profile file, and where its packages come from."""
 
@@ -126,38 +91,7 @@ class Target:
         return self.table == "packages" and self.profile.index_url is not None and not self.profile.prerelease
 
 
-def default_index(environ: Mapping[str, str]) -> str:
-    from envbuild.deployment import uv_default_index
-
-    return (uv_default_index(environ) or PYPI_SIMPLE).rstrip("/")
-
-
-def select_targets(catalogue: ProfileCatalogue, names: Sequence[str], python: tuple[int, int],
-                   environ: Mapping[str, str]) -> list[Target]:
-    """`cu126` is its [packages] table, `cu126-pypi` its [pypi] table; no names: every table."""
-    chosen = [catalogue.get(n) for n in names] or [
-        p for p in (catalogue.get(n) for n in catalogue.names()) if p.base is None]
-    targets = []
-    for profile in chosen:
-        base = catalogue.get(profile.base) if profile.base else profile
-        tables = ["pypi"] if profile.base else ["packages"] + (["pypi"] if base.pypi_packages and not names else [])
-        for table in tables:
-            source = base.pypi_variant() if table == "pypi" else base
-            if source is None:  # a [pypi] table without an [index]: the profile is PyPI's already
-                continue
-            index = (rebase_pytorch_url(base.index_url, pytorch_base(environ))
-                     if table == "packages" and base.index_url else None)
-            # Companions from the profile's own index only: one with a prebuilt-wheel index of its own is the user's.
-            companions = tuple(c for c in source.companions
-                               if source.companion_index(c.name) is None) if table == "packages" else ()
-            targets.append(Target(base, source.name, table, index or default_index(environ),
-                                  (*source.packages, *companions),
-                                  marker_platforms(source.required_environments or source.environments, python),
-                                  frozenset(c.name for c in companions)))
-    return targets
-
-
-class _Table:
+class TableReleases:
     """What one table's index serves: which releases count, and why the others do not."""
 
     def __init__(self, target: Target, pages: Mapping[tuple[str, str], Page | IndexReadError],
@@ -263,7 +197,7 @@ def _op(part: str) -> str:
     return next(op for op in ("===", "==", "!=", "~=", ">=", "<=", ">", "<") if part.startswith(op))
 
 
-def _floor(table: _Table, name: str, parts: list[str]) -> tuple[list[str], str | None]:
+def _floor(table: TableReleases, name: str, parts: list[str]) -> tuple[list[str], str | None]:
     index = next((i for i, p in enumerate(parts) if _op(p) in (">=", "==") and "*" not in p), None)
     if index is None:
         return parts, None
@@ -288,7 +222,7 @@ def _floor(table: _Table, name: str, parts: list[str]) -> tuple[list[str], str |
     return parts[:index] + [f"{operator}{text}"] + parts[index + 1:], f"{floor}: {why}"
 
 
-def _pypi_ceiling(table: _Table, name: str, parts: list[str]) -> tuple[list[str], str | None]:
+def _pypi_ceiling(table: TableReleases, name: str, parts: list[str]) -> tuple[list[str], str | None]:
     versions = sorted(table.rel[name].files)
     top = table.counting(name, versions[::-1])
     if top is None or any(_op(p) in ("==", "===") for p in parts):
@@ -307,7 +241,7 @@ def _pypi_ceiling(table: _Table, name: str, parts: list[str]) -> tuple[list[str]
     return kept + [f"<{bound}"], reason
 
 
-def _index_ceiling(table: _Table, name: str, parts: list[str], newest: Mapping[str, Version],
+def _index_ceiling(table: TableReleases, name: str, parts: list[str], newest: Mapping[str, Version],
                    stopped: str | None) -> tuple[list[str], str | None]:
     has = any(_op(p) in ("<", "<=", "==", "===", "~=") for p in parts)
     if stopped and not has and name in newest:
@@ -321,7 +255,7 @@ def _index_ceiling(table: _Table, name: str, parts: list[str], newest: Mapping[s
     return parts, None
 
 
-def _decide(table: _Table, raw: Mapping[str, str], reference: tuple[int, int] | None) -> TableReport:
+def decide_bounds(table: TableReleases, raw: Mapping[str, str], reference: tuple[int, int] | None) -> TableReport:
     target = table.target
     base = TableReport(target.name, target.table, target.profile.path, redact(target.index_url),
                        notes=tuple(table.notes), error=table.error, cache_age=max(table.ages) or None)
@@ -360,7 +294,7 @@ def _decide(table: _Table, raw: Mapping[str, str], reference: tuple[int, int] | 
     return replace(base, notes=tuple(notes), newest=newest, changes=changes)
 
 
-def _companion_builds(table: _Table, parts: Mapping[str, list[str]], torch: Version,
+def _companion_builds(table: TableReleases, parts: Mapping[str, list[str]], torch: Version,
                       notes: list[str]) -> dict[str, Version]:
     """Per companion, its newest release within the profile's bound built for the newest torch: the one a
     lock takes (uv matches its exact torch pin), or none (a note says so)."""
@@ -378,7 +312,7 @@ def _companion_builds(table: _Table, parts: Mapping[str, list[str]], torch: Vers
     return found
 
 
-def _left_out_notes(table: _Table, final: Mapping[str, Version]) -> list[str]:
+def _left_out_notes(table: TableReleases, final: Mapping[str, Version]) -> list[str]:
     notes = []
     if "torch" in final and table.ok_torch and table.ok_torch[-1] > final["torch"]:
         notes.append(f"torch {table.ok_torch[-1]} counts, but no compatible set includes it (the newest "
@@ -388,105 +322,3 @@ def _left_out_notes(table: _Table, final: Mapping[str, Version]) -> list[str]:
         if seen is not None and name in final and seen > final[name] and not table.counts(name, seen):
             notes.append(f"{name} {seen} left out: {table.why(name, seen)}")
     return notes
-
-
-def _raw_specs(target: Target) -> dict[str, str]:
-    document = load_toml(target.profile.path)
-    data: dict[str, Any] = dict(document.get(target.table, {}))
-    if target.companions:
-        data.update(document.get("companions", {}))
-    result: dict[str, str] = {}
-    for key, value in data.items():
-        text = value.get("version", "") if isinstance(value, dict) else value
-        result[canonicalize_name(key)] = str(text)
-    return result
-
-
-def update_profiles(config: Config, catalogue: ProfileCatalogue, names: Sequence[str], client: IndexClient, *,
-                    environ: Mapping[str, str], today: str | None = None) -> UpdateReport:
-    """Read every selected table's index, decide its bounds, and propose the new file texts. `environ`:
-    the deployment's environment (ENVBUILD_PYTORCH_INDEX, UV_DEFAULT_INDEX)."""
-    env = environ
-    python = lowest_python(config.requires_python)
-    targets = select_targets(catalogue, names, python, env)
-    keys = sorted({(t.index_url, p.name) for t in targets for p in t.packages})
-    pages = dict(zip(keys, client.map(lambda key: client.project_page(*key), keys), strict=True))
-    meta = Metadata(client)
-    tables = [_Table(t, pages, python, meta) for t in targets]
-    tops = [(t.ok_torch[-1].major, t.ok_torch[-1].minor) for t in tables if t.target.stable_index and t.ok_torch]
-    reference = max(tops) if len(tops) > 1 else None
-    reports = tuple(_decide(t, _raw_specs(t.target), reference) for t in tables)
-    failed = [e for e in pages.values() if isinstance(e, IndexReadError)] + meta.errors + client.warnings
-    unreadable = [(e.url, e.reason) for e in failed]
-    new, old = proposed_texts(reports, today or datetime.date.today().isoformat())
-    return UpdateReport(reports, tuple(dict.fromkeys(unreadable)), old, new)
-
-
-def proposed_texts(reports: Sequence[TableReport], today: str) -> tuple[dict[Path, str], dict[Path, str]]:
-    """Bounds changed through tomlkit (comments and layout kept); the stamp line under the table
-    header is refreshed when a bound or the newest set changed (no churn from the date alone)."""
-    old: dict[Path, str] = {}
-    new: dict[Path, str] = {}
-    for report in reports:
-        if report.error or not report.newest:
-            continue
-        old.setdefault(report.path, report.path.read_text(encoding="utf-8"))
-        text = new.get(report.path, old[report.path])
-        for change in report.changes:
-            text = replace_spec(text, change.table or report.table, change.package, change.new)
-        newest = ", ".join(f"{k} {v}" for k, v in report.newest.items())
-        line = f"{STAMP} read {report.index_url} on {today}; newest compatible set: {newest}"
-        if report.changes or not _stamped(text, report.table).endswith(f"newest compatible set: {newest}"):
-            text = stamp(text, report.table, line)
-        new[report.path] = text
-    changed = {p: t for p, t in new.items() if t != old[p]}
-    return changed, {p: old[p] for p in changed}
-
-
-def replace_spec(text: str, table: str, package: str, new: str) -> str:
-    import tomlkit
-
-    doc = tomlkit.parse(text)
-    section: Any = doc[table]
-    key = next(k for k in section if canonicalize_name(k) == package)
-    if isinstance(section[key], dict):
-        section[key]["version"] = new
-    else:
-        section[key] = new
-    return tomlkit.dumps(doc)
-
-
-def _stamped(text: str, table: str) -> str:
-    lines = text.splitlines()
-    for i, line in enumerate(lines[:-1]):
-        if line.strip() == f"[{table}]" and lines[i + 1].startswith(STAMP):
-            return lines[i + 1]
-    return ""
-
-
-def stamp(text: str, table: str, line: str) -> str:
-    """Put (or replace) the stamp line right under the table's header."""
-    lines = text.splitlines(keepends=True)
-    for i, current in enumerate(lines):
-        if current.strip() == f"[{table}]":
-            if i + 1 < len(lines) and lines[i + 1].startswith(STAMP):
-                lines[i + 1] = line + "\n"
-            else:
-                lines.insert(i + 1, line + "\n")
-            break
-    return "".join(lines)
-
-
-def write_updates(report: UpdateReport) -> list[Path]:
-    """Write the proposed files (atomically); never into an installed envbuild's own profiles."""
-    packaged = builtin_profiles_dir()
-    for path in report.new_texts:
-        if packaged.name == "_profiles" and packaged.resolve() in path.resolve().parents:
-            raise UsageError(f"{path} is a built-in profile inside the installed envbuild",
-                             hint="copy it into your deployment's profiles/ folder and update that copy")
-    for path, text in report.new_texts.items():
-        atomic_write(path, text)
-    return list(report.new_texts)
-
-
-__all__ = ["Change", "TableReport", "UpdateReport", "update_profiles", "write_updates"]
