@@ -111,16 +111,5 @@ def image_size(engine: str, path: str, image_id: str, env: Mapping[str, str]) ->
     return int(text) if proc.returncode == 0 and text.isdigit() else None
 
 
-def human_size(count: int | None) -> str:
-    if count is None:
-        return "size not reported"
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
-
-
 def default_tag(profile: str) -> str:
     return f"localhost/envbuild-comfyui:{profile.replace('+', '-')}"

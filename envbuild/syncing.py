@@ -19,6 +19,7 @@ from envbuild.errors import LockIntegrityError, UvError, VerifyError
 from envbuild.lockdir import LockFolder
 from envbuild.profiles import TorchProfile
 from envbuild.trust import require_usable
+from envbuild.units import human_size
 
 if TYPE_CHECKING:
     from envbuild.torchcheck import TorchBuild
@@ -182,7 +183,7 @@ class SyncPlan(NamedTuple):
         if not self.installs and not self.removals:
             return [f"{self.profile}: {self.venv} already holds the lock: nothing to do"]
         lines = [f"{self.profile}: a sync of {self.venv} would install {len(self.installs)} and remove "
-                 f"{len(self.removals)} package(s), downloading up to {_size(self.download_bytes)} (less what "
+                 f"{len(self.removals)} package(s), downloading up to {human_size(self.download_bytes)} (less what "
                  "uv's cache holds)"]
         lines += [f"  + {spec}" for spec in self.installs]
         lines += [f"  - {spec}" for spec in self.removals]
@@ -238,11 +239,3 @@ def _download_sizes(folder: LockFolder, installs: list[str]) -> dict[str, int | 
                 size = package.sdist.size if package.sdist is not None else None
         sizes[spec] = size
     return sizes
-
-
-def _size(count: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-        count /= 1000  # type: ignore[assignment]
-    return f"{count} bytes"

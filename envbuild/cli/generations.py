@@ -8,6 +8,7 @@ import click
 
 from envbuild.cli.options import build_deployment, resolve_venv
 from envbuild.cli.output import show
+from envbuild.units import human_size
 
 
 @click.command()
@@ -42,14 +43,5 @@ def generations(ctx: click.Context, venv: Path | None, as_json: bool) -> None:
                                  ("incomplete", not row.complete)) if on]
         what = f"profile {row.profile}, lock {row.digest}" if row.profile else "adopted (made before generations)"
         created = (row.created or "?")[:19].replace("T", " ")
-        show(f"  {'*' if row.current else ' '} {row.name}  {what}, created {created} UTC, {_size(row.size)}"
+        show(f"  {'*' if row.current else ' '} {row.name}  {what}, created {created} UTC, {human_size(row.size)}"
              + (f"  [{', '.join(marks)}]" if marks else ""))
-
-
-def _size(count: int) -> str:
-    amount = float(count)
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if amount < 1000 or unit == "GB":
-            return f"{amount:.0f} {unit}" if unit == "bytes" else f"{amount:.1f} {unit}"
-        amount /= 1000
-    return f"{count} bytes"

@@ -63,8 +63,9 @@ def image(ctx: click.Context, /, output: Path | None, base: str | None, build: b
     if not build:
         say(ctx, f"build it with: podman build -t {tag or 'IMAGE'} {deployment.display(written.folder)}")
         return
-    from envbuild.imagebuild import build_image, default_tag, human_size
+    from envbuild.imagebuild import build_image, default_tag
     from envbuild.syncing import own_index_env
+    from envbuild.units import human_size
 
     given_ca = ca or (Path(deployment.env["SSL_CERT_FILE"]) if deployment.env.get("SSL_CERT_FILE") else None)
     built = build_image(written.folder, tag or default_tag(profile.name), deployment.env, ca=given_ca,
