@@ -81,7 +81,8 @@ class EnvbuildGroup(click.Group):
 @click.option("-v", "--verbose", count=True, help="Show the exact uv commands (-vv: their output too).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 @click.option("-C", "--project-dir", type=click.Path(file_okay=False, path_type=Path), default=".",
-              show_default=True, help="The deployment folder (where envbuild.toml and locks/ live).")
+              show_default=True, help="Where to look for envbuild.toml: this folder, then the folders above it "
+                   "(as uv finds pyproject.toml).")
 @click.version_option(version=__version__, prog_name="envbuild")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool, project_dir: Path) -> None:
