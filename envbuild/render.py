@@ -74,21 +74,9 @@ def render_pyproject(spec: RenderInput) -> str:
     index = tomlkit.aot()
     if profile.index_name is not None and spec.index_url is not None:
         settings["sources"] = _sources(spec, sorted([*family, *(c.name for c in spec.companions)]))
-        entry = tomlkit.table()
-        entry["name"] = profile.index_name
-        entry["url"] = spec.index_url
-        entry["explicit"] = True
-        if spec.index_format == "flat":
-            entry["format"] = "flat"
-        index.append(entry)
+        index.append(_explicit_index(profile.index_name, spec.index_url, spec.index_format))
         for own in _companion_indexes(spec):  # a prebuilt-wheel index, explicit: for its companion alone
-            extra = tomlkit.table()
-            extra["name"] = own.index_name
-            extra["url"] = own.url
-            extra["explicit"] = True
-            if own.format == "flat":
-                extra["format"] = "flat"
-            index.append(extra)
+            index.append(_explicit_index(own.index_name, own.url, own.format))
     if spec.default_index is not None:
         mirror = tomlkit.table()
         mirror["name"] = "pypi-mirror"
@@ -158,3 +146,16 @@ def _header(spec: RenderInput) -> list[str]:
     ]
     lines.extend(f"  {path}" for path in spec.input_paths)
     return lines
+
+
+def _explicit_index(name: str, url: str, index_format: str) -> Any:
+    """One `[[tool.uv.index]]` entry that serves only the packages a source pins to it."""
+    import tomlkit
+
+    entry = tomlkit.table()
+    entry["name"] = name
+    entry["url"] = url
+    entry["explicit"] = True
+    if index_format == "flat":
+        entry["format"] = "flat"
+    return entry
