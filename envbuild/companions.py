@@ -96,6 +96,30 @@ def companions_table(value: Any, has_index: bool,
     return pinned_packages(plain, "companions", path, frozenset(known)), tuple(sorted(indexes))
 
 
+def pypi_companions_table(value: Any, has_pypi: bool, path: Path) -> tuple[PinnedPackage, ...]:
+    """`[pypi.companions]`: the -pypi variant's companions, from PyPI. PyPI holds one build per release, made
+    for the CUDA of PyPI's torch of the torch it pins (xformers: data/companions.toml), so the version bound is
+    what keeps the build true to the variant's CUDA; no index of its own (the variant has only PyPI)."""
+    from envbuild.errors import ConfigError
+    from envbuild.profile_file import pinned_packages
+    from envbuild.tomlfile import expect
+
+    table = expect(value, dict, "pypi.companions", path)
+    if not has_pypi:
+        raise ConfigError(path, "`[pypi.companions]` needs the [pypi] table's torch: companions are locked with it")
+    on_index = index_companions()
+    for raw_name, entry in table.items():
+        if isinstance(entry, dict) and "index" in entry:
+            raise ConfigError(path, f"`pypi.companions.{raw_name}.index`: the -pypi variant takes its companions "
+                                    "from PyPI only", hint="a prebuilt-wheel index belongs in the [companions] "
+                                                           "table of the profile with an [index]")
+        if canonical_name(raw_name) not in on_index:
+            raise ConfigError(path, f"`pypi.companions.{raw_name}`: {raw_name!r} is not a package whose PyPI "
+                                    "releases are built for the CUDA of PyPI's torch",
+                              hint=f"[pypi.companions] names only {', '.join(sorted(on_index))}")
+    return pinned_packages(table, "pypi.companions", path, on_index)
+
+
 def asked_companions(profile: TorchProfile, inputs: Iterable[SourcedRequirement]) -> tuple[PinnedPackage, ...]:
     """The profile's companions some input asks for by name (a URL line is the user's own wheel)."""
     asked = {canonical_name(i.requirement.name) for i in inputs if not i.requirement.url}

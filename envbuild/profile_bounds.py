@@ -83,6 +83,11 @@ class Target:
     companions: frozenset[str] = frozenset()  # among `packages`: the profile's [companions] (xformers, ...)
 
     @property
+    def companions_table(self) -> str:
+        """Where this table's companion bounds are written: [companions], or [pypi.companions]."""
+        return "companions" if self.table == "packages" else f"{self.table}.companions"
+
+    @property
     def cuda(self) -> str | None:
         return self.profile.accelerator_version if self.table == "pypi" else None
 
@@ -286,7 +291,7 @@ def decide_bounds(table: TableReleases, raw: Mapping[str, str], reference: tuple
         return replace(base, notes=tuple(notes), error=f"no mutually compatible set of releases within {wanted}")
     builds = _companion_builds(table, parts, final["torch"], notes)
     changes = tuple(Change(n, raw[n], ",".join(parts[n]), "; ".join(reasons[n]),
-                           "companions" if n in target.companions else None)
+                           target.companions_table if n in target.companions else None)
                     for n in table.rel if ",".join(parts[n]) != raw[n])
     final = {**final, **builds}
     order = sorted(table.rel, key=lambda n: (FAMILY.index(n) if n in FAMILY else len(FAMILY), n))

@@ -63,6 +63,8 @@ def load_profile(path: Path) -> TorchProfile:
                           if CREDENTIALS_PROBLEM in problem else None)
     packages = pinned_packages(expect(data.get("packages", {}), dict, "packages", path), "packages", path)
     companions, companion_indexes = _companions(data.get("companions"), bool(index), path)
+    pypi = dict(expect(data.get("pypi", {}), dict, "pypi", path))
+    pypi_companions = _pypi_companions(pypi.pop("companions", None), bool(pypi), path)
     if "torch" not in {p.name for p in packages}:
         raise ConfigError(path, "`[packages]` must include torch")
     return TorchProfile(
@@ -80,9 +82,10 @@ def load_profile(path: Path) -> TorchProfile:
         required_environments_as_written=tuple(
             expect_str_list(platforms.get("required-environments", []), "platforms.required-environments", path)),
         path=path,
-        pypi_packages=pinned_packages(expect(data.get("pypi", {}), dict, "pypi", path), "pypi", path),
+        pypi_packages=pinned_packages(pypi, "pypi", path),
         companions=companions,
         companion_indexes=companion_indexes,
+        pypi_companions=pypi_companions,
     )
 
 
@@ -94,6 +97,14 @@ def _companions(value: Any, has_index: bool,
     from envbuild.companions import companions_table
 
     return companions_table(value, has_index, path)
+
+
+def _pypi_companions(value: Any, has_pypi: bool, path: Path) -> tuple[PinnedPackage, ...]:
+    if value is None:
+        return ()
+    from envbuild.companions import pypi_companions_table
+
+    return pypi_companions_table(value, has_pypi, path)
 
 
 def pinned_packages(table: Mapping[str, Any], key: str, path: Path,

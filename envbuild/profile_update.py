@@ -68,9 +68,8 @@ def select_targets(catalogue: ProfileCatalogue, names: Sequence[str], python: tu
                 continue
             index = (rebase_pytorch_url(base.index_url, pytorch_base(environ))
                      if table == "packages" and base.index_url else None)
-            # Companions from the profile's own index only: one with a prebuilt-wheel index of its own is the user's.
-            companions = tuple(c for c in source.companions
-                               if source.companion_index(c.name) is None) if table == "packages" else ()
+            # Companions from the table's own index only: one with a prebuilt-wheel index of its own is the user's.
+            companions = tuple(c for c in source.companions if source.companion_index(c.name) is None)
             targets.append(Target(base, source.name, table, index or default_index(environ),
                                   (*source.packages, *companions),
                                   marker_platforms(source.required_environments or source.environments, python),
@@ -81,8 +80,9 @@ def select_targets(catalogue: ProfileCatalogue, names: Sequence[str], python: tu
 def _raw_specs(target: Target) -> dict[str, str]:
     document = load_toml(target.profile.path)
     data: dict[str, Any] = dict(document.get(target.table, {}))
+    data.pop("companions", None)  # [pypi.companions], read below as the pypi table's companions
     if target.companions:
-        data.update(document.get("companions", {}))
+        data.update(_section(document, target.companions_table))
     result: dict[str, str] = {}
     for key, value in data.items():
         text = value.get("version", "") if isinstance(value, dict) else value
@@ -135,13 +135,20 @@ def replace_spec(text: str, table: str, package: str, new: str) -> str:
     import tomlkit
 
     doc = tomlkit.parse(text)
-    section: Any = doc[table]
+    section: Any = _section(doc, table)
     key = next(k for k in section if canonicalize_name(k) == package)
     if isinstance(section[key], dict):
         section[key]["version"] = new
     else:
         section[key] = new
     return tomlkit.dumps(doc)
+
+
+def _section(document: Any, dotted: str) -> Any:
+    """`pypi.companions` is the [companions] table inside [pypi]."""
+    for part in dotted.split("."):
+        document = document.get(part, {})
+    return document
 
 
 def _stamped(text: str, table: str) -> str:

@@ -103,6 +103,8 @@ class TorchProfile(NamedTuple):
     # Compiled against torch (xformers, ...): taken from the profile's index when an input asks (companions.py).
     companions: tuple[PinnedPackage, ...] = ()
     companion_indexes: tuple[CompanionIndex, ...] = ()  # companions not from the profile's own index
+    # The -pypi variant's companions, from PyPI: its releases built for the CUDA of PyPI's torch ([pypi.companions]).
+    pypi_companions: tuple[PinnedPackage, ...] = ()
 
     @property
     def environments(self) -> tuple[str, ...]:
@@ -116,7 +118,7 @@ class TorchProfile(NamedTuple):
 
     def validate(self) -> TorchProfile:
         """Parse every specifier and marker now, so a bad one fails before anything is written."""
-        for package in (*self.packages, *self.pypi_packages, *self.companions):
+        for package in (*self.packages, *self.pypi_packages, *self.companions, *self.pypi_companions):
             _ = package.specifier, package.marker
         _ = self.environments, self.required_environments
         return self
@@ -151,7 +153,7 @@ class TorchProfile(NamedTuple):
             name=f"{self.name}{PYPI_SUFFIX}", description=f"{self.description}; torch from PyPI",
             index_name=None, index_url=None, packages=self.pypi_packages, pypi_packages=(), local_version=None,
             environments_as_written=(PYPI_CUDA_ENVIRONMENT,), required_environments_as_written=(PYPI_CUDA_ENVIRONMENT,),
-            base=self.name, companions=(), companion_indexes=(),  # PyPI's torch: no index to take companions from
+            base=self.name, companions=self.pypi_companions, companion_indexes=(), pypi_companions=(),
         )
 
     def package_names(self) -> frozenset[str]:

@@ -223,6 +223,42 @@ def test_pypi_table_follows_the_cuda_in_torch_metadata(
     assert "# PyPI note: kept." in text and f"[pypi]\n{STAMP} read {pypi.url} on 2026-11-25" in text
 
 
+def test_pypi_companions_follow_the_torch_the_pypi_table_counts(
+    deployment: Deployment, client: IndexClient, index_server, tmp_path: Path
+) -> None:
+    pypi = index_server.extra_index("t-pypi-companions/simple")
+    wheels = tmp_path / "pypi"
+    for torch, cuda in {"2.6.0": "12.4.127", "2.7.1": "12.6.77"}.items():
+        publish(pypi, wheels, "torch", torch, tags=(LINUX,),
+                requires=[f'nvidia-cuda-runtime-cu12=={cuda}; platform_system == "Linux"'])
+    publish(pypi, wheels, "torchvision", "0.22.1", tags=(LINUX,), requires=["torch==2.7.1"])
+    for version, torch in (("0.0.29.post3", "2.6.0"), ("0.0.31", "2.7.1")):
+        publish(pypi, wheels, "xformers", version, tags=(LINUX,), requires=[f"torch=={torch}"])
+    write_profile(deployment, "tpyc", "https://download.pytorch.org/whl/cu126", 'torch = ">=2.6.0"',
+                  extra=textwrap.dedent("""
+        [pypi]
+        torch = ">=2.7.0,<2.8.0"
+        torchvision = ">=0.22.0,<0.23.0"
+
+        # the -pypi variant's companion: its own ceiling is kept
+        [pypi.companions]
+        xformers = ">=0.0.29,<0.0.32"
+        """))
+    report = run_update(deployment, client, ["tpyc-pypi"], environ={"UV_DEFAULT_INDEX": pypi.url})
+    result = table(report, "tpyc-pypi")
+    assert result.error is None, result
+    assert result.newest == {"torch": "2.7.1", "torchvision": "0.22.1", "xformers": "0.0.31"}
+    # 0.0.29.post3 pins torch 2.6.0, PyPI's CUDA 12.4 build: its line no longer counts, the floor rises.
+    assert [(c.package, c.new, c.table) for c in result.changes] == [
+        ("xformers", ">=0.0.31,<0.0.32", "pypi.companions")]
+    text = report.new_texts[deployment.root / "profiles" / "tpyc.toml"]
+    assert '# the -pypi variant\'s companion: its own ceiling is kept\n[pypi.companions]\nxformers = ">=0.0.31,<0.0.32"' \
+        in text, text
+    written = tmp_path / "tpyc.toml"
+    written.write_text(text)
+    assert [c.as_written() for c in load_profile(written).pypi_companions] == ["xformers >=0.0.31,<0.0.32"]
+
+
 def test_not_on_the_index_is_an_answer_and_403_means_missing(
     deployment: Deployment, client: IndexClient, index_server, tmp_path: Path
 ) -> None:

@@ -40,15 +40,27 @@ def xformers_indexes(index_server: Catalogue, tmp_path: Path) -> Catalogue:
     return index_server
 
 
-def _site(tmp_path: Path, nodes: dict[str, str], companions: str | None = 'xformers = ">=0.0.29"') -> Deployment:
+BUILTIN = "built-in"
+
+
+def _site(tmp_path: Path, nodes: dict[str, str], companions: str | None = BUILTIN) -> Deployment:
+    """`companions`: the built-in cu126 as it is (BUILTIN), or the deployment's own cu126 whose [companions]
+    table is this text (None: no companions at all)."""
     site = make_deployment(tmp_path / "site", profiles=("cu126",))
-    if companions is not None:  # the deployment's own cu126: the built-in one plus [companions]
+    if companions != BUILTIN:
         (site.root / "profiles").mkdir()
-        text = (builtin_profiles_dir() / "cu126.toml").read_text()
-        (site.root / "profiles/cu126.toml").write_text(f"{text}\n[companions]\n{companions}\n")
+        (site.root / "profiles/cu126.toml").write_text(_cu126_with(companions))
     for name, text in nodes.items():
         site.add_node(name, text)
     return site
+
+
+def _cu126_with(companions: str | None) -> str:
+    """The built-in cu126, its own [companions] table replaced (comments elsewhere kept)."""
+    document = tomlkit.parse((builtin_profiles_dir() / "cu126.toml").read_text())
+    del document["companions"]
+    text = tomlkit.dumps(document)
+    return text if companions is None else f"{text}\n[companions]\n{companions}\n"
 
 
 def test_a_node_asking_for_xformers_gets_the_build_for_the_profiles_torch_from_its_index(
@@ -67,7 +79,7 @@ def test_a_node_asking_for_xformers_gets_the_build_for_the_profiles_torch_from_i
     verify = run_cli(["verify", "--profile", "cu126"], env=fresh, cwd=site.root)
     assert verify.returncode == 0, verify
     listing = run_cli(["profiles"], env=env, cwd=site.root)  # where the refusal's "see `envbuild profiles`" looks
-    assert "(companions: xformers >=0.0.29)" in next(line for line in listing.stdout.splitlines()
+    assert "(companions: xformers >=0.0.29.post2)" in next(line for line in listing.stdout.splitlines()
                                                      if line.startswith("cu126 ")), listing
     check = run_cli(["lock", "--check", "--profile", "cu126"], env=fresh, cwd=site.root)
     assert check.returncode == 0 and "cu126: current" in check.stdout, check
@@ -98,7 +110,7 @@ def test_flash_attn_with_no_wheel_anywhere_is_refused_naming_what_a_wheel_needs(
 
 
 def test_companions_are_a_table_of_their_own_with_only_known_index_builds(tmp_path: Path) -> None:
-    text = (builtin_profiles_dir() / "cu126.toml").read_text()
+    text = _cu126_with(None)
     good = tmp_path / "cu126.toml"
     good.write_text(f'{text}\n[companions]\nxformers = ">=0.0.29"\n')
     assert [c.name for c in load_profile(good).companions] == ["xformers"]
@@ -115,8 +127,8 @@ def test_companions_are_a_table_of_their_own_with_only_known_index_builds(tmp_pa
             load_profile(good)
     good.write_text(f'{text}\n[companions]\nflash-attn = {{ index = "https://wheels.test/fa.html", format = "flat" }}\n')
     assert [(c.name, c.format) for c in load_profile(good).companion_indexes] == [("flash-attn", "flat")]
-    good.write_text(text.replace('xformers', '') + '\n[packages.xformers]\nversion = "*"\n')
-    with pytest.raises(ConfigError):
+    good.write_text(text + '\n[packages.xformers]\nversion = "*"\n')
+    with pytest.raises(ConfigError, match="'xformers' is not a torch-family package"):
         load_profile(good)  # never in [packages]: that table is the torch family only
 
 
@@ -241,3 +253,39 @@ def test_a_prebuilt_wheel_index_of_the_profiles_own_serves_flash_attn_alone(
     edited = run_cli(["verify", "--profile", "cu126"], env=dict(env, ENVBUILD_CACHE_DIR=str(tmp_path / "c3")),
                      cwd=site.root)
     assert edited.returncode != 0 and "pins einops" in edited.stdout + edited.stderr, edited
+
+
+def test_pypi_companions_come_from_pypi_only_and_name_only_per_cuda_builds(tmp_path: Path) -> None:
+    document = tomlkit.parse(_cu126_with(None))
+    del document["pypi"]["companions"]  # type: ignore[union-attr]
+    text = tomlkit.dumps(document)
+    path = tmp_path / "cu126.toml"
+    for bad, message in (('xformers = { version = ">=0.0.30", index = "https://wheels.test/" }', "from PyPI only"),
+                         ('flash-attn = ">=2.7"', "'flash-attn' is not a package whose PyPI releases are built"),
+                         ('xformers = 3', "must be")):
+        path.write_text(f"{text}\n[pypi.companions]\n{bad}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_profile(path)
+    del document["pypi"]
+    path.write_text(tomlkit.dumps(document) + '\n[pypi.companions]\nxformers = ">=0.0.30"\n')
+    with pytest.raises(ConfigError, match=r"needs the \[pypi\] table's torch"):
+        load_profile(path)
+    path.write_text(f'{text}\n[pypi.companions]\nxformers = ">=0.0.30,<0.0.32"\n')
+    profile = load_profile(path)
+    assert profile.companions == () and [c.as_written() for c in profile.pypi_companions] == [
+        "xformers >=0.0.30,<0.0.32"]
+    variant = profile.pypi_variant()
+    assert variant is not None and [c.name for c in variant.companions] == ["xformers"]
+    assert variant.companion_indexes == () and variant.index_url is None
+
+
+def test_builtin_profiles_take_xformers_where_their_index_or_pypi_carries_a_build() -> None:
+    """Which builds exist (facebookresearch/xformers wheels.yml per tag) is in each profile's comments; here:
+    every CUDA line with builds lists it, and the -pypi variants only where PyPI's build has their CUDA."""
+    from envbuild.profile_catalogue import load_catalogue
+
+    catalogue = load_catalogue([])
+    listing = {name: [c.name for c in catalogue.get(name).companions] for name in catalogue.names()}
+    assert {n for n, c in listing.items() if c == ["xformers"]} == {
+        "cu124", "cu126", "cu128", "cu130", "rocm6.3", "cu124-pypi", "cu126-pypi", "cu128-pypi"}
+    assert all(not c for n, c in listing.items() if n in ("cpu", "xpu", "mps", "nightly-cu128", "cu130-pypi"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.deploy import Deployment, locked_versions, make_deployment, run_cli
-from tests.support.wheels import build_family_wheel, build_torch_wheel
+from tests.support.wheels import build_family_wheel, build_torch_wheel, build_wheel
 
 
 @pytest.fixture
@@ -75,3 +75,27 @@ def test_config_key_selects_the_pypi_variant_and_unknown_source_is_an_error(
     (deployment.root / "envbuild.toml").write_text(text)
     result = run_cli(["lock", "--cuda", "12.8"], env=env, cwd=deployment.root)
     assert result.returncode == 2 and "`lock.torch-source = \"conda\"` is not one of" in result.stderr
+
+
+def test_the_pypi_variant_takes_its_companion_from_pypi_within_its_bound(
+    deployment: Deployment, uv_env: dict[str, str], pypi_with_torch: str, index_server, tmp_path: Path
+) -> None:
+    """PyPI holds one xformers build per release, for the CUDA of PyPI's torch: cu126-pypi's [pypi.companions]
+    bound keeps the releases built for 2.7.x (CUDA 12.6); a later one that only asks torch>=2.7 is another CUDA's."""
+    pypi = index_server.server.index("pypi-cuda/simple")
+    folder = tmp_path / "xformers"
+    for version, torch in (("0.0.31", "torch==2.7.1"), ("0.0.36", "torch>=2.7")):
+        pypi.add(build_wheel(folder, "xformers", version, requires_dist=(torch,)))
+    deployment.add_node("node_x", "xformers\n")
+    env = dict(uv_env, UV_DEFAULT_INDEX=pypi_with_torch, ENVBUILD_CACHE_DIR=str(tmp_path / "envbuild-cache"))
+    result = run_cli(["lock", "--profile", "cu126-pypi"], env=env, cwd=deployment.root)
+    assert result.returncode == 0, result
+    versions = locked_versions(deployment.locks / "cu126-pypi" / "uv.lock")
+    assert versions["xformers"] == ("0.0.31", pypi_with_torch) and versions["torch"][0] == "2.7.1"
+    pyproject = (deployment.locks / "cu126-pypi" / "pyproject.toml").read_text()
+    assert "\"xformers<0.0.32,>=0.0.30\"" in pyproject and "tool.uv.sources" not in pyproject, pyproject
+    # cu130-pypi lists none: PyPI has no xformers built for CUDA 13. Refused before uv, naming the node.
+    refused = run_cli(["lock", "--profile", "cu130-pypi"], env=env, cwd=deployment.root)
+    assert refused.returncode == 2, refused
+    assert "`xformers` (node node_x): xformers is compiled against one torch and CUDA, and no index of profile " \
+           "cu130-pypi has it" in refused.stderr, refused
