@@ -140,8 +140,9 @@ def content_key(expected: Fingerprint, roots: Sequence[str], digests: Mapping[st
         "inputs": dict(sorted(digests.items())), "folder": folder.profile,
         "pyproject": file_digest(folder.pyproject), "uv.lock": file_digest(folder.uv_lock),
     }
-    if expected.settled:  # what the pyproject was rendered with: an edited record is checked in full
-        material["settled"] = dict(sorted(expected.settled.items()))
+    for name, recorded in (("settled", expected.settled), ("bounds", expected.bounds)):
+        if recorded:  # what the pyproject was rendered with: an edited record is checked in full
+            material[name] = dict(sorted(recorded.items()))
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 

@@ -18,7 +18,7 @@ from envbuild.deployment import DEFAULT_INDEX_ENV, Deployment
 from envbuild.errors import EnvbuildError, IndexUnreachableError
 from envbuild.fsio import atomic_write, exclusive_lock, remove_stale_staging, replace_dir, staging_dir
 from envbuild.lockdir import LockFolder
-from envbuild.planning import LockPlan, plan_lock
+from envbuild.planning import LockPlan, Settled, plan_lock
 from envbuild.profiles import TorchProfile
 from envbuild.trust import CURRENT, UNHASHED, assess, remember_new_lock, remembered
 from envbuild.uvlock import count_locked_packages
@@ -185,32 +185,25 @@ def _write_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: b
     from envbuild import guard
     from envbuild.audit import audit_texts, require_clean
     from envbuild.companions import refuse_off_index
-    from envbuild.variants import groups_for, refuse_second_providers, second_providers
+    from envbuild.settling import settle_lock
+    from envbuild.variants import groups_for
 
     profile = plan.profile
-    if upgrade and plan.fingerprint.settled:  # a full re-resolve starts without earlier choices
-        plan = plan_lock(deployment, profile, settled={})
+    if upgrade and (plan.fingerprint.settled or plan.fingerprint.bounds):  # a full re-resolve starts afresh
+        plan = plan_lock(deployment, profile, settled=Settled())
     if seed:  # the previous lock is uv's starting point: re-locking keeps versions unless asked
         shutil.copyfile(plan.folder.uv_lock, staged / "uv.lock")
     lock_text, summary, locked = _uv_lock(deployment, plan, staged, upgrade, upgrade_packages, stream)
     groups = groups_for(deployment.config.variant_groups, deployment.config.source)
-    # One provider per variant group in the whole resolution: settled (and locked again), or no lock.
-    found = second_providers(locked, groups)
-    settled: tuple[str, ...] = ()
-    if found:
-        from envbuild.settling import describe, settle
 
-        settlements = settle(found, profile)
-        first = plan
-        plan = plan_lock(deployment, profile, settled={**plan.fingerprint.settled,
-                                                       **{s.module: s.kept for s in settlements}})
-        taken = [s for s in settlements if plan.fingerprint.settled.get(s.module) == s.kept]
-        if not taken:  # a direct requirement with a marker names a member: not envbuild's to settle
-            refuse_second_providers(found, first.merged.result, profile)
-        # Seeded by the first result: only what the settlement changes moves.
-        lock_text, summary, locked = _uv_lock(deployment, plan, staged, False, (), stream)
-        refuse_second_providers(second_providers(locked, groups), plan.merged.result, profile)
-        settled = tuple(describe(s, first.merged.result) for s in taken)
+    def relock(settled: LockPlan) -> LockFile:  # seeded by the first result: only what is settled moves
+        nonlocal lock_text, summary, locked
+        lock_text, summary, locked = _uv_lock(deployment, settled, staged, False, (), stream)
+        return locked
+
+    # One provider per variant group in the whole resolution, each torch-bound package at torch's minor:
+    # settled (and locked again), or no lock.
+    plan, settled = settle_lock(deployment, plan, locked, groups, relock)
     refuse_off_index(locked, profile, deployment.indexes(profile).torch, plan.merged.result)
     report = audit_texts(plan.pyproject, lock_text, profile, folder=staged,
                          indexes=deployment.indexes(profile)[:3], pytorch_bases=deployment.pytorch_bases(),

@@ -8,6 +8,7 @@ and the freshness check compares it with the committed one.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 from envbuild.deployment import Deployment
@@ -28,11 +29,11 @@ class LockPlan(NamedTuple):
     untrusted: tuple[str, ...] = ()  # recorded settlements envbuild could not have made: the lock is "edited"
 
 
-def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Mapping[str, str] | None = None) -> LockPlan:
+def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Settled | None = None) -> LockPlan:
     """Parse and merge the inputs and render the pyproject; every input error surfaces here.
 
-    `settled`: the variant groups to settle (envbuild.settling); None: those the profile's current lock
-    recorded, so a lock renders as it was made."""
+    `settled`: what envbuild settled after a lock (envbuild.settling); None: what the profile's current
+    lock recorded, so a lock renders as it was made."""
     config = deployment.config
     profile.validate()
     config.validate()
@@ -58,37 +59,48 @@ def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Mapping
         pyproject_sha256=sha256_text(pyproject), inputs=inputs,
         raw_inputs={config.display(path): file_digest(path) or "" for path in merged.files_read},
         roots=tuple(config.display(item.path) for item in merged.collected.files),
-        warnings=input_warnings(merged), settled=dict(settled),
+        warnings=input_warnings(merged), settled=dict(settled.groups), bounds=dict(settled.bounds),
     )
     return LockPlan(profile, merged, pyproject, fingerprint, folder, untrusted)
 
 
-def settled_inputs(deployment: Deployment, profile: TorchProfile, settled: Mapping[str, str] | None = None,
-                   ) -> tuple[MergedInputs, dict[str, str], tuple[str, ...]]:
-    """The merged inputs with the variant groups envbuild settles (None: as the profile's lock recorded
-    them), the settlements used, and the recorded ones envbuild could not have made."""
+class Settled(NamedTuple):
+    """What envbuild settled after a lock, as recorded in the fingerprint: variant groups (module -> member
+    kept, envbuild.settling) and torch-bound constraints (package -> specifier, envbuild.torch_bound)."""
+
+    groups: Mapping[str, str] = MappingProxyType({})
+    bounds: Mapping[str, str] = MappingProxyType({})
+
+
+def settled_inputs(deployment: Deployment, profile: TorchProfile, settled: Settled | None = None,
+                   ) -> tuple[MergedInputs, Settled, tuple[str, ...]]:
+    """The merged inputs with what envbuild settled (None: as the profile's lock recorded it), the
+    settlements used, and the recorded ones envbuild could not have made."""
     merged = merge_inputs(deployment.config, profile)
     folder = deployment.folder(profile)
     if settled is None:
         recorded = folder.read_fingerprint()
-        settled = recorded.settled if recorded is not None else {}
-    if not settled:
-        return merged, {}, ()
+        settled = Settled(recorded.settled, recorded.bounds) if recorded is not None else Settled()
+    if not settled.groups and not settled.bounds:
+        return merged, Settled(), ()
+    from envbuild import torch_bound
     from envbuild.settling import check_recorded, with_settlements
     from envbuild.variants import groups_for
 
     groups = groups_for(deployment.config.variant_groups, deployment.config.source)
-    usable, untrusted = check_recorded(settled, groups, profile, merged.result)
+    kept, untrusted = check_recorded(settled.groups, groups, profile, merged.result)
+    bounds, unbound = torch_bound.check_recorded(settled.bounds, profile)
     where = deployment.display(folder.fingerprint_path)
-    return merged._replace(result=with_settlements(merged.result, usable, where)), usable, untrusted
+    result = torch_bound.with_bounds(with_settlements(merged.result, kept, where), bounds, where)
+    return merged._replace(result=result), Settled(kept, bounds), (*untrusted, *unbound)
 
 
-def _settled_notes(settled: Mapping[str, str]) -> tuple[str, ...]:
-    if not settled:
+def _settled_notes(settled: Settled) -> tuple[str, ...]:
+    if not settled.groups and not settled.bounds:
         return ()
     from envbuild.settling import header_notes
 
-    return header_notes(settled)
+    return header_notes(settled.groups, settled.bounds)
 
 
 def expected_fingerprint(deployment: Deployment, profile: TorchProfile) -> Fingerprint:

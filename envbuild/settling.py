@@ -15,14 +15,17 @@ the lock "edited".
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from envbuild.lockdir import FINGERPRINT_NAME
 
 if TYPE_CHECKING:
+    from envbuild.deployment import Deployment
     from envbuild.merging import MergeResult
+    from envbuild.planning import LockPlan
     from envbuild.profiles import TorchProfile
+    from envbuild.uvlock import LockFile
     from envbuild.variants import Provider, VariantGroup
 
 
@@ -61,9 +64,9 @@ def check_recorded(recorded: Mapping[str, str], groups: Iterable[VariantGroup], 
     problems: list[str] = []
     for module, kept in sorted(recorded.items()):
         group = by_module.get(module)
-        said = f"{FINGERPRINT_NAME} settles {_quoted(module)} on {_quoted(kept)}"
+        said = f"{FINGERPRINT_NAME} settles {quoted(module)} on {quoted(kept)}"
         if group is None:
-            problems.append(f"{said}, but {_quoted(module)} is no variant group of this deployment")
+            problems.append(f"{said}, but {quoted(module)} is no variant group of this deployment")
         elif kept not in group.members:
             problems.append(f"{said}, which is no member of that group ({', '.join(sorted(group.members))})")
         elif kept not in group.choosable(profile):
@@ -74,7 +77,7 @@ def check_recorded(recorded: Mapping[str, str], groups: Iterable[VariantGroup], 
     return usable, tuple(problems)
 
 
-def _quoted(text: str) -> str:
+def quoted(text: str) -> str:
     """A value read from an untrusted file, shown escaped and short."""
     shown = json.dumps(text)
     return shown if len(shown) <= 80 else shown[:77] + "..."
@@ -98,10 +101,12 @@ def with_settlements(result: MergeResult, settled: Mapping[str, str], where: str
     return MergeResult(tuple(requirements), result.constraints)
 
 
-def header_notes(settled: Mapping[str, str]) -> tuple[str, ...]:
-    """The pyproject's header says which requirement no input wrote (nothing when none)."""
-    return tuple(f"Settled by envbuild (recorded in {FINGERPRINT_NAME}): the `{module}` module from {kept}."
-                 for module, kept in sorted(settled.items()))
+def header_notes(settled: Mapping[str, str], bounds: Mapping[str, str]) -> tuple[str, ...]:
+    """The pyproject's header says which requirement or constraint no input wrote (nothing when none)."""
+    return (*(f"Settled by envbuild (recorded in {FINGERPRINT_NAME}): the `{module}` module from {kept}."
+              for module, kept in sorted(settled.items())),
+            *(f"Held by envbuild (recorded in {FINGERPRINT_NAME}): {package}{specifier}, for the locked torch."
+              for package, specifier in sorted(bounds.items())))
 
 
 def describe(settlement: Settlement, merged: MergeResult) -> str:
@@ -111,3 +116,31 @@ def describe(settlement: Settlement, merged: MergeResult) -> str:
                         for p in settlement.dropped)
     return (f"settled the `{settlement.module}` module: kept {settlement.kept} ({settlement.why})"
             + (f"; dropped {dropped}" if dropped else ""))
+
+
+def settle_lock(deployment: Deployment, plan: LockPlan, locked: LockFile, groups: Sequence[VariantGroup],
+                relock: Callable[[LockPlan], LockFile]) -> tuple[LockPlan, tuple[str, ...]]:
+    """After the first `uv lock`: settle what the lock leaves open (two providers of a module, a package
+    built for another torch), re-plan with it and `relock` once; refuse if the second lock still has it.
+    Nothing to settle: the plan as it was and no second uv run."""
+    from envbuild import torch_bound
+    from envbuild.planning import Settled, plan_lock
+    from envbuild.variants import refuse_second_providers, second_providers
+
+    profile = plan.profile
+    found = second_providers(locked, groups)
+    bounds = torch_bound.needed_bounds(locked)
+    if not found and not bounds:
+        return plan, ()
+    settlements = settle(found, profile)
+    recorded = plan.fingerprint
+    settled = plan_lock(deployment, profile, settled=Settled(
+        {**recorded.settled, **{s.module: s.kept for s in settlements}},
+        {**recorded.bounds, **{b.package: b.specifier for b in bounds}}))
+    taken = [s for s in settlements if settled.fingerprint.settled.get(s.module) == s.kept]
+    if len(taken) < len(settlements) and not bounds:  # an input asks for a member under a marker: not ours
+        refuse_second_providers(found, plan.merged.result, profile)
+    locked = relock(settled)
+    refuse_second_providers(second_providers(locked, groups), settled.merged.result, profile)
+    torch_bound.refuse_unbound(torch_bound.needed_bounds(locked))
+    return settled, (*(describe(s, plan.merged.result) for s in taken), *map(torch_bound.describe, bounds))

@@ -80,6 +80,8 @@ def test_two_dependencies_bringing_two_cv2_builds_are_settled_on_headless(
     pyproject = (folder / "pyproject.toml").read_text()
     assert '"opencv-python-headless",' in pyproject  # a direct requirement, without a version
     assert "'opencv-python; sys_platform == \"never\"'" in pyproject  # and the override that drops the other
+    assert "# Settled by envbuild (recorded in envbuild-lock.json): the `cv2` module from opencv-python-headless." \
+        in pyproject
     recorded = json.loads((folder / "envbuild-lock.json").read_text())
     assert recorded["settled"] == {"cv2": "opencv-python-headless"}
     first = {p.name: p.read_bytes() for p in folder.iterdir()}
