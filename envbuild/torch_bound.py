@@ -106,6 +106,17 @@ def refuse_unbound(bounds: list[Bound]) -> None:
             hint=f"check that the index serves a {bound.package} {bound.minor} wheel for the profile's platforms")
 
 
+def audit_problems(lock: LockFile) -> list[str]:
+    """For the audit: a lock envbuild would not have written (a package of the table at another minor
+    than its torch needs, or with a torch the table does not know)."""
+    try:
+        found = needed_bounds(lock)
+    except ConflictError as exc:
+        return [f"uv.lock: {exc.details[0]} (envbuild refuses such a lock)"]
+    return [f"uv.lock holds {b.package} {b.locked} with torch {b.torch}, which needs {b.package} {b.minor} (envbuild "
+            "never writes such a lock)" for b in found]
+
+
 def describe(bound: Bound) -> str:
     return (f"held {bound.package} at {bound.minor} for torch {bound.torch} (uv took {bound.locked}, built for "
             f"another torch; the table: envbuild/data/torch_bound.toml)")

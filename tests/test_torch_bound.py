@@ -100,3 +100,21 @@ def test_the_table_has_its_source_and_recorded_bounds_are_checked() -> None:
     for forged in ({"triton-windows": ">=3.3,<3.4"}, {"triton-windows": ">=3.2"}, {"numpy": "<2"}):
         usable, problems = check_recorded(forged, cu124)
         assert usable == {} and problems[0].startswith("envbuild-lock.json bounds"), forged
+
+
+def test_the_audit_refuses_a_lock_that_pairs_triton_windows_with_another_torch() -> None:
+    """A hand-made lock (fingerprint edited to match) is still not one envbuild writes."""
+    from envbuild.torch_bound import audit_problems
+
+    assert audit_problems(parse_uv_lock(_lock("2.7.1+cu126", "3.3.1"), "uv.lock")) == []
+    assert audit_problems(parse_uv_lock(_lock("2.7.1+cu126", "3.4.0"), "uv.lock")) == [
+        "uv.lock holds triton-windows 3.4.0 with torch 2.7, which needs triton-windows 3.3 (envbuild never writes "
+        "such a lock)"]
+    assert "no row for torch 2.3" in audit_problems(parse_uv_lock(_lock("2.3.1", "3.1.0"), "uv.lock"))[0]
+    from envbuild.audit import audit_texts
+
+    profile = load_catalogue().get("cpu")
+    pyproject = '[project]\nname = "x"\nversion = "0"\ndependencies = ["torch"]\n'
+    report = audit_texts(pyproject, _lock("2.7.1+cpu", "3.4.0"), profile, folder=Path("x"),
+                         indexes=("https://download.pytorch.org/whl/cpu", None, "simple"))
+    assert any(t.startswith("uv.lock holds triton-windows 3.4.0 with torch 2.7") for t in report.tampering), report
