@@ -124,7 +124,7 @@ def compare(folder: LockFolder, plan: LockPlan) -> Freshness:
         else:
             edits.append("pyproject.toml is not what envbuild renders from these inputs and this profile "
                          "(edited by hand?)")
-    edits.extend(plan.untrusted)  # a recorded settlement envbuild could not have made
+    edits.extend(plan.untrusted)  # a recorded settlement or bound envbuild could not have made
     if recorded is None:
         edits.append(f"{FINGERPRINT_NAME} is missing or unreadable")
     elif recorded.uv_lock_sha256 != sha256_text(folder.uv_lock.read_bytes()):

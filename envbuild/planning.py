@@ -26,7 +26,7 @@ class LockPlan(NamedTuple):
     pyproject: str
     fingerprint: Fingerprint  # what the lock folder will record (uv.lock's digest added after uv ran)
     folder: LockFolder
-    untrusted: tuple[str, ...] = ()  # recorded settlements envbuild could not have made: the lock is "edited"
+    untrusted: tuple[str, ...] = ()  # recorded settlements or bounds envbuild could not have made: "edited"
 
 
 def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Settled | None = None) -> LockPlan:
