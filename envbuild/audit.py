@@ -30,6 +30,7 @@ from envbuild.errors import ConfigError, LockIntegrityError, StaleLockError
 from envbuild.lockdir import LockFolder
 from envbuild.profiles import CANONICAL_PYTORCH_BASE, TorchProfile
 from envbuild.tomlfile import parse_toml
+from envbuild.torch_bound import audit_problems as torch_bound_problems
 from envbuild.uvlock import LockedPackage, parse_uv_lock
 from envbuild.variants import VariantGroup, builtin_groups
 
@@ -111,7 +112,8 @@ def audit_texts(pyproject_text: str, lock_text: str, profile: TorchProfile, *, f
     tampering = [*index_problems(uv, profile, expected, default_index, index_format),
                  *source_problems(uv, profile),
                  *setting_problems(uv, profile), *lock_problems(lock, profile, expected, pytorch_bases),
-                 *override_problems(uv, pyproject, builtin_groups() if variant_groups is None else variant_groups)]
+                 *override_problems(uv, pyproject, builtin_groups() if variant_groups is None else variant_groups),
+                 *torch_bound_problems(lock)]
     environments = (*profile.environments, *lock.supported_markers) if profile.environments else ()
     scope = in_scope(lock, environments)
     audited = [p for p, keep in zip(lock.packages, scope, strict=True) if keep and not p.is_root]

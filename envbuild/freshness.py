@@ -124,6 +124,7 @@ def compare(folder: LockFolder, plan: LockPlan) -> Freshness:
         else:
             edits.append("pyproject.toml is not what envbuild renders from these inputs and this profile "
                          "(edited by hand?)")
+    edits.extend(plan.untrusted)  # a recorded settlement or bound envbuild could not have made
     if recorded is None:
         edits.append(f"{FINGERPRINT_NAME} is missing or unreadable")
     elif recorded.uv_lock_sha256 != sha256_text(folder.uv_lock.read_bytes()):
@@ -139,6 +140,9 @@ def content_key(expected: Fingerprint, roots: Sequence[str], digests: Mapping[st
         "inputs": dict(sorted(digests.items())), "folder": folder.profile,
         "pyproject": file_digest(folder.pyproject), "uv.lock": file_digest(folder.uv_lock),
     }
+    for name, recorded in (("settled", expected.settled), ("bounds", expected.bounds)):
+        if recorded:  # what the pyproject was rendered with: an edited record is checked in full
+            material[name] = dict(sorted(recorded.items()))
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 

@@ -45,6 +45,8 @@ class Fingerprint(NamedTuple):
     warnings: tuple[str, ...] = ()  # what the inputs asked for that is not in the lock (shown on every run)
     default_index: str | None = None  # a PyPI mirror the lock was made through (None: uv's default)
     requires_python: str = ""  # envbuild.toml's lock.requires-python ("": recorded by an older envbuild)
+    settled: Mapping[str, str] = _NOTHING  # variant groups envbuild settled after a lock: module -> member kept
+    bounds: Mapping[str, str] = _NOTHING  # constraints envbuild added after a lock (envbuild.torch_bound)
 
     def with_lock(self, lock_text: str, locked_at: str) -> Fingerprint:
         return self._replace(uv_lock_sha256=sha256_text(lock_text), extra={**self.extra, LOCKED_AT: locked_at})
@@ -56,6 +58,11 @@ class Fingerprint(NamedTuple):
         data["extra"] = dict(sorted(self.extra.items()))
         data["roots"] = list(self.roots)
         data["warnings"] = list(self.warnings)
+        for name in ("settled", "bounds"):  # written only when used: other locks keep the bytes they had
+            if data[name]:
+                data[name] = dict(sorted(data[name].items()))
+            else:
+                del data[name]
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -89,7 +96,8 @@ _FIELD_TYPES: dict[str, Any] = {
     "profile": str, "render_version": int, "uv_required_version": str, "torch_source": str,
     "index_url": (str, type(None)), "profile_sha256": str, "pyproject_sha256": str, "inputs": "mapping",
     "uv_lock_sha256": str, "schema": int, "extra": "mapping", "raw_inputs": "mapping", "roots": "strings",
-    "warnings": "strings", "default_index": (str, type(None)), "requires_python": str,
+    "warnings": "strings", "default_index": (str, type(None)), "requires_python": str, "settled": "mapping",
+    "bounds": "mapping",
 }
 
 

@@ -8,19 +8,23 @@ only then does it replace the committed one. A lock whose folder is already curr
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from envbuild.deployment import DEFAULT_INDEX_ENV, Deployment
 from envbuild.errors import EnvbuildError, IndexUnreachableError
 from envbuild.fsio import atomic_write, exclusive_lock, remove_stale_staging, replace_dir, staging_dir
 from envbuild.lockdir import LockFolder
-from envbuild.planning import LockPlan, plan_lock
+from envbuild.planning import LockPlan, Settled, plan_lock
 from envbuild.profiles import TorchProfile
 from envbuild.trust import CURRENT, UNHASHED, assess, remember_new_lock, remembered
 from envbuild.uvlock import count_locked_packages
+
+if TYPE_CHECKING:
+    from envbuild.uvlock import LockFile
 
 
 class LockResult(NamedTuple):
@@ -32,6 +36,17 @@ class LockResult(NamedTuple):
     uv_summary: str
     seconds: float
     warnings: tuple[str, ...] = ()  # lines skipped or ignored, nodes left out: never silent
+    settled: tuple[str, ...] = ()  # variant groups settled by this lock (envbuild.settling), said
+
+
+class Written(NamedTuple):
+    """An audited lock in a staging folder, and the plan it was made from (settling a group changes it)."""
+
+    plan: LockPlan
+    lock_text: str
+    summary: str
+    unhashed: tuple[str, ...]
+    settled: tuple[str, ...]
 
 
 def lock_profile(
@@ -83,11 +98,12 @@ def _lock_planned(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade
         # Only a lock that passed the audit seeds the next one: uv keeps a lock that still fits as it
         # is, so a forged hash or URL would otherwise be carried into the new lock.
         seed = found.state != "missing" and found.report is not None and not found.report.tampering
-        lock_text, summary, unhashed = _lock_staged(deployment, plan, upgrade, upgrade_packages, stream, seed)
+        written = _lock_staged(deployment, plan, upgrade, upgrade_packages, stream, seed)
     if upgrading:
         reasons.append("upgrade requested")
-    return LockResult(profile.name, "locked", folder.path, count_locked_packages(lock_text), tuple(reasons), summary,
-                      time.perf_counter() - started, (*plan.fingerprint.warnings, *unhashed))
+    return LockResult(profile.name, "locked", folder.path, count_locked_packages(written.lock_text), tuple(reasons),
+                      written.summary, time.perf_counter() - started,
+                      (*written.plan.fingerprint.warnings, *_unhashed_notes(written.unhashed)), written.settled)
 
 
 _IGNORE_TEXT = "# envbuild's scratch files (per-profile write locks, staged locks)\n.*\n!.gitignore\n"
@@ -147,15 +163,15 @@ def _ignore_scratch_files(lock_dir: Path) -> None:
 
 
 def _lock_staged(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade_packages: Sequence[str],
-                 stream: bool, seed: bool) -> tuple[str, str, tuple[str, ...]]:
+                 stream: bool, seed: bool) -> Written:
     """Lock a copy beside the folder; only a successful, audited lock replaces the committed one."""
     profile = plan.profile
     remove_stale_staging(deployment.lock_dir, profile.name)  # we hold the profile's lock: a killed run's
     with staging_dir(deployment.lock_dir, profile.name) as staged:
-        lock_text, summary, unhashed = _write_lock(deployment, plan, staged, upgrade, upgrade_packages, stream, seed)
+        written = _write_lock(deployment, plan, staged, upgrade, upgrade_packages, stream, seed)
         replace_dir(staged, plan.folder.path)
-    remember_new_lock(deployment, plan, unhashed)
-    return lock_text, summary, _unhashed_notes(unhashed)
+    remember_new_lock(deployment, written.plan, written.unhashed)
+    return written
 
 
 def _unhashed_notes(unhashed: tuple[str, ...]) -> tuple[str, ...]:
@@ -164,30 +180,30 @@ def _unhashed_notes(unhashed: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _write_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: bool, upgrade_packages: Sequence[str],
-                stream: bool, seed: bool) -> tuple[str, str, tuple[str, ...]]:
+                stream: bool, seed: bool) -> Written:
     """uv locks `staged` (seeded with the committed lock), audited, fingerprinted, with its torch guard."""
     from envbuild import guard
     from envbuild.audit import audit_texts, require_clean
     from envbuild.companions import refuse_off_index
-    from envbuild.uvlock import parse_uv_lock
-    from envbuild.variants import groups_for, refuse_second_providers, second_providers
+    from envbuild.settling import settle_lock
+    from envbuild.variants import groups_for
 
     profile = plan.profile
-    atomic_write(staged / "pyproject.toml", plan.pyproject)
+    if upgrade and (plan.fingerprint.settled or plan.fingerprint.bounds):  # a full re-resolve starts afresh
+        plan = plan_lock(deployment, profile, settled=Settled())
     if seed:  # the previous lock is uv's starting point: re-locking keeps versions unless asked
-        import shutil
-
         shutil.copyfile(plan.folder.uv_lock, staged / "uv.lock")
-    try:
-        summary = deployment.uv.lock(staged, upgrade=upgrade, upgrade_packages=upgrade_packages, stream=stream,
-                                     env_set=_mirror_env(deployment), env_unset=_unset_env(plan))
-    except IndexUnreachableError as exc:
-        raise _with_network_advice(exc, deployment, profile) from None
-    lock_text = (staged / "uv.lock").read_text(encoding="utf-8")
+    lock_text, summary, locked = _uv_lock(deployment, plan, staged, upgrade, upgrade_packages, stream)
     groups = groups_for(deployment.config.variant_groups, deployment.config.source)
-    # One provider per variant group in the whole resolution, or no lock (the old one stands).
-    locked = parse_uv_lock(lock_text, staged / "uv.lock")
-    refuse_second_providers(second_providers(locked, groups), plan.merged.result, profile)
+
+    def relock(settled: LockPlan) -> LockFile:  # seeded by the first result: only what is settled moves
+        nonlocal lock_text, summary, locked
+        lock_text, summary, locked = _uv_lock(deployment, settled, staged, False, (), stream)
+        return locked
+
+    # One provider per variant group in the whole resolution, each torch-bound package at torch's minor:
+    # settled (and locked again), or no lock.
+    plan, settled = settle_lock(deployment, plan, locked, groups, relock)
     refuse_off_index(locked, profile, deployment.indexes(profile).torch, plan.merged.result)
     report = audit_texts(plan.pyproject, lock_text, profile, folder=staged,
                          indexes=deployment.indexes(profile)[:3], pytorch_bases=deployment.pytorch_bases(),
@@ -197,7 +213,22 @@ def _write_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: b
     fingerprint = plan.fingerprint.with_lock(lock_text, _today())
     atomic_write(staged / plan.folder.fingerprint_path.name, fingerprint.to_json())
     guard.write_constraints(staged, profile, lock_text)  # the torch guard, from the lock just made
-    return lock_text, summary, unhashed
+    return Written(plan, lock_text, summary, unhashed, settled)
+
+
+def _uv_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: bool, upgrade_packages: Sequence[str],
+             stream: bool) -> tuple[str, str, LockFile]:
+    """One `uv lock` of the plan's pyproject in `staged`: the lock's text, uv's summary and the parsed lock."""
+    from envbuild.uvlock import parse_uv_lock
+
+    atomic_write(staged / "pyproject.toml", plan.pyproject)
+    try:
+        summary = deployment.uv.lock(staged, upgrade=upgrade, upgrade_packages=upgrade_packages, stream=stream,
+                                     env_set=_mirror_env(deployment), env_unset=_unset_env(plan))
+    except IndexUnreachableError as exc:
+        raise _with_network_advice(exc, deployment, plan.profile) from None
+    lock_text = (staged / "uv.lock").read_text(encoding="utf-8")
+    return lock_text, summary, parse_uv_lock(lock_text, staged / "uv.lock")
 
 
 def _mirror_env(deployment: Deployment) -> dict[str, str]:
@@ -325,10 +356,11 @@ class StagedLock(NamedTuple):
     lock_text: str
     summary: str
     unhashed: tuple[str, ...]
+    settled: tuple[str, ...] = ()  # variant groups settled by this lock, said
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        return (*self.plan.fingerprint.warnings, *_unhashed_notes(self.unhashed))
+        return (*self.plan.fingerprint.warnings, *self.settled, *_unhashed_notes(self.unhashed))
 
 
 @contextlib.contextmanager
@@ -351,11 +383,11 @@ def staged_lock(deployment: Deployment, profile: TorchProfile, *, upgrade: bool 
         with staging_dir(deployment.lock_dir, profile.name) as root:
             folder = LockFolder(root, profile.name)
             folder.path.mkdir()
-            lock_text, summary, unhashed = _write_lock(deployment, plan, folder.path, upgrade, upgrade_packages,
-                                                       stream, seed)
-            remember_new_lock(deployment, plan._replace(folder=folder), unhashed)
+            written = _write_lock(deployment, plan, folder.path, upgrade, upgrade_packages, stream, seed)
+            remember_new_lock(deployment, written.plan._replace(folder=folder), written.unhashed)
             staged = dataclasses.replace(deployment, config=deployment.config._replace(lock_dir=root))
-            yield StagedLock(folder, staged, plan, lock_text, summary, unhashed)
+            yield StagedLock(folder, staged, written.plan, written.lock_text, written.summary, written.unhashed,
+                             written.settled)
 
 
 def commit_staged(deployment: Deployment, staged: StagedLock) -> None:

@@ -7,6 +7,8 @@ and the freshness check compares it with the committed one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 from envbuild.deployment import Deployment
@@ -24,17 +26,23 @@ class LockPlan(NamedTuple):
     pyproject: str
     fingerprint: Fingerprint  # what the lock folder will record (uv.lock's digest added after uv ran)
     folder: LockFolder
+    untrusted: tuple[str, ...] = ()  # recorded settlements or bounds envbuild could not have made: "edited"
 
 
-def plan_lock(deployment: Deployment, profile: TorchProfile) -> LockPlan:
-    """Parse and merge the inputs and render the pyproject; every input error surfaces here."""
+def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Settled | None = None) -> LockPlan:
+    """Parse and merge the inputs and render the pyproject; every input error surfaces here.
+
+    `settled`: what envbuild settled after a lock (envbuild.settling); None: what the profile's current
+    lock recorded, so a lock renders as it was made."""
     config = deployment.config
     profile.validate()
     config.validate()
-    merged = merge_inputs(config, profile)
     from envbuild.variants import groups_for, overrides
 
-    variant_overrides = overrides(merged.result, groups_for(config.variant_groups, config.source))
+    groups = groups_for(config.variant_groups, config.source)
+    merged, settled, untrusted = settled_inputs(deployment, profile, settled)
+    folder = deployment.folder(profile)
+    variant_overrides = overrides(merged.result, groups)
     direct = {r.name for r in merged.result.requirements if r.url is None}
     companions = tuple(c for c in profile.companions if c.name in direct)
     expected = expected_fingerprint(deployment, profile)
@@ -45,15 +53,54 @@ def plan_lock(deployment: Deployment, profile: TorchProfile) -> LockPlan:
         merged=merged.result, profile=profile, requires_python=config.requires_python,
         index_url=indexes.torch, input_paths=[*inputs, profile_display_path(profile, config)],
         default_index=indexes.default, index_format=indexes.format, overrides=variant_overrides,
-        companions=companions,
+        companions=companions, notes=_settled_notes(settled),
     ))
     fingerprint = expected._replace(
         pyproject_sha256=sha256_text(pyproject), inputs=inputs,
         raw_inputs={config.display(path): file_digest(path) or "" for path in merged.files_read},
         roots=tuple(config.display(item.path) for item in merged.collected.files),
-        warnings=input_warnings(merged),
+        warnings=input_warnings(merged), settled=dict(settled.groups), bounds=dict(settled.bounds),
     )
-    return LockPlan(profile, merged, pyproject, fingerprint, deployment.folder(profile))
+    return LockPlan(profile, merged, pyproject, fingerprint, folder, untrusted)
+
+
+class Settled(NamedTuple):
+    """What envbuild settled after a lock, as recorded in the fingerprint: variant groups (module -> member
+    kept, envbuild.settling) and torch-bound constraints (package -> specifier, envbuild.torch_bound)."""
+
+    groups: Mapping[str, str] = MappingProxyType({})
+    bounds: Mapping[str, str] = MappingProxyType({})
+
+
+def settled_inputs(deployment: Deployment, profile: TorchProfile, settled: Settled | None = None,
+                   ) -> tuple[MergedInputs, Settled, tuple[str, ...]]:
+    """The merged inputs with what envbuild settled (None: as the profile's lock recorded it), the
+    settlements used, and the recorded ones envbuild could not have made."""
+    merged = merge_inputs(deployment.config, profile)
+    folder = deployment.folder(profile)
+    if settled is None:
+        recorded = folder.read_fingerprint()
+        settled = Settled(recorded.settled, recorded.bounds) if recorded is not None else Settled()
+    if not settled.groups and not settled.bounds:
+        return merged, Settled(), ()
+    from envbuild import torch_bound
+    from envbuild.settling import check_recorded, with_settlements
+    from envbuild.variants import groups_for
+
+    groups = groups_for(deployment.config.variant_groups, deployment.config.source)
+    kept, untrusted = check_recorded(settled.groups, groups, profile, merged.result)
+    bounds, unbound = torch_bound.check_recorded(settled.bounds, profile)
+    where = deployment.display(folder.fingerprint_path)
+    result = torch_bound.with_bounds(with_settlements(merged.result, kept, where), bounds, where)
+    return merged._replace(result=result), Settled(kept, bounds), (*untrusted, *unbound)
+
+
+def _settled_notes(settled: Settled) -> tuple[str, ...]:
+    if not settled.groups and not settled.bounds:
+        return ()
+    from envbuild.settling import header_notes
+
+    return header_notes(settled.groups, settled.bounds)
 
 
 def expected_fingerprint(deployment: Deployment, profile: TorchProfile) -> Fingerprint:

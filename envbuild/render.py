@@ -30,6 +30,7 @@ class RenderInput(NamedTuple):
     default_index: str | None = None  # a PyPI mirror the lock is made through (mirror mode "lock")
     overrides: tuple[str, ...] = ()  # variant-group members dropped from every dependency (envbuild.variants)
     companions: tuple[PinnedPackage, ...] = ()  # the profile's companions an input asks for (envbuild.companions)
+    notes: tuple[str, ...] = ()  # header lines for what no input wrote (envbuild.settling.header_notes)
 
 
 def project_name(profile: TorchProfile) -> str:
@@ -145,6 +146,7 @@ def _header(spec: RenderInput) -> list[str]:
         "Inputs:",
     ]
     lines.extend(f"  {path}" for path in spec.input_paths)
+    lines.extend(spec.notes)
     return lines
 
 

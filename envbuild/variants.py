@@ -56,6 +56,18 @@ class VariantGroup(NamedTuple):
                 return rule.keep, rule.why
         return sorted(asked or self.members)[0], "the first asked for, by name"
 
+    def choosable(self, profile: TorchProfile) -> frozenset[str]:
+        """Every member `choose` can return for this profile, whatever was asked: a choice recorded in a
+        lock folder (an untrusted file) is one envbuild could have made only if it is among these."""
+        found: set[str] = set()
+        for rule in self.rules:
+            if rule.accelerator is not None and rule.accelerator != profile.accelerator:
+                continue
+            found.add(rule.keep)
+            if not rule.asked_any:  # applies to every ask: no later rule (nor the fallback) is reached
+                return frozenset(found)
+        return frozenset(found | self.members)
+
 
 @functools.lru_cache(maxsize=1)
 def builtin_groups() -> tuple[VariantGroup, ...]:

@@ -21,12 +21,13 @@ def merge(ctx: click.Context, /, explain: bool, as_json: bool, **flags: Any) -> 
     flags here are a preview: `envbuild lock` with them writes them into envbuild.toml)."""
     import json
 
-    from envbuild.inputs import merge_inputs
-    from envbuild.planning import input_warnings
+    from envbuild.planning import input_warnings, settled_inputs
 
     deployment = build_deployment(ctx, flags)
     profile = profile_to_lock(ctx, deployment, flags)
-    merged = merge_inputs(deployment.config, profile)
+    merged, _, untrusted = settled_inputs(deployment, profile)  # as the lock renders them: its settled groups too
+    for problem in untrusted:
+        warn(f"ignored: {problem}")
     for warning in input_warnings(merged):
         warn(warning)
     if as_json:
