@@ -185,23 +185,126 @@ def _way_out(known: Companion, profile: TorchProfile, node: str | None) -> str:
     return "; or ".join(ways)
 
 
-def refuse_off_index(lock: LockFile, profile: TorchProfile, index_url: str | None, merged: MergeResult) -> None:
-    """A companion of the profile that came into the lock from another index, through a dependency
-    (uv's sources apply to direct requirements only): the wrong build for this torch, so no lock."""
-    from envbuild.errors import ConflictError
+class Misplaced(NamedTuple):
+    """One of the profile's companions that a dependency brought, not as the profile takes it."""
+
+    name: str
+    version: str
+    where: str  # the index it came from
+    chain: tuple[str, ...]  # the project's direct requirement first, the companion last
+    why: str
+
+    def describe(self, profile: TorchProfile, merged: MergeResult) -> str:
+        """One line for the lock command, node first."""
+        return (f"asked for {self.name} directly, as profile {profile.name} takes it ({_chain(self, merged)} "
+                f"{self.why}; uv's sources apply to direct requirements only)")
+
+
+def misplaced(lock: LockFile, profile: TorchProfile, index_url: str | None) -> list[Misplaced]:
+    """The profile's companions in the lock from another index than the profile's, or outside its bound:
+    only a dependency asked for them (uv's sources and envbuild's bound apply to direct requirements), so
+    asking for them directly puts them where the profile takes them (envbuild.settling)."""
+    from packaging.version import InvalidVersion, Version
+
     from envbuild.variants import chain_to
 
-    if index_url is None:
-        return
-    listed = {c.name for c in profile.companions}
-    askers = {r.name: ", ".join(sorted({i.origin.source for i in r.origins})) for r in merged.requirements}
+    listed = {c.name: c for c in profile.companions}
+    found = []
     for package in lock.packages:
+        companion = listed.get(package.name)
+        if companion is None or package.registry is None:  # a URL or path wheel is the user's own
+            continue
         own = profile.companion_index(package.name)
-        expected = (own.url if own else index_url).rstrip("/")
-        if package.name in listed and package.registry not in (None, expected):
-            chain = chain_to(lock, package.name)
-            raise ConflictError(package.name, [
-                " → ".join([askers.get(chain[0], "the project"), *chain]) + f" takes {package.name} "
-                f"{package.version} from {package.source_label()}, not from profile {profile.name}'s index"],
-                hint=f"ask for {package.name} directly in a requirements file of the deployment (e.g. one listed in "
-                     f"[lock] extra-requirements): a direct requirement is taken from the profile's index")
+        expected = own.url if own else index_url
+        try:
+            inside = companion.specifier.contains(Version(package.version), prereleases=True)
+        except InvalidVersion:
+            inside = False
+        if expected is not None and package.registry != expected.rstrip("/"):
+            why = f"took {package.name} {package.version} from {package.source_label()}"
+        elif not inside:
+            why = f"took {package.name} {package.version}, outside the profile's {companion.as_written()}"
+        else:
+            continue
+        found.append(Misplaced(package.name, package.version, package.source_label(),
+                               chain_to(lock, package.name), why))
+    return found
+
+
+def _chain(item: Misplaced, merged: MergeResult) -> str:
+    askers = {r.name: ", ".join(sorted({i.origin.source for i in r.origins})) for r in merged.requirements}
+    return " → ".join([askers.get(item.chain[0], "the project"), *item.chain])
+
+
+def refuse_misplaced(lock: LockFile, profile: TorchProfile, index_url: str | None, merged: MergeResult) -> None:
+    """After envbuild asked for them directly, a companion still not where the profile takes it: no lock."""
+    from envbuild.errors import ConflictError
+
+    found = misplaced(lock, profile, index_url)
+    if found:
+        item = found[0]
+        raise ConflictError(item.name, [f"{_chain(item, merged)} {item.why}, even asked for directly"],
+                            hint=f"check that profile {profile.name}'s index serves {item.name} within "
+                                 f"{next(c.as_written() for c in profile.companions if c.name == item.name)} "
+                                 "for its torch")
+
+
+def unlisted(lock: LockFile, profile: TorchProfile) -> list[tuple[str, str, tuple[str, ...]]]:
+    """Torch-bound packages a dependency brought that the profile does not take (its guard only sees the
+    inputs' own lines): from PyPI, built for whatever torch and CUDA its release was."""
+    from envbuild.variants import chain_to
+
+    table, listed = companion_table(), {c.name for c in profile.companions}
+    return [(p.name, p.version, chain_to(lock, p.name)) for p in lock.packages
+            if p.registry is not None and p.name not in listed
+            and (known := table.get(p.name)) is not None and known.wheels != PYPI]
+
+
+def refuse_unlisted(lock: LockFile, profile: TorchProfile, merged: MergeResult) -> None:
+    from envbuild.errors import ConflictError
+
+    found = unlisted(lock, profile)
+    if not found:
+        return
+    name, version, chain = found[0]
+    askers = {r.name: ", ".join(sorted({i.origin.source for i in r.origins})) for r in merged.requirements}
+    known = companion_table()[name]
+    node = askers.get(chain[0], "")
+    node_name = node.removeprefix("node ") if node.startswith("node ") and "," not in node else None
+    raise ConflictError(name, [
+        " → ".join([askers.get(chain[0], "the project"), *chain]) + f" brings {name} {version}, compiled against "
+        f"one torch and CUDA, and no index of profile {profile.name} has it for this torch: a wheel would need "
+        f"{wheel_needs(profile)} ({known.rule}; {known.source})"], hint=_way_out(known, profile, node_name))
+
+
+def check_recorded(recorded: Sequence[str], profile: TorchProfile,
+                   merged: MergeResult) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The recorded companions to ask for directly, and why any other is not one envbuild could have asked
+    for: a companion the profile lists (one the inputs now ask for themselves is moot, left out)."""
+    from envbuild.lockdir import FINGERPRINT_NAME
+    from envbuild.settling import quoted
+
+    listed, direct = {c.name for c in profile.companions}, merged.names()
+    usable = tuple(sorted({n for n in recorded if n in listed and n not in direct}))
+    problems = tuple(f"{FINGERPRINT_NAME} asks for {quoted(n)} as a companion, which profile {profile.name} does "
+                     f"not list (it lists {', '.join(sorted(listed)) or 'none'})" for n in recorded if n not in listed)
+    return usable, problems
+
+
+def with_asked(result: MergeResult, names: Sequence[str], profile: TorchProfile, config: Config) -> MergeResult:
+    """The merged requirements with these companions asked for directly, at the profile's bound and
+    pointing at its line (the render then routes them to the profile's index)."""
+    if not names:
+        return result
+    import dataclasses
+
+    from envbuild.inputs import profile_requirements
+    from envbuild.merging import merge
+
+    added = [dataclasses.replace(item, origin=dataclasses.replace(
+                 item.origin, source=f"envbuild: {item.requirement.name} as profile {profile.name} takes it "
+                                     "(a dependency asks)"))
+             for item in profile_requirements(profile, config,
+                                              packages=tuple(c for c in profile.companions if c.name in names))]
+    return merge([*(o for r in result.requirements for o in r.origins), *added],
+                 [o for c in result.constraints for o in c.origins])

@@ -143,6 +143,8 @@ def content_key(expected: Fingerprint, roots: Sequence[str], digests: Mapping[st
     for name, recorded in (("settled", expected.settled), ("bounds", expected.bounds)):
         if recorded:  # what the pyproject was rendered with: an edited record is checked in full
             material[name] = dict(sorted(recorded.items()))
+    if expected.companions:
+        material["companions"] = sorted(expected.companions)
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 

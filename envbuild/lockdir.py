@@ -47,6 +47,7 @@ class Fingerprint(NamedTuple):
     requires_python: str = ""  # envbuild.toml's lock.requires-python ("": recorded by an older envbuild)
     settled: Mapping[str, str] = _NOTHING  # variant groups envbuild settled after a lock: module -> member kept
     bounds: Mapping[str, str] = _NOTHING  # constraints envbuild added after a lock (envbuild.torch_bound)
+    companions: tuple[str, ...] = ()  # companions a dependency brought, asked directly after a lock (companions.py)
 
     def with_lock(self, lock_text: str, locked_at: str) -> Fingerprint:
         return self._replace(uv_lock_sha256=sha256_text(lock_text), extra={**self.extra, LOCKED_AT: locked_at})
@@ -58,11 +59,13 @@ class Fingerprint(NamedTuple):
         data["extra"] = dict(sorted(self.extra.items()))
         data["roots"] = list(self.roots)
         data["warnings"] = list(self.warnings)
-        for name in ("settled", "bounds"):  # written only when used: other locks keep the bytes they had
-            if data[name]:
-                data[name] = dict(sorted(data[name].items()))
-            else:
+        for name in ("settled", "bounds", "companions"):  # written only when used: other locks keep their bytes
+            if not data[name]:
                 del data[name]
+            elif name == "companions":
+                data[name] = sorted(data[name])
+            else:
+                data[name] = dict(sorted(data[name].items()))
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -97,7 +100,7 @@ _FIELD_TYPES: dict[str, Any] = {
     "index_url": (str, type(None)), "profile_sha256": str, "pyproject_sha256": str, "inputs": "mapping",
     "uv_lock_sha256": str, "schema": int, "extra": "mapping", "raw_inputs": "mapping", "roots": "strings",
     "warnings": "strings", "default_index": (str, type(None)), "requires_python": str, "settled": "mapping",
-    "bounds": "mapping",
+    "bounds": "mapping", "companions": "strings",
 }
 
 

@@ -184,12 +184,13 @@ def _write_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: b
     """uv locks `staged` (seeded with the committed lock), audited, fingerprinted, with its torch guard."""
     from envbuild import guard
     from envbuild.audit import audit_texts, require_clean
-    from envbuild.companions import refuse_off_index
+    from envbuild.companions import refuse_misplaced, refuse_unlisted
     from envbuild.settling import settle_lock
     from envbuild.variants import groups_for
 
     profile = plan.profile
-    if upgrade and (plan.fingerprint.settled or plan.fingerprint.bounds):  # a full re-resolve starts afresh
+    if upgrade and (plan.fingerprint.settled or plan.fingerprint.bounds or plan.fingerprint.companions):
+        # a full re-resolve starts afresh
         plan = plan_lock(deployment, profile, settled=Settled())
     if seed:  # the previous lock is uv's starting point: re-locking keeps versions unless asked
         shutil.copyfile(plan.folder.uv_lock, staged / "uv.lock")
@@ -204,7 +205,8 @@ def _write_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: b
     # One provider per variant group in the whole resolution, each torch-bound package at torch's minor:
     # settled (and locked again), or no lock.
     plan, settled = settle_lock(deployment, plan, locked, groups, relock)
-    refuse_off_index(locked, profile, deployment.indexes(profile).torch, plan.merged.result)
+    refuse_misplaced(locked, profile, deployment.indexes(profile).torch, plan.merged.result)
+    refuse_unlisted(locked, profile, plan.merged.result)
     report = audit_texts(plan.pyproject, lock_text, profile, folder=staged,
                          indexes=deployment.indexes(profile)[:3], pytorch_bases=deployment.pytorch_bases(),
                          variant_groups=groups)

@@ -60,6 +60,7 @@ def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Settled
         raw_inputs={config.display(path): file_digest(path) or "" for path in merged.files_read},
         roots=tuple(config.display(item.path) for item in merged.collected.files),
         warnings=input_warnings(merged), settled=dict(settled.groups), bounds=dict(settled.bounds),
+        companions=settled.companions,
     )
     return LockPlan(profile, merged, pyproject, fingerprint, folder, untrusted)
 
@@ -70,6 +71,10 @@ class Settled(NamedTuple):
 
     groups: Mapping[str, str] = MappingProxyType({})
     bounds: Mapping[str, str] = MappingProxyType({})
+    companions: tuple[str, ...] = ()  # the profile's companions a dependency brought, asked directly
+
+    def __bool__(self) -> bool:
+        return bool(self.groups or self.bounds or self.companions)
 
 
 def settled_inputs(deployment: Deployment, profile: TorchProfile, settled: Settled | None = None,
@@ -80,27 +85,30 @@ def settled_inputs(deployment: Deployment, profile: TorchProfile, settled: Settl
     folder = deployment.folder(profile)
     if settled is None:
         recorded = folder.read_fingerprint()
-        settled = Settled(recorded.settled, recorded.bounds) if recorded is not None else Settled()
-    if not settled.groups and not settled.bounds:
+        settled = Settled(recorded.settled, recorded.bounds, recorded.companions) if recorded else Settled()
+    if not settled:
         return merged, Settled(), ()
-    from envbuild import torch_bound
+    from envbuild import companions, torch_bound
     from envbuild.settling import check_recorded, with_settlements
     from envbuild.variants import groups_for
 
     groups = groups_for(deployment.config.variant_groups, deployment.config.source)
     kept, untrusted = check_recorded(settled.groups, groups, profile, merged.result)
     bounds, unbound = torch_bound.check_recorded(settled.bounds, profile)
+    asked, unlisted = companions.check_recorded(settled.companions, profile, merged.result)
     where = deployment.display(folder.fingerprint_path)
     result = torch_bound.with_bounds(with_settlements(merged.result, kept, where), bounds, where)
-    return merged._replace(result=result), Settled(kept, bounds), (*untrusted, *unbound)
+    result = companions.with_asked(result, asked, profile, deployment.config)
+    return (merged._replace(result=result), Settled(kept, bounds, asked),
+            (*untrusted, *unbound, *unlisted))
 
 
 def _settled_notes(settled: Settled) -> tuple[str, ...]:
-    if not settled.groups and not settled.bounds:
+    if not settled:
         return ()
     from envbuild.settling import header_notes
 
-    return header_notes(settled.groups, settled.bounds)
+    return header_notes(settled.groups, settled.bounds, settled.companions)
 
 
 def expected_fingerprint(deployment: Deployment, profile: TorchProfile) -> Fingerprint:

@@ -101,12 +101,15 @@ def with_settlements(result: MergeResult, settled: Mapping[str, str], where: str
     return MergeResult(tuple(requirements), result.constraints)
 
 
-def header_notes(settled: Mapping[str, str], bounds: Mapping[str, str]) -> tuple[str, ...]:
+def header_notes(settled: Mapping[str, str], bounds: Mapping[str, str],
+                 companions: Sequence[str] = ()) -> tuple[str, ...]:
     """The pyproject's header says which requirement or constraint no input wrote (nothing when none)."""
     return (*(f"Settled by envbuild (recorded in {FINGERPRINT_NAME}): the `{module}` module from {kept}."
               for module, kept in sorted(settled.items())),
             *(f"Held by envbuild (recorded in {FINGERPRINT_NAME}): {package}{specifier}, for the locked torch."
-              for package, specifier in sorted(bounds.items())))
+              for package, specifier in sorted(bounds.items())),
+            *(f"Asked by envbuild (recorded in {FINGERPRINT_NAME}): {name}, a dependency's, as the profile takes it."
+              for name in sorted(companions)))
 
 
 def describe(settlement: Settlement, merged: MergeResult) -> str:
@@ -123,24 +126,27 @@ def settle_lock(deployment: Deployment, plan: LockPlan, locked: LockFile, groups
     """After the first `uv lock`: settle what the lock leaves open (two providers of a module, a package
     built for another torch), re-plan with it and `relock` once; refuse if the second lock still has it.
     Nothing to settle: the plan as it was and no second uv run."""
-    from envbuild import torch_bound
+    from envbuild import companions, torch_bound
     from envbuild.planning import Settled, plan_lock
     from envbuild.variants import refuse_second_providers, second_providers
 
     profile = plan.profile
     found = second_providers(locked, groups)
     bounds = torch_bound.needed_bounds(locked)
-    if not found and not bounds:
-        return plan, ()
+    misplaced = companions.misplaced(locked, profile, deployment.indexes(profile).torch)
+    if not found and not bounds and not misplaced:
+        return plan, tuple(torch_bound.unchecked(locked))
     settlements = settle(found, profile)
     recorded = plan.fingerprint
     settled = plan_lock(deployment, profile, settled=Settled(
         {**recorded.settled, **{s.module: s.kept for s in settlements}},
-        {**recorded.bounds, **{b.package: b.specifier for b in bounds}}))
+        {**recorded.bounds, **{b.package: b.specifier for b in bounds}},
+        tuple(sorted({*recorded.companions, *(m.name for m in misplaced)}))))
     taken = [s for s in settlements if settled.fingerprint.settled.get(s.module) == s.kept]
     if len(taken) < len(settlements) and not bounds:  # an input asks for a member under a marker: not ours
         refuse_second_providers(found, plan.merged.result, profile)
     locked = relock(settled)
     refuse_second_providers(second_providers(locked, groups), settled.merged.result, profile)
     torch_bound.refuse_unbound(torch_bound.needed_bounds(locked))
-    return settled, (*(describe(s, plan.merged.result) for s in taken), *map(torch_bound.describe, bounds))
+    return settled, (*(describe(s, plan.merged.result) for s in taken), *map(torch_bound.describe, bounds),
+                     *(m.describe(profile, plan.merged.result) for m in misplaced), *torch_bound.unchecked(locked))

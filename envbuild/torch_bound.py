@@ -68,32 +68,45 @@ class Bound(NamedTuple):
 
 
 def needed_bounds(lock: LockFile) -> list[Bound]:
-    """Each table package the lock holds at a minor its torch does not take. A torch minor the table does
-    not know is refused: nothing says which build of the package fits it."""
-    torch = sorted({minor_of(p.version) for p in lock.packages if p.name == "torch"})
+    """Each table package the lock holds at a minor its torch does not take (torch minors the table has
+    no row for are left to `unchecked`)."""
+    torch = _torch_minors(lock)
     needed = []
     for rule in bound_rules():
         locked = sorted({p.version for p in lock.packages if p.name == rule.package})
-        if not locked or not torch:
+        known = [t for t in torch if t in rule.minors]
+        if not locked or not known:
             continue
-        unknown = [t for t in torch if t not in rule.minors]
-        if unknown:
-            raise ConflictError(rule.package, [
-                f"the lock holds torch {', '.join(unknown)} and {rule.package} {', '.join(locked)}; the table of "
-                f"which {rule.package} minor each torch minor needs has no row for torch {', '.join(unknown)}"],
-                hint=f"{rule.package}'s table ({rule.source.split(',')[0]}) names the minor to use: add the row to "
-                     f"envbuild/data/torch_bound.toml, or choose a profile whose torch it lists "
-                     f"({', '.join(rule.minors)})")
-        wanted = sorted({rule.minors[t] for t in torch})
+        wanted = sorted({rule.minors[t] for t in known})
         if len(wanted) > 1:
-            raise ConflictError(rule.package, [f"the lock holds torch {', '.join(torch)}, which need {rule.package} "
+            raise ConflictError(rule.package, [f"the lock holds torch {', '.join(known)}, which need {rule.package} "
                                                f"{' and '.join(wanted)}: one environment installs one"],
                                 hint="lock one torch minor per profile (narrow the profile's torch range)")
         for version in locked:
             if minor_of(version) != wanted[0]:
-                needed.append(Bound(rule.package, version, torch[0], wanted[0]))
+                needed.append(Bound(rule.package, version, known[0], wanted[0]))
                 break
     return needed
+
+
+def unchecked(lock: LockFile) -> list[str]:
+    """A table package locked with a torch minor the table has no row for (a torch newer than its source
+    lists): said with every lock, not refused, since nothing says which build fits and uv's choice may."""
+    torch = _torch_minors(lock)
+    notes = []
+    for rule in bound_rules():
+        locked = sorted({p.version for p in lock.packages if p.name == rule.package})
+        unknown = [t for t in torch if t not in rule.minors]
+        if locked and unknown:
+            notes.append(f"{rule.package} {', '.join(locked)} is locked with torch {', '.join(unknown)}, which "
+                         f"envbuild's table of the {rule.package} minor each torch needs has no row for: not "
+                         f"checked (see {rule.source.split(',')[0]}; pin {rule.package} in a requirements "
+                         "file if its table names another minor)")
+    return notes
+
+
+def _torch_minors(lock: LockFile) -> list[str]:
+    return sorted({minor_of(p.version) for p in lock.packages if p.name == "torch"})
 
 
 def refuse_unbound(bounds: list[Bound]) -> None:
@@ -108,7 +121,7 @@ def refuse_unbound(bounds: list[Bound]) -> None:
 
 def audit_problems(lock: LockFile) -> list[str]:
     """For the audit: a lock envbuild would not have written (a package of the table at another minor
-    than its torch needs, or with a torch the table does not know)."""
+    than its torch needs)."""
     try:
         found = needed_bounds(lock)
     except ConflictError as exc:

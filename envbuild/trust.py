@@ -164,8 +164,8 @@ def _fast_key(deployment: Deployment, profile: TorchProfile, folder: LockFolder,
     roots = tuple(deployment.display(item.path) for item in collect_inputs(deployment.config).files)
     if roots != recorded.roots:
         return None
-    expected = expected_fingerprint(deployment, profile)._replace(settled=recorded.settled,
-                                                                    bounds=recorded.bounds)
+    expected = expected_fingerprint(deployment, profile)._replace(settled=recorded.settled, bounds=recorded.bounds,
+                                                                    companions=recorded.companions)
     return content_key(expected, roots, current_digests(recorded, deployment.config.project_dir), folder)
 
 

@@ -3,6 +3,7 @@ requirement matches the profile's torch, or refused before uv saying what a whee
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -212,17 +213,56 @@ def test_a_node_version_outside_the_profile_bound_is_a_conflict_before_uv(
     assert not (site.root / "locks/cu126").exists()
 
 
-def test_a_companion_reached_only_through_a_dependency_is_refused_naming_the_chain(
+def test_a_companion_reached_only_through_a_dependency_is_asked_for_directly_and_locked_again(
     xformers_indexes: Catalogue, env: dict[str, str], tmp_path: Path
 ) -> None:
+    """uv's sources apply to direct requirements only: a dependency's `xformers` resolves from PyPI (here a
+    build pinning the profile's torch, so uv takes it). envbuild asks for it directly and locks again."""
     wheels = tmp_path / "wheels/pypi"
     xformers_indexes.pypi.add(build_wheel(wheels, "xformers", "0.0.31", requires_dist=("torch==2.7.1",)))
     xformers_indexes.pypi.add(build_wheel(wheels, "xtool", "1.0", requires_dist=("xformers",)))
     site = _site(tmp_path, {"node_t": "xtool\n"})
     result = run_cli(["lock", "--profile", "cu126"], env=env, cwd=site.root)
+    assert result.returncode == 0, result
+    assert "cu126: asked for xformers directly, as profile cu126 takes it (node node_t → xtool → xformers took " \
+           "xformers 0.0.31 from " in result.stdout, result
+    cu126 = xformers_indexes.torch_index("cu126").url.rstrip("/")
+    assert locked_versions(site.root / "locks/cu126/uv.lock")["xformers"] == ("0.0.31", cu126)
+    folder = site.root / "locks/cu126"
+    pyproject = tomlkit.parse((folder / "pyproject.toml").read_text())
+    assert "xformers>=0.0.29.post2" in pyproject["project"]["dependencies"]  # type: ignore[operator]
+    assert pyproject["tool"]["uv"]["sources"]["xformers"] == {"index": "pytorch-cu126"}  # type: ignore[index]
+    fingerprint = json.loads((folder / "envbuild-lock.json").read_text())
+    assert fingerprint["companions"] == ["xformers"]
+    fresh = dict(env, ENVBUILD_CACHE_DIR=str(tmp_path / "another-cache"))
+    check = run_cli(["lock", "--check", "--profile", "cu126"], env=fresh, cwd=site.root)
+    assert check.returncode == 0 and "cu126: current" in check.stdout, check
+    again = run_cli(["lock", "--profile", "cu126"], env=env, cwd=site.root)
+    assert again.returncode == 0 and "uv not run" in again.stdout, again
+    # The fingerprint is not trusted: a companion the profile does not list is an edit, not an ask.
+    fingerprint["companions"] = ["torchao", "xformers"]
+    (folder / "envbuild-lock.json").write_text(json.dumps(fingerprint))
+    edited = run_cli(["lock", "--check", "--profile", "cu126"], env=dict(env, ENVBUILD_CACHE_DIR=str(tmp_path / "c3")),
+                     cwd=site.root)
+    assert edited.returncode == 5, edited
+    assert 'envbuild-lock.json asks for "torchao" as a companion, which profile cu126 does not list' in \
+        edited.stdout + edited.stderr, edited
+
+
+def test_a_torch_bound_package_a_dependency_brings_that_no_index_has_for_this_torch_is_refused(
+    xformers_indexes: Catalogue, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The guard sees the inputs' own lines; after the lock, a dependency's xformers under a profile that does
+    not list it (PyPI's build: another CUDA's) is refused the same way, naming the chain."""
+    wheels = tmp_path / "wheels/pypi"
+    xformers_indexes.pypi.add(build_wheel(wheels, "xformers", "0.0.31", requires_dist=("torch==2.7.1",)))
+    xformers_indexes.pypi.add(build_wheel(wheels, "xtool", "1.0", requires_dist=("xformers",)))
+    site = _site(tmp_path, {"node_t": "xtool\n"}, companions=None)
+    result = run_cli(["lock", "--profile", "cu126"], env=env, cwd=site.root)
     assert result.returncode == 2, result
-    assert "node node_t → xtool → xformers takes xformers 0.0.31 from" in result.stderr, result
-    assert "not from profile cu126's index" in result.stderr and "ask for xformers directly" in result.stderr
+    assert "node node_t → xtool → xformers brings xformers 0.0.31, compiled against one torch and CUDA, and no " \
+           "index of profile cu126 has it for this torch" in result.stderr, result
+    assert "--exclude-node node_t" in result.stderr
     assert not (site.root / "locks/cu126").exists()
 
 
