@@ -88,7 +88,7 @@ def _merge_group(name: str, members: list[SourcedRequirement]) -> MergedRequirem
 def _check_group(name: str, members: list[SourcedRequirement],
                  constraints: tuple[SourcedRequirement, ...]) -> SpecifierSet:
     """Intersect the members' specifiers; raise ConflictError when they cannot all hold."""
-    specifier = _combine(m.requirement.specifier for m in members)
+    specifier = combine_specifiers(m.requirement.specifier for m in members)
     if not specifiers_satisfiable(specifier):
         raise _conflict(name, _culprits(members), constraints, "relax one of them")
     with_url = [m for m in members if m.requirement.url]
@@ -97,7 +97,7 @@ def _check_group(name: str, members: list[SourcedRequirement],
     return specifier
 
 
-def _combine(sets: Iterable[SpecifierSet]) -> SpecifierSet:
+def combine_specifiers(sets: Iterable[SpecifierSet]) -> SpecifierSet:
     """Intersect specifier sets with stable text: sorted, equal specifiers written once."""
     chosen: list[Specifier] = []
     for spec in sorted((spec for specifier in sets for spec in specifier), key=str):
@@ -113,7 +113,7 @@ def _culprits(members: list[SourcedRequirement]) -> list[SourcedRequirement]:
             return [member]
     for first, second in combinations(members, 2):
         both = [first.requirement.specifier, second.requirement.specifier]
-        if not specifiers_satisfiable(_combine(both)):
+        if not specifiers_satisfiable(combine_specifiers(both)):
             return [first, second]
     return list(members)
 

@@ -5,7 +5,11 @@ requirement says which one to keep, so the overrides that drop the others are no
 then keeps one by the group's own rule, adds it as a direct requirement (which makes
 `variants.overrides` drop every other member from every dependency) and locks again.
 
-The choice is recorded in the lock folder's fingerprint (`settled`) and the plan renders with it, so the
+The member kept carries the version bounds the lock's packages put on any member of the group
+(envbuild.member_bounds): dropping a member's requirement must not drop its bound.
+
+The choice is recorded in the lock folder's fingerprint (`settled`, the requirement as rendered:
+`opencv-python-headless<5,>=4.8`, or a bare name) and the plan renders with it, so the
 pyproject stays reproducible from what is committed: re-locking keeps earlier choices (as uv keeps
 earlier versions) and `lock --upgrade` starts without them. The fingerprint is an untrusted file, so a
 recorded choice is used only when envbuild itself could have made it (`check_recorded`); any other makes
@@ -21,7 +25,10 @@ from typing import TYPE_CHECKING, NamedTuple
 from envbuild.lockdir import FINGERPRINT_NAME
 
 if TYPE_CHECKING:
+    from packaging.requirements import Requirement
+
     from envbuild.deployment import Deployment
+    from envbuild.member_bounds import MemberBounds
     from envbuild.merging import MergeResult
     from envbuild.planning import LockPlan
     from envbuild.profiles import TorchProfile
@@ -35,12 +42,19 @@ def origin_source(module: str) -> str:
 
 
 class Settlement(NamedTuple):
-    """One group settled after a lock: the member kept, why, and the providers it replaces."""
+    """One group settled after a lock: the member kept, why, the providers it replaces, and the bounds
+    the lock's packages put on the group's members (None: not read yet)."""
 
     module: str
     kept: str
     why: str
     dropped: tuple[Provider, ...]
+    bounds: MemberBounds | None = None
+
+    @property
+    def requirement(self) -> str:
+        """What is recorded and rendered: the kept member with every bound read, or its bare name."""
+        return self.kept if self.bounds is None else self.bounds.requirement(self.kept)
 
 
 def settle(found: Iterable[tuple[VariantGroup, list[Provider]]], profile: TorchProfile) -> list[Settlement]:
@@ -62,19 +76,38 @@ def check_recorded(recorded: Mapping[str, str], groups: Iterable[VariantGroup], 
     direct = merged.names()
     usable: dict[str, str] = {}
     problems: list[str] = []
-    for module, kept in sorted(recorded.items()):
+    for module, text in sorted(recorded.items()):
         group = by_module.get(module)
-        said = f"{FINGERPRINT_NAME} settles {quoted(module)} on {quoted(kept)}"
+        said = f"{FINGERPRINT_NAME} settles {quoted(module)} on {quoted(text)}"
+        requirement = parse_settled(text)
+        kept = requirement.name if requirement is not None else text
         if group is None:
             problems.append(f"{said}, but {quoted(module)} is no variant group of this deployment")
+        elif requirement is None:
+            problems.append(f"{said}, which is not a member's name with at most a version specifier (envbuild "
+                            "records no URL, marker or extras)")
         elif kept not in group.members:
             problems.append(f"{said}, which is no member of that group ({', '.join(sorted(group.members))})")
         elif kept not in group.choosable(profile):
             problems.append(f"{said}, which envbuild never keeps for profile {profile.name} (it keeps "
                             f"{' or '.join(sorted(group.choosable(profile)))})")
         elif not group.members & direct:
-            usable[module] = kept
+            usable[module] = kept + str(requirement.specifier)
     return usable, tuple(problems)
+
+
+def parse_settled(text: str) -> Requirement | None:
+    """A recorded settlement as a requirement: a name and at most a version specifier (older locks
+    recorded the bare name); None for anything else (a URL, a marker, extras, not PEP 508)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        requirement = Requirement(text)
+    except InvalidRequirement:
+        return None
+    if requirement.url or requirement.marker is not None or requirement.extras:
+        return None
+    return requirement
 
 
 def quoted(text: str) -> str:
@@ -84,19 +117,22 @@ def quoted(text: str) -> str:
 
 
 def with_settlements(result: MergeResult, settled: Mapping[str, str], where: str) -> MergeResult:
-    """The merged requirements with each kept member added as a direct requirement, without a version
-    (uv chooses it, as it did for the dependency that asked for a variant)."""
+    """The merged requirements with each kept member added as a direct requirement, with the bounds the
+    dependencies put on the group's members (uv chooses the version within them). `settled` holds
+    checked values (`check_recorded`)."""
     if not settled:
         return result
     from packaging.requirements import Requirement
-    from packaging.specifiers import SpecifierSet
 
     from envbuild.merging import MergedRequirement, MergeResult
     from envbuild.requirements import Origin, SourcedRequirement
 
-    added = [MergedRequirement(kept, frozenset(), SpecifierSet(), None, None,
-                               (SourcedRequirement(Requirement(kept), Origin(where, 0, origin_source(module)), kept),))
-             for module, kept in settled.items()]
+    added = []
+    for module, text in settled.items():
+        requirement = Requirement(text)
+        added.append(MergedRequirement(requirement.name, frozenset(), requirement.specifier, None, None,
+                                       (SourcedRequirement(requirement, Origin(where, 0, origin_source(module)),
+                                                           text),)))
     requirements = sorted((*result.requirements, *added), key=lambda r: (r.name, str(r.marker or "")))
     return MergeResult(tuple(requirements), result.constraints)
 
@@ -113,12 +149,47 @@ def header_notes(settled: Mapping[str, str], bounds: Mapping[str, str],
 
 
 def describe(settlement: Settlement, merged: MergeResult) -> str:
-    """One line for the lock command: what was kept, why, and each chain it replaced, node first."""
-    askers = {r.name: ", ".join(sorted({item.origin.source for item in r.origins})) for r in merged.requirements}
+    """One line for the lock command: what was kept with which bounds from whom, why, and each chain it
+    replaced, node first."""
+    askers = _askers(merged)
     dropped = "; ".join(f"{p.member} (" + " → ".join([askers.get(p.chain[0], "the project"), *p.chain]) + ")"
                         for p in settlement.dropped)
-    return (f"settled the `{settlement.module}` module: kept {settlement.kept} ({settlement.why})"
+    why = [settlement.why]
+    if settlement.bounds is not None and settlement.bounds.asked:
+        why.append("bounds from " + ", ".join(f"{a.asker} → {a.line}" for a in settlement.bounds.asked))
+    if settlement.bounds is not None and settlement.bounds.unread:
+        why.append("bounds not read from " + ", ".join(settlement.bounds.unread))
+    return (f"settled the `{settlement.module}` module: kept {settlement.requirement} ({'; '.join(why)})"
             + (f"; dropped {dropped}" if dropped else ""))
+
+
+def _askers(merged: MergeResult) -> dict[str, str]:
+    """Direct requirement -> the inputs that ask for it (nodes, the deployment's files)."""
+    return {r.name: ", ".join(sorted({item.origin.source for item in r.origins})) for r in merged.requirements}
+
+
+def bounded(deployment: Deployment, locked: LockFile, found: Sequence[tuple[VariantGroup, list[Provider]]],
+            settlements: Sequence[Settlement], merged: MergeResult) -> list[Settlement]:
+    """Each settlement with the bounds the locked packages put on its group's members, read from their
+    indexes; refused here, before a second lock, when no version of the member kept meets them all."""
+    if not settlements:
+        return list(settlements)
+    from envbuild.member_bounds import client_for, read_bounds, refuse_disjoint
+    from envbuild.variants import chain_to
+
+    members = {group.module: group.members for group, _ in found}
+    askers = _askers(merged)
+
+    def reach(package: str) -> str:
+        chain = chain_to(locked, package)
+        return " → ".join([askers.get(chain[0], "the project"), *chain])
+
+    with client_for(deployment.cache_dir, deployment.env) as client:
+        result = [s._replace(bounds=read_bounds(client, locked, members[s.module])) for s in settlements]
+    for settlement in result:
+        if settlement.bounds is not None:
+            refuse_disjoint(settlement.module, settlement.kept, settlement.bounds, reach)
+    return result
 
 
 def settle_lock(deployment: Deployment, plan: LockPlan, locked: LockFile, groups: Sequence[VariantGroup],
@@ -136,13 +207,13 @@ def settle_lock(deployment: Deployment, plan: LockPlan, locked: LockFile, groups
     misplaced = companions.misplaced(locked, profile, deployment.indexes(profile).torch)
     if not found and not bounds and not misplaced:
         return plan, tuple(torch_bound.unchecked(locked))
-    settlements = settle(found, profile)
+    settlements = bounded(deployment, locked, found, settle(found, profile), plan.merged.result)
     recorded = plan.fingerprint
     settled = plan_lock(deployment, profile, settled=Settled(
-        {**recorded.settled, **{s.module: s.kept for s in settlements}},
+        {**recorded.settled, **{s.module: s.requirement for s in settlements}},
         {**recorded.bounds, **{b.package: b.specifier for b in bounds}},
         tuple(sorted({*recorded.companions, *(m.name for m in misplaced)}))))
-    taken = [s for s in settlements if settled.fingerprint.settled.get(s.module) == s.kept]
+    taken = [s for s in settlements if settled.fingerprint.settled.get(s.module) == s.requirement]
     if len(taken) < len(settlements) and not bounds:  # an input asks for a member under a marker: not ours
         refuse_second_providers(found, plan.merged.result, profile)
     locked = relock(settled)

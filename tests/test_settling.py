@@ -71,19 +71,20 @@ def test_two_dependencies_bringing_two_cv2_builds_are_settled_on_headless(
     site = _site(tmp_path)
     folder = site.root / "locks/cu126"
     said = _lock(site, env)
-    assert ("settled the `cv2` module: kept opencv-python-headless (ComfyUI has no GUI" in said
+    assert ("settled the `cv2` module: kept opencv-python-headless>=4.5 (ComfyUI has no GUI" in said
+            and "bounds from cvtool 1.0 → opencv-python>=4.5, headtool 1.0 → opencv-python-headless>=4.5" in said
             and "dropped opencv-python (node node_tool → cvtool → opencv-python)" in said), said
     assert _uv_locks(tmp_path) == 2  # the first lock, then the one with the choice expressed
     locked = locked_versions(folder / "uv.lock")
     assert "opencv-python-headless" in locked and "opencv-python" not in locked
     assert {"cvtool", "headtool"} <= set(locked)
     pyproject = (folder / "pyproject.toml").read_text()
-    assert '"opencv-python-headless",' in pyproject  # a direct requirement, without a version
+    assert '"opencv-python-headless>=4.5",' in pyproject  # a direct requirement, with the dependencies' bounds
     assert "'opencv-python; sys_platform == \"never\"'" in pyproject  # and the override that drops the other
-    assert "# Settled by envbuild (recorded in envbuild-lock.json): the `cv2` module from opencv-python-headless." \
-        in pyproject
+    assert ("# Settled by envbuild (recorded in envbuild-lock.json): the `cv2` module from "
+            "opencv-python-headless>=4.5.") in pyproject
     recorded = json.loads((folder / "envbuild-lock.json").read_text())
-    assert recorded["settled"] == {"cv2": "opencv-python-headless"}
+    assert recorded["settled"] == {"cv2": "opencv-python-headless>=4.5"}
     first = {p.name: p.read_bytes() for p in folder.iterdir()}
 
     check = run_cli(["lock", "--check", "--profile", "cu126"], env=env, cwd=site.root)
@@ -119,7 +120,7 @@ def test_a_recorded_settlement_envbuild_never_makes_is_an_edited_lock(
     assert sync.returncode == 5 and "envbuild-lock.json" in sync.stderr, sync
     relocked = _lock(site, env)  # re-locking regenerates the folder, settled as envbuild settles it
     assert "settled the `cv2` module: kept opencv-python-headless" in relocked, relocked
-    assert json.loads(path.read_text())["settled"] == {"cv2": "opencv-python-headless"}
+    assert json.loads(path.read_text())["settled"] == {"cv2": "opencv-python-headless>=4.5"}
 
 
 def test_a_lock_with_nothing_to_settle_runs_uv_once_and_records_no_settlement(
@@ -164,6 +165,12 @@ def _merged(*lines: str):  # type: ignore[no-untyped-def]
     ("cpu", "onnxruntime", "onnxruntime", True),
     ("cpu", "onnxruntime", "onnxruntime-gpu", False),
     ("cu126", "PIL", "pillow", False),  # not a group
+    ("cu126", "cv2", "opencv-python-headless<5,>=4.8", True),  # with the dependencies' bounds
+    ("cu126", "cv2", "opencv-python<5,>=4.8", False),
+    ("cu126", "cv2", "opencv-python-headless @ https://example.invalid/cv2.whl", False),  # only a version
+    ("cu126", "cv2", 'opencv-python-headless>=4.8; sys_platform == "linux"', False),
+    ("cu126", "cv2", "opencv-python-headless[extra]>=4.8", False),
+    ("cu126", "cv2", "opencv-python-headless>=4.8 # and a comment", False),
 ])
 def test_only_a_settlement_envbuild_could_make_is_used(profile: str, module: str, kept: str, usable: bool) -> None:
     found, problems = check_recorded({module: kept}, builtin_groups(), load_catalogue().get(profile),

@@ -143,13 +143,14 @@ class Catalogue:
         return index
 
     def reset(self) -> None:
-        """Undo per-test changes (faults, extra indexes, files, JSON off); empty the log."""
+        """Undo per-test changes (faults, extra indexes, files, JSON off, file caching); empty the log."""
         self.server.clear_faults()
         self.server.clear_log()
         while self._extra:
             self.server.remove_index(self._extra.pop())
         for prefix, index in self.indexes.items():
             index.json = True
+            index.file_cache_control = None
             index.restore(self._baseline[prefix])
 
 

@@ -48,6 +48,9 @@ class Index:
         # flat=True: `/<prefix>/` is one page of links to every file, as many PyTorch mirrors
         # serve a variant (pip's --find-links, uv's `format = "flat"`); no per-project pages.
         self.flat = False
+        # Set: files and their `.metadata` say so in Cache-Control, as PyPI's file host does
+        # (`max-age=365000000, immutable, public`): a client may answer them from its cache.
+        self.file_cache_control: str | None = None
         self._files: dict[str, IndexFile] = {}
 
     @property
@@ -300,7 +303,10 @@ class IndexServer:
         if parts[0] == "files" and len(parts) == 2:
             name = parts[1]
             sidecar = name.endswith(".metadata")
-            return pages.file_response(index.get(name.removesuffix(".metadata")), metadata=sidecar)
+            response = pages.file_response(index.get(name.removesuffix(".metadata")), metadata=sidecar)
+            if index.file_cache_control and response.status == 200:
+                response.headers["Cache-Control"] = index.file_cache_control
+            return response
         if len(parts) != 1:
             return pages.text(404, "not found\n")
         if not rest.endswith("/"):
