@@ -80,8 +80,8 @@ def read_bounds(client: IndexClient, lock: LockFile, members: frozenset[str]) ->
     unread: list[str] = []
     for package, text in zip(found, texts, strict=True):
         label = f"{package.name} {package.version}"
-        if isinstance(text, IndexReadError):
-            unread.append(f"{label} ({text})")
+        if isinstance(text, IndexReadError):  # a source that is no index is named by the package alone
+            unread.append(f"{label} ({text.reason if text.url == label else text})")
             continue
         asked.extend(Asked(label, str(req), req.specifier) for req in member_lines(text, members, extras(package))
                      if str(req.specifier))

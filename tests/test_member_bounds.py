@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.member_bounds import extras, member_lines
+from envbuild.indexclient import IndexReadError
+from envbuild.member_bounds import extras, member_lines, read_bounds
 from envbuild.merging import merge
 from envbuild.requirements import Origin, SourcedRequirement
 from envbuild.settling import with_settlements
@@ -123,3 +124,32 @@ def test_a_settled_requirement_renders_with_its_bounds() -> None:
     merged = merge([SourcedRequirement(Requirement("numpy"), Origin("x.txt", 1, "node x"), "numpy")])
     settled = with_settlements(merged, {"cv2": "opencv-python-headless<5,>=4.8"}, "locks/cu126/envbuild-lock.json")
     assert [r.pep508() for r in settled.requirements] == ["numpy", "opencv-python-headless<5,>=4.8"]
+
+
+class _NoIndex:
+    """An index client that must not be asked: a package from a path is read from no index."""
+
+    def map(self, func, items):  # type: ignore[no-untyped-def]
+        found = []
+        for item in items:
+            try:
+                found.append(func(item))
+            except IndexReadError as exc:
+                found.append(exc)
+        return found
+
+    def project_page(self, *args: object) -> None:
+        raise AssertionError("no index holds a path source")
+
+
+def test_an_asker_from_a_path_is_named_as_not_read() -> None:
+    from envbuild.uvlock import LockFile
+
+    local = LockedPackage("cvtool", "1.0", {"path": "wheels/cvtool-1.0-py3-none-any.whl"},
+                          dependencies=(Dependency("opencv-python"),))
+    lock = LockFile(Path("uv.lock"), (LockedPackage("project", "0", {"virtual": "."}), local,
+                                      LockedPackage("opencv-python", "4.9", {"registry": "https://pypi.org/simple"})))
+    bounds = read_bounds(_NoIndex(), lock, CV2)  # type: ignore[arg-type]
+    assert bounds.asked == ()
+    assert bounds.unread == ("cvtool 1.0 (a path source, not an index: its metadata is not read)",)
+    assert bounds.requirement("opencv-python-headless") == "opencv-python-headless"
