@@ -31,6 +31,7 @@ from envbuild.profiles import (
 )
 
 if TYPE_CHECKING:
+    from envbuild.indexclient import IndexClient
     from envbuild.mirrors import Mirrors
     from envbuild.uv import Uv
 
@@ -114,6 +115,18 @@ class Deployment:
         import platformdirs
 
         return Path(platformdirs.user_cache_dir("envbuild"))
+
+    @property
+    def offline(self) -> bool:
+        """uv's own switch (UV_OFFLINE): what envbuild reads from an index itself follows it too."""
+        return self.env.get("UV_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+    def index_client(self, *, offline: bool = False) -> IndexClient:
+        """The one client envbuild reads indexes with (pages, wheel metadata), cached per user; offline
+        (cache only) when asked or when uv is."""
+        from envbuild.indexclient import HttpCache, IndexClient
+
+        return IndexClient(HttpCache(self.cache_dir / "index"), offline=offline or self.offline)
 
     @functools.cached_property
     def uv(self) -> Uv:

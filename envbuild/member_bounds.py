@@ -21,7 +21,7 @@ lock: the member is kept with the bounds that were read, and the lock's line nam
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -31,7 +31,6 @@ from packaging.utils import canonicalize_name
 from envbuild.errors import ConflictError
 
 if TYPE_CHECKING:
-    from pathlib import Path
 
     from envbuild.indexclient import IndexClient
     from envbuild.uvlock import LockedPackage, LockFile
@@ -162,11 +161,3 @@ def refuse_disjoint(module: str, kept: str, bounds: MemberBounds, reach: Callabl
              "meets all these bounds; leave out a node that brings one of them (--exclude-node), or pin a "
              "version of one asker that fits in a requirements file of the deployment (e.g. one in [lock] "
              "extra-requirements)")
-
-
-def client_for(cache_dir: Path, env: Mapping[str, str]) -> IndexClient:
-    """The cached index client of `profiles update`, offline when uv is told to be (UV_OFFLINE)."""
-    from envbuild.indexclient import HttpCache, IndexClient
-
-    offline = env.get("UV_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    return IndexClient(HttpCache(cache_dir / "index"), offline=offline)

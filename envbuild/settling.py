@@ -174,7 +174,7 @@ def bounded(deployment: Deployment, locked: LockFile, found: Sequence[tuple[Vari
     indexes; refused here, before a second lock, when no version of the member kept meets them all."""
     if not settlements:
         return list(settlements)
-    from envbuild.member_bounds import client_for, read_bounds, refuse_disjoint
+    from envbuild.member_bounds import read_bounds, refuse_disjoint
     from envbuild.variants import chain_to
 
     members = {group.module: group.members for group, _ in found}
@@ -184,7 +184,7 @@ def bounded(deployment: Deployment, locked: LockFile, found: Sequence[tuple[Vari
         chain = chain_to(locked, package)
         return " → ".join([askers.get(chain[0], "the project"), *chain])
 
-    with client_for(deployment.cache_dir, deployment.env) as client:
+    with deployment.index_client() as client:
         result = [s._replace(bounds=read_bounds(client, locked, members[s.module])) for s in settlements]
     for settlement in result:
         if settlement.bounds is not None:

@@ -115,3 +115,22 @@ def _isolate_package_tool_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
 # ============================================================================
 # END test-support index fixtures
 # ============================================================================
+
+
+@pytest.fixture
+def env(uv_env: dict[str, str]) -> dict[str, str]:
+    """The environment CLI tests run envbuild with (a module needing more defines its own `env`)."""
+    return uv_env
+
+
+@pytest.fixture
+def opencv_pypi(index_server: Catalogue, tmp_path: Path) -> Catalogue:
+    """Two cv2 builds on the loopback PyPI, and two tools that each need one of them (reset after the test)."""
+    from tests.support.wheels import build_wheel
+
+    out = tmp_path / "wheels"
+    for name in ("opencv-python", "opencv-python-headless"):
+        index_server.pypi.add(build_wheel(out, name, "4.10.0.84", import_name="cv2"))
+    index_server.pypi.add(build_wheel(out, "cvtool", "1.0", requires_dist=("opencv-python>=4.5",)))
+    index_server.pypi.add(build_wheel(out, "headtool", "1.0", requires_dist=("opencv-python-headless>=4.5",)))
+    return index_server

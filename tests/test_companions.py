@@ -24,11 +24,6 @@ XFORMERS = {  # index -> (xformers version, the one torch it requires), as PyTor
 
 
 @pytest.fixture
-def env(uv_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    return dict(uv_env, ENVBUILD_CACHE_DIR=str(tmp_path / "envbuild-cache"))
-
-
-@pytest.fixture
 def xformers_indexes(index_server: Catalogue, tmp_path: Path) -> Catalogue:
     """xformers per CUDA variant, each requiring one exact torch; PyPI's own build (another CUDA, a torch
     this profile's index does not have) planted where a node's plain `xformers` would otherwise go."""

@@ -26,11 +26,6 @@ def site(tmp_path: Path) -> Deployment:
     return make_deployment(tmp_path / "site", manager=None)
 
 
-@pytest.fixture
-def env(uv_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    return dict(uv_env, ENVBUILD_CACHE_DIR=str(tmp_path / "envbuild-cache"))
-
-
 def cli(site: Deployment, env: dict[str, str], *args: str, code: int = 0):  # type: ignore[no-untyped-def]
     result = run_cli(list(args), env=env, cwd=site.root)
     assert result.returncode == code, result

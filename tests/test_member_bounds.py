@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from envbuild.indexclient import IndexReadError
 from envbuild.member_bounds import extras, member_lines, read_bounds
 from envbuild.merging import merge
@@ -20,11 +18,6 @@ from tests.support.deploy import Deployment, locked_versions, make_deployment, r
 from tests.support.wheels import build_wheel
 
 CV2 = frozenset({"opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"})
-
-
-@pytest.fixture
-def env(uv_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    return dict(uv_env, ENVBUILD_CACHE_DIR=str(tmp_path / "envbuild-cache"))
 
 
 def _publish(index_server: Catalogue, tmp_path: Path, headtool_asks: str) -> None:

@@ -19,11 +19,6 @@ def deployment(tmp_path: Path) -> Deployment:
     return make_deployment(tmp_path / "site")
 
 
-@pytest.fixture
-def env(uv_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    return dict(uv_env, ENVBUILD_CACHE_DIR=str(tmp_path / "envbuild-cache"))
-
-
 def test_cuda_majors_and_profile_names_in_any_case(deployment: Deployment, env: dict[str, str]) -> None:
     for flags, profile in ((["--cuda", "13"], "cu130"), (["--cuda", "13.0"], "cu130"), (["--cuda", "12"], "cu128"),
                            (["--profile", "CU126"], "cu126")):

@@ -18,7 +18,6 @@ from envbuild.settling import check_recorded, with_settlements
 from envbuild.variants import builtin_groups, deployment_group, overrides
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import Deployment, locked_versions, make_deployment, run_cli
-from tests.support.wheels import build_wheel
 
 CV2 = {"opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"}
 
@@ -39,17 +38,6 @@ def env(uv_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
 def _uv_locks(tmp_path: Path) -> int:
     runs = tmp_path / "uv-runs"
     return len(runs.read_text().split()) if runs.exists() else 0
-
-
-@pytest.fixture
-def opencv_pypi(index_server: Catalogue, tmp_path: Path) -> Catalogue:
-    """Two cv2 builds, each needed by one tool that a node asks for (not the build itself)."""
-    out = tmp_path / "wheels"
-    for name in ("opencv-python", "opencv-python-headless"):
-        index_server.pypi.add(build_wheel(out, name, "4.10.0.84", import_name="cv2"))
-    index_server.pypi.add(build_wheel(out, "cvtool", "1.0", requires_dist=("opencv-python>=4.5",)))
-    index_server.pypi.add(build_wheel(out, "headtool", "1.0", requires_dist=("opencv-python-headless>=4.5",)))
-    return index_server
 
 
 def _site(tmp_path: Path) -> Deployment:

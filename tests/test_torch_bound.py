@@ -18,11 +18,6 @@ from tests.support.wheels import build_wheel
 
 
 @pytest.fixture
-def env(uv_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    return dict(uv_env, ENVBUILD_CACHE_DIR=str(tmp_path / "envbuild-cache"))
-
-
-@pytest.fixture
 def triton_pypi(index_server: Catalogue, tmp_path: Path) -> Catalogue:
     """triton-windows for torch 2.7 (3.3) and 2.8 (3.4), and a tool that needs it without a version."""
     out = tmp_path / "wheels"

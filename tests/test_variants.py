@@ -14,23 +14,6 @@ from envbuild.profile_catalogue import load_catalogue
 from envbuild.variants import builtin_groups, groups_for, is_rendered_override
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import Deployment, locked_versions, make_deployment, run_cli
-from tests.support.wheels import build_wheel
-
-
-@pytest.fixture
-def env(uv_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    return dict(uv_env, ENVBUILD_CACHE_DIR=str(tmp_path / "envbuild-cache"))
-
-
-@pytest.fixture
-def opencv_pypi(index_server: Catalogue, tmp_path: Path) -> Catalogue:
-    """Two cv2 builds and two packages that each need one of them (reset after the test)."""
-    out = tmp_path / "wheels"
-    for name in ("opencv-python", "opencv-python-headless"):
-        index_server.pypi.add(build_wheel(out, name, "4.10.0.84", import_name="cv2"))
-    index_server.pypi.add(build_wheel(out, "cvtool", "1.0", requires_dist=("opencv-python>=4.5",)))
-    index_server.pypi.add(build_wheel(out, "headtool", "1.0", requires_dist=("opencv-python-headless>=4.5",)))
-    return index_server
 
 
 def _site(tmp_path: Path, nodes: dict[str, str]) -> Deployment:

@@ -51,7 +51,8 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
 @click.option("--profile", "names", multiple=True, metavar="NAME",
               help="Only this profile (cu126: its [packages]; cu126-pypi: its [pypi] table). Repeatable.")
 @click.option("--write", is_flag=True, help="Write the proposed bounds into the profile files (comments kept).")
-@click.option("--offline", is_flag=True, help="Use only the cached index answers, however old.")
+@click.option("--offline", is_flag=True,
+              help="Use only the cached index answers, however old (also when UV_OFFLINE is set).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def update(ctx: click.Context, names: tuple[str, ...], write: bool, offline: bool, as_json: bool) -> None:
@@ -64,18 +65,17 @@ def update(ctx: click.Context, names: tuple[str, ...], write: bool, offline: boo
     compatible set.
     """
 
-    from envbuild.indexclient import HttpCache, IndexClient
     from envbuild.profile_update import update_profiles, write_updates
 
     deployment = build_deployment(ctx)
     config = deployment.config
-    with IndexClient(HttpCache(deployment.cache_dir / "index"), offline=offline) as client:
+    with deployment.index_client(offline=offline) as client:
         report = update_profiles(config, deployment.catalogue, names, client, environ=deployment.env)
     written = [config.display(p) for p in write_updates(report)] if write else []
     if as_json:
         show(_json(report, config, written))
     else:
-        _print(ctx, report, config, written, write=write, offline=offline)
+        _print(ctx, report, config, written, write=write, offline=offline or deployment.offline)
     if report.unreadable:  # an index that could not be read: the same code as uv's unreachable index
         from envbuild.errors import IndexUnreachableError
 
