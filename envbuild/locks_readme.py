@@ -33,6 +33,7 @@ class LockSummary:
     locked_at: str  # ISO date, or "unknown"
     inputs: tuple[str, ...]
     platforms: tuple[str, ...]
+    settled: tuple[str, ...] = ()  # what envbuild added after the lock (envbuild.settling), said
 
     @property
     def sync_command(self) -> str:
@@ -67,7 +68,23 @@ def summarize(folder: LockFolder, profile: TorchProfile | None) -> LockSummary:
         locked_at=str(locked_at),
         inputs=tuple(inputs),
         platforms=lock.supported_markers,
+        settled=_settled(fingerprint),
     )
+
+
+def _settled(fingerprint: dict[str, object]) -> tuple[str, ...]:
+    """What no input wrote, as the fingerprint records it (shown, never trusted: code spans kept intact)."""
+    def code(value: object) -> str:
+        return "`" + str(value).replace("`", "'") + "`"
+
+    groups, bounds, companions = (fingerprint.get(k) for k in ("settled", "bounds", "companions"))
+    said = [f"the {code(module)} module from {code(kept)}" for module, kept in sorted(groups.items())
+            ] if isinstance(groups, dict) else []
+    said += [f"{code(f'{name}{spec}')} for the locked torch" for name, spec in sorted(bounds.items())
+             ] if isinstance(bounds, dict) else []
+    said += [f"{code(name)} asked for directly (a dependency's)" for name in sorted(map(str, companions))
+             ] if isinstance(companions, list) else []
+    return tuple(said)
 
 
 def _read_json(path: Path) -> dict[str, object]:
@@ -119,6 +136,8 @@ def render_locks_readme(summaries: Iterable[LockSummary]) -> str:
         if s.platforms:
             lines.append(f"- platforms: {'; '.join(f'`{p}`' for p in s.platforms)}")
         lines.append(f"- inputs: {', '.join(f'`{i}`' for i in s.inputs) if s.inputs else '(not recorded)'}")
+        if s.settled:
+            lines.append(f"- settled by envbuild after the lock: {'; '.join(s.settled)}")
         lines.append(f"- {s.packages} packages; lock date: {s.locked_at}")
         lines += ["", "```bash", s.sync_command, "```"]
     return "\n".join(lines) + "\n"

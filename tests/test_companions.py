@@ -229,6 +229,8 @@ def test_a_companion_reached_only_through_a_dependency_is_asked_for_directly_and
     assert pyproject["tool"]["uv"]["sources"]["xformers"] == {"index": "pytorch-cu126"}  # type: ignore[index]
     fingerprint = json.loads((folder / "envbuild-lock.json").read_text())
     assert fingerprint["companions"] == ["xformers"]
+    assert "- settled by envbuild after the lock: `xformers` asked for directly (a dependency's)" in \
+        (site.root / "locks/README.md").read_text()
     fresh = dict(env, ENVBUILD_CACHE_DIR=str(tmp_path / "another-cache"))
     check = run_cli(["lock", "--check", "--profile", "cu126"], env=fresh, cwd=site.root)
     assert check.returncode == 0 and "cu126: current" in check.stdout, check

@@ -73,6 +73,8 @@ def test_two_dependencies_bringing_two_cv2_builds_are_settled_on_headless(
             "opencv-python-headless>=4.5.") in pyproject
     recorded = json.loads((folder / "envbuild-lock.json").read_text())
     assert recorded["settled"] == {"cv2": "opencv-python-headless>=4.5"}
+    readme = (site.root / "locks/README.md").read_text()  # what reviewers of the committed locks read
+    assert "- settled by envbuild after the lock: the `cv2` module from `opencv-python-headless>=4.5`" in readme
     first = {p.name: p.read_bytes() for p in folder.iterdir()}
 
     check = run_cli(["lock", "--check", "--profile", "cu126"], env=env, cwd=site.root)
@@ -200,3 +202,13 @@ def test_fingerprints_without_a_settlement_keep_their_bytes_and_old_files_still_
     bad = json.loads(settled.to_json())
     bad["settled"] = {"cv2": 3}
     assert Fingerprint.from_json(json.dumps(bad)) is None
+
+
+def test_the_locks_readme_says_every_kind_of_settlement_and_keeps_forged_text_inside_its_code_span() -> None:
+    from envbuild.locks_readme import _settled
+
+    said = _settled({"settled": {"cv2": "opencv-python-headless>=4.5"}, "bounds": {"triton-windows": ">=3.3,<3.4"},
+                     "companions": ["xformers`; rm -rf"]})
+    assert said == ("the `cv2` module from `opencv-python-headless>=4.5`", "`triton-windows>=3.3,<3.4` for the locked "
+                    "torch", "`xformers'; rm -rf` asked for directly (a dependency's)")
+    assert _settled({"settled": "garbage", "bounds": [1], "companions": {}}) == ()
