@@ -86,7 +86,9 @@ def _requirements_header(profile: TorchProfile, shown_as: str, folder: LockFolde
     """Comments, then the index lines pip needs, taken from the lock rather than this machine's settings."""
     lines = [
         f"# Exported by envbuild from {shown_as} (profile {profile.name}); do not edit, export again.",
-        "# Install: pip install --require-hashes -r <this file>",
+        "# Install: pip install --no-deps --require-hashes -r <this file>",
+        "# (--no-deps: this file is the whole resolution; envbuild drops some dependencies' requirements on",
+        "# purpose, e.g. a second cv2 build, and pip would otherwise go and fetch them)",
     ]
     default, extra = _registries(folder, profile)
     if extra:

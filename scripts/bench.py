@@ -219,13 +219,14 @@ class Bench:
         return [Row("sync into a fresh venv, warm cache", a, b, target="≤ uv + max(10 %, 100 ms)", met=within(a, b))]
 
     def pip_row(self, a_fresh: Sample) -> Row:
-        """pip install --require-hashes of the exported requirements into a fresh venv (pip's cache warm)."""
+        """pip install --no-deps --require-hashes of the exported requirements into a fresh venv (pip's cache
+        warm), as the export's header says to install it."""
         exported = self.tmp / "requirements.txt"
         run(*self.eb("export", "--profile", MAIN, "--format", "requirements", "-o", str(exported)))
         pip_venv = self.tmp / "pip-venv"
         pip_env = dict(self.env, PIP_CACHE_DIR=str(self.tmp / "pip-cache"), PIP_DISABLE_PIP_VERSION_CHECK="1")
         script = (f"{sys.executable} -m venv {pip_venv} && {pip_venv}/bin/python -m pip install -q "
-                  f"--require-hashes -r {exported}")
+                  f"--no-deps --require-hashes -r {exported}")
         run(["sh", "-c", f"rm -rf {pip_venv} && {script}"], pip_env, self.site)  # warms pip's cache
         b = run(["sh", "-c", f"rm -rf {pip_venv} && {script}"], pip_env, self.site)  # minutes: measured once
         ratio = b.seconds / a_fresh.seconds

@@ -57,7 +57,7 @@ def test_requirements_export_installs_with_pip_require_hashes(
     pip_env = dict(uv_env, PIP_INDEX_URL=index_server.pypi_url, PIP_CONFIG_FILE="/dev/null",
                    PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_CACHE_DIR="1", PIP_NO_INPUT="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv_python(venv)), "install", "--require-hashes",
+        [sys.executable, "-m", "pip", "--python", str(venv_python(venv)), "install", "--no-deps", "--require-hashes",
          "-r", str(site.root / "requirements-cu126.txt")],
         env=pip_env, capture_output=True, text=True, timeout=120, check=False,
     )
@@ -170,3 +170,30 @@ def test_locks_readme(site: Deployment, index_server) -> None:
     assert "- inputs: `ComfyUI/requirements.txt`, `data/custom_nodes/comfyui-manager/requirements.txt`" in text
     assert "```bash\nenvbuild sync --profile cu128\n```" in text
     assert write_locks_readme(site.locks, load_catalogue()).read_text() == text  # deterministic
+
+
+def test_a_requirements_export_of_a_lock_that_dropped_a_cv2_build_installs_with_pip_no_deps(
+    opencv_pypi, uv_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The override that drops cvtool's opencv-python is uv's alone: the export is the whole resolution and
+    pip installs it as such (--no-deps), one cv2 provider in the environment."""
+    site = make_deployment(tmp_path / "site", requirements=PINNED + "cvtool\nopencv-python-headless\n")
+    assert run_cli(["lock", "--profile", "cu126"], env=uv_env, cwd=site.root).returncode == 0
+    result = run_cli(["export", "--profile", "cu126", "--format", "requirements"], env=uv_env, cwd=site.root)
+    assert result.returncode == 0, result
+    text = (site.root / "requirements-cu126.txt").read_text()
+    assert "# Install: pip install --no-deps --require-hashes -r <this file>" in text
+    assert "\nopencv-python-headless==" in text and "\nopencv-python==" not in text
+    venv = tmp_path / "pip-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    pip_env = dict(uv_env, PIP_INDEX_URL=opencv_pypi.pypi_url, PIP_CONFIG_FILE="/dev/null",
+                   PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_CACHE_DIR="1", PIP_NO_INPUT="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv_python(venv)), "install", "--no-deps", "--require-hashes",
+         "-r", str(site.root / "requirements-cu126.txt")],
+        env=pip_env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    listed = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv_python(venv)), "list",
+                             "--format", "freeze"], env=pip_env, capture_output=True, text=True, check=True).stdout
+    assert "opencv-python-headless==" in listed and "opencv-python==" not in listed and "cvtool==1.0" in listed

@@ -14,7 +14,9 @@ from envbuild.cli.output import say, show, warn
 @click.command()
 @profile_options
 @click.option("--format", "fmt", type=click.Choice(["requirements", "pylock"]), required=True,
-              help="requirements: pip-compatible, `--hash` on every line, for `pip install --require-hashes -r`. "
+              help="requirements: pip-compatible, `--hash` on every line, for "
+                   "`pip install --no-deps --require-hashes -r` (--no-deps: the file is the whole resolution, some "
+                   "dependencies' requirements dropped on purpose). "
                    "It loses per-package indexes: the torch index is written once, globally, as "
                    "`--extra-index-url`, so under pip a package that exists on both indexes may come from either "
                    "(the hashes still pin the exact files). "
