@@ -31,7 +31,7 @@ from envbuild.lockdir import LockFolder
 from envbuild.profiles import CANONICAL_PYTORCH_BASE, TorchProfile
 from envbuild.tomlfile import parse_toml
 from envbuild.torch_bound import audit_problems as torch_bound_problems
-from envbuild.uvlock import LockedPackage, parse_uv_lock
+from envbuild.uvlock import LockedPackage, LockFile, parse_uv_lock
 from envbuild.variants import VariantGroup, builtin_groups
 
 _SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -95,14 +95,15 @@ def _hashed(artifact: Artifact) -> bool:
 def audit_texts(pyproject_text: str, lock_text: str, profile: TorchProfile, *, folder: Path,
                 indexes: tuple[str | None, str | None, str],
                 pytorch_bases: Sequence[str] = (CANONICAL_PYTORCH_BASE,),
-                variant_groups: Sequence[VariantGroup] | None = None) -> AuditReport:
+                variant_groups: Sequence[VariantGroup] | None = None, lock: LockFile | None = None) -> AuditReport:
     """Audit a lock given as text (pure: no files read).
 
     `indexes` = (torch index, default index, torch index format) the lock should name, as
     `Deployment.indexes` gives them; `pytorch_bases`: where this deployment's PyTorch indexes live;
-    `variant_groups`: the deployment's (built-in ones when not given), whose overrides are expected.
+    `variant_groups`: the deployment's (built-in ones when not given), whose overrides are expected;
+    `lock`: `lock_text` already parsed (a lock just made is read once).
     """
-    lock = parse_uv_lock(lock_text, folder / "uv.lock")
+    lock = lock or parse_uv_lock(lock_text, folder / "uv.lock")
     try:
         pyproject = parse_toml(pyproject_text, folder / "pyproject.toml")
     except ConfigError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -95,33 +96,62 @@ def recover_dir(target: Path) -> None:
 
 @contextlib.contextmanager
 def exclusive_lock(path: Path, *, timeout: float, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    """An OS-level lock on `path` (flock; LockFileEx on Windows), held for the block: a second envbuild
+    """An OS-level lock on `path` (flock; msvcrt.locking on Windows), held for the block: a second envbuild
     waits for the first, `on_wait` telling the user once why nothing happens.
 
-    The kernel drops the lock when its holder dies, so a killed run never leaves a stale lock.
-    filelock is imported here, not at the top: its ~25 ms import is paid only by a run that writes
-    a lock (seconds of `uv lock`), never by `--help` or an up-to-date profile.
+    The kernel drops the lock when its holder dies, so a killed run never leaves a stale lock. The lock
+    belongs to the open file, so two takers in one process (threads of `lock --all`) exclude each other too.
     """
-    import filelock
+    import time
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        lock.acquire(blocking=False)
-    except filelock.Timeout:
-        if on_wait is not None:
-            on_wait()
+        if not _try_lock(fd):
+            if on_wait is not None:
+                on_wait()
+            deadline = time.monotonic() + timeout
+            while not _try_lock(fd):
+                if time.monotonic() >= deadline:
+                    raise LockBusyError(f"another envbuild has held {path} for over {timeout:g} s",
+                                        hint="let it finish (or stop it), then run the command again")
+                time.sleep(0.1)
         try:
-            lock.acquire(timeout=timeout, poll_interval=0.1)
-        except filelock.Timeout:
-            raise LockBusyError(
-                f"another envbuild has held {path} for over {timeout:g} s",
-                hint="let it finish (or stop it), then run the command again",
-            ) from None
-    try:
-        yield
+            yield
+        finally:
+            _unlock(fd)
     finally:
-        lock.release()
+        os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _unlock(fd: int) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _rmtree(path: Path, *, ignore_errors: bool = False) -> None:

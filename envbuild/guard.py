@@ -28,7 +28,7 @@ from packaging.utils import canonicalize_name
 from envbuild.errors import ConfigError, LockIntegrityError, StaleLockError
 from envbuild.fsio import atomic_write
 from envbuild.profiles import TRITON_NAMES, TorchProfile
-from envbuild.uvlock import parse_uv_lock
+from envbuild.uvlock import LockFile, parse_uv_lock
 
 CONSTRAINTS_NAME = "constraints.txt"
 # The triton builds torch pins exactly (profiles.TRITON_NAMES) move with torch, so they are guarded with it.
@@ -44,15 +44,14 @@ class GuardedPackage:
     marker: str | None  # set when uv.lock holds several versions of the package (forked resolution)
 
 
-def locked_family(profile: TorchProfile, lock_text: str, lock_path: Path | str = "uv.lock") -> list[GuardedPackage]:
+def locked_family(profile: TorchProfile, lock: LockFile) -> list[GuardedPackage]:
     """The profile's torch family and their triton as `uv.lock` pins them, sorted by name."""
-    lock = parse_uv_lock(lock_text, lock_path)
     wanted = {canonicalize_name(p.name) for p in profile.packages} | TRITON_NAMES
     found = [GuardedPackage(p.name, p.version, p.source.get("registry"),
                             " or ".join(f"({m})" for m in p.resolution_markers) or None)
              for p in lock.packages if p.name in wanted]
     if not any(p.name == "torch" for p in found):
-        raise LockIntegrityError(f"{lock_path} has no torch package: it is not a lock of profile {profile.name}",
+        raise LockIntegrityError(f"{lock.path} has no torch package: it is not a lock of profile {profile.name}",
                                  hint=f"re-lock with `envbuild lock --profile {profile.name}`")
     return sorted(found, key=lambda p: (p.name, p.version))
 
@@ -74,12 +73,10 @@ def constraints_text(profile: TorchProfile, family: list[GuardedPackage]) -> str
     return "\n".join(lines) + "\n"
 
 
-def write_constraints(folder: Path, profile: TorchProfile, lock_text: str | None = None) -> Path:
-    """Write `<folder>/constraints.txt` from the folder's uv.lock (or `lock_text`, for a staged lock)."""
-    if lock_text is None:
-        lock_text = _read_lock(folder, profile)
+def write_constraints(folder: Path, profile: TorchProfile, lock: LockFile | None = None) -> Path:
+    """Write `<folder>/constraints.txt` from the folder's uv.lock (or `lock`, the one just made and read)."""
     path = folder / CONSTRAINTS_NAME
-    atomic_write(path, constraints_text(profile, locked_family(profile, lock_text, folder / "uv.lock")))
+    atomic_write(path, constraints_text(profile, locked_family(profile, lock or _read_lock(folder, profile))))
     return path
 
 
@@ -89,7 +86,7 @@ def ensure_constraints(folder: Path, profile: TorchProfile) -> Path:
     Locks made before envbuild wrote constraints.txt, or a uv.lock changed by a merge, still get a
     guard that matches what is installed.
     """
-    return _ensure(folder, profile, locked_family(profile, _read_lock(folder, profile), folder / "uv.lock"))
+    return _ensure(folder, profile, locked_family(profile, _read_lock(folder, profile)))
 
 
 def _ensure(folder: Path, profile: TorchProfile, family: list[GuardedPackage]) -> Path:
@@ -109,7 +106,7 @@ def guard_environment(folder: Path, profile: TorchProfile, env: Mapping[str, str
     """The variables to set for ComfyUI (merged with any the user already set in `env`), nothing else.
     `torch_index`: the profile's index as this deployment resolves it; `default_index`: uv's default
     index from the environment, if set."""
-    family = locked_family(profile, _read_lock(folder, profile), folder / "uv.lock")
+    family = locked_family(profile, _read_lock(folder, profile))
     path = _ensure(folder, profile, family).resolve()
     if any(ch.isspace() for ch in str(path)):
         # pip and uv both split these variables on whitespace: the guard would silently not apply.
@@ -142,9 +139,10 @@ def _joined(existing: str | None, ours: str, separator: str) -> str:
     return f"{existing}{separator}{ours}" if existing and existing.strip() else ours
 
 
-def _read_lock(folder: Path, profile: TorchProfile) -> str:
+def _read_lock(folder: Path, profile: TorchProfile) -> LockFile:
     try:
-        return (folder / "uv.lock").read_text(encoding="utf-8")
+        text = (folder / "uv.lock").read_text(encoding="utf-8")
     except OSError:
         raise StaleLockError(f"no lock for profile {profile.name} at {folder}",
                              hint=f"run `envbuild lock --profile {profile.name}`") from None
+    return parse_uv_lock(text, folder / "uv.lock")

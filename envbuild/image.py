@@ -110,7 +110,7 @@ def write_context(deployment: Deployment, profile: TorchProfile, output: Path, *
     recorded = folder.read_fingerprint()
     pins = git_pins(deployment, dict(recorded.extra) if recorded else {})
     port = config.port or imagefiles.DEFAULT_PORT
-    family = locked_family(profile, lock_text, deployment.display(folder.uv_lock))
+    family = locked_family(profile, lock)
     guard = imagefiles.guard_env(find_links(deployment.canonical_index(profile), family),
                                  recorded.default_index if recorded else None)
     _refuse_inside_sources(deployment, output)

@@ -209,12 +209,12 @@ def _write_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: b
     refuse_unlisted(locked, profile, plan.merged.result)
     report = audit_texts(plan.pyproject, lock_text, profile, folder=staged,
                          indexes=deployment.indexes(profile)[:3], pytorch_bases=deployment.pytorch_bases(),
-                         variant_groups=groups)
+                         variant_groups=groups, lock=locked)
     require_clean(report, allow_unhashed=True)  # the index may omit hashes: said below, refused at sync
     unhashed = tuple(a.describe() for a in report.unhashed)
     fingerprint = plan.fingerprint.with_lock(lock_text, _today())
     atomic_write(staged / plan.folder.fingerprint_path.name, fingerprint.to_json())
-    guard.write_constraints(staged, profile, lock_text)  # the torch guard, from the lock just made
+    guard.write_constraints(staged, profile, locked)  # the torch guard, from the lock just made
     return Written(plan, lock_text, summary, unhashed, settled)
 
 

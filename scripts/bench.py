@@ -372,6 +372,7 @@ def main() -> None:
         bench = Bench(tmp, args.runs, build_standard_catalogue(server, tmp / "wheels"))
         run(*bench.eb("lock", "--profile", MAIN))  # warms the cache and gives plain uv its project
         bench.pyproject = (bench.lock_dir() / "pyproject.toml").read_text(encoding="utf-8")
+        packages = (bench.lock_dir() / "uv.lock").read_text().count("\n[[package]]\n") - 1
         bench.fresh_plain()
         rows: list[Row] = []
         if "lock" in args.rows:
@@ -389,7 +390,6 @@ def main() -> None:
             rows.append(bench.help_row())
         if "generations" in args.rows:
             rows += bench.generation_rows()
-        packages = (bench.lock_dir() / "uv.lock").read_text().count("\n[[package]]\n") - 1
         table = "\n\n".join([render(rows, args.runs, packages, str(bench.uv)), *bench.notes])
     print(table)
     if args.markdown:

@@ -1,5 +1,5 @@
 """The per-profile write lock (envbuild.fsio.exclusive_lock): wait, say so once, give up clearly, and
-survive a killed holder; filelock is imported only by a run that really takes the lock."""
+survive a killed holder."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import pytest
 
 from envbuild.errors import LockBusyError
 from envbuild.fsio import exclusive_lock
-from tests.support.deploy import make_deployment, run_cli
 
 # Another process takes the lock with envbuild's own function, prints "held", then sleeps.
 _HOLDER = textwrap.dedent("""\
@@ -102,19 +101,3 @@ def test_one_process_holding_it_makes_a_second_thread_wait(tmp_path: Path) -> No
         order.append("first done")
     thread.join(timeout=10)
     assert order == ["waiting", "first done", "second"]
-
-
-def _imports(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "envbuild", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc
-    return proc.stderr
-
-
-def test_filelock_is_imported_only_when_a_lock_really_runs(tmp_path: Path, uv_env: dict[str, str]) -> None:
-    deployment = make_deployment(tmp_path / "site", profiles=("cpu",))
-    assert "| filelock\n" not in _imports(["--help"], deployment.root, uv_env)
-    assert run_cli(["lock", "--profile", "cpu"], env=uv_env, cwd=deployment.root).returncode == 0
-    assert "| filelock\n" not in _imports(["lock", "--profile", "cpu"], deployment.root, uv_env)  # no-op
-    stale = _imports(["lock", "--profile", "cpu", "--upgrade"], deployment.root, uv_env)
-    assert "| filelock\n" in stale  # the test can see the import where it happens
