@@ -102,9 +102,9 @@ def _uv_image(podman: str, uv_bin: Path, scratch: Path) -> None:
 
 def setup_podman(uv_bin: Path, scratch: Path) -> Podman:
     """Once per machine at a time: pytest's workers each ask, the first one installs and imports."""
-    from filelock import FileLock
+    from envbuild.fsio import exclusive_lock
 
-    with FileLock(str(Path(tempfile.gettempdir()) / "envbuild-podman-setup.lock")):
+    with exclusive_lock(Path(tempfile.gettempdir()) / "envbuild-podman-setup.lock", timeout=1800):
         _install_packages()
         podman = shutil.which("podman")
         if podman is None:
