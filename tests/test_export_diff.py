@@ -36,6 +36,20 @@ def site(tmp_path: Path, uv_env: dict[str, str]) -> Deployment:
     return deployment
 
 
+def _pip_install(venv: Path, requirements: Path, env: dict[str, str], index_url: str) -> dict[str, str]:
+    """What the export's header says: `pip install --no-deps --require-hashes -r` into a fresh venv."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    pip_env = dict(env, PIP_INDEX_URL=index_url, PIP_CONFIG_FILE="/dev/null", PIP_DISABLE_PIP_VERSION_CHECK="1",
+                   PIP_NO_CACHE_DIR="1", PIP_NO_INPUT="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv_python(venv)), "install", "--no-deps", "--require-hashes",
+         "-r", str(requirements)],
+        env=pip_env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return pip_env
+
+
 def test_requirements_export_installs_with_pip_require_hashes(
     site: Deployment, uv_env: dict[str, str], index_server, tmp_path: Path
 ) -> None:
@@ -53,15 +67,7 @@ def test_requirements_export_installs_with_pip_require_hashes(
     assert any(entry.startswith("torch==2.7.1+cu126 ") for entry in entries)
 
     venv = tmp_path / "pip-venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    pip_env = dict(uv_env, PIP_INDEX_URL=index_server.pypi_url, PIP_CONFIG_FILE="/dev/null",
-                   PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_CACHE_DIR="1", PIP_NO_INPUT="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv_python(venv)), "install", "--no-deps", "--require-hashes",
-         "-r", str(site.root / "requirements-cu126.txt")],
-        env=pip_env, capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _pip_install(venv, site.root / "requirements-cu126.txt", uv_env, index_server.pypi_url)
     assert torch_in_venv(venv) == ("2.7.1+cu126", "12.6")
     # pip found the torch build on the torch index the file names.
     assert index_server.server.requests_for("/whl/cu126/files/torch-2.7.1")
@@ -185,15 +191,7 @@ def test_a_requirements_export_of_a_lock_that_dropped_a_cv2_build_installs_with_
     assert "# Install: pip install --no-deps --require-hashes -r <this file>" in text
     assert "\nopencv-python-headless==" in text and "\nopencv-python==" not in text
     venv = tmp_path / "pip-venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    pip_env = dict(uv_env, PIP_INDEX_URL=opencv_pypi.pypi_url, PIP_CONFIG_FILE="/dev/null",
-                   PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_CACHE_DIR="1", PIP_NO_INPUT="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv_python(venv)), "install", "--no-deps", "--require-hashes",
-         "-r", str(site.root / "requirements-cu126.txt")],
-        env=pip_env, capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pip_env = _pip_install(venv, site.root / "requirements-cu126.txt", uv_env, opencv_pypi.pypi_url)
     listed = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv_python(venv)), "list",
                              "--format", "freeze"], env=pip_env, capture_output=True, text=True, check=True).stdout
     assert "opencv-python-headless==" in listed and "opencv-python==" not in listed and "cvtool==1.0" in listed
