@@ -232,8 +232,9 @@ def misplaced(lock: LockFile, profile: TorchProfile, index_url: str | None) -> l
 
 
 def _chain(item: Misplaced, merged: MergeResult) -> str:
-    askers = {r.name: ", ".join(sorted({i.origin.source for i in r.origins})) for r in merged.requirements}
-    return " → ".join([askers.get(item.chain[0], "the project"), *item.chain])
+    from envbuild.variants import reach
+
+    return reach(item.chain, merged)
 
 
 def refuse_misplaced(lock: LockFile, profile: TorchProfile, index_url: str | None, merged: MergeResult) -> None:
@@ -262,17 +263,17 @@ def unlisted(lock: LockFile, profile: TorchProfile) -> list[tuple[str, str, tupl
 
 def refuse_unlisted(lock: LockFile, profile: TorchProfile, merged: MergeResult) -> None:
     from envbuild.errors import ConflictError
+    from envbuild.variants import askers_of, reach
 
     found = unlisted(lock, profile)
     if not found:
         return
     name, version, chain = found[0]
-    askers = {r.name: ", ".join(sorted({i.origin.source for i in r.origins})) for r in merged.requirements}
     known = companion_table()[name]
-    node = askers.get(chain[0], "")
+    node = askers_of(chain[0], merged)
     node_name = node.removeprefix("node ") if node.startswith("node ") and "," not in node else None
     raise ConflictError(name, [
-        " → ".join([askers.get(chain[0], "the project"), *chain]) + f" brings {name} {version}, compiled against "
+        reach(chain, merged) + f" brings {name} {version}, compiled against "
         f"one torch and CUDA, and no index of profile {profile.name} has it for this torch: a wheel would need "
         f"{wheel_needs(profile)} ({known.rule}; {known.source})"], hint=_way_out(known, profile, node_name))
 

@@ -151,9 +151,9 @@ def header_notes(settled: Mapping[str, str], bounds: Mapping[str, str],
 def describe(settlement: Settlement, merged: MergeResult) -> str:
     """One line for the lock command: what was kept with which bounds from whom, why, and each chain it
     replaced, node first."""
-    askers = _askers(merged)
-    dropped = "; ".join(f"{p.member} (" + " → ".join([askers.get(p.chain[0], "the project"), *p.chain]) + ")"
-                        for p in settlement.dropped)
+    from envbuild.variants import reach
+
+    dropped = "; ".join(f"{p.member} ({reach(p.chain, merged)})" for p in settlement.dropped)
     why = [settlement.why]
     if settlement.bounds is not None and settlement.bounds.asked:
         why.append("bounds from " + ", ".join(f"{a.asker} → {a.line}" for a in settlement.bounds.asked))
@@ -163,11 +163,6 @@ def describe(settlement: Settlement, merged: MergeResult) -> str:
             + (f"; dropped {dropped}" if dropped else ""))
 
 
-def _askers(merged: MergeResult) -> dict[str, str]:
-    """Direct requirement -> the inputs that ask for it (nodes, the deployment's files)."""
-    return {r.name: ", ".join(sorted({item.origin.source for item in r.origins})) for r in merged.requirements}
-
-
 def bounded(deployment: Deployment, locked: LockFile, found: Sequence[tuple[VariantGroup, list[Provider]]],
             settlements: Sequence[Settlement], merged: MergeResult) -> list[Settlement]:
     """Each settlement with the bounds the locked packages put on its group's members, read from their
@@ -175,20 +170,18 @@ def bounded(deployment: Deployment, locked: LockFile, found: Sequence[tuple[Vari
     if not settlements:
         return list(settlements)
     from envbuild.member_bounds import read_bounds, refuse_disjoint
-    from envbuild.variants import chain_to
+    from envbuild.variants import chain_to, reach
 
     members = {group.module: group.members for group, _ in found}
-    askers = _askers(merged)
 
-    def reach(package: str) -> str:
-        chain = chain_to(locked, package)
-        return " → ".join([askers.get(chain[0], "the project"), *chain])
+    def reached(package: str) -> str:
+        return reach(chain_to(locked, package), merged)
 
     with deployment.index_client() as client:
         result = [s._replace(bounds=read_bounds(client, locked, members[s.module])) for s in settlements]
     for settlement in result:
         if settlement.bounds is not None:
-            refuse_disjoint(settlement.module, settlement.kept, settlement.bounds, reach)
+            refuse_disjoint(settlement.module, settlement.kept, settlement.bounds, reached)
     return result
 
 

@@ -184,6 +184,17 @@ def chain_to(lock: LockFile, target: str) -> tuple[str, ...]:
     return (target,)
 
 
+def askers_of(name: str, merged: MergeResult) -> str:
+    """The inputs that ask for a direct requirement (`node A, node B`); "the project" for anything else."""
+    sources = {item.origin.source for r in merged.requirements if r.name == name for item in r.origins}
+    return ", ".join(sorted(sources)) or "the project"
+
+
+def reach(chain: Sequence[str], merged: MergeResult) -> str:
+    """How the project reaches a locked package, its asker first: `node A → insightface → opencv-python`."""
+    return " → ".join([askers_of(chain[0], merged), *chain])
+
+
 def refuse_second_providers(found: list[tuple[VariantGroup, list[Provider]]], merged: MergeResult,
                             profile: TorchProfile) -> None:
     """The lock holds two members of a group that no direct requirement settles (each came through a
@@ -192,11 +203,10 @@ def refuse_second_providers(found: list[tuple[VariantGroup, list[Provider]]], me
 
     if not found:
         return
-    askers = {r.name: ", ".join(sorted({item.origin.source for item in r.origins})) for r in merged.requirements}
     group, providers = found[0]
     keep, why = group.choose({p.member for p in providers}, profile)
     raise ConflictError(f"the `{group.module}` module", [
-        " → ".join([askers.get(p.chain[0], "the project"), *p.chain]) + f" (installs `{group.module}`)"
+        reach(p.chain, merged) + f" (installs `{group.module}`)"
         for p in providers
     ], hint=f"these overwrite each other's files; ask for {keep} ({why}) in a requirements file of the "
             "deployment (e.g. one listed in [lock] extra-requirements): envbuild then drops the others from every "
