@@ -293,7 +293,7 @@ def du(*paths: Path) -> int:
 
 def switch_times(venv: Path, runs: int) -> tuple[Sample, Sample]:
     """generations.switch and generations.rollback, timed in this process (no interpreter start)."""
-    from envbuild import generations
+    from envbuild.env import generations
 
     target = generations.current(venv)
     assert target is not None

@@ -1,6 +1,6 @@
 """The lock audit: hashes on every installable file, indexes and sources as the profile says.
 
-Unit tests drive `envbuild.audit` on hand-written lock text; the end-to-end tests make real locks
+Unit tests drive `envbuild.uv.audit` on hand-written lock text; the end-to-end tests make real locks
 with the real uv against the loopback index (one torch index serving a wheel without a hash) and
 run `envbuild verify` / `envbuild export` as a user would.
 """
@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from packaging.markers import Marker
 
-from envbuild.audit import audit_texts, require_clean
-from envbuild.audit_scope import markers_disjoint
-from envbuild.errors import LockIntegrityError
+from envbuild.core.errors import LockIntegrityError
+from envbuild.uv.audit import audit_texts, require_clean
+from envbuild.uv.audit_scope import markers_disjoint
 from tests.support.deploy import Deployment, make_deployment, run_cli
 
 MIRROR = "http://mirror.test/whl"
@@ -91,7 +91,7 @@ FAMILY_DEPS = '{ name = "torch" }, { name = "torchaudio" }, { name = "torchvisio
 
 def _audit(pyproject: str, lock: str, profile: str = "cu126", env: dict[str, str] = ENV):  # type: ignore[no-untyped-def]
     """The audit as `trust` runs it: indexes and bases as the deployment resolves them from `env`."""
-    from envbuild.deployment import load_deployment
+    from envbuild.deploy.deployment import load_deployment
 
     deployment = load_deployment(Path("/nonexistent-envbuild-test"), env)
     chosen = deployment.catalogue.get(profile)

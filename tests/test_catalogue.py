@@ -19,12 +19,12 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from envbuild.config import load_config
-from envbuild.indexclient import DistFile, HttpCache, IndexClient, parse_page
-from envbuild.profile_catalogue import load_catalogue
-from envbuild.profile_file import load_profile
-from envbuild.profile_update import STAMP, UpdateReport, update_profiles
-from envbuild.releases import cuda_of, lowest_python, public_spec, wheel_platforms
+from envbuild.core.http.indexclient import DistFile, HttpCache, IndexClient, parse_page
+from envbuild.env.profiles_update import STAMP, UpdateReport, update_profiles
+from envbuild.settings.config import load_config
+from envbuild.torch.catalogue import load_catalogue
+from envbuild.torch.profile_file import load_profile
+from envbuild.torch.releases import cuda_of, lowest_python, public_spec, wheel_platforms
 from tests.support.deploy import Deployment, make_deployment, run_cli
 from tests.support.index import Index
 from tests.support.wheels import build_wheel

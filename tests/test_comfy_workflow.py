@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.config import load_config
-from envbuild.errors import ConfigError
-from envbuild.inputs import merge_inputs
-from envbuild.launch import comfy_args
-from envbuild.profile_catalogue import load_catalogue
-from envbuild.uv import describe_removals, package_changes
+from envbuild.comfy.inputs import merge_inputs
+from envbuild.core.errors import ConfigError
+from envbuild.env.run import comfy_args
+from envbuild.settings.config import load_config
+from envbuild.torch.catalogue import load_catalogue
+from envbuild.uv.command import describe_removals, package_changes
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import Deployment, make_deployment, run_cli, torch_in_venv, venv_python
 from tests.test_gitsrc import GIT_ENV, git, make_repo
@@ -209,7 +209,7 @@ def test_extra_packages_are_a_warning_and_sync_says_what_it_removed(
     assert comfy_output(ran)["cuda"] == "12.6"
 
     # The exact sync removes it; describe_removals turns uv's own output into the message.
-    from envbuild.uv import get_uv
+    from envbuild.uv.command import get_uv
 
     output = get_uv(uv_env).sync(ready.locks / "cu126", ready.venv, stream=False)
     lines = describe_removals(output)

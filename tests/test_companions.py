@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import tomlkit
 
-from envbuild.companions import PYTORCH_INDEX, companion_table, index_companions
-from envbuild.errors import ConfigError
-from envbuild.profile_catalogue import builtin_profiles_dir
-from envbuild.profile_file import load_profile
+from envbuild.core.errors import ConfigError
+from envbuild.torch.catalogue import builtin_profiles_dir
+from envbuild.torch.companions import PYTORCH_INDEX, companion_table, index_companions
+from envbuild.torch.profile_file import load_profile
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import Deployment, locked_versions, make_deployment, run_cli
 from tests.support.wheels import build_wheel
@@ -139,10 +139,10 @@ def test_every_companion_rule_has_a_source() -> None:
 def test_profiles_update_keeps_companion_bounds_true_without_holding_torch_back(
     tmp_path: Path, index_server: Catalogue
 ) -> None:
-    from envbuild.config import load_config
-    from envbuild.indexclient import HttpCache, IndexClient
-    from envbuild.profile_catalogue import load_catalogue
-    from envbuild.profile_update import update_profiles
+    from envbuild.core.http.indexclient import HttpCache, IndexClient
+    from envbuild.env.profiles_update import update_profiles
+    from envbuild.settings.config import load_config
+    from envbuild.torch.catalogue import load_catalogue
 
     index = index_server.extra_index("t-companions/cu126")
     wheels, both = tmp_path / "wheels", ("cp310-cp310-manylinux_2_28_x86_64", "cp310-cp310-win_amd64")
@@ -319,7 +319,7 @@ def test_pypi_companions_come_from_pypi_only_and_name_only_per_cuda_builds(tmp_p
 def test_builtin_profiles_take_xformers_where_their_index_or_pypi_carries_a_build() -> None:
     """Which builds exist (facebookresearch/xformers wheels.yml per tag) is in each profile's comments; here:
     every CUDA line with builds lists it, and the -pypi variants only where PyPI's build has their CUDA."""
-    from envbuild.profile_catalogue import load_catalogue
+    from envbuild.torch.catalogue import load_catalogue
 
     catalogue = load_catalogue([])
     listing = {name: [c.name for c in catalogue.get(name).companions] for name in catalogue.names()}

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.diff import diff_locks, render_table
-from envbuild.export import default_filename
-from envbuild.locks_readme import write_locks_readme
-from envbuild.profile_catalogue import load_catalogue
-from envbuild.uvlock import parse_uv_lock
+from envbuild.env.export import default_filename
+from envbuild.pkgs.diff import diff_locks, render_table
+from envbuild.pkgs.uvlock import parse_uv_lock
+from envbuild.torch.catalogue import load_catalogue
+from envbuild.uv.locks_readme import write_locks_readme
 from tests.support.deploy import Deployment, make_deployment, run_cli, torch_in_venv, venv_python
 
 # Same torch release on both CUDA indexes, so the locks differ only by local label and index.

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.deployment import load_deployment
-from envbuild.lockdir import sha256_text
-from envbuild.selection import ProfileRequest, profile_to_lock
-from envbuild.trust import CURRENT, MISSING, STALE, assess, remembered
+from envbuild.deploy.deployment import load_deployment
+from envbuild.deploy.selection import ProfileRequest, profile_to_lock
+from envbuild.lock.trust import CURRENT, MISSING, STALE, assess, remembered
+from envbuild.pkgs.lockdir import sha256_text
 from tests.support.deploy import Deployment, locked_versions, make_deployment, run_cli
 from tests.support.matrix import MatrixIndex, isolated_env, matrix_index
 
@@ -65,7 +65,7 @@ def _build(root: Path) -> Deployment:
     (site.root / "extra.txt").write_text("filelock\n", encoding="utf-8")
     with (site.root / "envbuild.toml").open("a", encoding="utf-8") as handle:
         handle.write('extra-requirements = ["extra.txt"]\n')
-    from envbuild.profile_catalogue import builtin_profiles_dir
+    from envbuild.torch.catalogue import builtin_profiles_dir
 
     (site.root / "profiles").mkdir()
     shutil.copy(builtin_profiles_dir() / f"{PROFILE}.toml", site.root / "profiles" / f"{PROFILE}.toml")
@@ -296,7 +296,7 @@ def test_a_forged_lock_folder_alone_is_refused_by_the_audit(forged: tuple[Path, 
 def test_a_broken_include_is_an_error_for_both_paths(locked: Locked, tmp_path: Path) -> None:
     """An -r include that went away is neither current nor stale: the full check stops on it (naming the
     file), and the fast path has no verdict for it."""
-    from envbuild.errors import EnvbuildError
+    from envbuild.core.errors import EnvbuildError
 
     root, env = _copy(locked, tmp_path)
     (root / NODE_A / "common.txt").unlink()

@@ -1,4 +1,4 @@
-"""The per-profile write lock (envbuild.fsio.exclusive_lock): wait, say so once, give up clearly, and
+"""The per-profile write lock (envbuild.core.fsio.exclusive_lock): wait, say so once, give up clearly, and
 survive a killed holder."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.errors import LockBusyError
-from envbuild.fsio import exclusive_lock
+from envbuild.core.errors import LockBusyError
+from envbuild.core.fsio import exclusive_lock
 
 # Another process takes the lock with envbuild's own function, prints "held", then sleeps.
 _HOLDER = textwrap.dedent("""\
     import sys, time
     from pathlib import Path
-    from envbuild.fsio import exclusive_lock
+    from envbuild.core.fsio import exclusive_lock
     with exclusive_lock(Path(sys.argv[1]), timeout=5):
         print("held", flush=True)
         time.sleep(float(sys.argv[2]))

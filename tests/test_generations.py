@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from envbuild import generations
-from envbuild.lockdir import LockFolder
+from envbuild.env import generations
+from envbuild.pkgs.lockdir import LockFolder
 from tests.support.deploy import Deployment, make_deployment, run_cli, torch_in_venv
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="generations are POSIX only (see README)")
@@ -151,7 +151,7 @@ def test_generations_keep_is_validated(site: Deployment, env: dict[str, str]) ->
 
 def _hold(generation: Path) -> subprocess.Popen[bytes]:
     """A process holding the generation as `envbuild run` leaves ComfyUI holding it."""
-    code = ("import sys, time; from envbuild.generations import hold_in_use; from pathlib import Path; "
+    code = ("import sys, time; from envbuild.env.generations import hold_in_use; from pathlib import Path; "
             "hold_in_use(Path(sys.argv[1])); print('held', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(generation)], stdout=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.readline() == b"held\n"

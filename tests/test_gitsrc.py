@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.config import load_config
-from envbuild.errors import ConfigError
-from envbuild.gitsrc import GitError, fetch_all, resolve_url, resolved_commits
+from envbuild.comfy.git import GitError, fetch_all, resolve_url, resolved_commits
+from envbuild.core.errors import ConfigError
+from envbuild.settings.config import load_config
 from tests.support.deploy import run_cli
 from tests.support.gitrepos import GIT_ENV, commit_files, git, make_repo
 

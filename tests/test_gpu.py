@@ -1,4 +1,4 @@
-"""envbuild.gpu: parsers on captured outputs, detection through fake tools, and the verdicts.
+"""envbuild.torch.gpu: parsers on captured outputs, detection through fake tools, and the verdicts.
 
 No GPU is needed: fake `nvidia-smi` / `rocm_agent_enumerator` scripts print the files in
 tests/data/gpu/, and detection's `root` points /sys, /proc and /opt at a tmp dir.
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from envbuild import gpu
-from envbuild.errors import ConfigError, DetectionError
-from envbuild.gpu import Fit, Gpu, GpuBuilds, GpuCheck, Machine, Recommendation, Target
-from envbuild.gpu import verdicts as v
-from envbuild.gpu.rules import COMPAT, FULL, NONE, cubin_for
+from envbuild.core.errors import ConfigError, DetectionError
+from envbuild.torch import gpu
+from envbuild.torch.gpu import Fit, Gpu, GpuBuilds, GpuCheck, Machine, Recommendation, Target
+from envbuild.torch.gpu import verdicts as v
+from envbuild.torch.gpu.rules import COMPAT, FULL, NONE, cubin_for
 
 DATA = Path(__file__).parent / "data" / "gpu"
 RULES_FILE = Path(__file__).parent.parent / "envbuild" / "data" / "cuda_rules.toml"
@@ -698,8 +698,8 @@ def test_release_and_local_label_read_by_hand_agree_with_packaging(version: str)
     """The no-op sync reads these without importing packaging; they must say what packaging says."""
     from packaging.version import Version
 
-    from envbuild.fitting import _public
-    from envbuild.torchcheck import TorchBuild
+    from envbuild.torch.fitting import _public
+    from envbuild.torch.installed import TorchBuild
 
     assert _public(version) == Version(version).base_version
     build = TorchBuild(version, None, None, None, "", "3.11")

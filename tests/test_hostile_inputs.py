@@ -21,12 +21,12 @@ from typing import TypeVar
 
 import pytest
 
-from envbuild.errors import ConfigError, RequirementFileError
-from envbuild.lockdir import file_digest
-from envbuild.requirements import ParsedFile, parse_requirements_file, parse_requirements_text
-from envbuild.runner import redact
-from envbuild.safeio import FileTooLargeError, NotARegularFileError, digest_regular_file, read_regular_file
-from envbuild.tomlfile import load_toml
+from envbuild.core.errors import ConfigError, RequirementFileError
+from envbuild.core.runner import redact
+from envbuild.core.safeio import FileTooLargeError, NotARegularFileError, digest_regular_file, read_regular_file
+from envbuild.core.tomlfile import load_toml
+from envbuild.pkgs.lockdir import file_digest
+from envbuild.pkgs.requirements import ParsedFile, parse_requirements_file, parse_requirements_text
 from tests.support.deploy import Deployment, Result, make_deployment, run_cli
 
 T = TypeVar("T")
@@ -34,7 +34,7 @@ POSIX_ONLY = pytest.mark.skipif(os.name == "nt", reason="FIFOs, /dev/zero and sy
 SECRET = "machine pypi.example.com login bob password hunter2-secret"
 LOCK = ["lock", "--profile", "cu126"]
 KINDS = {"fifo": "a FIFO (named pipe)", "dev-zero": "a character device"}
-MAX_INCLUDE_DEPTH = 32  # the documented cap (envbuild.requirements.MAX_INCLUDE_DEPTH)
+MAX_INCLUDE_DEPTH = 32  # the documented cap (envbuild.pkgs.requirements.MAX_INCLUDE_DEPTH)
 
 
 def within(seconds: float, work: Callable[[], T]) -> T:
@@ -196,7 +196,7 @@ def test_an_ssh_account_name_is_not_a_credential(tmp_path: Path) -> None:
 ])
 def test_redact_is_linear(junk: str) -> None:
     took, unchanged = in_child(f"""
-        from envbuild.runner import redact
+        from envbuild.core.runner import redact
         junk = {junk}
         start = time.perf_counter()
         unchanged = redact(junk) == junk
@@ -213,7 +213,7 @@ def test_redact_still_hides_credentials() -> None:
 def test_a_10_mb_junk_line_is_handled_in_well_under_a_second(tmp_path: Path) -> None:
     took, texts, line, length = in_child(f"""
         from pathlib import Path
-        from envbuild.requirements import parse_requirements_text
+        from envbuild.pkgs.requirements import parse_requirements_text
         text = "six\\n" + "x" * 5_000_000 + "://" + "y" * 5_000_000 + "\\n"
         start = time.perf_counter()
         parsed = parse_requirements_text(text, path=Path({str(tmp_path / "r.txt")!r}), source="node evil",
@@ -246,10 +246,10 @@ def test_a_fifo_or_a_device_is_refused_at_once(tmp_path: Path, kind: str) -> Non
     # Parsed unconfined, as the user's own file would be: the regular-file check alone must stop it.
     output = in_child(f"""
         from pathlib import Path
-        from envbuild.errors import EnvbuildError
-        from envbuild.lockdir import file_digest
-        from envbuild.requirements import parse_requirements_file
-        from envbuild.tomlfile import load_toml
+        from envbuild.core.errors import EnvbuildError
+        from envbuild.pkgs.lockdir import file_digest
+        from envbuild.pkgs.requirements import parse_requirements_file
+        from envbuild.core.tomlfile import load_toml
         target = Path({str(target)!r})
         for read in (lambda: parse_requirements_file(target, source="x", display_root=target.parent.parent),
                      lambda: load_toml(target)):

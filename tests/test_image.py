@@ -161,9 +161,9 @@ def test_a_git_pinned_comfyui_is_fetched_in_the_build_at_the_locked_commit(
 
 
 def test_torch_layer_is_what_only_the_torch_family_needs() -> None:
-    from envbuild.image import torch_layer_packages
-    from envbuild.profile_catalogue import load_catalogue
-    from envbuild.uvlock import parse_uv_lock
+    from envbuild.image.context import torch_layer_packages
+    from envbuild.pkgs.uvlock import parse_uv_lock
+    from envbuild.torch.catalogue import load_catalogue
 
     lock = parse_uv_lock("""
 version = 1

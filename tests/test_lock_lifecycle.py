@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.deployment import load_deployment
-from envbuild.trust import CURRENT, remembered
+from envbuild.deploy.deployment import load_deployment
+from envbuild.lock.trust import CURRENT, remembered
 from tests.support.deploy import Deployment, locked_versions, make_deployment, run_cli
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.config import load_config
-from envbuild.errors import ConfigError
-from envbuild.manager import LEGACY, SYSTEM_USER, USER_DEFAULT, edit_ini, locate, setup
+from envbuild.comfy.manager import LEGACY, SYSTEM_USER, USER_DEFAULT, edit_ini, locate, setup
+from envbuild.core.errors import ConfigError
+from envbuild.settings.config import load_config
 from tests.support.deploy import Deployment, make_deployment, run_cli
 
 SYSTEM_USER_API = 'def get_system_user_directory(name: str = "system") -> str:\n    return name\n'

@@ -104,7 +104,7 @@ class Row:
         (self.site.root / "extra").mkdir()  # read only where a row names it
         (self.site.root / "extra" / "more.txt").write_text(f"{EXTRA_PACKAGE}>=1\n", encoding="utf-8")
         if setting.id == "profile-replacing-builtin":
-            from envbuild.profile_catalogue import builtin_profiles_dir
+            from envbuild.torch.catalogue import builtin_profiles_dir
 
             text = (builtin_profiles_dir() / "cu126.toml").read_text(encoding="utf-8")
             assert OVERRIDE_PROFILE_FROM in text

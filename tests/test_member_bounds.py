@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from envbuild.indexclient import IndexReadError
-from envbuild.member_bounds import extras, member_lines, read_bounds
-from envbuild.merging import merge
-from envbuild.requirements import Origin, SourcedRequirement
-from envbuild.settling import with_settlements
-from envbuild.uvlock import Dependency, LockedPackage
+from envbuild.core.http.indexclient import IndexReadError
+from envbuild.lock.settle import with_settlements
+from envbuild.pkgs.merging import merge
+from envbuild.pkgs.requirements import Origin, SourcedRequirement
+from envbuild.pkgs.uvlock import Dependency, LockedPackage
+from envbuild.torch.member_bounds import extras, member_lines, read_bounds
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import Deployment, locked_versions, make_deployment, run_cli
 from tests.support.wheels import build_wheel
@@ -136,7 +136,7 @@ class _NoIndex:
 
 
 def test_an_asker_from_a_path_is_named_as_not_read() -> None:
-    from envbuild.uvlock import LockFile
+    from envbuild.pkgs.uvlock import LockFile
 
     local = LockedPackage("cvtool", "1.0", {"path": "wheels/cvtool-1.0-py3-none-any.whl"},
                           dependencies=(Dependency("opencv-python"),))

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.errors import ConfigError
-from envbuild.mirrors import Mirrors, install_rules, resolve_mirrors, rewrite_lock_text
-from envbuild.profiles import CANONICAL_PYTORCH_BASE
-from envbuild.uvlock import parse_uv_lock
+from envbuild.core.errors import ConfigError
+from envbuild.pkgs.uvlock import parse_uv_lock
+from envbuild.settings.mirrors import Mirrors, install_rules, resolve_mirrors, rewrite_lock_text
+from envbuild.torch.profile import CANONICAL_PYTORCH_BASE
 from tests.support.deploy import Deployment, locked_versions, make_deployment, run_cli, torch_in_venv
 from tests.support.wheels import build_torch_wheel
 

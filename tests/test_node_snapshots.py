@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from envbuild.snapshots import read_snapshot
+from envbuild.comfy.snapshots import read_snapshot
 from tests.support.deploy import Deployment, make_deployment, run_cli
 from tests.support.gitrepos import commit_files, file_url, git, git_env, make_repo
 
@@ -164,8 +164,8 @@ def test_snapshot_in_fetch_lock_and_snapshot_out_with_a_registry_node(
 
 
 def test_a_registry_archive_reaching_outside_its_folder_is_refused(registry: Registry, tmp_path: Path) -> None:
-    from envbuild.pins import NodePin
-    from envbuild.registry import RegistryError, fetch_registry_node
+    from envbuild.comfy.registry import RegistryError, fetch_registry_node
+    from envbuild.settings.pins import NodePin
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.config import load_config
-from envbuild.errors import ConfigError
+from envbuild.core.errors import ConfigError
+from envbuild.settings.config import load_config
 from tests.support.deploy import Deployment, make_deployment, run_cli
 from tests.support.gitrepos import commit_files, file_url, git, git_env, make_repo
 
@@ -228,7 +228,7 @@ def test_node_list_names_unpinned_nodes_with_the_command_that_pins_them(
 
 
 def test_read_head_follows_a_branch_through_loose_and_packed_refs(tmp_path: Path) -> None:
-    from envbuild.pins import read_head
+    from envbuild.settings.pins import read_head
 
     repo = tmp_path / "repo"
     first = make_repo(repo, NODE_INIT)

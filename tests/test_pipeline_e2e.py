@@ -304,7 +304,7 @@ def test_lock_check_is_offline_and_names_what_changed(deployment: Deployment, uv
     (node / "requirements.txt").write_text("six\n")
     profiles = deployment.root / "profiles"
     profiles.mkdir()
-    from envbuild.profile_catalogue import builtin_profiles_dir
+    from envbuild.torch.catalogue import builtin_profiles_dir
 
     text = (builtin_profiles_dir() / "cu126.toml").read_text().replace('torch = ">=2.6.0"', 'torch = ">=2.7.0"')
     (profiles / "cu126.toml").write_text(text)

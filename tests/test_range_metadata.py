@@ -1,4 +1,4 @@
-"""A wheel's METADATA by HTTP range reads (zipfile over envbuild.remotewheel._RangeFile): how many
+"""A wheel's METADATA by HTTP range reads (zipfile over envbuild.core.http.remotewheel._RangeFile): how many
 requests, how many bytes, and the errors for wheels and servers it cannot read."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from envbuild import remotewheel
-from envbuild.indexclient import IndexReadError
-from envbuild.remotewheel import metadata_by_range
+from envbuild.core.http import remotewheel
+from envbuild.core.http.indexclient import IndexReadError
+from envbuild.core.http.remotewheel import metadata_by_range
 from tests.support.wheels import build_wheel
 
 

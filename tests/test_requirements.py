@@ -1,4 +1,4 @@
-"""Tests for envbuild.requirements: parsing with provenance, merging, satisfiability."""
+"""Tests for envbuild.pkgs.requirements: parsing with provenance, merging, satisfiability."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from envbuild.errors import ConflictError, RequirementFileError
-from envbuild.merging import MergedRequirement, merge, specifiers_satisfiable
-from envbuild.requirements import (
+from envbuild.core.errors import ConflictError, RequirementFileError
+from envbuild.pkgs.merging import MergedRequirement, merge, specifiers_satisfiable
+from envbuild.pkgs.requirements import (
     Diagnostic,
     Origin,
     ParsedFile,

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.lockdir import Fingerprint
-from envbuild.merging import merge
-from envbuild.profile_catalogue import load_catalogue
-from envbuild.requirements import Origin, SourcedRequirement
-from envbuild.settling import check_recorded, with_settlements
-from envbuild.variants import builtin_groups, deployment_group, overrides
+from envbuild.lock.settle import check_recorded, with_settlements
+from envbuild.pkgs.lockdir import Fingerprint
+from envbuild.pkgs.merging import merge
+from envbuild.pkgs.requirements import Origin, SourcedRequirement
+from envbuild.torch.catalogue import load_catalogue
+from envbuild.torch.variants import builtin_groups, deployment_group, overrides
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import Deployment, locked_versions, make_deployment, run_cli
 
@@ -205,7 +205,7 @@ def test_fingerprints_without_a_settlement_keep_their_bytes_and_old_files_still_
 
 
 def test_the_locks_readme_says_every_kind_of_settlement_and_keeps_forged_text_inside_its_code_span() -> None:
-    from envbuild.locks_readme import _settled
+    from envbuild.uv.locks_readme import _settled
 
     said = _settled({"settled": {"cv2": "opencv-python-headless>=4.5"}, "bounds": {"triton-windows": ">=3.3,<3.4"},
                      "companions": ["xformers`; rm -rf"]})

@@ -37,7 +37,7 @@ def test_committed_locks_are_current_without_running_uv(tmp_path: Path) -> None:
     result = run_cli(["lock", "--all"], env=env, cwd=copy)
     assert result.returncode == 0, result
     assert _tree(copy / "locks") == before
-    from envbuild.config import load_config
+    from envbuild.settings.config import load_config
 
     profiles = load_config(ROOT).profiles
     assert len(profiles) >= 5

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.config import load_config
-from envbuild.deployment import load_deployment
-from envbuild.smoke import CHECK_FILE, LogReader, last_check, run_check, venv_modules
+from envbuild.deploy.deployment import load_deployment
+from envbuild.env.check import CHECK_FILE, LogReader, last_check, run_check, venv_modules
+from envbuild.settings.config import load_config
 from tests.support.deploy import Deployment, make_deployment, run_cli
 
 FAKE_MAIN = '''\

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.profile_catalogue import load_catalogue
-from envbuild.torch_bound import bound_for, bound_rules, check_recorded, needed_bounds, unchecked
-from envbuild.uvlock import parse_uv_lock
+from envbuild.pkgs.uvlock import parse_uv_lock
+from envbuild.torch.catalogue import load_catalogue
+from envbuild.torch.torch_bound import bound_for, bound_rules, check_recorded, needed_bounds, unchecked
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import locked_versions, make_deployment, run_cli
 from tests.support.wheels import build_wheel
@@ -104,14 +104,14 @@ def test_the_table_has_its_source_and_recorded_bounds_are_checked() -> None:
 
 def test_the_audit_refuses_a_lock_that_pairs_triton_windows_with_another_torch() -> None:
     """A hand-made lock (fingerprint edited to match) is still not one envbuild writes."""
-    from envbuild.torch_bound import audit_problems
+    from envbuild.torch.torch_bound import audit_problems
 
     assert audit_problems(parse_uv_lock(_lock("2.7.1+cu126", "3.3.1"), "uv.lock")) == []
     assert audit_problems(parse_uv_lock(_lock("2.7.1+cu126", "3.4.0"), "uv.lock")) == [
         "uv.lock holds triton-windows 3.4.0 with torch 2.7, which needs triton-windows 3.3 (envbuild never writes "
         "such a lock)"]
     assert audit_problems(parse_uv_lock(_lock("2.3.1", "3.1.0"), "uv.lock")) == []  # no row: said when locking
-    from envbuild.audit import audit_texts
+    from envbuild.uv.audit import audit_texts
 
     profile = load_catalogue().get("cpu")
     pyproject = '[project]\nname = "x"\nversion = "0"\ndependencies = ["torch"]\n'

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.errors import LockIntegrityError, StaleLockError, UvError
-from envbuild.lockdir import LockFolder
-from envbuild.uvlock import (
+from envbuild.core.errors import LockIntegrityError, StaleLockError, UvError
+from envbuild.pkgs.lockdir import LockFolder
+from envbuild.pkgs.uvlock import (
     Dependency,
     LockedFile,
     count_locked_packages,
@@ -194,7 +194,7 @@ def test_committed_locks_read_the_same_as_uv_wrote_them(profile: str) -> None:
     assert len(lock.packages) == text.count("\n[[package]]\n")
     assert count_locked_packages(text) == len(lock.packages) - 1 == sum(not p.is_root for p in lock.packages)
     assert [p.is_root for p in lock.packages].count(True) == 1
-    from envbuild.fitting import locked_torch_version
+    from envbuild.torch.fitting import locked_torch_version
 
     torch = lock.named("torch")
     assert torch and locked_torch_version(LockFolder(ROOT / "locks", profile)) == torch[0].version
@@ -204,7 +204,7 @@ def test_committed_locks_read_the_same_as_uv_wrote_them(profile: str) -> None:
 
 
 def test_the_searches_agree_with_the_parse_on_a_forked_lock(tmp_path: Path) -> None:
-    from envbuild.fitting import locked_torch_version
+    from envbuild.torch.fitting import locked_torch_version
 
     lock = parse_uv_lock(LOCK, "uv.lock")
     assert count_locked_packages(LOCK) == sum(not p.is_root for p in lock.packages) == 7
@@ -216,8 +216,8 @@ def test_the_searches_agree_with_the_parse_on_a_forked_lock(tmp_path: Path) -> N
 # --- the readers that used to search the text ------------------------------------------------------
 
 def test_guard_reports_a_corrupt_lock_as_an_integrity_error_naming_it(tmp_path: Path) -> None:
-    from envbuild.guard import ensure_constraints
-    from envbuild.profile_catalogue import load_catalogue
+    from envbuild.torch.catalogue import load_catalogue
+    from envbuild.uv.guard import ensure_constraints
 
     (tmp_path / "uv.lock").write_text('[[package]]\nname = "torch"\nversion = \n', encoding="utf-8")
     with pytest.raises(LockIntegrityError, match=r"uv\.lock: is not valid TOML"):
@@ -225,7 +225,7 @@ def test_guard_reports_a_corrupt_lock_as_an_integrity_error_naming_it(tmp_path: 
 
 
 def test_hash_mismatch_names_the_one_url_of_a_url_source() -> None:
-    from envbuild.syncing import _hash_mismatch
+    from envbuild.env.sync import _hash_mismatch
 
     uv_said = ("Hash mismatch for `urlpkg==2.0`\n\nExpected:\n  sha256:aa\n\nComputed:\n  sha256:bb\n")
     error = _hash_mismatch(UvError("uv sync", uv_said), LOCK, "the index")
@@ -239,7 +239,7 @@ def test_hash_mismatch_names_the_one_url_of_a_url_source() -> None:
 
 
 def test_doctor_lists_registries_of_the_lock_and_none_of_a_corrupt_one(tmp_path: Path) -> None:
-    from envbuild.doctor import _lock_registries
+    from envbuild.env.doctor import _lock_registries
 
     folder = LockFolder(tmp_path, "cu126")
     folder.path.mkdir()

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.audit import audit_texts
-from envbuild.errors import ConfigError
-from envbuild.profile_catalogue import load_catalogue
-from envbuild.variants import builtin_groups, groups_for, is_rendered_override
+from envbuild.core.errors import ConfigError
+from envbuild.torch.catalogue import load_catalogue
+from envbuild.torch.variants import builtin_groups, groups_for, is_rendered_override
+from envbuild.uv.audit import audit_texts
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import Deployment, locked_versions, make_deployment, run_cli
 

@@ -56,7 +56,7 @@ class EnvbuildGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         from envbuild.cli.output import error
-        from envbuild.errors import EnvbuildError
+        from envbuild.core.errors import EnvbuildError
 
         try:
             return super().invoke(ctx)
@@ -96,7 +96,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, project_dir: Path) -> Non
     if verbose and not quiet:  # logging costs start-up time: only set it up when asked to talk
         import logging
 
-        from envbuild.runner import redact
+        from envbuild.core.runner import redact
 
         class Redacting(logging.Formatter):
             """Log lines go through the same redaction as everything printed."""

@@ -11,7 +11,7 @@ from envbuild.cli.options import build_deployment, profile_options, profile_to_u
 from envbuild.cli.output import error, say, show
 
 if TYPE_CHECKING:
-    from envbuild.smoke import CheckResult
+    from envbuild.env.check import CheckResult
 
 
 @click.command()
@@ -30,7 +30,7 @@ def check(ctx: click.Context, /, venv: Path | None, timeout: float, as_json: boo
     becomes the distribution to add to extra-requirements. Exits 1 when anything failed; the
     result is saved as <venv>/envbuild-check.json.
     """
-    from envbuild.smoke import run_check
+    from envbuild.env.check import run_check
 
     deployment = build_deployment(ctx, flags)
     profile = profile_to_use(ctx, deployment, flags)

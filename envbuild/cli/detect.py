@@ -26,7 +26,7 @@ def detect(ctx: click.Context, as_json: bool, torch_source: str | None, show_all
     """
     import json
 
-    from envbuild.fitting import candidates, choose
+    from envbuild.torch.fitting import candidates, choose
 
     deployment = build_deployment(ctx, {"torch_source": torch_source})
     choice = choose(candidates(deployment.catalogue, deployment.torch_source), environ=deployment.env)

@@ -21,7 +21,7 @@ def diff(ctx: click.Context, a: str, b: str, as_json: bool) -> None:
 
     A and B are profile names (locks/<name>/) or paths to lock folders.
     """
-    from envbuild.diff import diff_folders, render_table
+    from envbuild.pkgs.diff import diff_folders, render_table
 
     deployment = build_deployment(ctx)
     result = diff_folders(_folder(deployment.lock_dir, a), _folder(deployment.lock_dir, b))
@@ -29,7 +29,7 @@ def diff(ctx: click.Context, a: str, b: str, as_json: bool) -> None:
 
 
 def _folder(lock_dir: Path, name: str) -> Path:
-    from envbuild.errors import StaleLockError
+    from envbuild.core.errors import StaleLockError
 
     for candidate in (lock_dir / name, Path.cwd() / name):
         if (candidate / "uv.lock").is_file():

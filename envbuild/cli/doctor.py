@@ -26,7 +26,7 @@ def doctor(ctx: click.Context, /, venv: Path | None, no_import: bool, no_probe: 
     """Check uv, the lock, the venv, torch and this machine's driver and GPU; exit 1 if anything fails."""
     import json
 
-    from envbuild.doctor import Context, exit_code, run_doctor
+    from envbuild.env.doctor import Context, exit_code, run_doctor
 
     deployment = build_deployment(ctx, flags)
     # Doctor reports a missing lock as a finding, so it picks the profile without requiring one; `auto`

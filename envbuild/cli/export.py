@@ -36,7 +36,7 @@ def export(ctx: click.Context, /, fmt: str, output: Path | None, allow_unhashed:
     The lock must pass the same trust check as `sync` (current, audited): an edited lock is never
     exported, and nor is one with files lacking a sha256 unless --allow-unhashed.
     """
-    from envbuild.export import check_output_name, default_filename, export_lock, write_export
+    from envbuild.env.export import check_output_name, default_filename, export_lock, write_export
 
     deployment = build_deployment(ctx, flags)
     profile = profile_to_use(ctx, deployment, flags)

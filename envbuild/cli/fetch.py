@@ -10,8 +10,8 @@ from envbuild.cli.options import build_deployment
 from envbuild.cli.output import say
 
 if TYPE_CHECKING:
-    from envbuild.config import Config
-    from envbuild.nodegit import NodeFetch
+    from envbuild.comfy.nodegit import NodeFetch
+    from envbuild.settings.config import Config
 
 
 @click.command()
@@ -30,10 +30,10 @@ def fetch(ctx: click.Context, force: bool, jobs: int) -> None:
     Custom nodes are fetched in parallel, one commit deep where the server allows it.
     After a checkout moved, `envbuild lock` records the new commits in the lock.
     """
-    from envbuild.errors import UsageError
-    from envbuild.gitsrc import GitError, fetch_all
-    from envbuild.nodegit import fetch_nodes
-    from envbuild.nodes import pinned_folder
+    from envbuild.comfy.git import GitError, fetch_all
+    from envbuild.comfy.nodegit import fetch_nodes
+    from envbuild.comfy.nodes import pinned_folder
+    from envbuild.core.errors import UsageError
 
     deployment = build_deployment(ctx)
     config = deployment.config
@@ -80,7 +80,7 @@ def fetch(ctx: click.Context, force: bool, jobs: int) -> None:
 def _record_archive_hashes(ctx: click.Context, config: Config, nodes: list[NodeFetch]) -> None:
     """A registry node's archive hash, seen at its first fetch, is written into envbuild.toml: from then
     on every fetch (here or on another machine) must get the same bytes."""
-    from envbuild.pins_edit import write_pin
+    from envbuild.settings.pins_edit import write_pin
 
     fetched = {node.name: node.sha256 for node in nodes if node.sha256}
     for pin in config.node_pins:

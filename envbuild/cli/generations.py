@@ -8,7 +8,7 @@ import click
 
 from envbuild.cli.options import build_deployment, resolve_venv
 from envbuild.cli.output import show
-from envbuild.units import human_size
+from envbuild.core.units import human_size
 
 
 @click.command()
@@ -26,7 +26,7 @@ def generations(ctx: click.Context, venv: Path | None, as_json: bool) -> None:
     """
     import json
 
-    from envbuild.venvswitch import list_rows
+    from envbuild.env.switch import list_rows
 
     deployment = build_deployment(ctx)
     target = resolve_venv(deployment, venv)

@@ -11,8 +11,8 @@ from envbuild.cli.options import build_deployment, profile_options, profile_to_u
 from envbuild.cli.output import say, show
 
 if TYPE_CHECKING:
-    from envbuild.deployment import Deployment
-    from envbuild.profiles import TorchProfile
+    from envbuild.deploy.deployment import Deployment
+    from envbuild.torch.profile import TorchProfile
 
 
 @click.command()
@@ -46,9 +46,9 @@ def image(ctx: click.Context, /, output: Path | None, base: str | None, build: b
     in build stages; the runtime stage runs as a non-root user, listens on [comfyui] port (8188),
     keeps models/input/output/user on the volume /data (--base-directory).
     """
-    from envbuild.export import export_lock
-    from envbuild.image import write_context
-    from envbuild.uv import checked_uv
+    from envbuild.env.export import export_lock
+    from envbuild.image.context import write_context
+    from envbuild.uv.command import checked_uv
 
     deployment = build_deployment(ctx, flags)
     profile = profile_to_use(ctx, deployment, flags)
@@ -63,9 +63,9 @@ def image(ctx: click.Context, /, output: Path | None, base: str | None, build: b
     if not build:
         say(ctx, f"build it with: podman build -t {tag or 'IMAGE'} {deployment.display(written.folder)}")
         return
-    from envbuild.imagebuild import build_image, default_tag
-    from envbuild.syncing import own_index_env
-    from envbuild.units import human_size
+    from envbuild.core.units import human_size
+    from envbuild.env.sync import own_index_env
+    from envbuild.image.build import build_image, default_tag
 
     given_ca = ca or (Path(deployment.env["SSL_CERT_FILE"]) if deployment.env.get("SSL_CERT_FILE") else None)
     built = build_image(written.folder, tag or default_tag(profile.name), deployment.env, ca=given_ca,
@@ -79,8 +79,8 @@ def _install_mirror(deployment: Deployment, profile: TorchProfile) -> list[tuple
     """A mirror in mode `install` (environment, per-user file, [mirrors]): the build fetches through it."""
     if not deployment.mirrors.installs_through:
         return []
-    from envbuild.mirrors import install_rules
-    from envbuild.uvlock import read_uv_lock
+    from envbuild.pkgs.uvlock import read_uv_lock
+    from envbuild.settings.mirrors import install_rules
 
     lock = read_uv_lock(deployment.folder(profile).uv_lock)
     return install_rules(lock, deployment.mirrors, deployment.pytorch_base)

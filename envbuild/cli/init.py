@@ -19,7 +19,7 @@ from envbuild.cli.output import say
 def init(ctx: click.Context, comfyui: Path | None, base_directory: Path | None) -> None:
     """Write envbuild.toml for the ComfyUI checkout here: its nodes, the Manager, and the profile
     `envbuild detect` recommends, each setting explained. Never overwrites an existing file."""
-    from envbuild.init import init_deployment
+    from envbuild.env.init import init_deployment
 
     deployment = build_deployment(ctx)
     start = Path(ctx.obj["project_dir"]).resolve()

@@ -17,9 +17,9 @@ from envbuild.cli.options import (
 from envbuild.cli.output import error, say, warn
 
 if TYPE_CHECKING:
-    from envbuild.deployment import Deployment
-    from envbuild.locking import LockEvent, LockResult
-    from envbuild.profiles import TorchProfile
+    from envbuild.deploy.deployment import Deployment
+    from envbuild.lock.pipeline import LockEvent, LockResult
+    from envbuild.torch.profile import TorchProfile
 
 
 @click.command()
@@ -46,9 +46,9 @@ def lock(ctx: click.Context, /, all_profiles: bool, check: bool, upgrade: bool, 
     --extra-requirements, --torch-source, --lock-dir, --mirror...) are written into envbuild.toml
     once the lock succeeded, so sync, run and the next lock use the same deployment.
     """
-    from envbuild.errors import EnvbuildError, UsageError
-    from envbuild.locking import refresh_locks_readme
-    from envbuild.selection import profiles_to_lock
+    from envbuild.core.errors import EnvbuildError, UsageError
+    from envbuild.deploy.selection import profiles_to_lock
+    from envbuild.lock.pipeline import refresh_locks_readme
 
     deployment = build_deployment(ctx, flags)
     _require_inputs(deployment)
@@ -65,7 +65,7 @@ def lock(ctx: click.Context, /, all_profiles: bool, check: bool, upgrade: bool, 
         code, changed = _lock_all(ctx, deployment, targets, jobs, upgrade, upgrade_package)
     else:
         profile = targets[0]
-        from envbuild.locking import lock_profile
+        from envbuild.lock.pipeline import lock_profile
 
         result = lock_profile(deployment, profile, upgrade=upgrade, upgrade_packages=upgrade_package,
                               stream=not ctx.obj["quiet"],
@@ -85,7 +85,7 @@ def lock(ctx: click.Context, /, all_profiles: bool, check: bool, upgrade: bool, 
 def _require_inputs(deployment: Deployment) -> None:
     """Locking needs a ComfyUI: without envbuild.toml or --comfyui there is nothing to lock (one error,
     not one per profile)."""
-    from envbuild.errors import ConfigError
+    from envbuild.core.errors import ConfigError
 
     config = deployment.config
     if config.comfyui is not None:
@@ -108,7 +108,7 @@ def _say_outside(deployment: Deployment) -> None:
 
 
 def _persist_choices(ctx: click.Context, deployment: Deployment, flags: dict[str, Any]) -> None:
-    from envbuild.config_edit import persist_lock_choices
+    from envbuild.deploy.config_edit import persist_lock_choices
 
     for line in persist_lock_choices(deployment, flags, start_dir=ctx.obj["project_dir"]):
         say(ctx, line)
@@ -119,7 +119,7 @@ def _lock_all(ctx: click.Context, deployment: Deployment, targets: list[TorchPro
     """Parallel locks with one progress line per event and a summary table; the exit code of the first failure."""
     import threading
 
-    from envbuild.locking import lock_many
+    from envbuild.lock.pipeline import lock_many
 
     printing = threading.Lock()
 
@@ -161,8 +161,8 @@ def _summary(events: list[LockEvent]) -> list[str]:
 
 def _check_locks(ctx: click.Context, deployment: Deployment, targets: list[TorchProfile]) -> int:
     """Each lock's state in the one vocabulary; the exit code of the worst kind (edited 5, stale/missing 4)."""
-    from envbuild.errors import LockIntegrityError, StaleLockError
-    from envbuild.trust import EDITED, UNHASHED, assess
+    from envbuild.core.errors import LockIntegrityError, StaleLockError
+    from envbuild.lock.trust import EDITED, UNHASHED, assess
 
     codes = []
     for profile in targets:
@@ -175,7 +175,7 @@ def _check_locks(ctx: click.Context, deployment: Deployment, targets: list[Torch
         codes.append(LockIntegrityError.exit_code if found.state == EDITED else StaleLockError.exit_code)
         why = "; ".join(found.reasons) or "no lock folder"
         error(f"{profile.name}: {found.state} ({where}): {why}")
-    from envbuild.nodes import deployment_notes
+    from envbuild.comfy.nodes import deployment_notes
 
     for note in deployment_notes(deployment.config, deployment.env):  # the code beside the locks
         warn(note)

@@ -12,7 +12,7 @@ from envbuild.cli.options import build_deployment
 from envbuild.cli.output import say, show, warn
 
 if TYPE_CHECKING:
-    from envbuild.manager import ManagerLayout
+    from envbuild.comfy.manager import ManagerLayout
 
 _USER_DIRECTORY = click.option(
     "--user-directory", type=click.Path(file_okay=False, path_type=Path),
@@ -48,8 +48,8 @@ def setup(ctx: click.Context, /, user_directory: Path | None, **flags: Any) -> N
     or <user>/__manager). Every other setting, comment and line stays as it is; running it again
     changes nothing.
     """
-    from envbuild.manager import lock_gaps
-    from envbuild.manager import setup as setup_manager
+    from envbuild.comfy.manager import lock_gaps
+    from envbuild.comfy.manager import setup as setup_manager
 
     config = build_deployment(ctx, flags).config
     result = setup_manager(config, _absolute(user_directory))
@@ -74,7 +74,7 @@ def setup(ctx: click.Context, /, user_directory: Path | None, **flags: Any) -> N
 @click.pass_context
 def status(ctx: click.Context, /, user_directory: Path | None, **flags: Any) -> None:
     """Show the Manager envbuild found, its config.ini and whether it is set up."""
-    from envbuild.manager import WANTED, current_values, locate, lock_gaps, needs_setup
+    from envbuild.comfy.manager import WANTED, current_values, locate, lock_gaps, needs_setup
 
     config = build_deployment(ctx, flags).config
     layout = locate(config, _absolute(user_directory))

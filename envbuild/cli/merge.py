@@ -21,7 +21,7 @@ def merge(ctx: click.Context, /, explain: bool, as_json: bool, **flags: Any) -> 
     flags here are a preview: `envbuild lock` with them writes them into envbuild.toml)."""
     import json
 
-    from envbuild.planning import input_warnings, settled_inputs
+    from envbuild.lock.plan import input_warnings, settled_inputs
 
     deployment = build_deployment(ctx, flags)
     profile = profile_to_lock(ctx, deployment, flags)

@@ -11,10 +11,10 @@ from envbuild.cli.options import build_deployment
 from envbuild.cli.output import say, show, warn
 
 if TYPE_CHECKING:
-    from envbuild.deployment import Deployment
-    from envbuild.locking import LockResult
-    from envbuild.nodeops import NodeChange
-    from envbuild.profiles import TorchProfile
+    from envbuild.deploy.deployment import Deployment
+    from envbuild.env.node_ops import NodeChange
+    from envbuild.lock.pipeline import LockResult
+    from envbuild.torch.profile import TorchProfile
 
 
 @click.group()
@@ -36,7 +36,7 @@ def node() -> None:
 @click.pass_context
 def add(ctx: click.Context, url: str, ref: str | None, name: str | None) -> None:
     """Clone URL at REF, lock with it, then put it in custom_nodes and pin it."""
-    from envbuild.nodeops import add_node
+    from envbuild.env.node_ops import add_node
 
     deployment = build_deployment(ctx)
     change = add_node(deployment, url, ref=ref, name=name, targets=_targets(deployment),
@@ -50,7 +50,7 @@ def add(ctx: click.Context, url: str, ref: str | None, name: str | None) -> None
 @click.pass_context
 def update(ctx: click.Context, name: str, ref: str | None) -> None:
     """Move a pinned node to REF (its commit now), lock with it, then check it out."""
-    from envbuild.nodeops import update_node
+    from envbuild.env.node_ops import update_node
 
     deployment = build_deployment(ctx)
     change = update_node(deployment, name, ref=ref, targets=_targets(deployment),
@@ -64,7 +64,7 @@ def update(ctx: click.Context, name: str, ref: str | None) -> None:
 @click.pass_context
 def remove(ctx: click.Context, name: str, force: bool) -> None:
     """Lock without the node, then delete its folder and its pin."""
-    from envbuild.nodeops import remove_node
+    from envbuild.env.node_ops import remove_node
 
     deployment = build_deployment(ctx)
     change = remove_node(deployment, name, force=force, targets=_targets(deployment),
@@ -77,7 +77,7 @@ def remove(ctx: click.Context, name: str, force: bool) -> None:
 @click.pass_context
 def list_nodes(ctx: click.Context, as_json: bool) -> None:
     """Every pinned node and every node on disk: ok, moved, dirty, missing, disabled, unpinned."""
-    from envbuild.nodes import node_statuses
+    from envbuild.comfy.nodes import node_statuses
 
     deployment = build_deployment(ctx)
     config = deployment.config
@@ -100,7 +100,7 @@ def list_nodes(ctx: click.Context, as_json: bool) -> None:
 
 def _targets(deployment: Deployment) -> list[TorchProfile]:
     """[lock] profiles that have a lock, else every committed lock, else the default profile."""
-    from envbuild.selection import ProfileRequest, profile_to_lock, profiles_to_lock
+    from envbuild.deploy.selection import ProfileRequest, profile_to_lock, profiles_to_lock
 
     committed = set(deployment.committed())
     if deployment.config.profiles:
@@ -140,9 +140,9 @@ def import_snapshot(ctx: click.Context, snapshot: Path) -> None:
     """Pin what a ComfyUI-Manager snapshot (.json or .yaml) records: node commits, registry node
     versions, the ComfyUI commit. Its `pips` are reported, not installed: the lock decides.
     Then: `envbuild fetch` and `envbuild lock`."""
-    from envbuild.errors import ConfigError
-    from envbuild.pins_edit import write_import
-    from envbuild.snapshots import read_snapshot, registry_pins
+    from envbuild.comfy.snapshots import read_snapshot, registry_pins
+    from envbuild.core.errors import ConfigError
+    from envbuild.settings.pins_edit import write_import
 
     deployment = build_deployment(ctx)
     config = deployment.config
@@ -175,15 +175,15 @@ def import_snapshot(ctx: click.Context, snapshot: Path) -> None:
 @click.pass_context
 def export_snapshot(ctx: click.Context, target: Path) -> None:
     """Write the deployment's pins as a ComfyUI-Manager snapshot (`pips` empty: the lock installs them)."""
-    from envbuild.fsio import atomic_write
-    from envbuild.pins import read_head
-    from envbuild.snapshots import snapshot_of, snapshot_text
+    from envbuild.comfy.snapshots import snapshot_of, snapshot_text
+    from envbuild.core.fsio import atomic_write
+    from envbuild.settings.pins import read_head
 
     deployment = build_deployment(ctx)
     config = deployment.config
     comfyui = read_head(config.comfyui) if config.comfyui is not None else None
     if comfyui is None and config.comfyui_git is not None:
-        from envbuild.pins import FULL_SHA
+        from envbuild.settings.pins import FULL_SHA
 
         comfyui = config.comfyui_git.ref if FULL_SHA.fullmatch(config.comfyui_git.ref) else None
     path = Path.cwd() / target

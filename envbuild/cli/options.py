@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from envbuild.deployment import Deployment
-    from envbuild.profiles import TorchProfile
-    from envbuild.selection import ProfileRequest
+    from envbuild.deploy.deployment import Deployment
+    from envbuild.deploy.selection import ProfileRequest
+    from envbuild.torch.profile import TorchProfile
 
 F = TypeVar("F", bound=Callable[..., Any])
 TORCH_SOURCES = ("pytorch-index", "pypi")
@@ -82,7 +82,7 @@ def mirror_options(mode: str) -> Callable[[F], F]:
 
 def profile_to_use(ctx: click.Context, deployment: Deployment, flags: Mapping[str, Any]) -> TorchProfile:
     """selection.profile_to_use, and `auto`'s choice said (a command that uses a committed lock)."""
-    from envbuild.selection import profile_to_use as choose
+    from envbuild.deploy.selection import profile_to_use as choose
 
     profile = choose(deployment, request_of(flags), command=command_line(ctx, flags))
     _say_auto(ctx, flags, profile, "the best committed lock that fits this machine")
@@ -91,7 +91,7 @@ def profile_to_use(ctx: click.Context, deployment: Deployment, flags: Mapping[st
 
 def profile_to_lock(ctx: click.Context, deployment: Deployment, flags: Mapping[str, Any]) -> TorchProfile:
     """selection.profile_to_lock, and `auto`'s choice said."""
-    from envbuild.selection import profile_to_lock as choose
+    from envbuild.deploy.selection import profile_to_lock as choose
 
     profile = choose(deployment, request_of(flags))
     _say_auto(ctx, flags, profile, "the profile that fits this machine")
@@ -100,21 +100,21 @@ def profile_to_lock(ctx: click.Context, deployment: Deployment, flags: Mapping[s
 
 def _say_auto(ctx: click.Context, flags: Mapping[str, Any], profile: TorchProfile, what: str) -> None:
     from envbuild.cli.output import say
-    from envbuild.selection import AUTO
+    from envbuild.deploy.selection import AUTO
 
     if AUTO in (flags.get("profile_name"), flags.get("cuda")):
         say(ctx, f"auto: chose {profile.name} ({what})")
 
 
 def request_of(flags: Mapping[str, Any]) -> ProfileRequest:
-    from envbuild.selection import ProfileRequest
+    from envbuild.deploy.selection import ProfileRequest
 
     return ProfileRequest(flags.get("profile_name"), flags.get("cuda"))
 
 
 def build_deployment(ctx: click.Context, flags: Mapping[str, Any] | None = None) -> Deployment:
     """envbuild.toml (from -C, else the working folder, up) + this command's flags + the environment."""
-    from envbuild.deployment import load_deployment
+    from envbuild.deploy.deployment import load_deployment
 
     flags = flags or {}
     cwd = Path.cwd()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from envbuild.runner import redact
+from envbuild.core.runner import redact
 
 
 def say(ctx: click.Context, message: str) -> None:

@@ -10,8 +10,8 @@ from envbuild.cli.options import build_deployment
 from envbuild.cli.output import say, show, warn
 
 if TYPE_CHECKING:
-    from envbuild.config import Config
-    from envbuild.profile_update import UpdateReport
+    from envbuild.env.profiles_update import UpdateReport
+    from envbuild.settings.config import Config
 
 
 @click.group(invoke_without_command=True)
@@ -65,7 +65,7 @@ def update(ctx: click.Context, names: tuple[str, ...], write: bool, offline: boo
     compatible set.
     """
 
-    from envbuild.profile_update import update_profiles, write_updates
+    from envbuild.env.profiles_update import update_profiles, write_updates
 
     deployment = build_deployment(ctx)
     config = deployment.config
@@ -77,7 +77,7 @@ def update(ctx: click.Context, names: tuple[str, ...], write: bool, offline: boo
     else:
         _print(ctx, report, config, written, write=write, offline=offline or deployment.offline)
     if report.unreadable:  # an index that could not be read: the same code as uv's unreachable index
-        from envbuild.errors import IndexUnreachableError
+        from envbuild.core.errors import IndexUnreachableError
 
         ctx.exit(IndexUnreachableError.exit_code)
     if any(t.error for t in report.tables):
@@ -86,7 +86,7 @@ def update(ctx: click.Context, names: tuple[str, ...], write: bool, offline: boo
 
 def _print(ctx: click.Context, report: UpdateReport, config: Config, written: list[str], *,
            write: bool, offline: bool) -> None:
-    from envbuild.indexclient import describe_age
+    from envbuild.core.http.indexclient import describe_age
 
     for table in report.tables:
         age = f" ({'offline: ' if offline else ''}cached {describe_age(table.cache_age)})" if table.cache_age else ""

@@ -21,7 +21,7 @@ def rollback(ctx: click.Context, venv: Path | None) -> None:
     A second rollback switches forth again. A running ComfyUI keeps the generation it started in.
     The committed lock is not changed: when it no longer matches the generation, this says so.
     """
-    from envbuild.venvswitch import roll_back
+    from envbuild.env.switch import roll_back
 
     deployment = build_deployment(ctx)
     target = resolve_venv(deployment, venv)

@@ -32,7 +32,7 @@ def run(ctx: click.Context, /, venv: Path | None, args: tuple[str, ...], **flags
     locks/<profile>/constraints.txt, so ComfyUI-Manager's pip/uv installs cannot replace the
     locked torch.
     """
-    from envbuild.launch import launch, prepare_run
+    from envbuild.env.run import launch, prepare_run
 
     deployment = build_deployment(ctx, flags)
     profile = profile_to_use(ctx, deployment, flags)

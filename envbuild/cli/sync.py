@@ -12,9 +12,9 @@ from envbuild.cli.options import build_deployment, mirror_options, profile_optio
 from envbuild.cli.output import error, say, show, warn
 
 if TYPE_CHECKING:
-    from envbuild.deployment import Deployment
-    from envbuild.profiles import TorchProfile
-    from envbuild.syncing import SyncResult
+    from envbuild.deploy.deployment import Deployment
+    from envbuild.env.sync import SyncResult
+    from envbuild.torch.profile import TorchProfile
 
 
 @click.command()
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 def sync(ctx: click.Context, /, venv: Path | None, python: str | None, inexact: bool, no_verify: bool,
          allow_unhashed: bool, dry_run: bool, strict: bool, check: bool, **flags: Any) -> None:
     """Build the venv exactly from a committed lock (`uv sync --locked`), then check torch."""
-    from envbuild.syncing import sync_profile
+    from envbuild.env.sync import sync_profile
 
     deployment = build_deployment(ctx, flags)
     profile = profile_to_use(ctx, deployment, flags)
@@ -78,7 +78,7 @@ def _start(ctx: click.Context, deployment: Deployment, profile: TorchProfile, ta
 
 def _dry_run(ctx: click.Context, deployment: Deployment, profile: TorchProfile, target: Path, *, inexact: bool,
              allow_unhashed: bool) -> None:
-    from envbuild.syncing import plan_sync
+    from envbuild.env.sync import plan_sync
 
     plan = plan_sync(deployment, profile, target, inexact=inexact, allow_unhashed=allow_unhashed)
     for line in plan.describe():
@@ -89,15 +89,15 @@ def _smoke_check(ctx: click.Context, deployment: Deployment, profile: TorchProfi
     """`--check`: ComfyUI's own quick test in the new generation, before the venv path is switched to it;
     any node that failed to import fails sync and leaves the venv path where it was."""
     from envbuild.cli.check import report_check
-    from envbuild.smoke import run_check
+    from envbuild.env.check import run_check
 
     venv = synced.generation or synced.venv
     result = run_check(deployment, profile, venv,
                        before_start=lambda: say(ctx, f"{profile.name}: running ComfyUI's quick test in {venv}"))
     code = report_check(ctx, result)
     if synced.generation is not None:
-        from envbuild.generations import current
-        from envbuild.venvswitch import switch_to
+        from envbuild.env.generations import current
+        from envbuild.env.switch import switch_to
 
         if code == 0:
             for line in switch_to(deployment, synced.venv, synced.generation):
@@ -129,7 +129,7 @@ class _FitCheck:
         self.thread: threading.Thread | None = None
 
     def run(self) -> None:
-        from envbuild.fitting import fit_of
+        from envbuild.torch.fitting import fit_of
 
         try:
             _, fit = fit_of(self.profile, self.deployment.folder(self.profile), environ=self.deployment.env)
@@ -142,7 +142,7 @@ class _FitCheck:
         self.thread.start()
 
     def report(self, *, strict: bool) -> None:
-        from envbuild.errors import DetectionError, EnvbuildError
+        from envbuild.core.errors import DetectionError, EnvbuildError
 
         if self.thread is not None:
             self.thread.join()

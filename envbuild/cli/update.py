@@ -32,8 +32,8 @@ def update(ctx: click.Context, /, venv: Path | None, comfyui_ref: str | None, ma
     and the report says what failed. `--dry-run` shows the lock diff before anything is installed.
     """
     from envbuild.cli.check import report_check
-    from envbuild.diff import render_table
-    from envbuild.updating import update as run_update
+    from envbuild.env.update import update as run_update
+    from envbuild.pkgs.diff import render_table
 
     deployment = build_deployment(ctx, flags)
     profile = profile_to_use(ctx, deployment, flags)

@@ -10,8 +10,8 @@ from envbuild.cli.options import build_deployment, profile_options, profile_to_u
 from envbuild.cli.output import error, say, show
 
 if TYPE_CHECKING:
-    from envbuild.deployment import Deployment
-    from envbuild.trust import Assessment
+    from envbuild.deploy.deployment import Deployment
+    from envbuild.lock.trust import Assessment
 
 
 @click.command()
@@ -29,7 +29,7 @@ def verify(ctx: click.Context, /, all_profiles: bool, allow_unhashed: bool, as_j
     """
     import json
 
-    from envbuild.errors import UsageError
+    from envbuild.core.errors import UsageError
 
     deployment = build_deployment(ctx, flags)
     request = request_of(flags)
@@ -58,8 +58,8 @@ def verify(ctx: click.Context, /, all_profiles: bool, allow_unhashed: bool, as_j
 
 def _checked(deployment: Deployment, name: str, allow_unhashed: bool, many: bool) -> dict[str, Any]:
     """One lock's row; with --all, a lock that cannot even be checked is a failed row, not the end."""
-    from envbuild.errors import EnvbuildError
-    from envbuild.trust import assess
+    from envbuild.core.errors import EnvbuildError
+    from envbuild.lock.trust import assess
 
     try:
         return _row(deployment, assess(deployment, deployment.catalogue.get(name), full=True), allow_unhashed)
@@ -72,8 +72,8 @@ def _checked(deployment: Deployment, name: str, allow_unhashed: bool, many: bool
 
 
 def _row(deployment: Deployment, found: Assessment, allow_unhashed: bool) -> dict[str, Any]:
-    from envbuild.errors import LockIntegrityError, StaleLockError
-    from envbuild.trust import EDITED, UNHASHED
+    from envbuild.core.errors import LockIntegrityError, StaleLockError
+    from envbuild.lock.trust import EDITED, UNHASHED
 
     report = found.report
     ok = found.usable and (allow_unhashed or found.state != UNHASHED)
@@ -99,7 +99,7 @@ def _row(deployment: Deployment, found: Assessment, allow_unhashed: bool) -> dic
 
 
 def _print_row(ctx: click.Context, row: dict[str, Any]) -> None:
-    from envbuild.trust import STATE_MEANING
+    from envbuild.lock.trust import STATE_MEANING
 
     name, state = row["profile"], row["state"]
     scope = "" if row["compared_with_inputs"] else "; no ComfyUI checkout here, so only the audit ran"

@@ -102,7 +102,7 @@ def _uv_image(podman: str, uv_bin: Path, scratch: Path) -> None:
 
 def setup_podman(uv_bin: Path, scratch: Path) -> Podman:
     """Once per machine at a time: pytest's workers each ask, the first one installs and imports."""
-    from envbuild.fsio import exclusive_lock
+    from envbuild.core.fsio import exclusive_lock
 
     with exclusive_lock(Path(tempfile.gettempdir()) / "envbuild-podman-setup.lock", timeout=1800):
         _install_packages()

@@ -1,6 +1,6 @@
 """Written by `envbuild image`: point a lock's file URLs at a mirror, hashes untouched.
 
-The same rule as envbuild.mirrors.rewrite_lock_text: every quoted URL under a canonical prefix
+The same rule as envbuild.settings.mirrors.rewrite_lock_text: every quoted URL under a canonical prefix
 (longest first) gets the mirror's prefix instead. Usage: mirror.py RULES SOURCE TARGET.
 """
 

@@ -1,0 +1,1 @@
+"""ComfyUI knowledge: its checkout, the Manager, custom nodes, the registry, snapshots."""

@@ -1,0 +1,147 @@
+"""Where the deployment's custom nodes stand against their pins: `node list`, `lock --check`, `fetch`.
+
+Each node is one of: pinned and at its commit ("ok"), at another commit ("moved"), with local
+changes to tracked files ("dirty"), pinned but not on disk ("missing"), pinned and disabled, or on
+disk without a pin ("unpinned": installed by hand or by the Manager, recorded nowhere), with the
+exact command that pins it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+from envbuild.comfy.inputs import DISABLED_SUFFIX, MANAGER_DIR_NAMES
+from envbuild.settings.config import Config
+from envbuild.settings.pins import NodePin, pin_folder, read_head
+
+
+class NodeStatus(NamedTuple):
+    name: str
+    path: Path
+    pin: NodePin | None
+    commit: str | None  # on disk (None: not there, or not a git checkout)
+    states: tuple[str, ...]  # "ok", "moved", "dirty", "missing", "disabled", "unpinned", "not-git"
+    fix: str = ""  # the command that settles it
+
+    def as_json(self, config: Config) -> dict[str, object]:
+        return {"name": self.name, "path": config.display(self.path), "states": list(self.states),
+                "commit": self.commit, "pinned_commit": self.pin.commit if self.pin else None,
+                "ref": self.pin.ref if self.pin else None, "git": self.pin.url if self.pin else None,
+                "disabled": bool(self.pin and self.pin.disabled), "fix": self.fix,
+                "registry_version": self.pin.version if self.pin and self.pin.from_registry else None}
+
+
+def nodes_home(config: Config) -> Path | None:
+    """The custom_nodes folder pinned nodes live in (the first one ComfyUI reads)."""
+    dirs = config.custom_node_dirs()
+    return dirs[0] if dirs else None
+
+
+def pinned_folder(config: Config, pin: NodePin) -> Path | None:
+    home = nodes_home(config)
+    return pin_folder(home, pin) if home is not None else None
+
+
+def node_statuses(config: Config, environ: Mapping[str, str], *, look_for_changes: bool = True) -> list[NodeStatus]:
+    """Every pinned node, then every unpinned node folder found in the custom_nodes folders.
+    `look_for_changes`: run `git status` in each checkout (the only part that starts processes)."""
+    statuses = []
+    pinned_names = {pin.name.lower() for pin in config.node_pins}
+    for pin in config.node_pins:
+        folder = pinned_folder(config, pin)
+        if folder is None:
+            continue
+        if pin.from_registry:
+            statuses.append(_registry_status(pin, folder))
+            continue
+        commit = read_head(folder)
+        states: list[str] = []
+        fix = ""
+        if not folder.exists():
+            states.append("missing")
+            fix = "envbuild fetch"
+        elif commit is None:
+            states.append("not-git")
+            fix = f"move {config.display(folder)} away, then `envbuild fetch`"
+        else:
+            if commit != pin.commit:
+                states.append("moved")
+                fix = (f"envbuild fetch --force (back to {pin.commit[:12]}), or envbuild node update {pin.name} "
+                       f"--ref {commit} (pin what is there)")
+            if look_for_changes and _dirty(folder, environ):
+                states.append("dirty")
+        if pin.disabled:
+            states.append("disabled")
+        statuses.append(NodeStatus(pin.name, folder, pin, commit, tuple(states) or ("ok",), fix))
+    statuses.extend(unpinned_nodes(config, pinned_names, environ))
+    return statuses
+
+
+def _registry_status(pin: NodePin, folder: Path) -> NodeStatus:
+    from envbuild.comfy.registry import installed_version
+
+    if not folder.exists():
+        return NodeStatus(pin.name, folder, pin, None, ("missing",), "envbuild fetch")
+    have = installed_version(folder)
+    states = ("ok",) if have == pin.version else ("moved",)
+    fix = "" if have == pin.version else f"envbuild fetch --force (back to registry version {pin.version})"
+    return NodeStatus(pin.name, folder, pin, f"registry {have or '?'}", (*states, *(("disabled",) if pin.disabled
+                                                                                  else ())), fix)
+
+
+def unpinned_nodes(config: Config, pinned_names: set[str], environ: Mapping[str, str]) -> list[NodeStatus]:
+    """Node folders on disk that no pin names (the Manager itself is pinned by [manager], not here)."""
+    found = []
+    manager = config.manager.resolve() if config.manager is not None else None
+    for folder in config.custom_node_dirs():
+        if not folder.is_dir():
+            continue
+        for node in sorted(folder.iterdir(), key=lambda p: p.name):
+            name = node.name
+            if (not node.is_dir() or name.startswith((".", "__")) or name.endswith(DISABLED_SUFFIX)
+                    or name.lower() in MANAGER_DIR_NAMES or name.lower() in pinned_names
+                    or (manager is not None and node.resolve() == manager)):
+                continue
+            commit = read_head(node)
+            if commit is None:
+                found.append(NodeStatus(name, node, None, None, ("unpinned", "not-git"),
+                                        "not a git checkout: make it a repository, or remove it"))
+                continue
+            url = _origin(node, environ)
+            fix = (f"envbuild node add {shlex.quote(url)} --ref {commit} --name {shlex.quote(name)}" if url
+                   else "it has no origin remote: add one (git remote add origin URL), then `envbuild node list`")
+            found.append(NodeStatus(name, node, None, commit, ("unpinned",), fix))
+    return found
+
+
+def deployment_notes(config: Config, environ: Mapping[str, str]) -> list[str]:
+    """What `lock --check` says about the nodes beside the locks: pins not on disk, moved checkouts,
+    nodes nobody pinned (only once the deployment pins nodes at all: before, every node is unpinned)."""
+    if not config.node_pins:
+        return []
+    notes = []
+    for status in node_statuses(config, environ, look_for_changes=False):
+        where = config.display(status.path)
+        if "missing" in status.states:
+            notes.append(f"pinned node {status.name} is missing ({where}): run `{status.fix}`")
+        elif "moved" in status.states and status.pin is not None and status.commit:
+            notes.append(f"node {status.name} is at {status.commit[:12]}, pinned at "
+                         f"{status.pin.identity[:12]}: {status.fix}")
+        elif "unpinned" in status.states:
+            notes.append(f"node {status.name} ({where}) is not pinned: {status.fix}")
+    return notes
+
+
+def _dirty(folder: Path, environ: Mapping[str, str]) -> bool:
+    from envbuild.comfy.nodegit import git_for, local_changes
+
+    return bool(local_changes(git_for(environ), folder))
+
+
+def _origin(folder: Path, environ: Mapping[str, str]) -> str:
+    from envbuild.comfy.nodegit import git_for, origin_url
+
+    return origin_url(git_for(environ), folder)

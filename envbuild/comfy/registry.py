@@ -1,0 +1,131 @@
+"""Custom nodes from the Comfy Registry, pinned by id and version, their archive's sha256 enforced.
+
+The Registry serves a node version as a zip: `GET <base>/nodes/<id>/install?version=<v>` answers
+JSON whose `downloadUrl` is the archive (what the Manager's `cnr_install` fetches). The Registry
+publishes no hash for it, so envbuild records the archive's sha256 at the first fetch (written into
+envbuild.toml, to be committed) and refuses any other archive after: a re-published version is
+named, not silently installed. The archive is unpacked as the Manager does (into custom_nodes/<id>
+with a `.tracking` file listing what it extracted), so the Manager still recognises the node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import NamedTuple
+from urllib.parse import quote
+
+from envbuild.core.errors import EnvbuildError
+from envbuild.settings.pins import NodePin
+
+ARCHIVE_LIMIT = 512 * 1024 * 1024  # a node archive is a few MiB; a model in one is not a node
+TRACKING = ".tracking"
+
+
+class RegistryError(EnvbuildError):
+    """The registry did not serve a node version, or served another archive than the pinned one."""
+
+    exit_code = 8
+
+
+class RegistryFetch(NamedTuple):
+    action: str  # "installed" | "unchanged" | "refused"
+    sha256: str
+    problem: str = ""
+
+
+def installed_version(folder: Path) -> str | None:
+    """The version a registry node on disk says it is ([project] version of its pyproject.toml)."""
+    from envbuild.core.tomlfile import load_toml
+
+    if not (folder / TRACKING).is_file():
+        return None
+    try:
+        project = load_toml(folder / "pyproject.toml").get("project", {})
+    except EnvbuildError:
+        return None
+    version = project.get("version") if isinstance(project, dict) else None
+    return str(version) if version is not None else None
+
+
+def fetch_registry_node(pin: NodePin, folder: Path, *, base: str, force: bool = False,
+                        timeout: float = 60.0) -> RegistryFetch:
+    """Install `pin` into `folder` (idempotent: a folder at the pinned version is left alone)."""
+    if folder.exists():
+        have = installed_version(folder)
+        if have == pin.version and not force:
+            return RegistryFetch("unchanged", pin.sha256)
+        if not force:
+            what = f"is at version {have}" if have else "exists and is not a registry install of it"
+            return RegistryFetch("refused", pin.sha256,
+                                 f"{what}, not at its pin {pin.version}; `envbuild fetch --force` replaces it")
+    archive, url = download(pin, base=base, timeout=timeout)
+    digest = hashlib.sha256(archive).hexdigest()
+    if pin.sha256 and digest != pin.sha256:
+        return RegistryFetch("refused", pin.sha256,
+                             f"the registry's archive for {pin.version} ({url}) has sha256 {digest}, but the pin "
+                             f"records {pin.sha256}: it was re-published or replaced; nothing installed")
+    _unpack(archive, folder, pin)
+    return RegistryFetch("installed", digest)
+
+
+def download(pin: NodePin, *, base: str, timeout: float) -> tuple[bytes, str]:
+    import httpx
+
+    api = f"{base.rstrip('/')}/nodes/{quote(pin.name, safe='')}/install?version={quote(pin.version, safe='')}"
+    try:
+        with httpx.Client(timeout=timeout, follow_redirects=True) as client:
+            answer = client.get(api)
+            if answer.status_code != 200:
+                raise RegistryError(f"registry node {pin.name} {pin.version}: {api} answered {answer.status_code}",
+                                    hint="check the id and version (the Manager's snapshot names them), and "
+                                         "[nodes] registry")
+            try:
+                url = str(answer.json()["downloadUrl"])
+            except (ValueError, KeyError, TypeError):
+                raise RegistryError(f"registry node {pin.name} {pin.version}: {api} did not answer a "
+                                    "downloadUrl") from None
+            data = b""
+            with client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise RegistryError(f"registry node {pin.name} {pin.version}: {url} answered "
+                                        f"{response.status_code}")
+                for chunk in response.iter_bytes():
+                    data += chunk
+                    if len(data) > ARCHIVE_LIMIT:
+                        raise RegistryError(f"registry node {pin.name}: {url} is larger than "
+                                            f"{ARCHIVE_LIMIT // (1024 * 1024)} MiB")
+    except httpx.HTTPError as exc:
+        raise RegistryError(f"registry node {pin.name} {pin.version}: cannot reach {base}: {exc}",
+                            hint="check [nodes] registry and this machine's network") from None
+    return data, url
+
+
+def _unpack(archive: bytes, folder: Path, pin: NodePin) -> None:
+    """Extract into a sibling scratch folder, then swap it in: never a half-unpacked node."""
+    try:
+        zipped = zipfile.ZipFile(io.BytesIO(archive))
+    except zipfile.BadZipFile:
+        raise RegistryError(f"registry node {pin.name} {pin.version}: the archive is not a zip file") from None
+    names = []
+    for info in zipped.infolist():
+        parts = PurePosixPath(info.filename).parts
+        if info.filename.startswith(("/", "\\")) or ".." in parts or ":" in info.filename:
+            raise RegistryError(f"registry node {pin.name} {pin.version}: the archive holds a path outside its "
+                                f"folder ({info.filename!r}); nothing installed")
+        if not info.is_dir():
+            names.append(info.filename)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{pin.name}-", dir=folder.parent))
+    try:
+        zipped.extractall(scratch)
+        (scratch / TRACKING).write_text("\n".join(names), encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        scratch.rename(folder)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Infrastructure: errors, files, TOML, subprocesses, HTTP. Knows nothing of packages or torch."""

@@ -1,0 +1,1 @@
+"""HTTP: reading package indexes and remote wheels (the only place that imports httpx)."""

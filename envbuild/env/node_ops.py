@@ -1,0 +1,276 @@
+"""`node add`, `node update`, `node remove`: a node changes only after the deployment locked with it.
+
+The new checkout is cloned into a dot-named staging folder inside the deployment; a view of every
+custom_nodes folder (links to its nodes, the changed node swapped in or left out) and a copy of the
+affected lock folders make a staged deployment, which is planned and locked with the real `uv lock`.
+Only when every profile locked does the node land in custom_nodes, its pin in envbuild.toml, and
+the real locks get re-made from the real folders. A conflict leaves custom_nodes, envbuild.toml and
+locks/ byte for byte as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from envbuild.comfy.nodes import nodes_home, pinned_folder
+from envbuild.core.errors import ConfigError, EnvbuildError, UsageError
+from envbuild.deploy.deployment import Deployment
+from envbuild.lock.pipeline import LockResult, lock_profile
+from envbuild.settings.pins import NodePin, valid_name
+from envbuild.torch.profile import TorchProfile
+
+if TYPE_CHECKING:
+    from envbuild.comfy.nodegit import Resolved as Resolved  # noqa: PLC0414 (a name for annotations only)
+
+STAGING = ".envbuild-staging"
+
+
+class NodeChange(NamedTuple):
+    name: str
+    pin: NodePin | None  # None: removed
+    previous: NodePin | None
+    locks: tuple[LockResult, ...]
+    config_lines: tuple[str, ...]
+
+
+def name_from_url(url: str) -> str:
+    tail = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    return tail.removesuffix(".git")
+
+
+def add_node(deployment: Deployment, url: str, *, ref: str | None, name: str | None,
+             targets: list[TorchProfile], on_lock: Callable[[LockResult], None] | None = None) -> NodeChange:
+    """Clone, lock with it staged, then land it: the whole of `node add`."""
+    config = deployment.config
+    _require_config(deployment)
+    name = name or name_from_url(url)
+    if not valid_name(name):
+        raise UsageError(f"`{name}` cannot be a node's folder name", hint="pass --name NAME (letters, digits, _ . + -)")
+    if any(pin.name.lower() == name.lower() for pin in config.node_pins):
+        raise UsageError(f"node {name} is pinned already", hint=f"`envbuild node update {name} --ref REF` moves it")
+    home = _home(deployment)
+    existing = home / name
+    adopted = existing.exists() or existing.is_symlink()
+    with _staging(deployment) as stage:
+        if adopted:
+            staged, resolved = existing, _adopt(deployment, existing, url, ref)
+        else:
+            staged, resolved = _clone(deployment, stage, url, ref, name)
+        pin = NodePin(name, url, resolved.commit, resolved.ref)
+        return _change(deployment, stage, name, pin, None, staged, targets, on_lock, land=not adopted)
+
+
+def update_node(deployment: Deployment, name: str, *, ref: str | None, targets: list[TorchProfile],
+                on_lock: Callable[[LockResult], None] | None = None) -> NodeChange:
+    previous = _pinned(deployment, name)
+    if previous.from_registry:
+        raise UsageError(f"node {previous.name} comes from the Comfy Registry (version {previous.version}): "
+                         "`node update` moves git pins",
+                         hint=f"set [custom-nodes.{previous.name}] version (and remove sha256), then `envbuild "
+                              "fetch --force` and `envbuild lock`")
+    with _staging(deployment) as stage:
+        staged, resolved = _clone(deployment, stage, previous.url, ref or previous.ref, previous.name)
+        pin = previous._replace(commit=resolved.commit, ref=resolved.ref)
+        return _change(deployment, stage, previous.name, pin, previous, staged, targets, on_lock)
+
+
+def remove_node(deployment: Deployment, name: str, *, force: bool, targets: list[TorchProfile],
+                on_lock: Callable[[LockResult], None] | None = None) -> NodeChange:
+    previous = _pinned(deployment, name)
+    folder = pinned_folder(deployment.config, previous)
+    if folder is not None and folder.exists() and not force:
+        from envbuild.comfy.nodegit import git_for, local_changes
+
+        changed = local_changes(git_for(deployment.env), folder) if (folder / ".git").exists() else []
+        if changed:
+            raise UsageError(f"node {previous.name} ({deployment.display(folder)}) has local changes "
+                             f"({', '.join(changed[:5])}); envbuild does not delete them",
+                             hint="commit or save them elsewhere, or pass --force")
+    with _staging(deployment) as stage:
+        return _change(deployment, stage, previous.name, None, previous, None, targets, on_lock)
+
+
+# -- the staged lock and the landing ------------------------------------------------------------------
+
+def _change(deployment: Deployment, stage: Path, name: str, pin: NodePin | None, previous: NodePin | None,
+            staged_node: Path | None, targets: list[TorchProfile],
+            on_lock: Callable[[LockResult], None] | None, *, land: bool = True) -> NodeChange:
+    """`staged_node`: the node's new checkout (None: removed); `land`: move it into custom_nodes (False: it
+    is there already, `node add` of a node on disk)."""
+    config = deployment.config
+    pins = tuple(p for p in config.node_pins if p.name.lower() != name.lower()) + ((pin,) if pin else ())
+    views = _views(deployment, stage, name, staged_node if pin is not None and not pin.disabled else None)
+    staged_config = config._replace(node_dirs=views, lock_dir=stage / "locks", node_pins=pins)
+    staged = dataclasses.replace(deployment, config=staged_config)
+    for profile in targets:  # seeded from the committed locks, so versions move only where the node asks
+        committed = deployment.folder(profile).path
+        if committed.is_dir():
+            shutil.copytree(committed, stage / "locks" / profile.name, symlinks=True)
+    try:
+        for profile in targets:
+            lock_profile(staged, profile, stream=False)  # a conflict raises here: nothing has changed yet
+    except EnvbuildError as exc:
+        raise _as_landed(exc, deployment, stage, name, pin) from None
+    return _land(deployment, stage, name, pin, previous, staged_node if land else None, pins, targets, on_lock)
+
+
+def _land(deployment: Deployment, stage: Path, name: str, pin: NodePin | None, previous: NodePin | None,
+          staged_node: Path | None, pins: tuple[NodePin, ...], targets: list[TorchProfile],
+          on_lock: Callable[[LockResult], None] | None) -> NodeChange:
+    from envbuild.settings.pins_edit import write_pin
+
+    config = deployment.config
+    source = config.source
+    assert source is not None  # _require_config
+    toml_before = source.read_bytes()
+    home = _home(deployment)
+    moves: list[tuple[Path, Path]] = []  # (from, to), undone in reverse on failure
+    try:
+        old_folder = pinned_folder(config, previous) if previous is not None else None
+        if old_folder is not None and old_folder.exists() and (staged_node is not None or pin is None):
+            moves.append((old_folder, stage / "replaced"))
+            os.replace(old_folder, stage / "replaced")
+        if staged_node is not None and pin is not None:
+            target = pinned_folder(config, pin) or home / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(staged_node), str(target))
+            moves.append((staged_node, target))
+        lines = write_pin(source, name, pin)
+        landed = dataclasses.replace(deployment, config=config._replace(node_pins=pins))
+        results = []
+        for profile in targets:
+            result = lock_profile(landed, profile, stream=False)
+            results.append(result)
+            if on_lock is not None:
+                on_lock(result)
+    except BaseException:
+        from envbuild.core.fsio import atomic_write
+
+        atomic_write(source, toml_before)
+        for origin, target in reversed(moves):
+            if target.exists():
+                shutil.move(str(target), str(origin))
+        raise
+    return NodeChange(name, pin, previous, tuple(results), tuple(lines))
+
+
+def _as_landed(exc: EnvbuildError, deployment: Deployment, stage: Path, name: str,
+               pin: NodePin | None) -> EnvbuildError:
+    """The staged lock's error, said of the deployment: the node's files named where they would land,
+    and what was (not) done instead of `--exclude-node`."""
+    home = deployment.display(_home(deployment))
+    prefix = deployment.display(stage)
+    message = exc.message
+    for index in range(len(deployment.config.custom_node_dirs())):
+        message = message.replace(f"{prefix}/view{index}", home if index == 0 else
+                                  deployment.display(deployment.config.custom_node_dirs()[index]))
+    exc.message = message.replace(prefix, "(staged)")
+    exc.args = (exc.message,)
+    what = f"node {name} at {pin.commit[:12]} ({pin.ref})" if pin is not None else f"removing node {name}"
+    parts = [f"{what} would not lock, so nothing changed (custom_nodes, envbuild.toml and locks/ are as they were)"]
+    if pin is not None and _about_the_node(exc):
+        parts.append("try another --ref")
+    if exc.hint and "--exclude-node" not in exc.hint:  # --exclude-node: advice for a node already there
+        parts.append(exc.hint)
+    exc.hint = "; ".join(parts)
+    return exc
+
+
+def _about_the_node(exc: EnvbuildError) -> bool:
+    """A conflict or an unresolvable requirement (another ref may fix it), not a network or uv failure."""
+    from envbuild.core.errors import ConflictError, RequirementFileError, ResolveError
+
+    return isinstance(exc, (ConflictError, RequirementFileError, ResolveError))
+
+
+def _views(deployment: Deployment, stage: Path, name: str, staged_node: Path | None) -> tuple[Path, ...]:
+    """Each custom_nodes folder as links to its entries, `name` left out, the staged node in the first."""
+    views = []
+    for index, folder in enumerate(deployment.config.custom_node_dirs()):
+        view = stage / f"view{index}"
+        view.mkdir(parents=True)
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if entry.name.lower() != name.lower():
+                    (view / entry.name).symlink_to(entry.absolute(), target_is_directory=entry.is_dir())
+        if index == 0 and staged_node is not None:
+            (view / name).symlink_to(staged_node.absolute(), target_is_directory=True)
+        views.append(view)
+    return tuple(views)
+
+
+@contextlib.contextmanager
+def _staging(deployment: Deployment) -> Iterator[Path]:
+    """A dot-named scratch folder inside the deployment (same file system: the node lands by a rename),
+    removed whatever happens."""
+    root = deployment.config.project_dir / STAGING
+    root.mkdir(exist_ok=True)
+    ignore = root / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("*\n", encoding="utf-8")
+    path = Path(tempfile.mkdtemp(prefix="node-", dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            ignore.unlink()
+            root.rmdir()  # only when no other envbuild is staging here
+        except OSError:
+            pass
+
+
+def _clone(deployment: Deployment, stage: Path, url: str, ref: str | None, name: str) -> tuple[Path, Resolved]:
+    from envbuild.comfy.git import resolve_url
+    from envbuild.comfy.nodegit import clone_at, git_for
+
+    folder = stage / "node" / name
+    return folder, clone_at(git_for(deployment.env), folder, resolve_url(url, deployment.config.project_dir), ref,
+                            name)
+
+
+def _adopt(deployment: Deployment, folder: Path, url: str, ref: str | None) -> Resolved:
+    """A node already in custom_nodes (the Manager's, say) is pinned where it is, if it is that repository
+    at that ref: `node list` prints this command for every unpinned node."""
+    from envbuild.comfy.git import _same_repo, resolve_url
+    from envbuild.comfy.nodegit import Resolved, git_for, origin_url
+    from envbuild.settings.pins import read_head
+
+    display = deployment.display(folder)
+    head = read_head(folder)
+    have = origin_url(git_for(deployment.env), folder) if head else ""
+    if head is None or not _same_repo(have, resolve_url(url, deployment.config.project_dir)):
+        raise UsageError(f"{display} exists and is not a checkout of {url}",
+                         hint="pass --name NAME for another folder name, or move it away")
+    if ref not in (None, head):
+        raise UsageError(f"{display} is at {head[:12]}, not at {ref}",
+                         hint=f"pin what is there with --ref {head}, or move the folder away and add it again")
+    return Resolved(head, head)
+
+
+def _pinned(deployment: Deployment, name: str) -> NodePin:
+    _require_config(deployment)
+    for pin in deployment.config.node_pins:
+        if pin.name.lower() == name.lower():
+            return pin
+    known = ", ".join(p.name for p in deployment.config.node_pins) or "none"
+    raise UsageError(f"no pinned node named {name} (pinned: {known})", hint="`envbuild node list` shows every node")
+
+
+def _require_config(deployment: Deployment) -> None:
+    if deployment.config.source is None:
+        raise ConfigError(None, "pinning nodes needs an envbuild.toml", hint="run `envbuild init` first")
+
+
+def _home(deployment: Deployment) -> Path:
+    home = nodes_home(deployment.config)
+    if home is None:
+        raise ConfigError(deployment.config.source, "no custom_nodes folder: set [comfyui] path or base-directory")
+    return home

@@ -1,0 +1,1 @@
+"""OCI images: the build context, its files and the build itself."""

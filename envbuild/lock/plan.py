@@ -1,0 +1,159 @@
+"""What a profile's lock would be made from, computed without uv: the lock plan.
+
+Everything that can be checked without the resolver (parsing, merging, conflicts, torch pins,
+rendering) happens here, before anything is written; `lock` then hands the plan's pyproject to uv,
+and the freshness check compares it with the committed one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import NamedTuple
+
+from envbuild.comfy.inputs import MergedInputs, merge_inputs, normalized_digest, profile_display_path
+from envbuild.deploy.deployment import Deployment
+from envbuild.pkgs.lockdir import Fingerprint, LockFolder, file_digest, sha256_text
+from envbuild.torch.profile import TorchProfile
+from envbuild.uv.render import RENDER_VERSION, UV_REQUIRED_VERSION, RenderInput, render_pyproject
+
+
+class LockPlan(NamedTuple):
+    """Everything a lock needs, computed without uv."""
+
+    profile: TorchProfile
+    merged: MergedInputs
+    pyproject: str
+    fingerprint: Fingerprint  # what the lock folder will record (uv.lock's digest added after uv ran)
+    folder: LockFolder
+    untrusted: tuple[str, ...] = ()  # recorded settlements or bounds envbuild could not have made: "edited"
+
+
+def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Settled | None = None) -> LockPlan:
+    """Parse and merge the inputs and render the pyproject; every input error surfaces here.
+
+    `settled`: what envbuild settled after a lock (envbuild.lock.settle); None: what the profile's current
+    lock recorded, so a lock renders as it was made."""
+    config = deployment.config
+    profile.validate()
+    config.validate()
+    from envbuild.torch.variants import groups_for, overrides
+
+    groups = groups_for(config.variant_groups, config.source)
+    merged, settled, untrusted = settled_inputs(deployment, profile, settled)
+    folder = deployment.folder(profile)
+    variant_overrides = overrides(merged.result, groups)
+    direct = {r.name for r in merged.result.requirements if r.url is None}
+    companions = tuple(c for c in profile.companions if c.name in direct)
+    expected = expected_fingerprint(deployment, profile)
+    inputs = {config.display(item.path): "" for item in merged.collected.files}
+    inputs.update(_input_digests(merged, deployment))
+    indexes = deployment.indexes(profile)
+    pyproject = render_pyproject(RenderInput(
+        merged=merged.result, profile=profile, requires_python=config.requires_python,
+        index_url=indexes.torch, input_paths=[*inputs, profile_display_path(profile, config)],
+        default_index=indexes.default, index_format=indexes.format, overrides=variant_overrides,
+        companions=companions, notes=_settled_notes(settled),
+    ))
+    fingerprint = expected._replace(
+        pyproject_sha256=sha256_text(pyproject), inputs=inputs,
+        raw_inputs={config.display(path): file_digest(path) or "" for path in merged.files_read},
+        roots=tuple(config.display(item.path) for item in merged.collected.files),
+        warnings=input_warnings(merged), settled=dict(settled.groups), bounds=dict(settled.bounds),
+        companions=settled.companions,
+    )
+    return LockPlan(profile, merged, pyproject, fingerprint, folder, untrusted)
+
+
+class Settled(NamedTuple):
+    """What envbuild settled after a lock, as recorded in the fingerprint: variant groups (module -> member
+    kept, envbuild.lock.settle) and torch-bound constraints (package -> specifier, envbuild.torch.torch_bound)."""
+
+    groups: Mapping[str, str] = MappingProxyType({})
+    bounds: Mapping[str, str] = MappingProxyType({})
+    companions: tuple[str, ...] = ()  # the profile's companions a dependency brought, asked directly
+
+    def __bool__(self) -> bool:
+        return bool(self.groups or self.bounds or self.companions)
+
+
+def settled_inputs(deployment: Deployment, profile: TorchProfile, settled: Settled | None = None,
+                   ) -> tuple[MergedInputs, Settled, tuple[str, ...]]:
+    """The merged inputs with what envbuild settled (None: as the profile's lock recorded it), the
+    settlements used, and the recorded ones envbuild could not have made."""
+    merged = merge_inputs(deployment.config, profile)
+    folder = deployment.folder(profile)
+    if settled is None:
+        recorded = folder.read_fingerprint()
+        settled = Settled(recorded.settled, recorded.bounds, recorded.companions) if recorded else Settled()
+    if not settled:
+        return merged, Settled(), ()
+    from envbuild.lock.settle import check_recorded, with_settlements
+    from envbuild.torch import companions, torch_bound
+    from envbuild.torch.variants import groups_for
+
+    groups = groups_for(deployment.config.variant_groups, deployment.config.source)
+    kept, untrusted = check_recorded(settled.groups, groups, profile, merged.result)
+    bounds, unbound = torch_bound.check_recorded(settled.bounds, profile)
+    asked, unlisted = companions.check_recorded(settled.companions, profile, merged.result)
+    where = deployment.display(folder.fingerprint_path)
+    result = torch_bound.with_bounds(with_settlements(merged.result, kept, where), bounds, where)
+    result = companions.with_asked(result, asked, profile, deployment.config)
+    return (merged._replace(result=result), Settled(kept, bounds, asked),
+            (*untrusted, *unbound, *unlisted))
+
+
+def _settled_notes(settled: Settled) -> tuple[str, ...]:
+    if not settled:
+        return ()
+    from envbuild.lock.settle import header_notes
+
+    return header_notes(settled.groups, settled.bounds, settled.companions)
+
+
+def expected_fingerprint(deployment: Deployment, profile: TorchProfile) -> Fingerprint:
+    """What a current lock must have recorded, as far as it is known without parsing any input:
+    the settings that shape a lock besides the input files."""
+    from envbuild.comfy.git import resolved_commits
+
+    indexes = deployment.indexes(profile)
+    # Which ComfyUI (and Manager) a lock belongs to: a checkout that moved makes the lock stale.
+    extra = {f"{name}-commit": sha for name, sha in resolved_commits(deployment.config, deployment.env).items()}
+    if deployment.config.node_pins:  # and each pinned node's: "node X moved from a1b2… to c3d4…"
+        from envbuild.settings.pins import node_commits
+
+        dirs = deployment.config.custom_node_dirs()
+        extra.update(node_commits(deployment.config.node_pins, dirs[0] if dirs else None))
+    if indexes.format != "simple":
+        extra["index-format"] = indexes.format
+    if deployment.config.variant_groups:  # the deployment's own groups shape the pyproject like an input
+        extra["variant-groups"] = sha256_text(repr(sorted(deployment.config.variant_groups.items())))[:12]
+    return Fingerprint(
+        profile=profile.name, render_version=RENDER_VERSION, uv_required_version=UV_REQUIRED_VERSION,
+        torch_source=profile.torch_source, index_url=indexes.torch, profile_sha256=profile_digest(profile),
+        pyproject_sha256="", inputs={}, default_index=indexes.default, extra=extra,
+        requires_python=deployment.config.requires_python,
+    )
+
+
+def profile_digest(profile: TorchProfile) -> str:
+    return sha256_text("\n".join(profile.digest_parts()))
+
+
+def input_warnings(merged: MergedInputs) -> tuple[str, ...]:
+    """What the inputs asked for that will not be in the lock, one line each."""
+    lines = [f"{w.origin}: {w.message}" for w in merged.warnings]
+    lines.extend(f"custom node skipped: {skipped}" for skipped in merged.collected.skipped_nodes)
+    return tuple(lines)
+
+
+def _input_digests(merged: MergedInputs, deployment: Deployment) -> dict[str, str]:
+    """Per file, a digest of the requirement lines it contributed (comments do not count)."""
+    display = deployment.config.display
+    texts: dict[str, list[str]] = {display(path): [] for path in merged.files_read}
+    for group in (merged.result.requirements, merged.result.constraints):
+        for requirement in group:
+            for item in requirement.origins:
+                if item.origin.path in texts:
+                    texts[item.origin.path].append(item.text)
+    return {path: normalized_digest(sorted(lines)) for path, lines in texts.items()}

@@ -1,0 +1,1 @@
+"""Python packaging formats as values: requirement files, merges, uv.lock, the lock folder."""

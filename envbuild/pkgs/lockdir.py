@@ -1,0 +1,155 @@
+"""`locks/<profile>/`: the committed lock of one GPU profile, and whether it is still current.
+
+Besides uv's two files, a folder records a fingerprint of what it was made from, so that a
+no-op `envbuild lock` needs no resolver run and a stale lock can say *which* input changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from envbuild.core.fsio import recover_dir
+from envbuild.core.safeio import MIB, digest_regular_file
+
+FINGERPRINT_NAME = "envbuild-lock.json"
+FINGERPRINT_SCHEMA = 2
+_NOTHING: Mapping[str, str] = MappingProxyType({})  # an immutable default, shared safely
+DIGEST_SIZE_LIMIT = 64 * MIB  # far above any requirements file, pyproject or uv.lock envbuild reads
+LOCKED_AT = "locked-at"  # in `extra`: when uv last wrote this lock (a date, for people, not for freshness)
+
+
+def sha256_text(text: str | bytes) -> str:
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    return hashlib.sha256(raw).hexdigest()
+
+
+class Fingerprint(NamedTuple):
+    profile: str
+    render_version: int
+    uv_required_version: str
+    torch_source: str
+    index_url: str | None
+    profile_sha256: str
+    pyproject_sha256: str
+    inputs: Mapping[str, str]  # display path -> digest of what the file asks for (comments do not count)
+    uv_lock_sha256: str = ""
+    schema: int = FINGERPRINT_SCHEMA
+    extra: Mapping[str, str] = _NOTHING  # e.g. resolved ComfyUI commit, lock date
+    raw_inputs: Mapping[str, str] = _NOTHING  # display path -> sha256 of the bytes read
+    roots: tuple[str, ...] = ()  # the input files found (not includes), in order
+    warnings: tuple[str, ...] = ()  # what the inputs asked for that is not in the lock (shown on every run)
+    default_index: str | None = None  # a PyPI mirror the lock was made through (None: uv's default)
+    requires_python: str = ""  # envbuild.toml's lock.requires-python ("": recorded by an older envbuild)
+    settled: Mapping[str, str] = _NOTHING  # variant groups envbuild settled after a lock: module -> member kept
+    bounds: Mapping[str, str] = _NOTHING  # constraints envbuild added after a lock (envbuild.torch.torch_bound)
+    companions: tuple[str, ...] = ()  # companions a dependency brought, asked directly after a lock (companions.py)
+
+    def with_lock(self, lock_text: str, locked_at: str) -> Fingerprint:
+        return self._replace(uv_lock_sha256=sha256_text(lock_text), extra={**self.extra, LOCKED_AT: locked_at})
+
+    def to_json(self) -> str:
+        data = self._asdict()
+        data["inputs"] = dict(sorted(self.inputs.items()))
+        data["raw_inputs"] = dict(sorted(self.raw_inputs.items()))
+        data["extra"] = dict(sorted(self.extra.items()))
+        data["roots"] = list(self.roots)
+        data["warnings"] = list(self.warnings)
+        for name in ("settled", "bounds", "companions"):  # written only when used: other locks keep their bytes
+            if not data[name]:
+                del data[name]
+            elif name == "companions":
+                data[name] = sorted(data[name])
+            else:
+                data[name] = dict(sorted(data[name].items()))
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Fingerprint | None:
+        """The recorded fingerprint, or None when it is not one this envbuild wrote (garbage, another
+        schema, a field of the wrong type). Keys it does not know are ignored: they come from an older or
+        newer envbuild, and nothing here trusts the file anyway (it only says what changed and which
+        files to hash; trust comes from the per-user cache, see `trust`)."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("schema") != FINGERPRINT_SCHEMA:
+            return None
+        values: dict[str, Any] = {}
+        for name, kind in _FIELD_TYPES.items():
+            if name not in data:
+                if name in _REQUIRED:
+                    return None
+                continue
+            value = data[name]
+            if not _has_type(value, kind):
+                return None
+            values[name] = tuple(value) if kind == "strings" else value
+        return cls(**values)
+
+
+_REQUIRED = ("profile", "render_version", "uv_required_version", "torch_source", "index_url", "profile_sha256",
+             "pyproject_sha256", "inputs")
+_FIELD_TYPES: dict[str, Any] = {
+    "profile": str, "render_version": int, "uv_required_version": str, "torch_source": str,
+    "index_url": (str, type(None)), "profile_sha256": str, "pyproject_sha256": str, "inputs": "mapping",
+    "uv_lock_sha256": str, "schema": int, "extra": "mapping", "raw_inputs": "mapping", "roots": "strings",
+    "warnings": "strings", "default_index": (str, type(None)), "requires_python": str, "settled": "mapping",
+    "bounds": "mapping", "companions": "strings",
+}
+
+
+def _has_type(value: Any, kind: Any) -> bool:
+    if kind == "mapping":
+        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    if kind == "strings":
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+class LockFolder(NamedTuple):
+    root: Path
+    profile: str
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.profile
+
+    @property
+    def pyproject(self) -> Path:
+        return self.path / "pyproject.toml"
+
+    @property
+    def uv_lock(self) -> Path:
+        return self.path / "uv.lock"
+
+    @property
+    def fingerprint_path(self) -> Path:
+        return self.path / FINGERPRINT_NAME
+
+    def exists(self) -> bool:
+        recover_dir(self.path)
+        return self.pyproject.is_file() and self.uv_lock.is_file()
+
+    def read_fingerprint(self) -> Fingerprint | None:
+        try:
+            return Fingerprint.from_json(self.fingerprint_path.read_text(encoding="utf-8"))
+        except OSError:
+            return None
+
+
+def file_digest(path: Path) -> str | None:
+    """sha256 of an input file or lock; None when it is not a regular file of sane size.
+
+    `raw_inputs` paths come from a committed, possibly hostile file: a FIFO, /dev/zero or a
+    multi-gigabyte model there must read as "changed", not stall or exhaust the no-op check.
+    """
+    return digest_regular_file(path, DIGEST_SIZE_LIMIT)
+

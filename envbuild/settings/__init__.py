@@ -1,0 +1,1 @@
+"""The deployment's settings: envbuild.toml, mirrors and node pins, read and validated."""

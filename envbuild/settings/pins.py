@@ -1,0 +1,162 @@
+"""Custom nodes pinned in envbuild.toml: `[custom-nodes.<name>]` git, commit, ref, disabled.
+
+A lock reproduces the Python packages; the nodes are code too. Each pinned node names its
+repository and the full commit it is at (the tag or branch the user gave is kept beside it, as a
+note of intent): `envbuild fetch` restores it there, and the lock's fingerprint records it.
+Reading stays cheap (no git) because it runs on every no-op `lock` and `sync`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from envbuild.core.errors import ConfigError
+
+SECTION = "custom-nodes"
+PIN_KEYS = {"git", "commit", "ref", "disabled"}
+REGISTRY_KEYS = {"version", "sha256", "disabled"}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+# A node's name is its folder under custom_nodes: one path component, not hidden, no control characters.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+DISABLED_FOLDER = ".disabled"  # where the Manager keeps disabled nodes, inside custom_nodes
+
+
+class NodePin(NamedTuple):
+    """A git node (url + commit) or a Comfy Registry node (name = registry id, version, archive sha256)."""
+
+    name: str  # its folder name in custom_nodes (a registry node: its registry id)
+    url: str  # "" for a registry node
+    commit: str  # full sha ("" for a registry node)
+    ref: str  # what the user asked for (a tag, a branch, the commit itself)
+    disabled: bool = False
+    version: str = ""  # a registry node's version
+    sha256: str = ""  # a registry node's archive, recorded at its first fetch and enforced after
+
+    @property
+    def from_registry(self) -> bool:
+        return bool(self.version)
+
+    @property
+    def identity(self) -> str:
+        """What the lock's fingerprint records: the commit, or the registry version and archive hash."""
+        return self.commit if not self.from_registry else f"registry {self.version} {self.sha256[:12]}".strip()
+
+
+def valid_name(name: str) -> bool:
+    return bool(_NAME.fullmatch(name)) and not name.endswith(".disabled") and len(name) <= 100
+
+
+def read_pins(table: Any, path: Path) -> tuple[NodePin, ...]:
+    """`[custom-nodes]` as written, checked: unknown keys and wrong types are errors naming the key."""
+    from envbuild.core.tomlfile import check_keys, expect
+
+    expect(table, dict, SECTION, path)
+    pins = []
+    seen: set[str] = set()
+    for name, entry in table.items():
+        where = f"{SECTION}.{name}"
+        if not valid_name(name):
+            raise ConfigError(path, f"`{where}`: a node name is its folder name (letters, digits, _ . + -, not "
+                                    "starting with a dot, not ending in .disabled)")
+        if name.lower() in seen:
+            raise ConfigError(path, f"`{where}` is pinned twice (names are compared ignoring case)")
+        seen.add(name.lower())
+        expect(entry, dict, where, path)
+        if "version" in entry:
+            pins.append(_registry_pin(name, entry, where, path))
+            continue
+        check_keys(entry, PIN_KEYS, f"{where}.", path)
+        for key in ("git", "commit"):
+            if key not in entry:
+                raise ConfigError(path, f"`{where}.{key}` is missing",
+                                  hint="`envbuild node add URL` writes a complete pin")
+        url = expect(entry["git"], str, f"{where}.git", path)
+        commit = expect(entry["commit"], str, f"{where}.commit", path)
+        if not FULL_SHA.fullmatch(commit):
+            raise ConfigError(path, f"`{where}.commit` must be a full commit hash (40 hex digits), not {commit!r}",
+                              hint=f"`envbuild node update {name} --ref REF` resolves a tag or branch to its commit")
+        ref = expect(entry.get("ref", commit), str, f"{where}.ref", path)
+        disabled = expect(entry.get("disabled", False), bool, f"{where}.disabled", path)
+        pins.append(NodePin(name, url, commit, ref, disabled))
+    return tuple(pins)
+
+
+def _registry_pin(name: str, entry: dict[str, Any], where: str, path: Path) -> NodePin:
+    """`version = "1.2.3"` (and `sha256`, written by the first `fetch`): a node from the Comfy Registry."""
+    from envbuild.core.tomlfile import check_keys, expect
+
+    check_keys(entry, REGISTRY_KEYS, f"{where}.", path)
+    version = expect(entry["version"], str, f"{where}.version", path)
+    sha256 = expect(entry.get("sha256", ""), str, f"{where}.sha256", path)
+    if sha256 and not _SHA256.fullmatch(sha256):
+        raise ConfigError(path, f"`{where}.sha256` must be 64 hex digits, not {sha256!r}",
+                          hint="remove it: the next `envbuild fetch` records the archive's hash")
+    if not version or version in ("latest", "nightly"):
+        raise ConfigError(path, f"`{where}.version` must be one published version, not {version!r}")
+    disabled = expect(entry.get("disabled", False), bool, f"{where}.disabled", path)
+    return NodePin(name, "", "", version, disabled, version, sha256)
+
+
+def pin_folder(custom_nodes: Path, pin: NodePin) -> Path:
+    """Where a pinned node lives: custom_nodes/<name>, or custom_nodes/.disabled/<name> (the Manager's place)."""
+    return custom_nodes / DISABLED_FOLDER / pin.name if pin.disabled else custom_nodes / pin.name
+
+
+def read_head(checkout: Path) -> str | None:
+    """The commit a checkout is at, read from its files (no git process: this runs on every no-op
+    command); None when it is no git checkout. A symbolic HEAD is followed through loose and packed refs."""
+    git_dir = checkout / ".git"
+    try:
+        if git_dir.is_file():  # a worktree or submodule: `gitdir: <path>`
+            pointer = git_dir.read_text(encoding="utf-8").strip()
+            if not pointer.startswith("gitdir:"):
+                return None
+            git_dir = (checkout / pointer.removeprefix("gitdir:").strip()).resolve()
+        head = (git_dir / "HEAD").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if FULL_SHA.fullmatch(head):
+        return head
+    if not head.startswith("ref: "):
+        return None
+    ref = head.removeprefix("ref: ").strip()
+    try:
+        loose = (git_dir / ref).read_text(encoding="utf-8").strip()
+        if FULL_SHA.fullmatch(loose):
+            return loose
+    except (OSError, UnicodeDecodeError):
+        pass
+    try:
+        for line in (git_dir / "packed-refs").read_text(encoding="utf-8").splitlines():
+            sha, _, name = line.partition(" ")
+            if name == ref and FULL_SHA.fullmatch(sha):
+                return sha
+    except (OSError, UnicodeDecodeError):
+        pass
+    return None
+
+
+def commit_key(name: str) -> str:
+    """The fingerprint's `extra` key for a pinned node's commit (freshness says "node X moved ...")."""
+    return f"node:{name}-commit"
+
+
+MISSING = "missing"  # the fingerprint value of a pinned node that is not on disk
+
+
+def node_commits(pins: tuple[NodePin, ...], custom_nodes: Path | None) -> Mapping[str, str]:
+    """Each enabled pinned node's commit as it is on disk ("missing": not there), for the fingerprint."""
+    commits = {}
+    for pin in pins:
+        if pin.disabled:
+            continue
+        folder = pin_folder(custom_nodes, pin) if custom_nodes is not None else None
+        if pin.from_registry:
+            commits[commit_key(pin.name)] = pin.identity if folder is not None and folder.is_dir() else MISSING
+            continue
+        commits[commit_key(pin.name)] = (read_head(folder) if folder is not None else None) or MISSING
+    return commits

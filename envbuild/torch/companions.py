@@ -1,0 +1,311 @@
+"""Companion packages: extensions compiled against one torch and one CUDA (xformers, flash-attn, ...).
+
+A wheel built for another torch fails to import or crashes, and asking uv for one either moves torch
+(refused: the profile owns it) or brings a build for another CUDA. So: a profile lists in
+`[companions]` the ones its own PyTorch index carries, and an input asking for one gets it from there,
+at the version whose torch requirement matches the profile's torch (uv picks it: torch is pinned).
+An input asking for one no configured index has for this torch fails before uv, saying what a wheel
+would need and where prebuilt ones are published. The rules, with sources: data/companions.toml.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from envbuild.torch.profile import canonical_name
+
+if TYPE_CHECKING:
+    from envbuild.pkgs.merging import MergeResult
+    from envbuild.pkgs.requirements import SourcedRequirement
+    from envbuild.pkgs.uvlock import LockFile
+    from envbuild.settings.config import Config
+    from envbuild.torch.profile import CompanionIndex, PinnedPackage, TorchProfile
+
+PYTORCH_INDEX = "pytorch-index"
+PYPI = "pypi"
+ELSEWHERE = "elsewhere"
+
+
+class Companion(NamedTuple):
+    name: str
+    wheels: str  # PYTORCH_INDEX, PYPI or ELSEWHERE
+    rule: str
+    source: str
+    prebuilt: str | None
+
+
+@functools.lru_cache(maxsize=1)
+def companion_table() -> dict[str, Companion]:
+    import importlib.resources
+
+    from envbuild.core.tomlfile import parse_toml
+
+    text = (importlib.resources.files("envbuild") / "data" / "companions.toml").read_text(encoding="utf-8")
+    data = parse_toml(text, "envbuild/data/companions.toml")
+    return {canonical_name(name): Companion(canonical_name(name), str(t["wheels"]), " ".join(str(t["rule"]).split()),
+                                            str(t["source"]), t.get("prebuilt"))
+            for name, t in data["packages"].items()}
+
+
+def index_companions() -> frozenset[str]:
+    """The names a profile may route to its PyTorch index besides the torch family."""
+    return frozenset(name for name, c in companion_table().items() if c.wheels == PYTORCH_INDEX)
+
+
+def companions_table(value: Any, has_index: bool,
+                     path: Path) -> tuple[tuple[PinnedPackage, ...], tuple[CompanionIndex, ...]]:
+    """`[companions]`: a table of its own, validated apart from [packages]. Without an `index` of its own a
+    companion comes from the profile's index, so only names PyTorch's indexes carry builds of are allowed
+    (data/companions.toml); with one, any torch-bound package of that file that PyPI does not serve."""
+    from envbuild.core.errors import ConfigError
+    from envbuild.core.tomlfile import check_keys, expect
+    from envbuild.torch.profile import CompanionIndex, index_url_problem
+    from envbuild.torch.profile_file import one_of, pinned_packages
+
+    table = expect(value, dict, "companions", path)
+    if not has_index:
+        raise ConfigError(path, "`[companions]` needs an `[index]`: companions are locked with the profile's torch")
+    known, on_index = companion_table(), index_companions()
+    plain: dict[str, Any] = {}
+    indexes = []
+    for raw_name, entry in table.items():
+        name, where = canonical_name(raw_name), f"companions.{raw_name}"
+        own = isinstance(entry, dict) and "index" in entry
+        allowed = {n for n, c in known.items() if c.wheels != PYPI} if own else on_index
+        if name not in allowed:
+            what = "a torch-bound package envbuild knows (data/companions.toml) that PyPI does not serve" if own \
+                else "a package PyTorch's indexes carry builds of"
+            raise ConfigError(path, f"`{where}`: {raw_name!r} is not {what}",
+                              hint=f"a profile's [companions] name only {', '.join(sorted(on_index))}, or, with an "
+                                   "`index` of their own (a prebuilt-wheel index), "
+                                   f"{', '.join(sorted(n for n, c in known.items() if c.wheels != PYPI))}")
+        if own:
+            check_keys(entry, {"version", "marker", "index", "format"}, f"{where}.", path)
+            url = expect(entry["index"], str, f"{where}.index", path).rstrip("/")
+            problem = index_url_problem(url)
+            if problem:
+                raise ConfigError(path, f"`{where}.index`: {problem}")
+            layout = expect(entry.get("format", "simple"), str, f"{where}.format", path)
+            one_of(layout, ("simple", "flat"), f"{where}.format", path)
+            indexes.append(CompanionIndex(name, url, layout))
+            entry = {k: v for k, v in entry.items() if k in ("version", "marker")}
+        plain[raw_name] = entry
+    return pinned_packages(plain, "companions", path, frozenset(known)), tuple(sorted(indexes))
+
+
+def pypi_companions_table(value: Any, has_pypi: bool, path: Path) -> tuple[PinnedPackage, ...]:
+    """`[pypi.companions]`: the -pypi variant's companions, from PyPI. PyPI holds one build per release, made
+    for the CUDA of PyPI's torch of the torch it pins (xformers: data/companions.toml), so the version bound is
+    what keeps the build true to the variant's CUDA; no index of its own (the variant has only PyPI)."""
+    from envbuild.core.errors import ConfigError
+    from envbuild.core.tomlfile import expect
+    from envbuild.torch.profile_file import pinned_packages
+
+    table = expect(value, dict, "pypi.companions", path)
+    if not has_pypi:
+        raise ConfigError(path, "`[pypi.companions]` needs the [pypi] table's torch: companions are locked with it")
+    on_index = index_companions()
+    for raw_name, entry in table.items():
+        if isinstance(entry, dict) and "index" in entry:
+            raise ConfigError(path, f"`pypi.companions.{raw_name}.index`: the -pypi variant takes its companions "
+                                    "from PyPI only", hint="a prebuilt-wheel index belongs in the [companions] "
+                                                           "table of the profile with an [index]")
+        if canonical_name(raw_name) not in on_index:
+            raise ConfigError(path, f"`pypi.companions.{raw_name}`: {raw_name!r} is not a package whose PyPI "
+                                    "releases are built for the CUDA of PyPI's torch",
+                              hint=f"[pypi.companions] names only {', '.join(sorted(on_index))}")
+    return pinned_packages(table, "pypi.companions", path, on_index)
+
+
+def asked_companions(profile: TorchProfile, inputs: Iterable[SourcedRequirement]) -> tuple[PinnedPackage, ...]:
+    """The profile's companions some input asks for by name (a URL line is the user's own wheel)."""
+    asked = {canonical_name(i.requirement.name) for i in inputs if not i.requirement.url}
+    return tuple(c for c in profile.companions if c.name in asked)
+
+
+def companion_requirements(profile: TorchProfile, config: Config,
+                           inputs: Sequence[SourcedRequirement]) -> list[SourcedRequirement]:
+    """The profile's bounds for the companions asked, as requirements pointing at the profile's lines:
+    merged with the inputs' asks, so a node wanting a version the profile's torch has no build of is a
+    conflict named before uv."""
+    from envbuild.comfy.inputs import profile_requirements
+
+    return profile_requirements(profile, config, packages=asked_companions(profile, inputs))
+
+
+def guard_companions(inputs: Iterable[SourcedRequirement], profile: TorchProfile) -> None:
+    """Refuse, before uv, an input asking for a torch-bound package no configured index has for this torch."""
+    from envbuild.core.errors import RequirementFileError
+
+    table, listed = companion_table(), {c.name for c in profile.companions}
+    for item in inputs:
+        name = canonical_name(item.requirement.name)
+        known = table.get(name)
+        if known is None or known.wheels == PYPI or name in listed or item.requirement.url:
+            continue
+        source = item.origin.source
+        node = source.removeprefix("node ") if source.startswith("node ") else None
+        raise RequirementFileError(
+            item.origin.path, item.origin.line or None,
+            f"`{item.text}` ({source}): {name} is compiled against one torch and CUDA, and no index of profile "
+            f"{profile.name} has it for this torch: a wheel would need {wheel_needs(profile)} ({known.rule}; "
+            f"{known.source})",
+            hint=_way_out(known, profile, node),
+        )
+
+
+def wheel_needs(profile: TorchProfile) -> str:
+    """What a matching wheel must be built for: the profile's torch and accelerator."""
+    torch = next((p.specifier_text for p in profile.packages if p.name == "torch"), "")
+    build = {"cuda": f"CUDA {profile.accelerator_version}", "rocm": f"ROCm {profile.accelerator_version}"}.get(
+        profile.accelerator, profile.accelerator.upper() if profile.accelerator != "cpu" else "the CPU")
+    return f"torch{torch} built for {build}" + (f" ({variant(profile)})" if variant(profile) else "")
+
+
+def variant(profile: TorchProfile) -> str | None:
+    """The local-version label of the profile's torch builds (cu126, rocm6.3), as wheel names carry it."""
+    return profile.local_version
+
+
+def _way_out(known: Companion, profile: TorchProfile, node: str | None) -> str:
+    ways = []
+    if known.wheels == PYTORCH_INDEX:
+        ways.append(f"choose a profile that lists {known.name} in [companions] (see `envbuild profiles`), or add "
+                    f'`[companions] {known.name} = ">=..."` to a profile of your own whose index carries it')
+    if known.prebuilt:
+        where = known.prebuilt.replace("{variant}", variant(profile) or "cpu").replace("{torch}", "<torch version>")
+        ways.append(f"add an index of wheels built for {wheel_needs(profile)} (prebuilt ones: {where}) to a profile "
+                    f'of your own: `[companions] {known.name} = {{ version = ">=...", index = "<URL>" }}` '
+                    '(`format = "flat"` for a page of wheel links)')
+    if node:
+        ways.append(f"leave the node out with --exclude-node {node}")
+    return "; or ".join(ways)
+
+
+class Misplaced(NamedTuple):
+    """One of the profile's companions that a dependency brought, not as the profile takes it."""
+
+    name: str
+    version: str
+    where: str  # the index it came from
+    chain: tuple[str, ...]  # the project's direct requirement first, the companion last
+    why: str
+
+    def describe(self, profile: TorchProfile, merged: MergeResult) -> str:
+        """One line for the lock command, node first."""
+        return (f"asked for {self.name} directly, as profile {profile.name} takes it ({_chain(self, merged)} "
+                f"{self.why}; uv's sources apply to direct requirements only)")
+
+
+def misplaced(lock: LockFile, profile: TorchProfile, index_url: str | None) -> list[Misplaced]:
+    """The profile's companions in the lock from another index than the profile's, or outside its bound:
+    only a dependency asked for them (uv's sources and envbuild's bound apply to direct requirements), so
+    asking for them directly puts them where the profile takes them (envbuild.lock.settle)."""
+    from packaging.version import InvalidVersion, Version
+
+    from envbuild.torch.variants import chain_to
+
+    listed = {c.name: c for c in profile.companions}
+    found = []
+    for package in lock.packages:
+        companion = listed.get(package.name)
+        if companion is None or package.registry is None:  # a URL or path wheel is the user's own
+            continue
+        own = profile.companion_index(package.name)
+        expected = own.url if own else index_url
+        try:
+            inside = companion.specifier.contains(Version(package.version), prereleases=True)
+        except InvalidVersion:
+            inside = False
+        if expected is not None and package.registry != expected.rstrip("/"):
+            why = f"took {package.name} {package.version} from {package.source_label()}"
+        elif not inside:
+            why = f"took {package.name} {package.version}, outside the profile's {companion.as_written()}"
+        else:
+            continue
+        found.append(Misplaced(package.name, package.version, package.source_label(),
+                               chain_to(lock, package.name), why))
+    return found
+
+
+def _chain(item: Misplaced, merged: MergeResult) -> str:
+    from envbuild.torch.variants import reach
+
+    return reach(item.chain, merged)
+
+
+def refuse_misplaced(lock: LockFile, profile: TorchProfile, index_url: str | None, merged: MergeResult) -> None:
+    """After envbuild asked for them directly, a companion still not where the profile takes it: no lock."""
+    from envbuild.core.errors import ConflictError
+
+    found = misplaced(lock, profile, index_url)
+    if found:
+        item = found[0]
+        raise ConflictError(item.name, [f"{_chain(item, merged)} {item.why}, even asked for directly"],
+                            hint=f"check that profile {profile.name}'s index serves {item.name} within "
+                                 f"{next(c.as_written() for c in profile.companions if c.name == item.name)} "
+                                 "for its torch")
+
+
+def unlisted(lock: LockFile, profile: TorchProfile) -> list[tuple[str, str, tuple[str, ...]]]:
+    """Torch-bound packages a dependency brought that the profile does not take (its guard only sees the
+    inputs' own lines): from PyPI, built for whatever torch and CUDA its release was."""
+    from envbuild.torch.variants import chain_to
+
+    table, listed = companion_table(), {c.name for c in profile.companions}
+    return [(p.name, p.version, chain_to(lock, p.name)) for p in lock.packages
+            if p.registry is not None and p.name not in listed
+            and (known := table.get(p.name)) is not None and known.wheels != PYPI]
+
+
+def refuse_unlisted(lock: LockFile, profile: TorchProfile, merged: MergeResult) -> None:
+    from envbuild.core.errors import ConflictError
+    from envbuild.torch.variants import askers_of, reach
+
+    found = unlisted(lock, profile)
+    if not found:
+        return
+    name, version, chain = found[0]
+    known = companion_table()[name]
+    node = askers_of(chain[0], merged)
+    node_name = node.removeprefix("node ") if node.startswith("node ") and "," not in node else None
+    raise ConflictError(name, [
+        reach(chain, merged) + f" brings {name} {version}, compiled against "
+        f"one torch and CUDA, and no index of profile {profile.name} has it for this torch: a wheel would need "
+        f"{wheel_needs(profile)} ({known.rule}; {known.source})"], hint=_way_out(known, profile, node_name))
+
+
+def check_recorded(recorded: Sequence[str], profile: TorchProfile,
+                   merged: MergeResult) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The recorded companions to ask for directly, and why any other is not one envbuild could have asked
+    for: a companion the profile lists (one the inputs now ask for themselves is moot, left out)."""
+    from envbuild.lock.settle import quoted
+    from envbuild.pkgs.lockdir import FINGERPRINT_NAME
+
+    listed, direct = {c.name for c in profile.companions}, merged.names()
+    usable = tuple(sorted({n for n in recorded if n in listed and n not in direct}))
+    problems = tuple(f"{FINGERPRINT_NAME} asks for {quoted(n)} as a companion, which profile {profile.name} does "
+                     f"not list (it lists {', '.join(sorted(listed)) or 'none'})" for n in recorded if n not in listed)
+    return usable, problems
+
+
+def with_asked(result: MergeResult, names: Sequence[str], profile: TorchProfile, config: Config) -> MergeResult:
+    """The merged requirements with these companions asked for directly, at the profile's bound and
+    pointing at its line (the render then routes them to the profile's index)."""
+    if not names:
+        return result
+    import dataclasses
+
+    from envbuild.comfy.inputs import profile_requirements
+    from envbuild.pkgs.merging import merge
+
+    added = [dataclasses.replace(item, origin=dataclasses.replace(
+                 item.origin, source=f"envbuild: {item.requirement.name} as profile {profile.name} takes it "
+                                     "(a dependency asks)"))
+             for item in profile_requirements(profile, config,
+                                              packages=tuple(c for c in profile.companions if c.name in names))]
+    return merge([*(o for r in result.requirements for o in r.origins), *added],
+                 [o for c in result.constraints for o in c.origins])

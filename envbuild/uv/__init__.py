@@ -1,0 +1,1 @@
+"""Everything that knows uv: its argv and environment, the generated pyproject, lock audits."""

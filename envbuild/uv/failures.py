@@ -1,0 +1,96 @@
+"""uv's failure messages turned into errors a user can act on (which URL, what kind of failure, the fix).
+
+Imported only when uv failed: compiling these patterns is work a successful run does not need.
+"""
+
+from __future__ import annotations
+
+import re
+
+from envbuild.core.errors import (
+    EnvbuildError,
+    IndexUnreachableError,
+    StaleLockError,
+    UvError,
+    UvVersionError,
+)
+
+_UNREACHABLE = re.compile(
+    r"(Connection refused|dns error|failed to lookup address|error sending request|"
+    r"operation timed out|timed out|Could not connect|tcp connect error|Network is unreachable)",
+    re.I,
+)
+# Where a download failed, most precise first: uv names the URL in its cause chain, the package above it.
+# uv wraps long lines to the terminal, so words may be separated by any whitespace.
+_FAILED_AT = (re.compile(r"for\s+url\s+\((\S+?)\)"), re.compile(r"Failed\s+to\s+fetch:?\s+`?(\S+?)`?$", re.M),
+              re.compile(r"Failed\s+to\s+download\s+`([^`]+)`"))
+_HTTP_STATUS = re.compile(r"HTTP\s+status\s+(?:client|server)\s+error\s+\((\d{3}[^)]*)\)\s+for\s+url\s+\((\S+?)\)")
+_BODY_CUTS = tuple(re.compile(phrase.replace(" ", r"\s+"), re.I) for phrase in (  # most specific first
+    "end of file before message length reached", "connection closed before message completed",
+    "connection reset by peer", "error decoding response body"))
+_NO_CREDENTIALS = re.compile(r"An\s+index\s+URL\s+\((\S+?)\)\s+could\s+not\s+be\s+queried\s+due\s+to\s+a\s+lack\s+"
+                             r"of\s+valid\s+authentication\s+credentials\s+\(([^)]+)\)")
+# Most specific first: uv's cause chain names several.
+_FAILURE_KINDS = ("dns error", "Connection refused", "timed out", "Network is unreachable",
+                  "tcp connect error", "error sending request")
+_REQUIRED_VERSION = re.compile(r"Required\s+uv\s+version\s+`([^`]+)`\s+does\s+not\s+match\s+the\s+running"
+                               r"\s+version\s+`([^`]+)`")
+# uv wraps its messages to the terminal width: any whitespace may separate the words.
+_STALE = re.compile(r"needs\s+to\s+be\s+updated,\s+but\s+`--(locked|check)`\s+was\s+provided", re.I)
+
+
+def classify_failure(action: str, message: str, default: type[UvError], *, shown: bool = False) -> EnvbuildError:
+    """Turn uv's words into the error a user can act on."""
+    too_old = _REQUIRED_VERSION.search(message)
+    if too_old:
+        return UvVersionError(
+            f"uv {too_old.group(2)} is too old for this lock: it needs uv {too_old.group(1)}",
+            hint="upgrade it with `python -m pip install -U uv` (or point ENVBUILD_UV at a newer uv)",
+        )
+    if _STALE.search(message):
+        return StaleLockError(
+            "the lock is out of date with its pyproject.toml (uv --locked refused it)",
+            hint="run `envbuild lock` for this profile (and commit the result)",
+        )
+    if _UNREACHABLE.search(message):
+        kind = next((k for k in _FAILURE_KINDS if k.lower() in message.lower()), "network error")
+        return IndexUnreachableError(
+            action, message, shown=shown,
+            summary=f"could not reach {_failed_at(message)} ({kind})",
+            hint="check the network, or configure a mirror (see README, 'Behind a firewall')",
+        )
+    return _index_failure(action, message, default, shown) or default(action, message, shown=shown)
+
+
+def _index_failure(action: str, message: str, default: type[UvError], shown: bool) -> UvError | None:
+    """An index that answered, but wrongly: an HTTP error, a download cut short, a demand for credentials."""
+    status = _HTTP_STATUS.search(message)
+    if status:
+        return IndexUnreachableError(action, message, shown=shown,
+                                     summary=f"{status.group(2)} answered {_one_line(status.group(1))}",
+                                     hint="the index failed; try again later, or configure a mirror")
+    cut = next((found for found in (p.search(message) for p in _BODY_CUTS) if found), None)
+    if cut:
+        return IndexUnreachableError(action, message, shown=shown,
+                                     summary=f"the connection dropped while downloading {_failed_at(message)} "
+                                             f"({_one_line(cut.group(0))})",
+                                     hint="try again; a proxy or an unstable network cuts downloads short")
+    auth = _NO_CREDENTIALS.search(message)
+    if auth:
+        return default(action, message, shown=shown,
+                       summary=f"{auth.group(1)} wants credentials ({_one_line(auth.group(2))})",
+                       hint="give them to uv as UV_INDEX_<NAME>_USERNAME and UV_INDEX_<NAME>_PASSWORD, NAME being "
+                            "the index's name in pyproject.toml, upper-cased, with _ for -")
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _failed_at(message: str) -> str:
+    for pattern in _FAILED_AT:
+        found = pattern.search(message)
+        if found:
+            return found.group(1)
+    return "an index"

@@ -1,0 +1,167 @@
+"""`locks/README.md`: what each committed lock holds and how to build from it, for people reading the repo.
+
+Generated from the lock folders themselves (uv.lock, the pyproject header, envbuild-lock.json), so
+it cannot drift from them; deterministic, so re-writing it with nothing changed changes no byte.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from envbuild.core.errors import EnvbuildError
+from envbuild.core.fsio import atomic_write
+from envbuild.pkgs.lockdir import LockFolder
+from envbuild.pkgs.uvlock import read_uv_lock
+from envbuild.torch.catalogue import ProfileCatalogue
+from envbuild.torch.profile import PYPI_SIMPLE, TorchProfile
+
+README_NAME = "README.md"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class LockSummary:
+    profile: str
+    description: str
+    torch: str  # version(s) locked
+    torch_source: str  # "PyPI" or the index URL
+    accelerator: str  # "CUDA 12.6", "ROCm 6.3", "CPU only", ...
+    packages: int
+    locked_at: str  # ISO date, or "unknown"
+    inputs: tuple[str, ...]
+    platforms: tuple[str, ...]
+    settled: tuple[str, ...] = ()  # what envbuild added after the lock (envbuild.lock.settle), said
+
+    @property
+    def sync_command(self) -> str:
+        return f"envbuild sync --profile {self.profile}"
+
+
+def accelerator_label(profile: TorchProfile | None) -> str:
+    if profile is None:
+        return UNKNOWN
+    version = profile.accelerator_version or ""
+    return {"cuda": f"CUDA {version}", "rocm": f"ROCm {version}", "xpu": "Intel XPU",
+            "mps": "Apple Metal (MPS)", "cpu": "CPU only"}.get(profile.accelerator, profile.accelerator).strip()
+
+
+def summarize(folder: LockFolder, profile: TorchProfile | None) -> LockSummary:
+    """Read one lock folder (files only; no uv, no network)."""
+    lock = read_uv_lock(folder.uv_lock)
+    torch = lock.named("torch")
+    sources = sorted({p.source_label() for p in torch})
+    fingerprint = _read_json(folder.fingerprint_path)
+    recorded, extra = fingerprint.get("inputs"), fingerprint.get("extra")
+    inputs = sorted(recorded) if isinstance(recorded, dict) and recorded else _header_inputs(folder.pyproject)
+    extra = extra if isinstance(extra, dict) else {}
+    locked_at = extra.get("locked-at") or fingerprint.get("locked-at") or fingerprint.get("locked_at") or UNKNOWN
+    return LockSummary(
+        profile=folder.profile,
+        description=profile.description if profile else "(no such profile in the catalogue)",
+        torch=", ".join(sorted({p.version for p in torch})) or "(none)",
+        torch_source=", ".join("PyPI" if s == PYPI_SIMPLE else s for s in sources) or "-",
+        accelerator=accelerator_label(profile),
+        packages=sum(1 for p in lock.packages if not p.is_root),
+        locked_at=str(locked_at),
+        inputs=tuple(inputs),
+        platforms=lock.supported_markers,
+        settled=_settled(fingerprint),
+    )
+
+
+def _settled(fingerprint: dict[str, object]) -> tuple[str, ...]:
+    """What no input wrote, as the fingerprint records it (shown, never trusted: code spans kept intact)."""
+    def code(value: object) -> str:
+        return "`" + str(value).replace("`", "'") + "`"
+
+    groups, bounds, companions = (fingerprint.get(k) for k in ("settled", "bounds", "companions"))
+    said = [f"the {code(module)} module from {code(kept)}" for module, kept in sorted(groups.items())
+            ] if isinstance(groups, dict) else []
+    said += [f"{code(f'{name}{spec}')} for the locked torch" for name, spec in sorted(bounds.items())
+             ] if isinstance(bounds, dict) else []
+    said += [f"{code(name)} asked for directly (a dependency's)" for name in sorted(map(str, companions))
+             ] if isinstance(companions, list) else []
+    return tuple(said)
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _header_inputs(pyproject: Path) -> list[str]:
+    """The `# Inputs:` list of the generated pyproject, without the profile file itself."""
+    try:
+        lines = pyproject.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    found: list[str] = []
+    collecting = False
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        text = line[1:].strip()
+        if text == "Inputs:":
+            collecting = True
+        elif collecting and text and not text.startswith(("envbuild:", "profiles/")):
+            found.append(text)
+    return sorted(found)
+
+
+def render_locks_readme(summaries: Iterable[LockSummary]) -> str:
+    """Pure: the README for these locks, sorted by profile name."""
+    ordered = sorted(summaries, key=lambda s: s.profile)
+    lines = [
+        "# Committed locks",
+        "",
+        "Generated by envbuild from the lock folders below after every `envbuild lock`; do not edit.",
+        "Each folder is one GPU profile: `pyproject.toml` (generated), `uv.lock` (hash-locked by uv) and",
+        "`envbuild-lock.json` (what it was made from). Check them offline with `envbuild lock --check --all`",
+        "and `envbuild verify --all`.",
+        "",
+        "| profile | torch | from | accelerator | packages | locked |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| `{s.profile}` | {s.torch} | {s.torch_source} | {s.accelerator} | {s.packages} | {s.locked_at} |"
+              for s in ordered]
+    for s in ordered:
+        lines += ["", f"## {s.profile}", "", f"{s.description}", ""]
+        lines.append(f"- torch {s.torch} from {s.torch_source}; {s.accelerator}")
+        if s.platforms:
+            lines.append(f"- platforms: {'; '.join(f'`{p}`' for p in s.platforms)}")
+        lines.append(f"- inputs: {', '.join(f'`{i}`' for i in s.inputs) if s.inputs else '(not recorded)'}")
+        if s.settled:
+            lines.append(f"- settled by envbuild after the lock: {'; '.join(s.settled)}")
+        lines.append(f"- {s.packages} packages; lock date: {s.locked_at}")
+        lines += ["", "```bash", s.sync_command, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def lock_folders(lock_dir: Path) -> list[LockFolder]:
+    """Every committed lock folder (staging and backup folders start with a dot and are left out)."""
+    if not lock_dir.is_dir():
+        return []
+    return [LockFolder(lock_dir, p.parent.name) for p in sorted(lock_dir.glob("*/uv.lock"))
+            if not p.parent.name.startswith(".") and (p.parent / "pyproject.toml").is_file()]
+
+
+def write_locks_readme(lock_dir: Path, catalogue: ProfileCatalogue) -> Path:
+    """Re-write `<lock_dir>/README.md` from the lock folders there; returns its path."""
+    summaries: list[LockSummary] = []
+    for folder in lock_folders(lock_dir):
+        profile = catalogue.profiles.get(folder.profile)
+        try:
+            summaries.append(summarize(folder, profile))
+        except EnvbuildError as exc:  # listed, not left out: `envbuild verify` says more
+            summaries.append(LockSummary(folder.profile, f"uv.lock cannot be read: {exc.message}", "?", "?",
+                                         accelerator_label(profile), 0, UNKNOWN, (), ()))
+    path = lock_dir / README_NAME
+    atomic_write(path, render_locks_readme(summaries))
+    return path
+
