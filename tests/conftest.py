@@ -19,7 +19,7 @@ from tests.support.catalogue import Catalogue, build_standard_catalogue
 from tests.support.index import IndexServer
 
 # Variables that would let the developer's or CI's own setup leak into uv/pip runs.
-_LEAKY_PREFIXES = ("UV_", "PIP_")
+_LEAKY_PREFIXES = ("UV_", "PIP_", "ENVBUILD_")  # a user's ENVBUILD_PYTORCH_MIRROR would fail the suite
 _LEAKY_NAMES = ("VIRTUAL_ENV", "CONDA_PREFIX")
 
 # The session catalogue, so the per-test cleanup can reset it without forcing it to be built.

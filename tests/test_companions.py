@@ -11,7 +11,7 @@ import tomlkit
 
 from envbuild.core.errors import ConfigError
 from envbuild.torch.catalogue import builtin_profiles_dir
-from envbuild.torch.companions import PYTORCH_INDEX, companion_table, index_companions
+from envbuild.torch.companion_data import PYTORCH_INDEX, companion_table, index_companions
 from envbuild.torch.profile_file import load_profile
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import Deployment, locked_versions, make_deployment, run_cli

@@ -19,6 +19,7 @@ from envbuild.core.errors import ConfigError, DetectionError
 from envbuild.torch import gpu
 from envbuild.torch.gpu import Fit, Gpu, GpuBuilds, GpuCheck, Machine, Recommendation, Target
 from envbuild.torch.gpu import verdicts as v
+from envbuild.torch.gpu.explain import fit_reason, recommendation_action, recommendation_reason
 from envbuild.torch.gpu.rules import COMPAT, FULL, NONE, cubin_for
 
 DATA = Path(__file__).parent / "data" / "gpu"
@@ -301,14 +302,14 @@ def test_nightly_is_picked_only_when_asked(rules: gpu.Rules) -> None:
     machine = linux([nvidia(RTX_4070S, "8.9")], "570.133.07", "12.8")
     offered = [PROFILES[0], PROFILES[5]]  # cpu, nightly-cu128
     plain = gpu.recommend(machine, offered, rules)
-    assert (plain.profile, plain.code, plain.vendor, plain.action) == ("cpu", v.NO_PROFILE_FOR_GPU, "nvidia", None)
+    assert (plain.profile, plain.code, plain.vendor, recommendation_action(plain)) == ("cpu", v.NO_PROFILE_FOR_GPU, "nvidia", None)
     assert gpu.recommend(machine, offered, rules, include_nightly=True).profile == "nightly-cu128"
     assert gpu.recommend(machine, PROFILES, rules, include_nightly=True).profile == "cu128"
 
 
 def test_without_a_cpu_profile_the_fallback_asks_for_one(rules: gpu.Rules) -> None:
     rec = gpu.recommend(linux([], None, None), [PROFILES[6]], rules)
-    assert (rec.profile, rec.code, rec.action) == (None, v.NO_GPU, "add a cpu profile")
+    assert (rec.profile, rec.code, recommendation_action(rec)) == (None, v.NO_GPU, "add a cpu profile")
 
 
 def test_amd_with_older_rocm_says_what_to_upgrade(rules: gpu.Rules) -> None:
@@ -337,7 +338,7 @@ def test_rtx_4070_super_on_570_gets_cu128(bindir: Path, root: Path, rules: gpu.R
     assert machine.gpus == (Gpu("nvidia", RTX_4070S, "8.9", "sm_89"),)
     assert (machine.nvidia_driver, machine.driver_source, machine.max_cuda) == ("570.133.07", "nvidia-smi", "12.8")
     rec = gpu.recommend(machine, PROFILES, rules)
-    assert (rec.profile, rec.code, rec.action, rec.support) == ("cu128", v.FITS, None, FULL)
+    assert (rec.profile, rec.code, recommendation_action(rec), rec.support) == ("cu128", v.FITS, None, FULL)
     assert (rec.covering, rec.blocked, rec.blocked_driver) == (CUDA, "cu130", "580.65.06")
     assert fit_of(rec, "cu128").gpus == (check(RTX_4070S, "8.9", "Ada Lovelace", runs="8.6"),)
     assert [f.profile for f in rec.fits] == [p.name for p in PROFILES]
@@ -411,7 +412,7 @@ def test_no_nvidia_smi_and_no_kernel_module_means_cpu(bindir: Path, root: Path, 
     assert "nvidia-smi not found on PATH: no NVIDIA GPU details" in machine.notes
     assert any("no NVIDIA kernel module found" in n for n in machine.notes)
     rec = gpu.recommend(machine, PROFILES, rules)
-    assert (rec.profile, rec.code, rec.action) == ("cpu", v.NO_GPU, None)
+    assert (rec.profile, rec.code, recommendation_action(rec)) == ("cpu", v.NO_GPU, None)
 
 
 @needs_sh
@@ -541,7 +542,7 @@ def test_intel_gpu_is_reported_but_xpu_is_not_picked(bindir: Path, root: Path, r
     assert machine.gpus == (Gpu("intel", "Intel GPU (PCI 8086:56a0)", None, None),)
     rec = gpu.recommend(machine, PROFILES, rules)
     assert (rec.profile, rec.code, rec.vendor) == ("cpu", v.GPU_UNCONFIRMED, "intel")
-    assert rec.action is not None and rec.action.endswith("use profile xpu")
+    assert recommendation_action(rec) is not None and recommendation_action(rec).endswith("use profile xpu")
     xpu = fit_of(rec, "xpu")
     assert (xpu.ok, xpu.kernels_checked, xpu.gpus[0].name) == (True, False, "Intel GPU (PCI 8086:56a0)")
 
@@ -596,20 +597,20 @@ def test_sentences_come_from_the_verdict_alone() -> None:
         blocking=check("NVIDIA Made-up", "7.2", "Volta"), gap="between",
         targets=(Target("7.0", "Volta"), Target("8.0", "Ampere")),
     )
-    assert fit.reason == "cu999 carries no kernels for NVIDIA Made-up (Volta, sm_72): it carries sm_70, sm_80"
+    assert fit_reason(fit) == "cu999 carries no kernels for NVIDIA Made-up (Volta, sm_72): it carries sm_70, sm_80"
     rec = Recommendation(None, v.NO_KERNELS, (fit,), "Linux", "x86_64", vendor="nvidia",
                          gpus=(fit.blocking,) if fit.blocking else (), candidates=("cu999",), gap="newer")
-    assert rec.reason == "No CUDA build offered (cu999) carries kernels for NVIDIA Made-up (Volta, sm_72)."
-    assert rec.action == "use profile cpu: NVIDIA Made-up is newer than every CUDA build offered supports"
+    assert recommendation_reason(rec) == "No CUDA build offered (cu999) carries kernels for NVIDIA Made-up (Volta, sm_72)."
+    assert recommendation_action(rec) == "use profile cpu: NVIDIA Made-up is newer than every CUDA build offered supports"
     cpu = Recommendation("cpu", v.NO_GPU, (), "Darwin", "x86_64")
-    assert (cpu.reason, cpu.action) == ("No supported GPU found → cpu.", None)
+    assert (recommendation_reason(cpu), recommendation_action(cpu)) == ("No supported GPU found → cpu.", None)
     gfx = GpuCheck("AMD GPU gfx1100", None, "gfx1100", None)
     rocm = Fit("rocm6.3", v.FITS, "rocm", "Linux", "x86_64", version="6.3", gpus=(gfx,), kernels_checked=True,
                installed_rocm="6.3.1")
-    assert rocm.reason == "rocm6.3 carries kernels for gfx1100, and ROCm 6.3.1 is installed"
+    assert fit_reason(rocm) == "rocm6.3 carries kernels for gfx1100, and ROCm 6.3.1 is installed"
     amd = Recommendation("rocm6.3", v.FITS, (rocm,), "Linux", "x86_64", vendor="amd", gpus=(gfx,),
                          installed_rocm="6.3.1")
-    assert amd.reason == (
+    assert recommendation_reason(amd) == (
         "AMD GPU gfx1100: ROCm 6.3.1 is installed, and rocm6.3 is the newest ROCm build that fits → rocm6.3."
     )
 
@@ -687,8 +688,8 @@ def test_golden_sentences(case: str, rules: gpu.Rules) -> None:
     """The wording of the main cases, as `envbuild detect` prints it."""
     machine, reason, action, fit_reasons = GOLDEN[case]
     rec = gpu.recommend(machine, PROFILES, rules)
-    assert (rec.reason, rec.action) == (reason, action)
-    assert {name: fit_of(rec, name).reason for name in fit_reasons} == fit_reasons
+    assert (recommendation_reason(rec), recommendation_action(rec)) == (reason, action)
+    assert {name: fit_reason(fit_of(rec, name)) for name in fit_reasons} == fit_reasons
 
 
 @pytest.mark.parametrize("version", ["2.7.1+cu126", "2.9.0.dev20250801+cu128", "2.10.0", "1!2.0", "2.09.1",

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from envbuild.core.http.indexclient import IndexReadError
-from envbuild.lock.settle import with_settlements
+from envbuild.core.http.errors import IndexReadError
+from envbuild.lock.settlements import with_settlements
 from envbuild.pkgs.merging import merge
 from envbuild.pkgs.requirements import Origin, SourcedRequirement
 from envbuild.pkgs.uvlock import Dependency, LockedPackage

@@ -178,5 +178,5 @@ def test_a_registry_archive_reaching_outside_its_folder_is_refused(registry: Reg
         fetch_registry_node(pin, custom_nodes / "evil-node", base=registry.url)
     assert not (tmp_path / "escaped.py").exists() and not (custom_nodes / "evil-node").exists()
     missing = pin._replace(name="no-such-node")
-    with pytest.raises(RegistryError, match="answered 404"):
+    with pytest.raises(RegistryError, match="answered HTTP 404"):
         fetch_registry_node(missing, custom_nodes / "no-such-node", base=registry.url)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from envbuild.core.http import remotewheel
-from envbuild.core.http.indexclient import IndexReadError
+from envbuild.core.http.errors import IndexReadError
 from envbuild.core.http.remotewheel import metadata_by_range
 from tests.support.wheels import build_wheel
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.lock.settle import check_recorded, with_settlements
+from envbuild.lock.settlements import check_recorded, with_settlements
 from envbuild.pkgs.lockdir import Fingerprint
 from envbuild.pkgs.merging import merge
 from envbuild.pkgs.requirements import Origin, SourcedRequirement

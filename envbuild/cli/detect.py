@@ -8,6 +8,7 @@ import click
 
 from envbuild.cli.options import TORCH_SOURCES, build_deployment
 from envbuild.cli.output import show
+from envbuild.torch.gpu.explain import fit_reason, recommendation_action, recommendation_reason
 
 
 @click.command()
@@ -33,21 +34,21 @@ def detect(ctx: click.Context, as_json: bool, torch_source: str | None, show_all
     machine, rec = choice.machine, choice.recommendation
     if as_json:
         payload = {"machine": machine.to_json(), "recommendation": {
-            "profile": rec.profile, "reason": rec.reason, "action": rec.action,
-            "fits": [{"profile": f.profile, "ok": f.ok, "reason": f.reason} for f in rec.fits]}}
+            "profile": rec.profile, "reason": recommendation_reason(rec), "action": recommendation_action(rec),
+            "fits": [{"profile": f.profile, "ok": f.ok, "reason": fit_reason(f)} for f in rec.fits]}}
         show(json.dumps(payload, indent=2, sort_keys=True))
         return
     for line in _describe(machine):
         show(line)
     show("")
     show(f"recommended profile: {rec.profile or 'none'}")
-    show(f"  why: {rec.reason}")
-    if rec.action:
-        show(f"  what to do: {rec.action}")
+    show(f"  why: {recommendation_reason(rec)}")
+    if recommendation_action(rec):
+        show(f"  what to do: {recommendation_action(rec)}")
     if show_all:
         show("")
         for fit in rec.fits:
-            show(f"  {'fits ' if fit.ok else 'no   '} {fit.profile:<16} {fit.reason}")
+            show(f"  {'fits ' if fit.ok else 'no   '} {fit.profile:<16} {fit_reason(fit)}")
 
 
 def _describe(machine: Any) -> list[str]:

@@ -10,6 +10,7 @@ import click
 
 from envbuild.cli.options import build_deployment, mirror_options, profile_options, profile_to_use, resolve_venv
 from envbuild.cli.output import error, say, show, warn
+from envbuild.torch.gpu.explain import fit_reason
 
 if TYPE_CHECKING:
     from envbuild.deploy.deployment import Deployment
@@ -133,7 +134,7 @@ class _FitCheck:
 
         try:
             _, fit = fit_of(self.profile, self.deployment.folder(self.profile), environ=self.deployment.env)
-            self.reason = None if fit.ok else fit.reason
+            self.reason = None if fit.ok else fit_reason(fit)
         except Exception as exc:  # reported by report(), in the main thread
             self.error = exc
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, NamedTuple
 from envbuild.core.errors import ConfigError, RequirementFileError
 from envbuild.settings.config import Config
 from envbuild.torch.family import guard_torch_family, settle_clobbering
-from envbuild.torch.profile import PinnedPackage, TorchProfile
+from envbuild.torch.profile import TorchProfile
+from envbuild.torch.profile_file import profile_requirements
 
 if TYPE_CHECKING:  # the parser is imported when parsing, not to find files (the no-op path)
     from envbuild.pkgs.merging import MergeResult
@@ -301,38 +302,6 @@ def _skipped_pyproject(item: InputFile, config: Config, message: str) -> ParsedF
     return ParsedFile((), (), (_pyproject_note(item, config, message),), (item.path,))
 
 
-def profile_requirements(profile: TorchProfile, config: Config,
-                         packages: tuple[PinnedPackage, ...] | None = None) -> list[SourcedRequirement]:
-    """The profile's torch family (or the `packages` given) as requirements, each pointing at its line
-    in the profile file."""
-    from packaging.requirements import Requirement
-
-    from envbuild.pkgs.requirements import Origin, SourcedRequirement
-
-    packages = profile.packages if packages is None else packages
-    try:
-        text = profile.path.read_text(encoding="utf-8")
-    except OSError:
-        text = ""
-    display = profile_display_path(profile, config)
-    result = []
-    for package in packages:
-        match = re.search(rf"^\s*{re.escape(package.name)}\s*=", text, re.M)
-        line = text.count("\n", 0, match.start()) + 1 if match else 0
-        req_text = package.requirement_text()
-        origin = Origin(path=display, line=line, source=f"profile {profile.name}")
-        result.append(SourcedRequirement(Requirement(req_text), origin, req_text))
-    return result
-
-
-def profile_display_path(profile: TorchProfile, config: Config) -> str:
-    """Built-in profiles are named by envbuild, not by where it happens to be installed."""
-    try:
-        return profile.path.resolve().relative_to(config.project_dir.resolve()).as_posix()
-    except ValueError:
-        return f"envbuild:profiles/{profile.path.name}"
-
-
 def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     """Parse and merge everything; stop on conflicts before uv ever runs."""
     from envbuild.pkgs.merging import merge
@@ -359,7 +328,8 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     from envbuild.torch.companions import companion_requirements, guard_companions
 
     guard_companions(requirements, profile)  # a constraint installs nothing: only asks are refused
-    family = [*profile_requirements(profile, config), *companion_requirements(profile, config, requirements)]
+    family = [*profile_requirements(profile, config.project_dir),
+              *companion_requirements(profile, config.project_dir, requirements)]
     guard_torch_family(family, requirements + constraints, profile)
     result = merge([*requirements, *family], constraints)
     return MergedInputs(result, tuple(warnings), tuple(dict.fromkeys(files_read)), collected)

@@ -23,6 +23,8 @@ from envbuild.core.errors import EnvbuildError
 from envbuild.settings.pins import NodePin
 
 ARCHIVE_LIMIT = 512 * 1024 * 1024  # a node archive is a few MiB; a model in one is not a node
+API_LIMIT = 1024 * 1024  # the install API answers a few hundred bytes of JSON
+DEADLINE = 600.0  # seconds for one read in all, however slowly the server sends
 TRACKING = ".tracking"
 
 
@@ -74,35 +76,25 @@ def fetch_registry_node(pin: NodePin, folder: Path, *, base: str, force: bool = 
 
 
 def download(pin: NodePin, *, base: str, timeout: float) -> tuple[bytes, str]:
-    import httpx
+    """The registry's archive for a pin and the URL it came from: the API's answer and the archive each
+    bounded in size and in total time (`DEADLINE`)."""
+    from envbuild.core.http.client import HttpFailure, read_bytes, read_json
 
     api = f"{base.rstrip('/')}/nodes/{quote(pin.name, safe='')}/install?version={quote(pin.version, safe='')}"
+    what = f"registry node {pin.name} {pin.version}"
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=True) as client:
-            answer = client.get(api)
-            if answer.status_code != 200:
-                raise RegistryError(f"registry node {pin.name} {pin.version}: {api} answered {answer.status_code}",
-                                    hint="check the id and version (the Manager's snapshot names them), and "
-                                         "[nodes] registry")
-            try:
-                url = str(answer.json()["downloadUrl"])
-            except (ValueError, KeyError, TypeError):
-                raise RegistryError(f"registry node {pin.name} {pin.version}: {api} did not answer a "
-                                    "downloadUrl") from None
-            data = b""
-            with client.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise RegistryError(f"registry node {pin.name} {pin.version}: {url} answered "
-                                        f"{response.status_code}")
-                for chunk in response.iter_bytes():
-                    data += chunk
-                    if len(data) > ARCHIVE_LIMIT:
-                        raise RegistryError(f"registry node {pin.name}: {url} is larger than "
-                                            f"{ARCHIVE_LIMIT // (1024 * 1024)} MiB")
-    except httpx.HTTPError as exc:
-        raise RegistryError(f"registry node {pin.name} {pin.version}: cannot reach {base}: {exc}",
-                            hint="check [nodes] registry and this machine's network") from None
-    return data, url
+        answer = read_json(api, limit=API_LIMIT, timeout=timeout, deadline=DEADLINE)
+    except HttpFailure as exc:
+        hint = ("check the id and version (the Manager's snapshot names them), and [nodes] registry"
+                if exc.status is not None else "check [nodes] registry and this machine's network")
+        raise RegistryError(f"{what}: {exc}", hint=hint) from None
+    url = answer.get("downloadUrl") if isinstance(answer, dict) else None
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        raise RegistryError(f"{what}: {api} did not answer a downloadUrl")
+    try:
+        return read_bytes(url, limit=ARCHIVE_LIMIT, timeout=timeout, deadline=DEADLINE)
+    except HttpFailure as exc:
+        raise RegistryError(f"{what}: {exc}", hint="check [nodes] registry and this machine's network") from None
 
 
 def _unpack(archive: bytes, folder: Path, pin: NodePin) -> None:

@@ -15,6 +15,7 @@ from envbuild.core import runner
 from envbuild.core.errors import CommandFailed, EnvbuildError
 from envbuild.deploy.deployment import Deployment
 from envbuild.pkgs.lockdir import LockFolder
+from envbuild.torch.gpu.explain import fit_reason
 from envbuild.torch.profile import PYPI_SIMPLE, TorchProfile
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -168,9 +169,9 @@ def _machine_fit(ctx: Context) -> Check:
 
     machine, fit = fit_of(ctx.profile, ctx.folder if ctx.folder.exists() else None, environ=ctx.environ)
     if fit.ok:
-        return Check("machine runs profile", PASS, fit.reason)
+        return Check("machine runs profile", PASS, fit_reason(fit))
     status = FAIL if ctx.profile.accelerator != "cpu" else WARN
-    return Check("machine runs profile", status, fit.reason)
+    return Check("machine runs profile", status, fit_reason(fit))
 
 
 def _comfyui_check(ctx: Context) -> Check:
@@ -219,20 +220,16 @@ def _lock_registries(folder: LockFolder) -> set[str]:
 
 def _probe(url: str, role: str, timeout: float | None) -> Check:
     """One GET with a short time limit and no retries: reachable or not, and how fast."""
-    import time
+    from envbuild.core.http.client import HttpFailure, probe
 
-    import httpx
-
-    started = time.perf_counter()
     try:
-        response = httpx.get(url.rstrip("/") + "/", timeout=timeout or 5.0, follow_redirects=True)
-    except httpx.HTTPError as exc:
-        return Check("index reachable", WARN, f"{url} ({role}): unreachable: {type(exc).__name__}: {exc}")
-    elapsed = time.perf_counter() - started
-    if response.status_code >= 500:
-        return Check("index reachable", WARN, f"{url} ({role}): HTTP {response.status_code}")
+        status, elapsed = probe(url.rstrip("/") + "/", timeout=timeout or 5.0)
+    except HttpFailure as exc:
+        return Check("index reachable", WARN, f"{url} ({role}): {exc.reason}")
+    if status >= 500:
+        return Check("index reachable", WARN, f"{url} ({role}): HTTP {status}")
     # PyTorch's indexes answer 403/404 for their bare root; any answer means the host is reachable.
-    return Check("index reachable", PASS, f"{url} ({role}): answered HTTP {response.status_code} in {elapsed:.2f} s")
+    return Check("index reachable", PASS, f"{url} ({role}): answered HTTP {status} in {elapsed:.2f} s")
 
 
 def exit_code(checks: list[Check]) -> int:

@@ -18,6 +18,7 @@ from envbuild.core.errors import UsageError
 from envbuild.core.fsio import atomic_write
 from envbuild.settings.config import CONFIG_NAME
 from envbuild.torch.catalogue import ProfileCatalogue
+from envbuild.torch.gpu.explain import recommendation_reason
 
 
 class Found(NamedTuple):
@@ -85,8 +86,9 @@ def _recommended(catalogue: ProfileCatalogue, env: Mapping[str, str]) -> tuple[s
 
     recommendation = choose(candidates(catalogue), environ=env).recommendation
     if recommendation.profile is None:
-        return "cpu", f"detection found no profile that fits ({recommendation.reason}); cpu until you choose"
-    return recommendation.profile, recommendation.reason
+        return "cpu", (f"detection found no profile that fits ({recommendation_reason(recommendation)}); "
+                       "cpu until you choose")
+    return recommendation.profile, recommendation_reason(recommendation)
 
 
 def _git_origin(checkout: Path, env: Mapping[str, str]) -> tuple[str, str] | None:

@@ -19,7 +19,8 @@ from packaging.utils import canonicalize_name
 
 from envbuild.core.errors import UsageError
 from envbuild.core.fsio import atomic_write
-from envbuild.core.http.indexclient import IndexClient, IndexReadError
+from envbuild.core.http.errors import IndexReadError
+from envbuild.core.http.indexclient import IndexClient
 from envbuild.core.tomlfile import load_toml
 from envbuild.deploy.deployment import pytorch_base
 from envbuild.settings.config import Config

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, NamedTuple
 from envbuild.core.errors import EnvbuildError, IndexUnreachableError
 from envbuild.core.fsio import atomic_write, exclusive_lock, remove_stale_staging, replace_dir, staging_dir
 from envbuild.deploy.deployment import DEFAULT_INDEX_ENV, Deployment
-from envbuild.lock.plan import LockPlan, Settled, plan_lock
+from envbuild.lock.plan import LockPlan, plan_lock
+from envbuild.lock.settlements import Settled
 from envbuild.lock.trust import CURRENT, UNHASHED, assess, remember_new_lock, remembered
 from envbuild.pkgs.lockdir import LockFolder
 from envbuild.pkgs.uvlock import count_locked_packages

@@ -7,14 +7,14 @@ and the freshness check compares it with the committed one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import MappingProxyType
 from typing import NamedTuple
 
-from envbuild.comfy.inputs import MergedInputs, merge_inputs, normalized_digest, profile_display_path
+from envbuild.comfy.inputs import MergedInputs, merge_inputs, normalized_digest
 from envbuild.deploy.deployment import Deployment
+from envbuild.lock.settlements import Context, Settled, apply_recorded, header_notes
 from envbuild.pkgs.lockdir import Fingerprint, LockFolder, file_digest, sha256_text
 from envbuild.torch.profile import TorchProfile
+from envbuild.torch.profile_file import profile_display_path
 from envbuild.uv.render import RENDER_VERSION, UV_REQUIRED_VERSION, RenderInput, render_pyproject
 
 
@@ -51,9 +51,9 @@ def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Settled
     indexes = deployment.indexes(profile)
     pyproject = render_pyproject(RenderInput(
         merged=merged.result, profile=profile, requires_python=config.requires_python,
-        index_url=indexes.torch, input_paths=[*inputs, profile_display_path(profile, config)],
+        index_url=indexes.torch, input_paths=[*inputs, profile_display_path(profile, config.project_dir)],
         default_index=indexes.default, index_format=indexes.format, overrides=variant_overrides,
-        companions=companions, notes=_settled_notes(settled),
+        companions=companions, notes=header_notes(settled),
     ))
     fingerprint = expected._replace(
         pyproject_sha256=sha256_text(pyproject), inputs=inputs,
@@ -63,52 +63,6 @@ def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Settled
         companions=settled.companions,
     )
     return LockPlan(profile, merged, pyproject, fingerprint, folder, untrusted)
-
-
-class Settled(NamedTuple):
-    """What envbuild settled after a lock, as recorded in the fingerprint: variant groups (module -> member
-    kept, envbuild.lock.settle) and torch-bound constraints (package -> specifier, envbuild.torch.torch_bound)."""
-
-    groups: Mapping[str, str] = MappingProxyType({})
-    bounds: Mapping[str, str] = MappingProxyType({})
-    companions: tuple[str, ...] = ()  # the profile's companions a dependency brought, asked directly
-
-    def __bool__(self) -> bool:
-        return bool(self.groups or self.bounds or self.companions)
-
-
-def settled_inputs(deployment: Deployment, profile: TorchProfile, settled: Settled | None = None,
-                   ) -> tuple[MergedInputs, Settled, tuple[str, ...]]:
-    """The merged inputs with what envbuild settled (None: as the profile's lock recorded it), the
-    settlements used, and the recorded ones envbuild could not have made."""
-    merged = merge_inputs(deployment.config, profile)
-    folder = deployment.folder(profile)
-    if settled is None:
-        recorded = folder.read_fingerprint()
-        settled = Settled(recorded.settled, recorded.bounds, recorded.companions) if recorded else Settled()
-    if not settled:
-        return merged, Settled(), ()
-    from envbuild.lock.settle import check_recorded, with_settlements
-    from envbuild.torch import companions, torch_bound
-    from envbuild.torch.variants import groups_for
-
-    groups = groups_for(deployment.config.variant_groups, deployment.config.source)
-    kept, untrusted = check_recorded(settled.groups, groups, profile, merged.result)
-    bounds, unbound = torch_bound.check_recorded(settled.bounds, profile)
-    asked, unlisted = companions.check_recorded(settled.companions, profile, merged.result)
-    where = deployment.display(folder.fingerprint_path)
-    result = torch_bound.with_bounds(with_settlements(merged.result, kept, where), bounds, where)
-    result = companions.with_asked(result, asked, profile, deployment.config)
-    return (merged._replace(result=result), Settled(kept, bounds, asked),
-            (*untrusted, *unbound, *unlisted))
-
-
-def _settled_notes(settled: Settled) -> tuple[str, ...]:
-    if not settled:
-        return ()
-    from envbuild.lock.settle import header_notes
-
-    return header_notes(settled.groups, settled.bounds, settled.companions)
 
 
 def expected_fingerprint(deployment: Deployment, profile: TorchProfile) -> Fingerprint:
@@ -157,3 +111,22 @@ def _input_digests(merged: MergedInputs, deployment: Deployment) -> dict[str, st
                 if item.origin.path in texts:
                     texts[item.origin.path].append(item.text)
     return {path: normalized_digest(sorted(lines)) for path, lines in texts.items()}
+
+
+def settled_inputs(deployment: Deployment, profile: TorchProfile, settled: Settled | None = None,
+                   ) -> tuple[MergedInputs, Settled, tuple[str, ...]]:
+    """The merged inputs with what envbuild settled (None: as the profile's lock recorded it), the
+    settlements used, and the recorded ones envbuild could not have made."""
+    merged = merge_inputs(deployment.config, profile)
+    folder = deployment.folder(profile)
+    if settled is None:
+        recorded = folder.read_fingerprint()
+        settled = Settled(recorded.settled, recorded.bounds, recorded.companions) if recorded else Settled()
+    if not settled:
+        return merged, Settled(), ()
+    from envbuild.torch.variants import groups_for
+
+    context = Context(profile, groups_for(deployment.config.variant_groups, deployment.config.source),
+                      merged.result, deployment.display(folder.fingerprint_path), deployment.config.project_dir)
+    result, used, problems = apply_recorded(settled, context)
+    return merged._replace(result=result), used, problems

@@ -12,20 +12,18 @@ The choice is recorded in the lock folder's fingerprint (`settled`, the requirem
 `opencv-python-headless<5,>=4.8`, or a bare name) and the plan renders with it, so the
 pyproject stays reproducible from what is committed: re-locking keeps earlier choices (as uv keeps
 earlier versions) and `lock --upgrade` starts without them. The fingerprint is an untrusted file, so a
-recorded choice is used only when envbuild itself could have made it (`check_recorded`); any other makes
-the lock "edited".
+recorded choice is used only when envbuild itself could have made it (envbuild.lock.settlements); any
+other makes the lock "edited".
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from envbuild.pkgs.lockdir import FINGERPRINT_NAME
+from envbuild.lock.settlements import Settled
 
 if TYPE_CHECKING:
-    from packaging.requirements import Requirement
 
     from envbuild.deploy.deployment import Deployment
     from envbuild.lock.plan import LockPlan
@@ -34,11 +32,6 @@ if TYPE_CHECKING:
     from envbuild.torch.member_bounds import MemberBounds
     from envbuild.torch.profile import TorchProfile
     from envbuild.torch.variants import Provider, VariantGroup
-
-
-def origin_source(module: str) -> str:
-    """What `merge --explain` and the refusals name as the asker of a settled requirement."""
-    return f"envbuild: settles the {module} module"
 
 
 class Settlement(NamedTuple):
@@ -64,88 +57,6 @@ def settle(found: Iterable[tuple[VariantGroup, list[Provider]]], profile: TorchP
         kept, why = group.choose({p.member for p in providers}, profile)
         settled.append(Settlement(group.module, kept, why, tuple(p for p in providers if p.member != kept)))
     return settled
-
-
-def check_recorded(recorded: Mapping[str, str], groups: Iterable[VariantGroup], profile: TorchProfile,
-                   merged: MergeResult) -> tuple[dict[str, str], tuple[str, ...]]:
-    """The recorded choices to render with, and why any other is not one envbuild could have made.
-
-    A choice for a group the inputs now settle themselves (a direct requirement names a member) is moot:
-    left out without complaint, as the pyproject changes with the inputs anyway."""
-    by_module = {g.module: g for g in groups}
-    direct = merged.names()
-    usable: dict[str, str] = {}
-    problems: list[str] = []
-    for module, text in sorted(recorded.items()):
-        group = by_module.get(module)
-        said = f"{FINGERPRINT_NAME} settles {quoted(module)} on {quoted(text)}"
-        requirement = parse_settled(text)
-        kept = requirement.name if requirement is not None else text
-        if group is None:
-            problems.append(f"{said}, but {quoted(module)} is no variant group of this deployment")
-        elif requirement is None:
-            problems.append(f"{said}, which is not a member's name with at most a version specifier (envbuild "
-                            "records no URL, marker or extras)")
-        elif kept not in group.members:
-            problems.append(f"{said}, which is no member of that group ({', '.join(sorted(group.members))})")
-        elif kept not in group.choosable(profile):
-            problems.append(f"{said}, which envbuild never keeps for profile {profile.name} (it keeps "
-                            f"{' or '.join(sorted(group.choosable(profile)))})")
-        elif not group.members & direct:
-            usable[module] = kept + str(requirement.specifier)
-    return usable, tuple(problems)
-
-
-def parse_settled(text: str) -> Requirement | None:
-    """A recorded settlement as a requirement: a name and at most a version specifier (older locks
-    recorded the bare name); None for anything else (a URL, a marker, extras, not PEP 508)."""
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    try:
-        requirement = Requirement(text)
-    except InvalidRequirement:
-        return None
-    if requirement.url or requirement.marker is not None or requirement.extras:
-        return None
-    return requirement
-
-
-def quoted(text: str) -> str:
-    """A value read from an untrusted file, shown escaped and short."""
-    shown = json.dumps(text)
-    return shown if len(shown) <= 80 else shown[:77] + "..."
-
-
-def with_settlements(result: MergeResult, settled: Mapping[str, str], where: str) -> MergeResult:
-    """The merged requirements with each kept member added as a direct requirement, with the bounds the
-    dependencies put on the group's members (uv chooses the version within them). `settled` holds
-    checked values (`check_recorded`)."""
-    if not settled:
-        return result
-    from packaging.requirements import Requirement
-
-    from envbuild.pkgs.merging import MergedRequirement, MergeResult
-    from envbuild.pkgs.requirements import Origin, SourcedRequirement
-
-    added = []
-    for module, text in settled.items():
-        requirement = Requirement(text)
-        added.append(MergedRequirement(requirement.name, frozenset(), requirement.specifier, None, None,
-                                       (SourcedRequirement(requirement, Origin(where, 0, origin_source(module)),
-                                                           text),)))
-    requirements = sorted((*result.requirements, *added), key=lambda r: (r.name, str(r.marker or "")))
-    return MergeResult(tuple(requirements), result.constraints)
-
-
-def header_notes(settled: Mapping[str, str], bounds: Mapping[str, str],
-                 companions: Sequence[str] = ()) -> tuple[str, ...]:
-    """The pyproject's header says which requirement or constraint no input wrote (nothing when none)."""
-    return (*(f"Settled by envbuild (recorded in {FINGERPRINT_NAME}): the `{module}` module from {kept}."
-              for module, kept in sorted(settled.items())),
-            *(f"Held by envbuild (recorded in {FINGERPRINT_NAME}): {package}{specifier}, for the locked torch."
-              for package, specifier in sorted(bounds.items())),
-            *(f"Asked by envbuild (recorded in {FINGERPRINT_NAME}): {name}, a dependency's, as the profile takes it."
-              for name in sorted(companions)))
 
 
 def describe(settlement: Settlement, merged: MergeResult) -> str:
@@ -190,7 +101,7 @@ def settle_lock(deployment: Deployment, plan: LockPlan, locked: LockFile, groups
     """After the first `uv lock`: settle what the lock leaves open (two providers of a module, a package
     built for another torch), re-plan with it and `relock` once; refuse if the second lock still has it.
     Nothing to settle: the plan as it was and no second uv run."""
-    from envbuild.lock.plan import Settled, plan_lock
+    from envbuild.lock.plan import plan_lock
     from envbuild.torch import companions, torch_bound
     from envbuild.torch.variants import refuse_second_providers, second_providers
 

@@ -10,114 +10,21 @@ would need and where prebuilt ones are published. The rules, with sources: data/
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
+from envbuild.core.text import quoted
+from envbuild.torch.companion_data import PYPI, PYTORCH_INDEX, Companion, companion_table
 from envbuild.torch.profile import canonical_name
+from envbuild.torch.profile_file import profile_requirements
 
 if TYPE_CHECKING:
     from envbuild.pkgs.merging import MergeResult
     from envbuild.pkgs.requirements import SourcedRequirement
     from envbuild.pkgs.uvlock import LockFile
-    from envbuild.settings.config import Config
-    from envbuild.torch.profile import CompanionIndex, PinnedPackage, TorchProfile
+    from envbuild.torch.profile import PinnedPackage, TorchProfile
 
-PYTORCH_INDEX = "pytorch-index"
-PYPI = "pypi"
-ELSEWHERE = "elsewhere"
-
-
-class Companion(NamedTuple):
-    name: str
-    wheels: str  # PYTORCH_INDEX, PYPI or ELSEWHERE
-    rule: str
-    source: str
-    prebuilt: str | None
-
-
-@functools.lru_cache(maxsize=1)
-def companion_table() -> dict[str, Companion]:
-    import importlib.resources
-
-    from envbuild.core.tomlfile import parse_toml
-
-    text = (importlib.resources.files("envbuild") / "data" / "companions.toml").read_text(encoding="utf-8")
-    data = parse_toml(text, "envbuild/data/companions.toml")
-    return {canonical_name(name): Companion(canonical_name(name), str(t["wheels"]), " ".join(str(t["rule"]).split()),
-                                            str(t["source"]), t.get("prebuilt"))
-            for name, t in data["packages"].items()}
-
-
-def index_companions() -> frozenset[str]:
-    """The names a profile may route to its PyTorch index besides the torch family."""
-    return frozenset(name for name, c in companion_table().items() if c.wheels == PYTORCH_INDEX)
-
-
-def companions_table(value: Any, has_index: bool,
-                     path: Path) -> tuple[tuple[PinnedPackage, ...], tuple[CompanionIndex, ...]]:
-    """`[companions]`: a table of its own, validated apart from [packages]. Without an `index` of its own a
-    companion comes from the profile's index, so only names PyTorch's indexes carry builds of are allowed
-    (data/companions.toml); with one, any torch-bound package of that file that PyPI does not serve."""
-    from envbuild.core.errors import ConfigError
-    from envbuild.core.tomlfile import check_keys, expect
-    from envbuild.torch.profile import CompanionIndex, index_url_problem
-    from envbuild.torch.profile_file import one_of, pinned_packages
-
-    table = expect(value, dict, "companions", path)
-    if not has_index:
-        raise ConfigError(path, "`[companions]` needs an `[index]`: companions are locked with the profile's torch")
-    known, on_index = companion_table(), index_companions()
-    plain: dict[str, Any] = {}
-    indexes = []
-    for raw_name, entry in table.items():
-        name, where = canonical_name(raw_name), f"companions.{raw_name}"
-        own = isinstance(entry, dict) and "index" in entry
-        allowed = {n for n, c in known.items() if c.wheels != PYPI} if own else on_index
-        if name not in allowed:
-            what = "a torch-bound package envbuild knows (data/companions.toml) that PyPI does not serve" if own \
-                else "a package PyTorch's indexes carry builds of"
-            raise ConfigError(path, f"`{where}`: {raw_name!r} is not {what}",
-                              hint=f"a profile's [companions] name only {', '.join(sorted(on_index))}, or, with an "
-                                   "`index` of their own (a prebuilt-wheel index), "
-                                   f"{', '.join(sorted(n for n, c in known.items() if c.wheels != PYPI))}")
-        if own:
-            check_keys(entry, {"version", "marker", "index", "format"}, f"{where}.", path)
-            url = expect(entry["index"], str, f"{where}.index", path).rstrip("/")
-            problem = index_url_problem(url)
-            if problem:
-                raise ConfigError(path, f"`{where}.index`: {problem}")
-            layout = expect(entry.get("format", "simple"), str, f"{where}.format", path)
-            one_of(layout, ("simple", "flat"), f"{where}.format", path)
-            indexes.append(CompanionIndex(name, url, layout))
-            entry = {k: v for k, v in entry.items() if k in ("version", "marker")}
-        plain[raw_name] = entry
-    return pinned_packages(plain, "companions", path, frozenset(known)), tuple(sorted(indexes))
-
-
-def pypi_companions_table(value: Any, has_pypi: bool, path: Path) -> tuple[PinnedPackage, ...]:
-    """`[pypi.companions]`: the -pypi variant's companions, from PyPI. PyPI holds one build per release, made
-    for the CUDA of PyPI's torch of the torch it pins (xformers: data/companions.toml), so the version bound is
-    what keeps the build true to the variant's CUDA; no index of its own (the variant has only PyPI)."""
-    from envbuild.core.errors import ConfigError
-    from envbuild.core.tomlfile import expect
-    from envbuild.torch.profile_file import pinned_packages
-
-    table = expect(value, dict, "pypi.companions", path)
-    if not has_pypi:
-        raise ConfigError(path, "`[pypi.companions]` needs the [pypi] table's torch: companions are locked with it")
-    on_index = index_companions()
-    for raw_name, entry in table.items():
-        if isinstance(entry, dict) and "index" in entry:
-            raise ConfigError(path, f"`pypi.companions.{raw_name}.index`: the -pypi variant takes its companions "
-                                    "from PyPI only", hint="a prebuilt-wheel index belongs in the [companions] "
-                                                           "table of the profile with an [index]")
-        if canonical_name(raw_name) not in on_index:
-            raise ConfigError(path, f"`pypi.companions.{raw_name}`: {raw_name!r} is not a package whose PyPI "
-                                    "releases are built for the CUDA of PyPI's torch",
-                              hint=f"[pypi.companions] names only {', '.join(sorted(on_index))}")
-    return pinned_packages(table, "pypi.companions", path, on_index)
 
 
 def asked_companions(profile: TorchProfile, inputs: Iterable[SourcedRequirement]) -> tuple[PinnedPackage, ...]:
@@ -126,14 +33,12 @@ def asked_companions(profile: TorchProfile, inputs: Iterable[SourcedRequirement]
     return tuple(c for c in profile.companions if c.name in asked)
 
 
-def companion_requirements(profile: TorchProfile, config: Config,
+def companion_requirements(profile: TorchProfile, project_dir: Path,
                            inputs: Sequence[SourcedRequirement]) -> list[SourcedRequirement]:
     """The profile's bounds for the companions asked, as requirements pointing at the profile's lines:
     merged with the inputs' asks, so a node wanting a version the profile's torch has no build of is a
     conflict named before uv."""
-    from envbuild.comfy.inputs import profile_requirements
-
-    return profile_requirements(profile, config, packages=asked_companions(profile, inputs))
+    return profile_requirements(profile, project_dir, packages=asked_companions(profile, inputs))
 
 
 def guard_companions(inputs: Iterable[SourcedRequirement], profile: TorchProfile) -> None:
@@ -282,7 +187,6 @@ def check_recorded(recorded: Sequence[str], profile: TorchProfile,
                    merged: MergeResult) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The recorded companions to ask for directly, and why any other is not one envbuild could have asked
     for: a companion the profile lists (one the inputs now ask for themselves is moot, left out)."""
-    from envbuild.lock.settle import quoted
     from envbuild.pkgs.lockdir import FINGERPRINT_NAME
 
     listed, direct = {c.name for c in profile.companions}, merged.names()
@@ -292,20 +196,19 @@ def check_recorded(recorded: Sequence[str], profile: TorchProfile,
     return usable, problems
 
 
-def with_asked(result: MergeResult, names: Sequence[str], profile: TorchProfile, config: Config) -> MergeResult:
+def with_asked(result: MergeResult, names: Sequence[str], profile: TorchProfile, project_dir: Path) -> MergeResult:
     """The merged requirements with these companions asked for directly, at the profile's bound and
     pointing at its line (the render then routes them to the profile's index)."""
     if not names:
         return result
     import dataclasses
 
-    from envbuild.comfy.inputs import profile_requirements
     from envbuild.pkgs.merging import merge
 
     added = [dataclasses.replace(item, origin=dataclasses.replace(
                  item.origin, source=f"envbuild: {item.requirement.name} as profile {profile.name} takes it "
                                      "(a dependency asks)"))
-             for item in profile_requirements(profile, config,
+             for item in profile_requirements(profile, project_dir,
                                               packages=tuple(c for c in profile.companions if c.name in names))]
     return merge([*(o for r in result.requirements for o in r.origins), *added],
                  [o for c in result.constraints for o in c.origins])

@@ -17,6 +17,7 @@ from envbuild.pkgs.lockdir import LockFolder
 from envbuild.pkgs.uvlock import first_locked_version
 from envbuild.torch.catalogue import ProfileCatalogue
 from envbuild.torch.gpu import Fit, Machine, Recommendation, assess, detect_machine, load_rules, recommend
+from envbuild.torch.gpu.explain import recommendation_action, recommendation_reason
 from envbuild.torch.profile import TORCH_SOURCE_PYPI, TorchProfile
 
 _RELEASE = re.compile(r"v?(?:(\d+)!)?(\d+(?:\.\d+)*)", re.I)  # PEP 440 epoch and release, what base_version keeps
@@ -64,7 +65,8 @@ def choose_or_explain(profiles: Sequence[TorchProfile], *, environ: Mapping[str,
     choice = choose(profiles, environ=environ)
     rec = choice.recommendation
     if rec.profile is None:
-        raise DetectionError(f"no profile fits this machine: {rec.reason}", hint=rec.action)
+        raise DetectionError(f"no profile fits this machine: {recommendation_reason(rec)}",
+                             hint=recommendation_action(rec))
     return next(p for p in profiles if p.name == rec.profile)
 
 
@@ -81,9 +83,9 @@ def choose_committed(catalogue: ProfileCatalogue, lock_dir: Path, committed: Seq
     would_fit = choose(candidates(catalogue), environ=environ).recommendation
     fitting = [f.profile for f in would_fit.fits if f.ok]
     raise DetectionError(
-        f"none of the committed locks ({', '.join(committed)}) fits this machine: {rec.reason}",
+        f"none of the committed locks ({', '.join(committed)}) fits this machine: {recommendation_reason(rec)}",
         hint=(f"profiles that would fit: {', '.join(fitting)}; lock one with `envbuild lock --profile NAME`"
-              if fitting else rec.action or "see `envbuild detect`"),
+              if fitting else recommendation_action(rec) or "see `envbuild detect`"),
     )
 
 

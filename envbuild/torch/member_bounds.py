@@ -71,7 +71,7 @@ def askers(lock: LockFile, members: frozenset[str]) -> list[LockedPackage]:
 
 def read_bounds(client: IndexClient, lock: LockFile, members: frozenset[str]) -> MemberBounds:
     """Each asker's lines naming a member, read in parallel; an unreadable asker is named, not fatal."""
-    from envbuild.core.http.indexclient import IndexReadError
+    from envbuild.core.http.errors import IndexReadError
 
     found = askers(lock, members)
     texts = client.map(lambda package: requires_dist(client, package), found)
@@ -113,7 +113,7 @@ def requires_dist(client: IndexClient, package: LockedPackage) -> list[str]:
     """A locked package's Requires-Dist, from the index the lock names for it."""
     from email.parser import BytesParser
 
-    from envbuild.core.http.indexclient import IndexReadError
+    from envbuild.core.http.errors import IndexReadError
 
     where = f"{package.name} {package.version}"
     if package.registry is None:

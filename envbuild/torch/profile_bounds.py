@@ -31,7 +31,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from envbuild.core.http.indexclient import IndexReadError, Page
+from envbuild.core.http.errors import IndexReadError
+from envbuild.core.http.indexclient import Page
 from envbuild.core.runner import redact
 from envbuild.torch.profile import PinnedPackage, TorchProfile
 from envbuild.torch.releases import (

@@ -8,12 +8,17 @@ Kept apart from the model (`profiles`): most code takes a profile as a value and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from envbuild.pkgs.requirements import SourcedRequirement
 
 from envbuild.core.errors import ConfigError
 from envbuild.core.tomlfile import check_keys, expect, expect_str_list, load_toml
+from envbuild.torch.companion_data import PYPI, companion_table, index_companions
 from envbuild.torch.profile import (
     CREDENTIALS_PROBLEM,
     TORCH_FAMILY_NAMES,
@@ -94,16 +99,12 @@ def _companions(value: Any, has_index: bool,
     """Most profiles have none: a no-op lock (which loads the profile) then never imports companions."""
     if value is None:
         return (), ()
-    from envbuild.torch.companions import companions_table
-
     return companions_table(value, has_index, path)
 
 
 def _pypi_companions(value: Any, has_pypi: bool, path: Path) -> tuple[PinnedPackage, ...]:
     if value is None:
         return ()
-    from envbuild.torch.companions import pypi_companions_table
-
     return pypi_companions_table(value, has_pypi, path)
 
 
@@ -148,3 +149,93 @@ def _optional_str(table: Mapping[str, Any], key: str, path: Path) -> str | None:
 def one_of(value: str, allowed: tuple[str, ...], key: str, path: Path) -> None:
     if value not in allowed:
         raise ConfigError(path, f"`{key} = \"{value}\"` is not one of: {', '.join(allowed)}")
+
+
+def companions_table(value: Any, has_index: bool,
+                     path: Path) -> tuple[tuple[PinnedPackage, ...], tuple[CompanionIndex, ...]]:
+    """`[companions]`: a table of its own, validated apart from [packages]. Without an `index` of its own a
+    companion comes from the profile's index, so only names PyTorch's indexes carry builds of are allowed
+    (data/companions.toml); with one, any torch-bound package of that file that PyPI does not serve."""
+
+    table = expect(value, dict, "companions", path)
+    if not has_index:
+        raise ConfigError(path, "`[companions]` needs an `[index]`: companions are locked with the profile's torch")
+    known, on_index = companion_table(), index_companions()
+    plain: dict[str, Any] = {}
+    indexes = []
+    for raw_name, entry in table.items():
+        name, where = canonical_name(raw_name), f"companions.{raw_name}"
+        own = isinstance(entry, dict) and "index" in entry
+        allowed = {n for n, c in known.items() if c.wheels != PYPI} if own else on_index
+        if name not in allowed:
+            what = "a torch-bound package envbuild knows (data/companions.toml) that PyPI does not serve" if own \
+                else "a package PyTorch's indexes carry builds of"
+            raise ConfigError(path, f"`{where}`: {raw_name!r} is not {what}",
+                              hint=f"a profile's [companions] name only {', '.join(sorted(on_index))}, or, with an "
+                                   "`index` of their own (a prebuilt-wheel index), "
+                                   f"{', '.join(sorted(n for n, c in known.items() if c.wheels != PYPI))}")
+        if own:
+            check_keys(entry, {"version", "marker", "index", "format"}, f"{where}.", path)
+            url = expect(entry["index"], str, f"{where}.index", path).rstrip("/")
+            problem = index_url_problem(url)
+            if problem:
+                raise ConfigError(path, f"`{where}.index`: {problem}")
+            layout = expect(entry.get("format", "simple"), str, f"{where}.format", path)
+            one_of(layout, ("simple", "flat"), f"{where}.format", path)
+            indexes.append(CompanionIndex(name, url, layout))
+            entry = {k: v for k, v in entry.items() if k in ("version", "marker")}
+        plain[raw_name] = entry
+    return pinned_packages(plain, "companions", path, frozenset(known)), tuple(sorted(indexes))
+
+
+def pypi_companions_table(value: Any, has_pypi: bool, path: Path) -> tuple[PinnedPackage, ...]:
+    """`[pypi.companions]`: the -pypi variant's companions, from PyPI. PyPI holds one build per release, made
+    for the CUDA of PyPI's torch of the torch it pins (xformers: data/companions.toml), so the version bound is
+    what keeps the build true to the variant's CUDA; no index of its own (the variant has only PyPI)."""
+
+    table = expect(value, dict, "pypi.companions", path)
+    if not has_pypi:
+        raise ConfigError(path, "`[pypi.companions]` needs the [pypi] table's torch: companions are locked with it")
+    on_index = index_companions()
+    for raw_name, entry in table.items():
+        if isinstance(entry, dict) and "index" in entry:
+            raise ConfigError(path, f"`pypi.companions.{raw_name}.index`: the -pypi variant takes its companions "
+                                    "from PyPI only", hint="a prebuilt-wheel index belongs in the [companions] "
+                                                           "table of the profile with an [index]")
+        if canonical_name(raw_name) not in on_index:
+            raise ConfigError(path, f"`pypi.companions.{raw_name}`: {raw_name!r} is not a package whose PyPI "
+                                    "releases are built for the CUDA of PyPI's torch",
+                              hint=f"[pypi.companions] names only {', '.join(sorted(on_index))}")
+    return pinned_packages(table, "pypi.companions", path, on_index)
+
+
+def profile_requirements(profile: TorchProfile, project_dir: Path,
+                         packages: tuple[PinnedPackage, ...] | None = None) -> list[SourcedRequirement]:
+    """The profile's torch family (or the `packages` given) as requirements, each pointing at its line
+    in the profile file."""
+    from packaging.requirements import Requirement
+
+    from envbuild.pkgs.requirements import Origin, SourcedRequirement
+
+    packages = profile.packages if packages is None else packages
+    try:
+        text = profile.path.read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    display = profile_display_path(profile, project_dir)
+    result = []
+    for package in packages:
+        match = re.search(rf"^\s*{re.escape(package.name)}\s*=", text, re.M)
+        line = text.count("\n", 0, match.start()) + 1 if match else 0
+        req_text = package.requirement_text()
+        origin = Origin(path=display, line=line, source=f"profile {profile.name}")
+        result.append(SourcedRequirement(Requirement(req_text), origin, req_text))
+    return result
+
+
+def profile_display_path(profile: TorchProfile, project_dir: Path) -> str:
+    """Built-in profiles are named by envbuild, not by where it happens to be installed."""
+    try:
+        return profile.path.resolve().relative_to(project_dir.resolve()).as_posix()
+    except ValueError:
+        return f"envbuild:profiles/{profile.path.name}"

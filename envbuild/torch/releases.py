@@ -23,7 +23,8 @@ from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
 
 from envbuild.core.errors import UsageError
-from envbuild.core.http.indexclient import DistFile, IndexClient, IndexReadError, Page
+from envbuild.core.http.errors import IndexReadError
+from envbuild.core.http.indexclient import DistFile, IndexClient, Page
 
 FAMILY = ("torch", "torchvision", "torchaudio")
 _LINUX = {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix"}

@@ -138,7 +138,7 @@ def describe(bound: Bound) -> str:
 def check_recorded(recorded: Mapping[str, str], profile: TorchProfile) -> tuple[dict[str, str], tuple[str, ...]]:
     """The recorded constraints to render with, and why any other is not one envbuild could have made: a
     package of the table, at the minor the table gives for a torch minor the profile's torch allows."""
-    from envbuild.lock.settle import quoted
+    from envbuild.core.text import quoted
     from envbuild.pkgs.lockdir import FINGERPRINT_NAME
 
     rules = {r.package: r for r in bound_rules()}

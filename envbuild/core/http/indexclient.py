@@ -25,30 +25,16 @@ from urllib.parse import unquote, urldefrag, urljoin
 import httpx
 from packaging.utils import canonicalize_name
 
-from envbuild.core.errors import EnvbuildError
 from envbuild.core.fsio import atomic_write
+from envbuild.core.http.errors import RETRIED, IndexReadError, Retryable
 from envbuild.core.runner import redact
 
 DEFAULT_TTL = 3600.0
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 SIMPLE_ACCEPT = f"{JSON_V1}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 NOT_THERE = (403, 404, 410)  # the PyTorch index (S3) answers 403 for a project it lacks
-RETRIED = (429, 500, 502, 503, 504)
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class Retryable(Exception):
-    """A range read hit a 5xx: worth another try."""
-
-
-class IndexReadError(EnvbuildError):
-    """An index answered nothing usable for one URL: the report names the URL and why."""
-
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"{redact(url)}: {reason}")
-        self.url = redact(url)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from envbuild.core.http.indexclient import RETRIED, IndexReadError, Retryable
+from envbuild.core.http.errors import RETRIED, IndexReadError, Retryable
 
 _TAIL = 65536  # the end of a wheel: its zip directory, where the .dist-info entries usually sit
 _MAX_RANGE_BYTES = 32 * 1024 * 1024  # per wheel: a directory larger than this is not worth reading

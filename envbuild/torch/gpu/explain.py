@@ -252,7 +252,7 @@ def _too_old_reason(rec: Recommendation) -> str:
 
 def _no_build_fits_reason(rec: Recommendation) -> str:
     by_name = {fit.profile: fit for fit in reversed(rec.fits)}
-    reasons = "; ".join(by_name[name].reason for name in rec.candidates)
+    reasons = "; ".join(fit_reason(by_name[name]) for name in rec.candidates)
     return f"no ROCm profile fits AMD GPU {_archs(rec)}: {reasons}"
 
 

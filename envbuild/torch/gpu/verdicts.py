@@ -83,12 +83,6 @@ class Fit:
     def ok(self) -> bool:
         return self.code == FITS
 
-    @property
-    def reason(self) -> str:
-        from envbuild.torch.gpu.explain import fit_reason
-
-        return fit_reason(self)
-
 
 @dataclass(frozen=True)
 class Recommendation:
@@ -120,16 +114,3 @@ class Recommendation:
     required_rocm: str | None = None  # the ROCm the action asks for
     installed_rocm: str | None = None
     gap: str | None = None  # no-kernels: the GPU is "older" or "newer" than every build offered
-
-    @property
-    def reason(self) -> str:
-        from envbuild.torch.gpu.explain import recommendation_reason
-
-        return recommendation_reason(self)
-
-    @property
-    def action(self) -> str | None:
-        """What to do instead, when the choice is not a plain fit (None: nothing to do)."""
-        from envbuild.torch.gpu.explain import recommendation_action
-
-        return recommendation_action(self)

@@ -1,0 +1,93 @@
+"""The package's shape, checked: the layer contract (.importlinter), no import cycle at any depth, and one
+place that starts programs. Imports inside functions and under TYPE_CHECKING count like any other."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import grimp
+import pytest
+from importlinter.cli import lint_imports
+
+PACKAGE = Path(__file__).resolve().parent.parent / "envbuild"
+
+
+def _cycles(graph: grimp.ImportGraph) -> list[set[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[set[str]] = []
+    for root in sorted(graph.modules):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.find_modules_directly_imported_by(root))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.find_modules_directly_imported_by(child)))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.add(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(component)
+    return found
+
+
+@pytest.mark.unit
+def test_no_import_cycle_at_any_depth() -> None:
+    graph = grimp.build_graph("envbuild")
+    assert _cycles(graph) == []
+
+
+@pytest.mark.unit
+def test_cycle_finder_finds_a_cycle() -> None:
+    graph = grimp.ImportGraph()
+    for module in ("p.a", "p.b", "p.c"):
+        graph.add_module(module)
+    graph.add_import(importer="p.a", imported="p.b")
+    graph.add_import(importer="p.b", imported="p.c")
+    graph.add_import(importer="p.c", imported="p.a")
+    assert _cycles(graph) == [{"p.a", "p.b", "p.c"}]
+
+
+@pytest.mark.unit
+def test_layer_contract_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(PACKAGE.parent)
+    assert lint_imports(config_filename=".importlinter", no_cache=True) == 0
+
+
+@pytest.mark.unit
+def test_only_the_runner_starts_programs() -> None:
+    starters = {"run", "Popen", "call", "check_call", "check_output", "system", "execv", "execvp", "spawnv"}
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "core" / "runner.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id in {"subprocess", "os"}
+                    and node.func.attr in starters):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert offenders == []
