@@ -154,12 +154,14 @@ def _git_env(environ: Mapping[str, str]) -> dict[str, str]:
 def _resolve(git: _Git, path: Path, ref: str, name: str, url: str) -> str:
     """A tag first (pinned), then a branch as the remote has it now, then a commit."""
     for candidate in (f"refs/tags/{ref}", f"refs/remotes/origin/{ref}", ref):
-        proc = git.run(["-C", str(path), "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}"],
+        proc = git.run(["-C", str(path), "rev-parse", "--verify", "--quiet", "--end-of-options",
+                        f"{candidate}^{{commit}}"],
                        "resolving a ref", check=False)
         if proc.returncode == 0:
             return proc.stdout.strip()
     # A commit no branch or tag reaches (a pull request's, say) can still be fetched by name.
-    proc = git.run(["-C", str(path), "fetch", "--quiet", "origin", ref], "fetching a ref", check=False)
+    proc = git.run(["-C", str(path), "fetch", "--quiet", "--end-of-options", "origin", ref], "fetching a ref",
+                   check=False)
     if proc.returncode == 0:
         fetched = git.run(["-C", str(path), "rev-parse", "--verify", "--quiet", "FETCH_HEAD^{commit}"],
                           "resolving a ref", check=False)

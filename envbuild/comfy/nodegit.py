@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from envbuild.comfy.git import GitError, _Git, _git_env, _resolve, _same_repo, resolve_url
+from envbuild.core.text import quoted
 from envbuild.settings.config import DEFAULT_REGISTRY
+from envbuild.settings.gitref import ref_problem
 from envbuild.settings.pins import FULL_SHA, NodePin, read_head
 
 
@@ -43,12 +45,17 @@ def checkout_ref(git: _Git, folder: Path, url: str, ref: str | None, name: str, 
     """Bring `ref` (None: the remote's default branch) into the repository at `folder` and check it out,
     detached; shallow where the server allows it."""
     recorded = ref or _default_branch(git, folder, name, url)
+    problem = ref_problem(recorded)
+    if problem:  # a flag's value, or the branch name a server announced: both reach git's argv and the pin
+        raise GitError(f"node {name}: ref {quoted(recorded)} {problem}",
+                       hint="pass --ref with a tag, a branch or a full commit")
     wanted = ref or "HEAD"
     commit = None
     if FULL_SHA.fullmatch(wanted) and _has(git, folder, wanted):
         commit = wanted
     if commit is None:
-        shallow = git.run(["-C", str(folder), "fetch", "--quiet", "--depth", "1", "--no-tags", "origin", wanted],
+        shallow = git.run(["-C", str(folder), "fetch", "--quiet", "--depth", "1", "--no-tags",
+                                  "--end-of-options", "origin", wanted],
                           f"fetching {name} {wanted}", check=False)
         if shallow.returncode == 0:
             commit = git.run(["-C", str(folder), "rev-parse", "--verify", "FETCH_HEAD^{commit}"],

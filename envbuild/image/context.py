@@ -18,11 +18,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from envbuild.core.errors import ConfigError, UsageError
+from envbuild.core.errors import ConfigError, LockIntegrityError, UsageError
 from envbuild.core.fsio import atomic_write, replace_dir, staging_dir
+from envbuild.core.text import quoted
 from envbuild.deploy.deployment import Deployment
 from envbuild.image import files as imagefiles
 from envbuild.pkgs.uvlock import LockFile, parse_uv_lock
+from envbuild.settings.pins import FULL_SHA as _FULL_SHA
 from envbuild.torch.profile import TRITON_NAMES, TorchProfile
 from envbuild.uv.guard import CONSTRAINTS_NAME, find_links, locked_family
 
@@ -172,6 +174,9 @@ def git_pins(deployment: Deployment, recorded: dict[str, str]) -> list[GitPin]:
         commit = recorded.get(f"{'comfyui' if name == 'comfyui' else 'comfyui-manager'}-commit")
         if source is None or commit is None or not _REMOTE_GIT.match(source.url):
             continue
+        if not _FULL_SHA.fullmatch(commit):  # the fingerprint's reader refuses these; the Containerfile never
+            raise LockIntegrityError(f"the lock records {name} at {quoted(commit)}, not a full commit",
+                                     hint="run `envbuild lock` to record the commit again")
         pins.append(GitPin(name, source.url, commit))
     return pins
 

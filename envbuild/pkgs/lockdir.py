@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -90,6 +91,8 @@ class Fingerprint(NamedTuple):
             if not _has_type(value, kind):
                 return None
             values[name] = tuple(value) if kind == "strings" else value
+        if not _values_in_grammar(values):
+            return None
         return cls(**values)
 
 
@@ -102,6 +105,23 @@ _FIELD_TYPES: dict[str, Any] = {
     "warnings": "strings", "default_index": (str, type(None)), "requires_python": str, "settled": "mapping",
     "bounds": "mapping", "companions": "strings",
 }
+
+
+_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_REGISTRY_IDENTITY = re.compile(r"registry [A-Za-z0-9_.+-]{1,64}( [0-9a-f]{12})?")
+_URL = re.compile(r"https?://[^\s\"'`\\<>{}|^]{1,2000}")
+_MISSING = "missing"
+
+
+def _values_in_grammar(values: Mapping[str, Any]) -> bool:
+    """The recorded values later commands hand to git or write into generated files (an image's
+    Containerfile) must be what envbuild itself writes: a full commit, a registry identity, a plain URL.
+    A newline in a commit or a forged index is not a fingerprint of envbuild's."""
+    for key, value in values.get("extra", {}).items():
+        if key.endswith("-commit") and not (_FULL_SHA.fullmatch(value) or value == _MISSING
+                                             or _REGISTRY_IDENTITY.fullmatch(value)):
+            return False
+    return all(url is None or _URL.fullmatch(url) for url in (values.get("default_index"), values.get("index_url")))
 
 
 def _has_type(value: Any, kind: Any) -> bool:

@@ -14,7 +14,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from envbuild.core.errors import ConfigError
+from envbuild.core.text import quoted
 from envbuild.core.tomlfile import check_keys, expect, expect_str_list, load_toml
+from envbuild.settings.gitref import ref_problem
 
 if TYPE_CHECKING:
     from envbuild.settings.pins import NodePin
@@ -265,6 +267,10 @@ def _git_source(table: Mapping[str, Any], section: str, path: Path) -> GitSource
     if not url or not ref:
         missing = f"{section}.ref" if url else f"{section}.git"
         raise ConfigError(path, f"`{section}.git` and `{section}.ref` go together: `{missing}` is missing",
+                          hint="ref is a tag, a branch or a commit the checkout is pinned to")
+    problem = ref_problem(ref)
+    if problem:
+        raise ConfigError(path, f"`{section}.ref` {quoted(ref)} {problem}",
                           hint="ref is a tag, a branch or a commit the checkout is pinned to")
     return GitSource(url, ref)
 

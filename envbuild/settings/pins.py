@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from envbuild.core.errors import ConfigError
+from envbuild.core.text import quoted
+from envbuild.settings.gitref import ref_problem
 
 SECTION = "custom-nodes"
 PIN_KEYS = {"git", "commit", "ref", "disabled"}
@@ -23,6 +25,10 @@ FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 # A node's name is its folder under custom_nodes: one path component, not hidden, no control characters.
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 DISABLED_FOLDER = ".disabled"  # where the Manager keeps disabled nodes, inside custom_nodes
+# Folder names ComfyUI would not load as a node of its own: Python's package marker and cache, and any name
+# core's pip Manager blocks "by policy" (comfyui_manager.should_be_disabled: 'comfyui-manager' in the name).
+_RESERVED = ("__init__", "__pycache__")
+_MANAGER_LIKE = "comfyui-manager"
 
 
 class NodePin(NamedTuple):
@@ -47,7 +53,8 @@ class NodePin(NamedTuple):
 
 
 def valid_name(name: str) -> bool:
-    return bool(_NAME.fullmatch(name)) and not name.endswith(".disabled") and len(name) <= 100
+    return (bool(_NAME.fullmatch(name)) and not name.endswith(".disabled") and len(name) <= 100
+            and name not in _RESERVED and _MANAGER_LIKE not in name.lower())
 
 
 def read_pins(table: Any, path: Path) -> tuple[NodePin, ...]:
@@ -80,6 +87,10 @@ def read_pins(table: Any, path: Path) -> tuple[NodePin, ...]:
             raise ConfigError(path, f"`{where}.commit` must be a full commit hash (40 hex digits), not {commit!r}",
                               hint=f"`envbuild node update {name} --ref REF` resolves a tag or branch to its commit")
         ref = expect(entry.get("ref", commit), str, f"{where}.ref", path)
+        problem = ref_problem(ref)
+        if problem:
+            raise ConfigError(path, f"`{where}.ref` {quoted(ref)} {problem}",
+                              hint=f"`envbuild node update {name} --ref REF` with a tag, a branch or a commit")
         disabled = expect(entry.get("disabled", False), bool, f"{where}.disabled", path)
         pins.append(NodePin(name, url, commit, ref, disabled))
     return tuple(pins)

@@ -113,6 +113,28 @@ def run_cli(args: list[str], *, env: Mapping[str, str], cwd: Path, timeout: floa
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def invoke_cli(args: list[str], *, env: Mapping[str, str], cwd: Path) -> Result:
+    """The in-process tier: the real click group through CliRunner, for everything that ends before uv or
+    git runs (a refusal, a parse error). `env` replaces the environment for the call, as `run_cli`'s does."""
+    import os
+
+    from click.testing import CliRunner
+
+    from envbuild.cli import cli
+
+    runner = CliRunner()
+    unset = {name: None for name in os.environ if name not in env}
+    previous = Path.cwd()
+    os.chdir(cwd)
+    try:
+        outcome = runner.invoke(cli, args, env={**unset, **env}, prog_name="envbuild")
+    finally:
+        os.chdir(previous)
+    if outcome.exception is not None and not isinstance(outcome.exception, SystemExit):
+        raise outcome.exception
+    return Result(outcome.exit_code, outcome.stdout, outcome.stderr)
+
+
 def venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
 
