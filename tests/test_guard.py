@@ -19,8 +19,9 @@ import pytest
 
 from envbuild.core.errors import ConfigError
 from envbuild.deploy.deployment import load_deployment
+from envbuild.pkgs.lockdir import CONSTRAINTS_NAME
 from envbuild.torch.catalogue import load_catalogue
-from envbuild.uv.guard import CONSTRAINTS_NAME, ensure_constraints, guard_environment, write_constraints
+from envbuild.uv.guard import ensure_constraints, guard_environment, write_constraints
 from tests.support.catalogue import Catalogue
 from tests.support.deploy import Deployment, make_deployment, run_cli, torch_in_venv, venv_python
 from tests.support.wheels import build_torch_wheel, build_wheel

@@ -20,11 +20,11 @@ from envbuild.core import runner
 from envbuild.core.errors import ConfigError, VerifyError
 from envbuild.deploy.deployment import Deployment
 from envbuild.lock.trust import require_usable
-from envbuild.pkgs.lockdir import LockFolder
+from envbuild.pkgs.lockdir import CONSTRAINTS_NAME, LockFolder
 from envbuild.settings.config import Config
 from envbuild.torch.profile import TorchProfile
 from envbuild.uv.command import Uv, package_changes, venv_python
-from envbuild.uv.guard import CONSTRAINTS_NAME, guard_environment
+from envbuild.uv.guard import guard_environment
 
 log = logging.getLogger("envbuild.run")
 # Variables that would make the child (or the uv/pip the Manager starts) use another environment.

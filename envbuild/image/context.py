@@ -23,10 +23,11 @@ from envbuild.core.fsio import atomic_write, replace_dir, staging_dir
 from envbuild.core.text import quoted
 from envbuild.deploy.deployment import Deployment
 from envbuild.image import files as imagefiles
+from envbuild.pkgs.lockdir import CONSTRAINTS_NAME
 from envbuild.pkgs.uvlock import LockFile, parse_uv_lock
 from envbuild.settings.pins import FULL_SHA as _FULL_SHA
 from envbuild.torch.profile import TRITON_NAMES, TorchProfile
-from envbuild.uv.guard import CONSTRAINTS_NAME, find_links, locked_family
+from envbuild.uv.guard import find_links, locked_family
 
 PYTHON_MINORS = ("3.13", "3.12", "3.11", "3.10")  # slim official images the default base may name
 LOCK_FILES = ("pyproject.toml", "uv.lock", CONSTRAINTS_NAME)

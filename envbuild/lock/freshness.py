@@ -139,6 +139,7 @@ def content_key(expected: Fingerprint, roots: Sequence[str], digests: Mapping[st
         "schema": _KEY_SCHEMA, "settings": settings_of(expected), "roots": list(roots),
         "inputs": dict(sorted(digests.items())), "folder": folder.profile,
         "pyproject": file_digest(folder.pyproject), "uv.lock": file_digest(folder.uv_lock),
+        "constraints": file_digest(folder.constraints), "fingerprint": file_digest(folder.fingerprint_path),
     }
     for name, recorded in (("settled", expected.settled), ("bounds", expected.bounds)):
         if recorded:  # what the pyproject was rendered with: an edited record is checked in full

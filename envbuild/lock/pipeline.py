@@ -92,7 +92,8 @@ def _lock_planned(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade
                         on_wait=on_wait):
         found = assess(deployment, profile, full=True, plan=plan)
         if found.state in (CURRENT, UNHASHED) and not upgrading:
-            _refresh_fingerprint(plan)
+            if _refresh_fingerprint(plan):  # the verdict's key covers the fingerprint's bytes: remember anew
+                remember_new_lock(deployment, plan, found.unhashed)
             return _up_to_date(folder, started)
         reasons = list(found.reasons) if found.reasons else ([f"no lock yet at {deployment.display(folder.path)}"]
                                                               if found.state == "missing" else [])
@@ -280,11 +281,13 @@ def _refreshed(plan: LockPlan) -> str | None:
     return None if same else text
 
 
-def _refresh_fingerprint(plan: LockPlan) -> None:
-    """Only comments or formatting changed: remember the new bytes so the next run is a fast no-op."""
+def _refresh_fingerprint(plan: LockPlan) -> bool:
+    """Only comments or formatting changed: remember the new bytes so the next run is a fast no-op.
+    True when the file was written."""
     text = _refreshed(plan)
     if text is not None:
         atomic_write(plan.folder.fingerprint_path, text)
+    return text is not None
 
 
 def _up_to_date(folder: LockFolder, started: float) -> LockResult:

@@ -82,11 +82,15 @@ def assess(deployment: Deployment, profile: TorchProfile, *, full: bool = False,
            plan: LockPlan | None = None) -> Assessment:
     """The lock's state. `full`: run the whole check even when the cache holds a verdict (`verify`
     reports every detail of the audit; `lock` decides whether uv must run). `plan`: one made already."""
+    folder = deployment.folder(profile)
+    special = folder.special_entries()  # lstat only, before any file of the folder is opened or hashed
+    if special:
+        return Assessment(profile.name, folder, EDITED, (*special, "a lock folder holds plain files only"), (),
+                          False, False)
     if not full:
         known = remembered(deployment, profile)
         if known is not None:
             return known
-    folder = deployment.folder(profile)
     if not folder.exists():
         return Assessment(profile.name, folder, MISSING, (), (), False, False)
     with_inputs = has_inputs(deployment)

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from envbuild.core.fsio import recover_dir
-from envbuild.core.safeio import MIB, digest_regular_file
+from envbuild.core.safeio import MIB, digest_regular_file, read_regular_file
 
 FINGERPRINT_NAME = "envbuild-lock.json"
 FINGERPRINT_SCHEMA = 2
 _NOTHING: Mapping[str, str] = MappingProxyType({})  # an immutable default, shared safely
 DIGEST_SIZE_LIMIT = 64 * MIB  # far above any requirements file, pyproject or uv.lock envbuild reads
+FINGERPRINT_SIZE_LIMIT = 16 * MIB  # a 300-package lock's fingerprint is ~10 KiB
+CONSTRAINTS_NAME = "constraints.txt"  # the torch guard (envbuild.uv.guard), committed beside uv.lock
 LOCKED_AT = "locked-at"  # in `extra`: when uv last wrote this lock (a date, for people, not for freshness)
 
 
@@ -154,15 +158,46 @@ class LockFolder(NamedTuple):
     def fingerprint_path(self) -> Path:
         return self.path / FINGERPRINT_NAME
 
+    @property
+    def constraints(self) -> Path:
+        return self.path / CONSTRAINTS_NAME
+
     def exists(self) -> bool:
         recover_dir(self.path)
-        return self.pyproject.is_file() and self.uv_lock.is_file()
+        # Present as names, whatever they are: a symlink or FIFO in their place is "edited" (trust says
+        # so, `special_entries`), not "missing" (which would send the user to re-lock over it).
+        return os.path.lexists(self.pyproject) and os.path.lexists(self.uv_lock)
 
     def read_fingerprint(self) -> Fingerprint | None:
         try:
-            return Fingerprint.from_json(self.fingerprint_path.read_text(encoding="utf-8"))
-        except OSError:
+            return Fingerprint.from_json(read_regular_file(self.fingerprint_path, FINGERPRINT_SIZE_LIMIT)
+                                         .decode("utf-8"))
+        except (OSError, UnicodeDecodeError):
             return None
+
+    def special_entries(self) -> list[str]:
+        """What in the lock folder is neither a plain file nor a folder: a symlink (to ~/.netrc, say, which
+        an image would copy), a FIFO or a device (/dev/zero, which a reader would never finish). Checked
+        with lstat before anything in the folder is read; the folder itself must not be a link either."""
+        found = []
+        for path in (self.root, self.path):
+            if path.is_symlink():
+                found.append(f"{path.name} is a symbolic link")
+        if found or not self.path.is_dir():
+            return found
+        for folder, dirs, files in os.walk(self.path):
+            for name in (*dirs, *files):
+                entry = Path(folder) / name
+                mode = entry.lstat().st_mode
+                if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                    found.append(f"{entry.relative_to(self.root).as_posix()} is {_kind(mode)}")
+        return sorted(found)
+
+
+def _kind(mode: int) -> str:
+    return "a symbolic link" if stat.S_ISLNK(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+        "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+        "not a plain file"
 
 
 def file_digest(path: Path) -> str | None:

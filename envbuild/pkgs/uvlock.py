@@ -117,10 +117,12 @@ class LockFile(NamedTuple):
 
 def read_uv_lock(path: Path) -> LockFile:
     """Parse a uv.lock; a missing or corrupt one is an integrity problem, not a crash."""
+    from envbuild.core.safeio import MIB, read_regular_file
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path, 64 * MIB).decode("utf-8")  # a FIFO or /dev/zero is refused, not read
     except OSError as exc:
-        raise StaleLockError(f"cannot read {path}: {exc.strerror}",
+        raise StaleLockError(f"cannot read {path}: {exc.strerror or exc}",
                              hint="run `envbuild lock` for this profile and commit the folder") from None
     except UnicodeDecodeError:
         raise LockIntegrityError(f"{path}: is not a UTF-8 text file", hint=_RESTORE) from None

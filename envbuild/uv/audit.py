@@ -134,11 +134,44 @@ def audit_lock(folder: LockFolder, profile: TorchProfile, *, indexes: tuple[str 
     if not folder.exists():
         raise StaleLockError(f"no lock for profile {profile.name} at {folder.path}",
                              hint=f"run `envbuild lock --profile {profile.name}` and commit it")
-    pyproject_text = folder.pyproject.read_text(encoding="utf-8")
-    lock_text = folder.uv_lock.read_text(encoding="utf-8")
+    special = folder.special_entries()
+    if special:  # before anything in the folder is read
+        raise LockIntegrityError(f"{folder.path}: {'; '.join(special)}: a lock folder holds plain files only",
+                                 hint="restore the folder from git, or re-run "
+                                      f"`envbuild lock --profile {profile.name}`")
+    pyproject_text = _read_text(folder.pyproject)
+    lock_text = _read_text(folder.uv_lock)
+    lock = parse_uv_lock(lock_text, folder.uv_lock)
     report = audit_texts(pyproject_text, lock_text, profile, folder=folder.path, indexes=indexes,
-                         pytorch_bases=pytorch_bases, variant_groups=variant_groups)
-    return replace(report, tampering=(*report.tampering, *fingerprint_problems(folder, pyproject_text, lock_text)))
+                         pytorch_bases=pytorch_bases, variant_groups=variant_groups, lock=lock)
+    return replace(report, tampering=(*report.tampering, *fingerprint_problems(folder, pyproject_text, lock_text),
+                                      *constraints_problems(folder, profile, lock)))
+
+
+def constraints_problems(folder: LockFolder, profile: TorchProfile, lock: LockFile) -> list[str]:
+    """constraints.txt is the torch guard `run` and images point pip and uv at: it must be exactly what
+    envbuild writes from this uv.lock (a missing one is written by the next `run`; an edited one is not
+    envbuild's: `torch>=0` there would let a node's install replace the locked torch)."""
+    from envbuild.uv.guard import constraints_text, locked_family
+
+    try:
+        text = _read_text(folder.constraints)
+    except LockIntegrityError:
+        return []  # absent (a lock from before the guard): nothing to compare
+    if text != constraints_text(profile, locked_family(profile, lock)):
+        return [f"{folder.constraints.name} is not the torch guard envbuild writes from uv.lock"]
+    return []
+
+
+def _read_text(path: Path) -> str:
+    from envbuild.core.safeio import MIB, read_regular_file
+
+    try:
+        return read_regular_file(path, 64 * MIB).decode("utf-8")
+    except FileNotFoundError:
+        raise LockIntegrityError(f"{path} is missing", hint="restore it from git, or re-run `envbuild lock`") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LockIntegrityError(f"{path}: {exc}", hint="restore it from git, or re-run `envbuild lock`") from None
 
 
 def require_clean(report: AuditReport, *, allow_unhashed: bool = False) -> None:

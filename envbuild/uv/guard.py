@@ -27,10 +27,10 @@ from packaging.utils import canonicalize_name
 
 from envbuild.core.errors import ConfigError, LockIntegrityError, StaleLockError
 from envbuild.core.fsio import atomic_write
+from envbuild.pkgs.lockdir import CONSTRAINTS_NAME
 from envbuild.pkgs.uvlock import LockFile, parse_uv_lock
 from envbuild.torch.profile import TRITON_NAMES, TorchProfile
 
-CONSTRAINTS_NAME = "constraints.txt"
 # The triton builds torch pins exactly (profiles.TRITON_NAMES) move with torch, so they are guarded with it.
 
 
