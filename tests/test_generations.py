@@ -215,3 +215,45 @@ def test_rollback_without_generations_says_so_and_makes_nothing(site: Deployment
     result = cli(site, env, "rollback", code=2)
     assert "is not a generation envbuild made, so there is nothing to roll back to" in result.stderr
     assert not (site.root / ".envbuild-generations").exists()
+
+
+# -- Trust, round two, class 5: what is not envbuild's is never taken or deleted -----------------------
+
+@pytest.mark.parametrize("target", [".", "locks", "ComfyUI", "data", "data/custom_nodes"])
+def test_sync_venv_never_names_the_deployment_or_its_folders(site: Deployment, env: dict[str, str],
+                                                             target: str) -> None:
+    cli(site, env, "lock", "--profile", "cu126")
+    before = sorted(p.relative_to(site.root) for p in site.root.rglob("*") if ".venv" not in p.parts)
+    refused = run_cli(["sync", "--profile", "cu126", "--venv", target], env=env, cwd=site.root)
+    assert refused.returncode == 2 and "envbuild would move it aside" in refused.stderr, refused
+    assert sorted(p.relative_to(site.root) for p in site.root.rglob("*") if ".venv" not in p.parts) == before
+    assert not (site.root / ".envbuild-generations").exists()
+
+
+def test_a_folder_that_is_no_venv_is_never_adopted_nor_a_file_replaced(site: Deployment,
+                                                                     env: dict[str, str]) -> None:
+    cli(site, env, "lock", "--profile", "cu126")
+    models = site.root / "models"
+    models.mkdir()
+    (models / "sd15.safetensors").write_bytes(b"weights")
+    refused = run_cli(["sync", "--profile", "cu126", "--venv", "models"], env=env, cwd=site.root)
+    assert refused.returncode == 2 and "not a virtual environment (no pyvenv.cfg)" in refused.stderr, refused
+    assert (models / "sd15.safetensors").read_bytes() == b"weights" and not models.is_symlink()
+    notes = site.root / ".venv"  # the default venv path, a file of the user's
+    notes.write_text("mine")
+    refused = run_cli(["sync", "--profile", "cu126"], env=env, cwd=site.root)
+    assert refused.returncode == 2 and "exists and is not a folder" in refused.stderr, refused
+    assert notes.read_text() == "mine" and not notes.is_symlink()
+
+
+def test_an_adopted_venv_is_never_pruned(site: Deployment, env: dict[str, str]) -> None:
+    venv = site.root / ".venv"
+    with (site.root / "envbuild.toml").open("a") as handle:
+        handle.write("\n[generations]\nkeep = 1\n")
+    cli(site, env, "lock", "--profile", "cu126")
+    cli(site, env, "lock", "--profile", "cu128")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    cli(site, env, "sync", "--profile", "cu126")  # adopts the venv; previous = adopted
+    cli(site, env, "sync", "--profile", "cu128")  # adopted is no longer previous: beyond keep = 1
+    cli(site, env, "sync", "--profile", "cu126")
+    assert len(list((site.root / ".envbuild-generations").glob("adopted-venv-*"))) == 1

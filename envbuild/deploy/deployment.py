@@ -139,10 +139,27 @@ class Deployment:
         """--venv, else `.venv` beside the ComfyUI checkout (inside it, a `uv sync` run in the checkout
         would sync ComfyUI's own dependency-less pyproject and empty it), else ./.venv."""
         if given is not None:  # absolute, links kept: the venv path is a link to a generation
-            return Path(os.path.abspath(given))
+            venv = Path(os.path.abspath(given))
+            self._refuse_venv_over_deployment(venv)
+            return venv
         if self.config.comfyui is not None:
             return self.config.comfyui.parent / ".venv"
         return self.config.project_dir / ".venv"
+
+    def _refuse_venv_over_deployment(self, venv: Path) -> None:
+        """`sync` turns the venv path into a link and moves a venv found there aside: a path that is (or
+        holds) the deployment, a checkout, the locks or the base directory would take them with it."""
+        config = self.config
+        ours = [("the deployment folder", config.project_dir), ("the lock folder", config.lock_dir),
+                ("the ComfyUI checkout", config.comfyui), ("the base directory", config.base_directory),
+                *(("a custom_nodes folder", d) for d in config.custom_node_dirs())]
+        real = Path(os.path.realpath(venv))
+        for what, path in ours:
+            other = Path(os.path.realpath(path)) if path is not None else None
+            inside_locks = what == "the lock folder" and other is not None and real.is_relative_to(other)
+            if other is not None and (other.is_relative_to(real) or inside_locks):
+                raise UsageError(f"--venv {venv} is, holds or lies in {what} ({path}): envbuild would move it "
+                                 "aside or write into it", hint="name a folder of its own, e.g. `--venv .venv`")
 
 
 def load_deployment(start_dir: Path, env: Mapping[str, str], *, overrides: Mapping[str, object] | None = None,

@@ -122,6 +122,9 @@ def adopt(venv: Path) -> Generation | None:
     deleted. Its console scripts keep naming the old path, which stays valid while it is current."""
     if venv.is_symlink() or not venv.is_dir():
         return None
+    if not (venv / "pyvenv.cfg").is_file():  # only a virtual environment is envbuild's to move
+        raise UsageError(f"{venv} is a folder but not a virtual environment (no pyvenv.cfg): envbuild does not "
+                         "move or replace it", hint="name another --venv path, or move that folder away yourself")
     import datetime
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
@@ -136,7 +139,10 @@ def adopt(venv: Path) -> Generation | None:
 def switch(venv: Path, generation: Path) -> None:
     """Point the venv path at `generation` with one rename: a process that opens the venv sees the old
     generation or the new one, never neither. The link is relative, so the deployment can be moved."""
-    if venv.exists() and not venv.is_symlink():
+    if os.path.lexists(venv) and not venv.is_symlink():
+        if not venv.is_dir():  # a regular file (or FIFO...) at the venv path is not envbuild's to replace
+            raise UsageError(f"{venv} exists and is not a folder: envbuild does not replace it",
+                             hint="name another --venv path, or move that file away yourself")
         adopt(venv)
     link = os.path.relpath(generation, venv.parent)
     temporary = venv.with_name(f".{venv.name}.switch-{os.getpid()}")
@@ -219,7 +225,8 @@ def prune(venv: Path, keep: int) -> list[Path]:
             protected.add(before.name)
     removed: list[Path] = []
     for rank, generation in enumerate(reversed(list_generations(venv))):  # newest first
-        if rank < keep or generation.name in protected or in_use(generation.path):
+        # An adopted venv (profile None) was the user's before envbuild built any: never removed.
+        if rank < keep or generation.name in protected or generation.profile is None or in_use(generation.path):
             continue
         _remove(generation.path)
         removed.append(generation.path)
