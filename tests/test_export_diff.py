@@ -195,3 +195,22 @@ def test_a_requirements_export_of_a_lock_that_dropped_a_cv2_build_installs_with_
     listed = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv_python(venv)), "list",
                              "--format", "freeze"], env=pip_env, capture_output=True, text=True, check=True).stdout
     assert "opencv-python-headless==" in listed and "opencv-python==" not in listed and "cvtool==1.0" in listed
+
+
+def test_export_never_writes_over_a_file_envbuild_did_not_write(site: Deployment, uv_env: dict[str, str]) -> None:
+    """`export -o envbuild.toml` replaced the deployment's settings before (trust, round two, class 5)."""
+    config = site.root / "envbuild.toml"
+    before = config.read_bytes()
+    refused = run_cli(["export", "--profile", "cu126", "-o", "envbuild.toml", "--format", "requirements"],
+                      env=uv_env, cwd=site.root)
+    assert refused.returncode == 2 and "exists and envbuild did not write it" in refused.stderr, refused
+    assert config.read_bytes() == before
+    first = run_cli(["export", "--profile", "cu126", "--format", "requirements", "-o", "req.txt"], env=uv_env, cwd=site.root)
+    again = run_cli(["export", "--profile", "cu126", "--format", "requirements", "-o", "req.txt"], env=uv_env, cwd=site.root)
+    assert first.returncode == 0 and again.returncode == 0, again  # its own export is written over
+    snapshot = site.root / "snap.json"
+    snapshot.write_text("mine")
+    refused = run_cli(["node", "export", "--manager-snapshot", "snap.json"], env=uv_env, cwd=site.root)
+    assert refused.returncode == 2 and snapshot.read_text() == "mine", refused
+    assert run_cli(["node", "export", "--manager-snapshot", "snap.json", "--force"], env=uv_env,
+                   cwd=site.root).returncode == 0

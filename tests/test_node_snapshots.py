@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -144,12 +145,17 @@ def test_snapshot_in_fetch_lock_and_snapshot_out_with_a_registry_node(
     assert run_cli(["lock", "--check"], env=env, cwd=deployment.root).returncode == 0
     again = run_cli(["fetch"], env=env, cwd=deployment.root)
     assert again.returncode == 0 and "comfyui-reg: data/custom_nodes/comfyui-reg already at" in again.stdout, again
+    # --force never re-extracts a node already at its pin: what the user put in it stays.
+    (installed / "my_settings.json").write_text("{}")
+    forced = run_cli(["fetch", "--force"], env=env, cwd=deployment.root)
+    assert forced.returncode == 0 and (installed / "my_settings.json").is_file(), forced
     # The same version re-published with other bytes: refused, named, nothing installed.
     registry.publish("comfyui-reg", "1.2.0", "pyyaml\n", extra="# changed\n")
-    result = run_cli(["fetch", "--force"], env=env, cwd=deployment.root)
+    shutil.rmtree(installed)
+    result = run_cli(["fetch"], env=env, cwd=deployment.root)
     assert result.returncode == 8, result
     assert f"but the pin records {digest}" in result.stderr, result
-    assert "changed" not in (installed / "__init__.py").read_text()
+    assert not installed.exists()
     # Out again, as the Manager restores it.
     exported = tmp_path / "out.json"
     assert run_cli(["node", "export", "--manager-snapshot", str(exported)], env=env,

@@ -250,10 +250,27 @@ def test_remove_keeps_a_node_with_local_changes_unless_forced(
     before = snapshot(deployment)
     result = run_cli(["node", "remove", "ComfyUI-Good"], env=env, cwd=deployment.root)
     assert result.returncode == 2, result
-    assert "has local changes (__init__.py); envbuild does not delete them" in result.stderr, result
+    assert "has local changes or new files (__init__.py), and this deletes its folder: envbuild does not delete them" in result.stderr, result
     assert snapshot(deployment) == before
     result = run_cli(["node", "update", "Nope"], env=env, cwd=deployment.root)
     assert result.returncode == 2 and "no pinned node named Nope (pinned: ComfyUI-Good)" in result.stderr, result
+
+
+def test_update_keeps_local_changes_and_new_files_unless_forced(
+    deployment: Deployment, upstream: dict[str, str], env: dict[str, str]
+) -> None:
+    """It ran to exit 0 and deleted both before (trust, round two, class 5)."""
+    append_config(deployment, pin_text("ComfyUI-Good", upstream["url"], upstream["v1"]))
+    assert run_cli(["fetch"], env=env, cwd=deployment.root).returncode == 0
+    folder = deployment.nodes / "ComfyUI-Good"
+    (folder / "my_workflow.json").write_text("{}\n")  # untracked, not ignored: the user's
+    before = snapshot(deployment)
+    result = run_cli(["node", "update", "ComfyUI-Good", "--ref", "v2"], env=env, cwd=deployment.root)
+    assert result.returncode == 2, result
+    assert "(my_workflow.json), and this replaces its folder" in result.stderr and "--force" in result.stderr
+    assert snapshot(deployment) == before and (folder / "my_workflow.json").is_file()
+    forced = run_cli(["node", "update", "ComfyUI-Good", "--ref", "v2", "--force"], env=env, cwd=deployment.root)
+    assert forced.returncode == 0, forced
 
 
 def test_a_node_uv_cannot_resolve_changes_nothing_either(

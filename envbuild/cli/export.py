@@ -26,23 +26,27 @@ from envbuild.cli.output import say, show, warn
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write (`-` for stdout; never inside the lock folder). Default: "
                    "requirements-<profile>.txt or pylock.<profile>.toml in the current folder.")
+@click.option("--force", is_flag=True, help="Write over an existing output file envbuild did not write.")
 @click.option("--allow-unhashed", is_flag=True,
               help="Export even if the lock has files without a sha256 (those lines carry no hash, and "
                    "`pip install --require-hashes` will refuse them; for pylock, uv downloads them to hash them).")
 @click.pass_context
-def export(ctx: click.Context, /, fmt: str, output: Path | None, allow_unhashed: bool, **flags: Any) -> None:
+def export(ctx: click.Context, /, fmt: str, output: Path | None, force: bool, allow_unhashed: bool,
+           **flags: Any) -> None:
     """Export a committed lock for pip or a PEP 751 installer, without re-resolving (`uv export --frozen`).
 
     The lock must pass the same trust check as `sync` (current, audited): an edited lock is never
     exported, and nor is one with files lacking a sha256 unless --allow-unhashed.
     """
-    from envbuild.env.export import check_output_name, default_filename, export_lock, write_export
+    from envbuild.core.fsio import refuse_foreign_file
+    from envbuild.env.export import EXPORT_MARK, check_output_name, default_filename, export_lock, write_export
 
     deployment = build_deployment(ctx, flags)
     profile = profile_to_use(ctx, deployment, flags)
     target = None if output == Path("-") else (output or Path(default_filename(profile.name, fmt)))
     if target is not None:
         check_output_name(target, fmt)  # before uv runs, not after
+        refuse_foreign_file(Path.cwd() / target, written_by_us=EXPORT_MARK, force=force)
     result = export_lock(deployment, profile, fmt, allow_unhashed=allow_unhashed)
     if result.unhashed:
         warn(f"{profile.name}: {result.unhashed} file(s) in the lock have no sha256 "
@@ -50,6 +54,6 @@ def export(ctx: click.Context, /, fmt: str, output: Path | None, allow_unhashed:
     if target is None:
         show(result.text, nl=False)
         return
-    write_export(result, (Path.cwd() / target).resolve(), deployment.lock_dir)
+    write_export(result, (Path.cwd() / target).resolve(), deployment.lock_dir, force=force)
     say(ctx, f"{profile.name}: wrote {target} ({result.packages} packages, {fmt}) from "
              f"{deployment.display(deployment.folder(profile).uv_lock)}")

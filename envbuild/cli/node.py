@@ -47,20 +47,21 @@ def add(ctx: click.Context, url: str, ref: str | None, name: str | None) -> None
 @node.command("update")
 @click.argument("name")
 @click.option("--ref", help="The tag, branch or commit to move to (default: the ref the pin was made from).")
+@click.option("--force", is_flag=True, help="Replace its folder even with local changes or new files in it.")
 @click.pass_context
-def update(ctx: click.Context, name: str, ref: str | None) -> None:
+def update(ctx: click.Context, name: str, ref: str | None, force: bool) -> None:
     """Move a pinned node to REF (its commit now), lock with it, then check it out."""
     from envbuild.env.node_ops import update_node
 
     deployment = build_deployment(ctx)
     change = update_node(deployment, name, ref=ref, targets=_targets(deployment),
-                         on_lock=lambda result: _said_lock(ctx, deployment, result))
+                         on_lock=lambda result: _said_lock(ctx, deployment, result), force=force)
     _said_change(ctx, deployment, change)
 
 
 @node.command("remove")
 @click.argument("name")
-@click.option("--force", is_flag=True, help="Remove it even with local changes to its files.")
+@click.option("--force", is_flag=True, help="Remove it even with local changes or new files in its folder.")
 @click.pass_context
 def remove(ctx: click.Context, name: str, force: bool) -> None:
     """Lock without the node, then delete its folder and its pin."""
@@ -172,11 +173,12 @@ def import_snapshot(ctx: click.Context, snapshot: Path) -> None:
 @node.command("export")
 @click.option("--manager-snapshot", "target", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Write the pins as a ComfyUI-Manager snapshot (.json, or .yaml) its Snapshot Manager restores.")
+@click.option("--force", is_flag=True, help="Write over an existing file.")
 @click.pass_context
-def export_snapshot(ctx: click.Context, target: Path) -> None:
+def export_snapshot(ctx: click.Context, target: Path, force: bool) -> None:
     """Write the deployment's pins as a ComfyUI-Manager snapshot (`pips` empty: the lock installs them)."""
     from envbuild.comfy.snapshots import snapshot_of, snapshot_text
-    from envbuild.core.fsio import atomic_write
+    from envbuild.core.fsio import atomic_write, refuse_foreign_file
     from envbuild.settings.pins import read_head
 
     deployment = build_deployment(ctx)
@@ -187,6 +189,7 @@ def export_snapshot(ctx: click.Context, target: Path) -> None:
 
         comfyui = config.comfyui_git.ref if FULL_SHA.fullmatch(config.comfyui_git.ref) else None
     path = Path.cwd() / target
+    refuse_foreign_file(path, written_by_us=None, force=force)  # a snapshot's format has no place to say who wrote it
     atomic_write(path, snapshot_text(snapshot_of(comfyui, config.node_pins), path))
     say(ctx, f"wrote {target}: ComfyUI {comfyui[:12] if comfyui else '(no commit)'}, {len(config.node_pins)} "
              "node(s); restore it with the Manager's Snapshot Manager")

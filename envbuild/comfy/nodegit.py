@@ -82,9 +82,12 @@ def clone_at(git: _Git, folder: Path, url: str, ref: str | None, name: str) -> R
         raise
 
 
-def local_changes(git: _Git, folder: Path) -> list[str]:
-    """Tracked files changed in a checkout (untracked files — caches, models — are not the node's code)."""
-    proc = git.run(["-C", str(folder), "status", "--porcelain", "--untracked-files=no"], "reading local changes")
+def local_changes(git: _Git, folder: Path, *, untracked: bool = False) -> list[str]:
+    """Tracked files changed in a checkout; with `untracked`, also files git does not track nor ignore
+    (what replacing or removing the folder would delete: a user's own file). Ignored files (caches)
+    are never listed."""
+    mode = "--untracked-files=normal" if untracked else "--untracked-files=no"
+    proc = git.run(["-C", str(folder), "status", "--porcelain", mode], "reading local changes")
     return [line[3:] for line in proc.stdout.splitlines() if line.strip()]
 
 

@@ -59,7 +59,7 @@ def fetch_registry_node(pin: NodePin, folder: Path, *, base: str, force: bool = 
     """Install `pin` into `folder` (idempotent: a folder at the pinned version is left alone)."""
     if folder.exists():
         have = installed_version(folder)
-        if have == pin.version and not force:
+        if have == pin.version:  # at its pin: --force replaces a node at another version, never this one
             return RegistryFetch("unchanged", pin.sha256)
         if not force:
             what = f"is at version {have}" if have else "exists and is not a registry install of it"

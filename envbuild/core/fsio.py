@@ -35,6 +35,25 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         raise
 
 
+def refuse_foreign_file(path: Path, *, written_by_us: bytes | None, force: bool) -> None:
+    """Before writing `path`: an existing file is replaced only when envbuild wrote it (it starts with
+    `written_by_us`; None: no file of this kind says so) or with --force. A user's envbuild.toml or
+    requirements file named by mistake as an output is never written over."""
+    if force or not os.path.lexists(path):
+        return
+    from envbuild.core.errors import UsageError
+
+    if not path.is_file() or path.is_symlink():
+        raise UsageError(f"{path} exists and is not a plain file: envbuild does not write over it",
+                         hint="choose another output path")
+    if written_by_us is not None:
+        with open(path, "rb") as handle:
+            if handle.read(len(written_by_us)) == written_by_us:
+                return
+    raise UsageError(f"{path} exists and envbuild did not write it: not written over",
+                     hint="choose another output path, or pass --force to replace it")
+
+
 @contextlib.contextmanager
 def staging_dir(parent: Path, name: str) -> Iterator[Path]:
     """A scratch folder beside the target (same filesystem, so the final rename is atomic)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from envbuild.core.errors import UsageError
-from envbuild.core.fsio import atomic_write
+from envbuild.core.fsio import atomic_write, refuse_foreign_file
 from envbuild.deploy.deployment import Deployment
 from envbuild.lock.trust import require_usable
 from envbuild.pkgs.lockdir import LockFolder
@@ -70,7 +70,10 @@ def export_lock(deployment: Deployment, profile: TorchProfile, fmt: str, *,
     return ExportResult(profile.name, fmt, text, packages, len(found.unhashed))
 
 
-def write_export(result: ExportResult, path: Path, lock_dir: Path) -> Path:
+EXPORT_MARK = b"# Exported by envbuild from "  # the first bytes of every export: one may be written over
+
+
+def write_export(result: ExportResult, path: Path, lock_dir: Path, *, force: bool = False) -> Path:
     """Write the export, never into the lock folder: a file there is committed lock data (`-o
     locks/cu126/uv.lock` would replace the lock itself)."""
     check_output_name(path, result.format)
@@ -78,6 +81,7 @@ def write_export(result: ExportResult, path: Path, lock_dir: Path) -> Path:
     if target == locks or locks in target.parents:
         raise UsageError(f"{path} is inside the lock folder {lock_dir}: an export never writes there",
                          hint="write it elsewhere, e.g. `-o requirements-cu126.txt` in the deployment folder")
+    refuse_foreign_file(path, written_by_us=EXPORT_MARK, force=force)
     atomic_write(path, result.text)
     return path
 

@@ -68,8 +68,10 @@ def add_node(deployment: Deployment, url: str, *, ref: str | None, name: str | N
 
 
 def update_node(deployment: Deployment, name: str, *, ref: str | None, targets: list[TorchProfile],
-                on_lock: Callable[[LockResult], None] | None = None) -> NodeChange:
+                on_lock: Callable[[LockResult], None] | None = None, force: bool = False) -> NodeChange:
     previous = _pinned(deployment, name)
+    if not force:
+        _refuse_local_work(deployment, previous, "replaces its folder")
     if previous.from_registry:
         raise UsageError(f"node {previous.name} comes from the Comfy Registry (version {previous.version}): "
                          "`node update` moves git pins",
@@ -84,17 +86,26 @@ def update_node(deployment: Deployment, name: str, *, ref: str | None, targets: 
 def remove_node(deployment: Deployment, name: str, *, force: bool, targets: list[TorchProfile],
                 on_lock: Callable[[LockResult], None] | None = None) -> NodeChange:
     previous = _pinned(deployment, name)
-    folder = pinned_folder(deployment.config, previous)
-    if folder is not None and folder.exists() and not force:
-        from envbuild.comfy.nodegit import git_for, local_changes
-
-        changed = local_changes(git_for(deployment.env), folder) if (folder / ".git").exists() else []
-        if changed:
-            raise UsageError(f"node {previous.name} ({deployment.display(folder)}) has local changes "
-                             f"({', '.join(changed[:5])}); envbuild does not delete them",
-                             hint="commit or save them elsewhere, or pass --force")
+    if not force:
+        _refuse_local_work(deployment, previous, "deletes its folder")
     with _staging(deployment) as stage:
         return _change(deployment, stage, previous.name, None, previous, None, targets, on_lock)
+
+
+def _refuse_local_work(deployment: Deployment, pin: NodePin, what: str) -> None:
+    """Edited or new files in a node's git checkout are the user's: `node update` and `node remove` never
+    delete them without --force (files git ignores, caches and the like, are not asked about)."""
+    folder = pinned_folder(deployment.config, pin)
+    if folder is None or not (folder / ".git").exists():
+        return
+    from envbuild.comfy.nodegit import git_for, local_changes
+
+    changed = local_changes(git_for(deployment.env), folder, untracked=True)
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise UsageError(f"node {pin.name} ({deployment.display(folder)}) has local changes or new files "
+                         f"({shown}), and this {what}: envbuild does not delete them",
+                         hint="commit or save them elsewhere, or pass --force")
 
 
 # -- the staged lock and the landing ------------------------------------------------------------------
