@@ -186,3 +186,47 @@ def test_a_registry_archive_reaching_outside_its_folder_is_refused(registry: Reg
     missing = pin._replace(name="no-such-node")
     with pytest.raises(RegistryError, match="answered HTTP 404"):
         fetch_registry_node(missing, custom_nodes / "no-such-node", base=registry.url)
+
+
+def _archive(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("members", "message"), [
+    ({"__init__.py": b"", ".git/config": b"[core]\n\tfsmonitor = touch /tmp/pwned\n"}, "version-control data"),
+    ({"__init__.py": b"", "x": b"a file", "x/y.py": b"inside it"}, "both a file 'x' and a path inside it"),
+    ({"__init__.py": b"", "Readme.md": b"1", "README.md": b"2"}, "differ only in case"),
+])
+def test_a_registry_archive_envbuild_cannot_unpack_safely_is_refused_whole(
+        registry: Registry, tmp_path: Path, members: dict[str, bytes], message: str) -> None:
+    """Trust, round two, class 3: the .git/config case ran its fsmonitor command on `node remove`."""
+    from envbuild.comfy.registry import RegistryError, fetch_registry_node
+    from envbuild.settings.pins import NodePin
+
+    registry.archives[("odd-node", "1.0.0")] = _archive(members)
+    pin = NodePin("odd-node", "", "", "1.0.0", False, "1.0.0")
+    with pytest.raises(RegistryError, match=message):
+        fetch_registry_node(pin, tmp_path / "custom_nodes" / "odd-node", base=registry.url)
+    assert not (tmp_path / "custom_nodes" / "odd-node").exists()
+    custom_nodes = tmp_path / "custom_nodes"
+    assert not custom_nodes.exists() or list(custom_nodes.iterdir()) == []  # no scratch folder left either
+
+
+def test_a_registry_archive_inflating_past_the_limit_is_refused_before_writing(
+        registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 3 MB zip inflating to 3 GiB filled the disk (exit 70); the limit is scaled down here."""
+    from envbuild.comfy import registry as module
+    from envbuild.settings.pins import NodePin
+
+    monkeypatch.setattr(module, "INFLATED_LIMIT", 1024 * 1024)
+    bomb = _archive({"__init__.py": b"", "weights.bin": b"\0" * (4 * 1024 * 1024)})
+    assert len(bomb) < 64 * 1024
+    registry.archives[("bomb-node", "1.0.0")] = bomb
+    pin = NodePin("bomb-node", "", "", "1.0.0", False, "1.0.0")
+    with pytest.raises(module.RegistryError, match="inflates to more than 1 MiB"):
+        module.fetch_registry_node(pin, tmp_path / "custom_nodes" / "bomb-node", base=registry.url)
+    assert not (tmp_path / "custom_nodes" / "bomb-node").exists()

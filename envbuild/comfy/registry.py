@@ -23,6 +23,9 @@ from envbuild.core.errors import EnvbuildError
 from envbuild.settings.pins import NodePin
 
 ARCHIVE_LIMIT = 512 * 1024 * 1024  # a node archive is a few MiB; a model in one is not a node
+INFLATED_LIMIT = 2 * 1024 * 1024 * 1024  # a node's code; a node archive carrying models is refused
+MEMBER_LIMIT = 100_000
+VCS_FOLDERS = frozenset({".git", ".hg", ".svn"})
 API_LIMIT = 1024 * 1024  # the install API answers a few hundred bytes of JSON
 DEADLINE = 600.0  # seconds for one read in all, however slowly the server sends
 TRACKING = ".tracking"
@@ -103,21 +106,70 @@ def _unpack(archive: bytes, folder: Path, pin: NodePin) -> None:
         zipped = zipfile.ZipFile(io.BytesIO(archive))
     except zipfile.BadZipFile:
         raise RegistryError(f"registry node {pin.name} {pin.version}: the archive is not a zip file") from None
-    names = []
-    for info in zipped.infolist():
-        parts = PurePosixPath(info.filename).parts
-        if info.filename.startswith(("/", "\\")) or ".." in parts or ":" in info.filename:
-            raise RegistryError(f"registry node {pin.name} {pin.version}: the archive holds a path outside its "
-                                f"folder ({info.filename!r}); nothing installed")
-        if not info.is_dir():
-            names.append(info.filename)
+    names = _checked_members(zipped, f"registry node {pin.name} {pin.version}")
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{pin.name}-", dir=folder.parent))
     try:
-        zipped.extractall(scratch)
+        _extract(zipped, names, scratch)
         (scratch / TRACKING).write_text("\n".join(names), encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder)
         scratch.rename(folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _checked_members(zipped: zipfile.ZipFile, what: str) -> list[str]:
+    """The archive's files, refused whole before anything is written when one would land outside the
+    folder, belongs to a VCS (a `.git/config` can run commands through git's hooks and fsmonitor), collides
+    with another (`x` a file and `x/y`), or the archive inflates beyond `INFLATED_LIMIT` or `MEMBER_LIMIT`
+    (a few MB of zip can inflate to GBs). Sizes are the declared ones, and `_extract` holds each member
+    to its declared size."""
+    infos = zipped.infolist()
+    if len(infos) > MEMBER_LIMIT:
+        raise RegistryError(f"{what}: the archive holds {len(infos):,} entries, more than the {MEMBER_LIMIT:,} a "
+                            "node may have; nothing installed")
+    total, files, dirs = 0, [], set()
+    for info in infos:
+        name = info.filename
+        parts = PurePosixPath(name).parts
+        if name.startswith(("/", "\\")) or ".." in parts or ":" in name or "\\" in name or "\0" in name:
+            raise RegistryError(f"{what}: the archive holds a path outside its folder ({name!r}); nothing installed")
+        if any(part in VCS_FOLDERS for part in parts):
+            raise RegistryError(f"{what}: the archive holds version-control data ({name!r}), which can make git "
+                                "run commands; nothing installed",
+                                hint="ask the node's publisher to publish an archive without it")
+        if info.is_dir():
+            dirs.add(PurePosixPath(name).as_posix().rstrip("/"))
+            continue
+        total += info.file_size
+        if total > INFLATED_LIMIT:
+            raise RegistryError(f"{what}: the archive inflates to more than {INFLATED_LIMIT // (1024 * 1024)} MiB; "
+                                "nothing installed")
+        files.append(name)
+    seen = {n.lower() for n in files}
+    for name in files:
+        for parent in PurePosixPath(name).parents:
+            if parent.as_posix() != "." and parent.as_posix().lower() in seen:
+                raise RegistryError(f"{what}: the archive holds both a file {parent.as_posix()!r} and a path "
+                                    f"inside it ({name!r}); nothing installed")
+    if len(seen) != len(files):
+        raise RegistryError(f"{what}: the archive holds two files whose names differ only in case; nothing "
+                            "installed")
+    return files
+
+
+def _extract(zipped: zipfile.ZipFile, names: list[str], target: Path) -> None:
+    """Each checked member written as a plain file, read no further than its declared size."""
+    for name in names:
+        info = zipped.getinfo(name)
+        destination = target.joinpath(*PurePosixPath(name).parts)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with zipped.open(info) as source, open(destination, "wb") as sink:
+            left = info.file_size
+            while chunk := source.read(min(1024 * 1024, left + 1)):
+                left -= len(chunk)
+                if left < 0:
+                    raise RegistryError(f"{name!r} inflates beyond the size its archive declares; nothing installed")
+                sink.write(chunk)
+
