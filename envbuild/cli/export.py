@@ -38,15 +38,13 @@ def export(ctx: click.Context, /, fmt: str, output: Path | None, force: bool, al
     The lock must pass the same trust check as `sync` (current, audited): an edited lock is never
     exported, and nor is one with files lacking a sha256 unless --allow-unhashed.
     """
-    from envbuild.core.fsio import refuse_foreign_file
-    from envbuild.env.export import EXPORT_MARK, check_output_name, default_filename, export_lock, write_export
+    from envbuild.env.export import check_output, default_filename, export_lock, write_export
 
     deployment = build_deployment(ctx, flags)
     profile = profile_to_use(ctx, deployment, flags)
     target = None if output == Path("-") else (output or Path(default_filename(profile.name, fmt)))
     if target is not None:
-        check_output_name(target, fmt)  # before uv runs, not after
-        refuse_foreign_file(Path.cwd() / target, written_by_us=EXPORT_MARK, force=force)
+        check_output(Path.cwd() / target, fmt, deployment.lock_dir, force=force)  # before uv runs, not after
     result = export_lock(deployment, profile, fmt, allow_unhashed=allow_unhashed)
     if result.unhashed:
         warn(f"{profile.name}: {result.unhashed} file(s) in the lock have no sha256 "

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from envbuild.comfy.inputs import find_manager
 from envbuild.core.errors import CommandFailed, EnvbuildError
 from envbuild.settings.config import Config, GitSource
+from envbuild.settings.gitref import is_remote
 
 if TYPE_CHECKING:  # git runs only for checkouts that are repositories: a plain folder costs no import
     import subprocess
@@ -24,7 +25,6 @@ if TYPE_CHECKING:  # git runs only for checkouts that are repositories: a plain 
 _DROPPED_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
                 "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_PREFIX")
 _FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-_REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/\\]+@[^/\\]+:|^[^/\\:]{2,}:")
 
 
 class GitError(EnvbuildError):
@@ -121,7 +121,7 @@ def head_commit(path: Path, environ: Mapping[str, str]) -> str:
 
 def resolve_url(url: str, project_dir: Path) -> str:
     """A relative local path in envbuild.toml is relative to the file, like every other path there."""
-    if _REMOTE.match(url) or Path(url).is_absolute():
+    if is_remote(url) or Path(url).is_absolute():
         return url
     return str((project_dir / url).resolve())
 

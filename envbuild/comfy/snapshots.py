@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from envbuild.core.errors import ConfigError
+from envbuild.core.text import quoted
+from envbuild.settings.gitref import CREDENTIALS_HINT, git_url_problem
 from envbuild.settings.pins import FULL_SHA, NodePin, valid_name
 
 SNAPSHOT_SIZE_LIMIT = 16 * 1024 * 1024
@@ -53,6 +55,9 @@ def read_snapshot(path: Path) -> Snapshot:
     return _snapshot(data, path)
 
 
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")  # a registry version: 1.2.3, 1.0.0-beta.2
+
+
 def _snapshot(data: Mapping[str, Any], path: Path) -> Snapshot:
     comfyui = data.get("comfyui")
     if comfyui is not None and not (isinstance(comfyui, str) and FULL_SHA.fullmatch(comfyui)):
@@ -64,10 +69,15 @@ def _snapshot(data: Mapping[str, Any], path: Path) -> Snapshot:
         raise SnapshotError(path, "`git_custom_nodes` must be a mapping of URL to {hash, disabled}")
     for url, entry in git_nodes.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("hash"), str):
-            raise SnapshotError(path, f"`git_custom_nodes.{url}` has no `hash`")
+            raise SnapshotError(path, f"`git_custom_nodes.{quoted(url)}` has no `hash`")
         commit = entry["hash"]
         name = node_name(url)
-        if "comfyui-manager" in url.lower():
+        problem = git_url_problem(url)
+        if problem and "credentials" in problem:  # would be committed with the pin: refused, not skipped
+            raise SnapshotError(path, f"the URL of node {quoted(name)} {problem}", hint=CREDENTIALS_HINT)
+        if problem:
+            skipped.append(f"{quoted(url)} (the URL {problem})")
+        elif "comfyui-manager" in url.lower():
             skipped.append(f"{url} (the Manager: pinned by [manager] git/ref, not as a node)")
         elif not FULL_SHA.fullmatch(commit):
             skipped.append(f"{url} (hash {commit!r} is not a full commit)")
@@ -75,14 +85,21 @@ def _snapshot(data: Mapping[str, Any], path: Path) -> Snapshot:
             skipped.append(f"{url} (no usable folder name)")
         else:
             pins.append(NodePin(name, url, commit, commit, bool(entry.get("disabled", False))))
-    registry = data.get("cnr_custom_nodes") or {}
-    if not isinstance(registry, dict):
+    registry_raw = data.get("cnr_custom_nodes") or {}
+    if not isinstance(registry_raw, dict):
         raise SnapshotError(path, "`cnr_custom_nodes` must be a mapping of registry id to version")
+    registry = {}
+    for node_id, version in registry_raw.items():
+        if isinstance(version, str) and _VERSION.fullmatch(version) and version not in ("latest", "nightly"):
+            registry[node_id] = version
+        else:  # envbuild.toml would hold a pin every command then refuses
+            skipped.append(f"registry node {quoted(str(node_id))} (version {quoted(str(version))} is not one "
+                           "published version)")
     files = tuple(str(item.get("filename")) for item in data.get("file_custom_nodes") or []
                   if isinstance(item, dict) and item.get("filename"))
     pips = data.get("pips") or {}
     # Sorted: the .yaml the Manager writes sorts keys, its .json does not; the same snapshot reads alike.
-    return Snapshot(comfyui, tuple(sorted(pins)), {str(k): str(v) for k, v in sorted(registry.items())},
+    return Snapshot(comfyui, tuple(sorted(pins)), {str(k): v for k, v in sorted(registry.items())},
                     tuple(sorted(files)), tuple(sorted(str(p) for p in (pips if isinstance(pips, (dict, list))
                                                                        else []))), tuple(sorted(skipped)))
 
@@ -132,10 +149,14 @@ def _parse(text: str, path: Path) -> Any:
             return json.loads(text)
         except ValueError as exc:
             raise SnapshotError(path, f"is not valid JSON: {exc}") from None
+        except RecursionError:  # a snapshot is three levels deep; thousands of nested brackets are not one
+            raise SnapshotError(path, "is nested too deeply to be a snapshot") from None
     lines = [(len(line) - len(line.lstrip(" ")), line.strip()) for line in text.splitlines()
              if line.strip() and not line.lstrip().startswith("#") and line.strip() != "---"]
     try:
         value, end = _block(lines, 0, 0)
+    except RecursionError:
+        raise SnapshotError(path, "is nested too deeply to be a snapshot") from None
     except (ValueError, IndexError) as exc:
         raise SnapshotError(path, f"is not a snapshot as the Manager writes it: {exc}") from None
     if end != len(lines):

@@ -73,15 +73,21 @@ def export_lock(deployment: Deployment, profile: TorchProfile, fmt: str, *,
 EXPORT_MARK = b"# Exported by envbuild from "  # the first bytes of every export: one may be written over
 
 
-def write_export(result: ExportResult, path: Path, lock_dir: Path, *, force: bool = False) -> Path:
-    """Write the export, never into the lock folder: a file there is committed lock data (`-o
-    locks/cu126/uv.lock` would replace the lock itself)."""
-    check_output_name(path, result.format)
+def check_output(path: Path, fmt: str, lock_dir: Path, *, force: bool = False) -> None:
+    """Where an export may be written, checked before uv runs: a name of its format, never inside the lock
+    folder (a file there is committed lock data: `-o locks/cu126/uv.lock` would replace the lock), and
+    never over a file envbuild did not write (envbuild.toml, a requirements file) without --force."""
+    check_output_name(path, fmt)
     target, locks = path.resolve(), lock_dir.resolve()
     if target == locks or locks in target.parents:
         raise UsageError(f"{path} is inside the lock folder {lock_dir}: an export never writes there",
                          hint="write it elsewhere, e.g. `-o requirements-cu126.txt` in the deployment folder")
     refuse_foreign_file(path, written_by_us=EXPORT_MARK, force=force)
+
+
+def write_export(result: ExportResult, path: Path, lock_dir: Path, *, force: bool = False) -> Path:
+    """Write the export where `check_output` allows it."""
+    check_output(path, result.format, lock_dir, force=force)
     atomic_write(path, result.text)
     return path
 

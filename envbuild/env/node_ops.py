@@ -23,6 +23,7 @@ from envbuild.comfy.nodes import nodes_home, pinned_folder
 from envbuild.core.errors import ConfigError, EnvbuildError, UsageError
 from envbuild.deploy.deployment import Deployment
 from envbuild.lock.pipeline import LockResult, lock_profile
+from envbuild.settings.gitref import CREDENTIALS_HINT, git_url_problem
 from envbuild.settings.pins import NodePin, valid_name
 from envbuild.torch.profile import TorchProfile
 
@@ -50,6 +51,10 @@ def add_node(deployment: Deployment, url: str, *, ref: str | None, name: str | N
     """Clone, lock with it staged, then land it: the whole of `node add`."""
     config = deployment.config
     _require_config(deployment)
+    problem = git_url_problem(url)
+    if problem:  # the URL is written into envbuild.toml and committed
+        raise UsageError(f"the node's URL {problem}",
+                         hint=CREDENTIALS_HINT if "credentials" in problem else "pass a git URL or a local path")
     name = name or name_from_url(url)
     if not valid_name(name):
         raise UsageError(f"`{name}` cannot be a node's folder name", hint="pass --name NAME (letters, digits, _ . + -)")

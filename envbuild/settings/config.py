@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from envbuild.core.errors import ConfigError
 from envbuild.core.text import quoted
 from envbuild.core.tomlfile import check_keys, expect, expect_str_list, load_toml
-from envbuild.settings.gitref import ref_problem
+from envbuild.settings.gitref import CREDENTIALS_HINT, git_url_problem, ref_problem
 
 if TYPE_CHECKING:
     from envbuild.settings.pins import NodePin
@@ -272,6 +272,10 @@ def _git_source(table: Mapping[str, Any], section: str, path: Path) -> GitSource
     if problem:
         raise ConfigError(path, f"`{section}.ref` {quoted(ref)} {problem}",
                           hint="ref is a tag, a branch or a commit the checkout is pinned to")
+    problem = git_url_problem(url)
+    if problem:
+        raise ConfigError(path, f"`{section}.git` {problem}",
+                          hint=CREDENTIALS_HINT if "credentials" in problem else "a git URL or a local path")
     return GitSource(url, ref)
 
 

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from envbuild.core.errors import ConfigError
 from envbuild.core.text import quoted
-from envbuild.settings.gitref import ref_problem
+from envbuild.settings.gitref import CREDENTIALS_HINT, git_url_problem, ref_problem
 
 SECTION = "custom-nodes"
 PIN_KEYS = {"git", "commit", "ref", "disabled"}
@@ -82,6 +82,10 @@ def read_pins(table: Any, path: Path) -> tuple[NodePin, ...]:
                 raise ConfigError(path, f"`{where}.{key}` is missing",
                                   hint="`envbuild node add URL` writes a complete pin")
         url = expect(entry["git"], str, f"{where}.git", path)
+        problem = git_url_problem(url)
+        if problem:
+            raise ConfigError(path, f"`{where}.git` {problem}",
+                              hint=CREDENTIALS_HINT if "credentials" in problem else "a git URL or a local path")
         commit = expect(entry["commit"], str, f"{where}.commit", path)
         if not FULL_SHA.fullmatch(commit):
             raise ConfigError(path, f"`{where}.commit` must be a full commit hash (40 hex digits), not {commit!r}",
