@@ -318,3 +318,40 @@ def test_a_torch_layer_file_that_does_not_match_the_locks_hash_fails_the_build(
     podman.run("rmi", "-f", f"localhost/envbuild-test-tampered:{os.getpid()}")
     assert build.returncode != 0, build.stdout[-2000:]
     assert "Hash mismatch for `torch==" in build.stderr, build.stderr[-2000:]
+
+
+def test_context_never_carries_credential_files_nor_what_envbuildignore_names(
+    site: Deployment, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Trust, round two, class 4: `.env`, `.git-credentials` and `.netrc` of ComfyUI and of every node
+    were copied into the context (and so into a pushed image)."""
+    _lock(site, env)
+    node = site.nodes / "comfy-foo"
+    for folder in (site.comfyui, node):
+        (folder / ".env").write_text(f"HF_TOKEN={SECRET}\n")
+        (folder / ".git-credentials").write_text(f"https://u:{SECRET}@github.com\n")
+        (folder / ".secrets").mkdir()
+        (folder / ".secrets" / "key").write_text(SECRET)
+    (node / "private_notes.md").write_text(SECRET)
+    (node / "cache").mkdir()
+    (node / "cache" / "big.bin").write_bytes(b"x")
+    (site.root / ".envbuildignore").write_text("# mine\nprivate_*.md\ncomfy-foo/cache\ncache\n")
+    result = run_cli(["image", "--profile", "cu126", "-o", "ctx"], env=env, cwd=site.root)
+    assert result.returncode == 0, result
+    files = _files(site.root / "ctx")
+    assert not [n for n in files if "/." in n or n.startswith(".")], files.keys()
+    assert "nodes/comfy-foo/requirements.txt" in files
+    assert "nodes/comfy-foo/private_notes.md" not in files and "nodes/comfy-foo/cache/big.bin" not in files
+    assert not [n for n, data in files.items() if SECRET.encode() in data]
+
+
+def test_nodes_dirs_outside_the_deployment_are_refused_for_an_image(
+    site: Deployment, env: dict[str, str], tmp_path: Path
+) -> None:
+    _lock(site, env)
+    elsewhere = tmp_path / "elsewhere-nodes"
+    elsewhere.mkdir()
+    with (site.root / "envbuild.toml").open("a") as handle:
+        handle.write(f'\n[nodes]\ndirs = ["data/custom_nodes", "{elsewhere}"]\n')
+    result = run_cli(["image", "--profile", "cu126", "-o", "ctx"], env=env, cwd=site.root)
+    assert result.returncode == 2 and "outside the deployment folder" in result.stderr, result

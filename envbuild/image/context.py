@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +118,8 @@ def write_context(deployment: Deployment, profile: TorchProfile, output: Path, *
                                  recorded.default_index if recorded else None)
     _refuse_inside_sources(deployment, output)
     _refuse_foreign_folder(deployment, output)
+    _refuse_outside_nodes(deployment)
+    ignore = read_ignore(config.project_dir)
     output.parent.mkdir(parents=True, exist_ok=True)
     with staging_dir(output.parent, output.name) as stage:
         (stage / "lock").mkdir()
@@ -128,9 +130,10 @@ def write_context(deployment: Deployment, profile: TorchProfile, output: Path, *
             if config.comfyui is None:
                 raise ConfigError(config.source, "no ComfyUI checkout given",
                                   hint="set [comfyui] path in envbuild.toml, or pass --comfyui PATH")
-            copy_tree(config.comfyui, stage / "comfyui", skip=_COMFYUI_DATA)
+            copy_tree(config.comfyui, stage / "comfyui", skip=_COMFYUI_DATA, ignore=ignore)
         (stage / "comfyui").mkdir(exist_ok=True)
-        nodes = _copy_nodes(deployment, stage / "nodes", skip_manager=any(p.name == "manager" for p in pins))
+        nodes = _copy_nodes(deployment, stage / "nodes", skip_manager=any(p.name == "manager" for p in pins),
+                            ignore=ignore)
         for name in imagefiles.BUILD_FILES:
             atomic_write(stage / "build" / name, imagefiles.build_file(name))
         atomic_write(stage / "envbuild" / "entrypoint.sh", imagefiles.entrypoint(port))
@@ -207,7 +210,21 @@ def _refuse_foreign_folder(deployment: Deployment, output: Path) -> None:
                          "-o replaces its folder whole", hint="pass -o with a new or empty folder")
 
 
-def _copy_nodes(deployment: Deployment, target: Path, *, skip_manager: bool) -> list[str]:
+def _refuse_outside_nodes(deployment: Deployment) -> None:
+    """[nodes] dirs outside the deployment folder would copy whatever lies there on this machine into an
+    image that is pushed and shared."""
+    config = deployment.config
+    root = config.project_dir.resolve()
+    for folder in config.node_dirs:
+        if not folder.resolve().is_relative_to(root):
+            raise ConfigError(config.source, f"[nodes] dirs names {folder}, outside the deployment folder: "
+                                             "`envbuild image` copies nodes only from inside it",
+                              hint="move the nodes into the deployment (or link them from there), or build the "
+                                   "image from a deployment that holds them")
+
+
+def _copy_nodes(deployment: Deployment, target: Path, *, skip_manager: bool,
+                ignore: Sequence[str] = ()) -> list[str]:
     """Every custom node the lock was made from (disabled and excluded ones left out), and the Manager."""
     from envbuild.comfy.inputs import DISABLED_SUFFIX, MANAGER_DIR_NAMES, find_manager
 
@@ -227,41 +244,72 @@ def _copy_nodes(deployment: Deployment, target: Path, *, skip_manager: bool) -> 
                 continue  # the Manager is copied once, below, wherever [manager] path puts it
             if (target / name).exists() or node.is_symlink() and not node.exists():
                 continue
+            if _ignored(Path(name), ignore):
+                continue
             if node.is_dir():
-                copy_tree(node, target / name)
+                copy_tree(node, target / name, ignore=ignore)
             elif node.is_file() and name.endswith(".py"):
                 shutil.copyfile(node, target / name)
             else:
                 continue
             copied.append(name)
     if manager is not None and not skip_manager:
-        copy_tree(manager, target / "comfyui-manager")
+        copy_tree(manager, target / "comfyui-manager", ignore=ignore)
         copied.append("comfyui-manager")
     return copied
 
 
-def copy_tree(source: Path, target: Path, *, skip: Iterable[str] = ()) -> None:
-    """Copy sources: regular files and relative links that stay inside; never VCS data, venvs or caches,
-    and never a link to elsewhere on this machine (its target would land in the image)."""
+def copy_tree(source: Path, target: Path, *, skip: Iterable[str] = (), ignore: Sequence[str] = ()) -> None:
+    """Copy sources: regular files and relative links that stay inside; never VCS data, venvs, caches or
+    hidden files (`.env`, `.netrc`, `.git-credentials`: an image is shared, a credential in it is
+    published), never what `ignore` (.envbuildignore's patterns) names, and never a link to elsewhere on
+    this machine (its target would land in the image)."""
     top_skip = set(skip)
     root = source.resolve()
     for current, dirs, files in os.walk(source):
         here = Path(current)
         relative = here.relative_to(source)
-        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_NAMES and not (relative == Path(".") and d in top_skip)
-                         and _inside(here / d, root))
+        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_NAMES and not d.startswith(".")
+                         and not (relative == Path(".") and d in top_skip)
+                         and not _ignored(relative / d, ignore) and _inside(here / d, root))
         (target / relative).mkdir(parents=True, exist_ok=True)
         for name in [d for d in dirs if (here / d).is_symlink()]:  # os.walk does not enter linked folders
             os.symlink(os.readlink(here / name), target / relative / name)
             dirs.remove(name)
         for name in sorted(files):
             path = here / name
-            if name in _SKIPPED_NAMES or name.endswith((".pyc", ".pyo")) or not _inside(path, root):
+            if (name in _SKIPPED_NAMES or name.startswith(".") or name.endswith((".pyc", ".pyo"))
+                    or _ignored(relative / name, ignore) or not _inside(path, root)):
                 continue
             if path.is_symlink():
                 os.symlink(os.readlink(path), target / relative / name)
             elif path.is_file():
                 shutil.copy2(path, target / relative / name)
+
+
+IGNORE_FILE = ".envbuildignore"
+
+
+def read_ignore(project_dir: Path) -> tuple[str, ...]:
+    """The deployment's `.envbuildignore`: one glob per line (`#` comments), matched against each path
+    inside ComfyUI and each node (relative, `/`-separated) and against its name."""
+    from envbuild.core.safeio import MIB, read_regular_file
+
+    path = project_dir / IGNORE_FILE
+    if not path.exists():
+        return ()
+    try:
+        text = read_regular_file(path, MIB).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, f"cannot be read: {exc}") from None
+    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+
+
+def _ignored(relative: Path, patterns: Sequence[str]) -> bool:
+    import fnmatch
+
+    text = relative.as_posix()
+    return any(fnmatch.fnmatchcase(text, p.strip("/")) or fnmatch.fnmatchcase(relative.name, p) for p in patterns)
 
 
 def _inside(path: Path, root: Path) -> bool:
