@@ -209,6 +209,18 @@ def test_lock_taking_packages_from_the_wrong_index() -> None:
     assert any("numpy 99.0.0 from the PyTorch index" in t for t in report.tampering)
 
 
+@pytest.mark.parametrize("name", ["pytorch-triton", "torchtriton"])
+def test_a_pytorch_only_name_a_dependency_brings_from_pypi_is_refused(name: str) -> None:
+    """Trust, round two, class 6: a planted `pytorch-triton 99.0.0` on PyPI reached the lock through a
+    node's dependency, and `verify` said current."""
+    planted = _package(name, "99.0.0")
+    node_dep = _package("some-node-dep", "1.0", deps=f'{{ name = "{name}" }}')
+    lock = _lock(FAMILY, node_dep, planted, root_deps=FAMILY_DEPS + '{ name = "some-node-dep" },')
+    report = _audit(CU126_PYPROJECT, lock)
+    assert any(f"{name} 99.0.0 from {PYPI}: only PyTorch's own indexes publish {name}" in t
+               for t in report.tampering), report.tampering
+
+
 def test_pypi_profile_takes_no_pytorch_index() -> None:
     mps = textwrap.dedent("""\
         [project]

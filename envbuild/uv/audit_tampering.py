@@ -135,6 +135,11 @@ def setting_problems(uv: Mapping[str, Any], profile: TorchProfile) -> list[str]:
     return problems
 
 
+# Names only PyTorch's own indexes publish: on PyPI they are placeholders or squatted (`torchtriton` was
+# the 2022 dependency-confusion package). A lock may hold one only from the profile's index.
+INDEX_ONLY_NAMES = frozenset({"pytorch-triton", "pytorch-triton-rocm", "pytorch-triton-xpu", "torchtriton"})
+
+
 def lock_problems(lock: LockFile, profile: TorchProfile, expected: str | None, bases: Sequence[str]) -> list[str]:
     family = profile.package_names()
     companions = {c.name for c in profile.companions}
@@ -145,6 +150,12 @@ def lock_problems(lock: LockFile, profile: TorchProfile, expected: str | None, b
         if package.is_root:
             continue
         where = package.source_label()
+        if package.name in INDEX_ONLY_NAMES and package.name not in family and (
+                expected is None or package.registry != _norm(expected)):
+            problems.append(f"uv.lock takes {package.name} {package.version} from {where}: only PyTorch's own "
+                            f"indexes publish {package.name} (a copy elsewhere is a dependency-confusion attack), "
+                            f"and profile {profile.name} takes none from its index")
+            continue
         if package.name in family:
             if expected is not None and (package.registry is None or package.registry != _norm(expected)):
                 problems.append(f"uv.lock takes {package.name} {package.version} from {where}, not from profile "
