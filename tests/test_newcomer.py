@@ -116,6 +116,22 @@ def test_init_writes_a_commented_file_and_never_overwrites(tmp_path: Path, env: 
     assert check.returncode == 4 and ": missing" in check.stderr, check
 
 
+def test_init_never_writes_a_folder_name_as_toml(tmp_path: Path, env: dict[str, str]) -> None:
+    """Trust, round two, class 8: a node folder named with a newline wrote its own TOML into envbuild.toml."""
+    from envbuild.core.tomlfile import parse_toml
+
+    root = tmp_path / "fresh"
+    (root / "ComfyUI" / "comfy").mkdir(parents=True)
+    (root / "ComfyUI" / "main.py").write_text("print('ComfyUI')\n")
+    (root / "ComfyUI" / "requirements.txt").write_text("torch\n")
+    (root / "data" / "custom_nodes" / 'evil\n[lock]\nprofiles = ["x"]').mkdir(parents=True)
+    result = run_cli(["init"], env=env, cwd=root)
+    assert result.returncode == 0, result
+    data = parse_toml((root / "envbuild.toml").read_text(), root / "envbuild.toml")
+    assert data["lock"]["profiles"] != ["x"]
+    assert "(not a usable node folder name)" in (root / "envbuild.toml").read_text()
+
+
 @pytest.mark.parametrize("lock_dir", [".", "ComfyUI", "data"])
 def test_a_lock_dir_envbuild_does_not_own_is_refused(
     deployment: Deployment, env: dict[str, str], lock_dir: str

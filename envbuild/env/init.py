@@ -16,7 +16,9 @@ from typing import NamedTuple
 from envbuild.comfy.inputs import DISABLED_SUFFIX, MANAGER_DIR_NAMES
 from envbuild.core.errors import UsageError
 from envbuild.core.fsio import atomic_write
+from envbuild.core.text import quoted
 from envbuild.settings.config import CONFIG_NAME
+from envbuild.settings.pins import valid_name
 from envbuild.torch.catalogue import ProfileCatalogue
 from envbuild.torch.gpu.explain import recommendation_reason
 
@@ -133,7 +135,7 @@ def render_config(root: Path, checkout: Path, base: Path | None, manager: Path |
     lines += ['# listen = "127.0.0.1"              # `envbuild run`: ComfyUI\'s --listen', "# port = 8188", ""]
     lines.append("[manager]")
     if manager is not None:
-        lines.append(f"# found: {rel(manager)} (its requirements and pip are locked; `envbuild manager setup` "
+        lines.append(f"# found: {quoted(rel(manager))} (its requirements and pip are locked; `envbuild manager setup` "
                      "switches it to uv)")
     else:
         lines.append("# no ComfyUI-Manager found under custom_nodes; to add it pinned:")
@@ -143,7 +145,10 @@ def render_config(root: Path, checkout: Path, base: Path | None, manager: Path |
     if listed:
         lines.append("# custom nodes found (each node's requirements.txt is locked; a folder ending in "
                      f"{DISABLED_SUFFIX} is skipped):")
-        lines += [f"#   {name}" for name in listed]
+        # A folder name is the user's file system's, not envbuild's: one with a newline would end the comment
+        # and write TOML; shown escaped, and said when it cannot be a node's name.
+        lines += [f"#   {name}" if valid_name(name) else f"#   {quoted(name)} (not a usable node folder name)"
+                  for name in listed]
     lines += ["exclude = []                       # node folder names to leave out of the lock", "", "[lock]",
               f"# {why}",
               f"profiles = [{_toml(profile)}]              # `envbuild profiles` lists them; the first is the default",
