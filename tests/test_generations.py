@@ -257,3 +257,14 @@ def test_an_adopted_venv_is_never_pruned(site: Deployment, env: dict[str, str]) 
     cli(site, env, "sync", "--profile", "cu128")  # adopted is no longer previous: beyond keep = 1
     cli(site, env, "sync", "--profile", "cu126")
     assert len(list((site.root / ".envbuild-generations").glob("adopted-venv-*"))) == 1
+
+
+def test_a_file_where_the_generations_folder_belongs_is_said_not_a_crash(site: Deployment,
+                                                                          env: dict[str, str]) -> None:
+    """Trust, round two, class 8: this ended in exit 70 (an internal error) before."""
+    cli(site, env, "lock", "--profile", "cu126")
+    (site.root / ".envbuild-generations").write_text("mine")
+    result = run_cli(["sync", "--profile", "cu126"], env=env, cwd=site.root)
+    assert result.returncode == 10, result
+    assert ".envbuild-generations" in result.stderr and "hint:" in result.stderr
+    assert (site.root / ".envbuild-generations").read_text() == "mine"

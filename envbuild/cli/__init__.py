@@ -68,6 +68,14 @@ class EnvbuildGroup(click.Group):
             ctx.exit(130)
         except BrokenPipeError:  # `envbuild ... | head`: the reader left; no message, like any Unix tool
             ctx.exit(141)
+        except OSError as exc:  # the machine's state (a full disk, permissions), not a bug: one typed error
+            from envbuild.core.errors import FileSystemError
+
+            failure = FileSystemError.from_os_error(exc)
+            if ctx.obj and ctx.obj.get("verbose"):
+                raise
+            error(f"error: {failure}")
+            ctx.exit(failure.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as exc:  # the last line of defence: one line, the traceback only with -v

@@ -188,3 +188,25 @@ class CheckFailed(EnvbuildError):
 
 def _short_argv(argv: Sequence[str]) -> str:
     return " ".join(str(a) for a in argv)
+
+
+class FileSystemError(EnvbuildError):
+    """A file or folder could not be read or written: a full disk, permissions, a file where a folder
+    belongs. The machine's state, not a bug: said with the path and what to do, never a traceback."""
+
+    exit_code = 10
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> FileSystemError:
+        import errno
+
+        where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None) or "a file"
+        hints = {errno.ENOSPC: "free disk space, then run the command again (what was there is untouched)",
+                 errno.EDQUOT: "free disk space (a quota is full), then run the command again",
+                 errno.EACCES: "check the permissions of that path", errno.EPERM: "check the permissions of that path",
+                 errno.EROFS: "the file system is read-only: run where it is writable",
+                 errno.ENOTDIR: "a file stands where a folder belongs: move it away",
+                 errno.EEXIST: "something stands at that path already: move it away",
+                 errno.EISDIR: "a folder stands where a file belongs: move it away"}
+        return cls(f"{where}: {exc.strerror or exc}", hint=hints.get(exc.errno or 0))
+
