@@ -93,3 +93,55 @@ def test_update_moves_comfyui_to_a_new_ref_and_back_when_it_fails(tmp_path: Path
     assert site.snapshot_locks() == locks and venv.resolve() == second
     cli(site.root, env, "rollback")
     assert venv.resolve() == first
+
+
+def test_an_update_killed_with_its_checkout_moved_is_undone_by_the_next_command(tmp_path: Path,
+                                                                                env: dict[str, str]) -> None:
+    """Trust, round two, class 7: a SIGKILL during `update --comfyui-ref v2` left ComfyUI at v2 while
+    envbuild.toml said v1, and the next `envbuild lock` locked v2 for every clone. The state a kill leaves
+    (the checkout moved, the journal written before the move) is made here by hand."""
+    import json
+    import subprocess
+
+    upstream = tmp_path / "upstream" / "ComfyUI"
+    v1 = make_repo(upstream, {"main.py": FAKE_MAIN, "requirements.txt": DEFAULT_COMFY_REQUIREMENTS}, tag="v1")
+    commit_files(upstream, {"requirements.txt": DEFAULT_COMFY_REQUIREMENTS + "six\n"}, "v2", tag="v2")
+    site = Deployment(tmp_path / "site")
+    site.nodes.mkdir(parents=True)
+    site.write_config("""\
+        [comfyui]
+        git = "../upstream/ComfyUI"
+        ref = "v1"
+        base-directory = "data"
+
+        [lock]
+        profiles = ["cu126"]
+        """)
+    cli(site.root, env, "fetch")
+    cli(site.root, env, "lock", "--profile", "cu126")
+    subprocess.run(["git", "-C", str(site.comfyui), "checkout", "-q", "--detach", "v2"], env=env, check=True)
+    journal = site.locks / ".update-journal.json"
+    journal.write_text(json.dumps({"started": "2026-12-06 10:00:00", "checkouts": [
+        {"name": "ComfyUI", "url": "../upstream/ComfyUI", "path": str(site.comfyui), "commit": v1}]}))
+    checked = cli(site.root, env, "lock", "--check", "--profile", "cu126")
+    assert "an interrupted `envbuild update` (started 2026-12-06 10:00:00) was undone" in checked.stderr, checked
+    assert head(site.comfyui) == v1 and not journal.exists()
+    assert "current" in checked.stdout
+
+
+def test_a_live_updates_journal_is_left_alone(tmp_path: Path, env: dict[str, str]) -> None:
+    """While an update holds the deployment's update lock its journal is live: no command undoes it, and a
+    second update waits for it (then gives up, saying so) instead of moving the same checkout."""
+    import fcntl
+
+    site = make_deployment(tmp_path / "site", profiles=("cu126",))
+    cli(site.root, env, "lock", "--profile", "cu126")
+    journal = site.locks / ".update-journal.json"
+    journal.write_text('{"started": "now", "checkouts": []}')
+    with open(site.locks / ".update.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        listed = cli(site.root, env, "node", "list")
+        assert "interrupted" not in listed.stderr and journal.exists()
+        busy = run_cli(["update", "--profile", "cu126", "--no-check"], env=dict(env, ENVBUILD_LOCK_TIMEOUT="1"),
+                       cwd=site.root)
+        assert busy.returncode == 9 and ".update.lock" in busy.stderr, busy

@@ -127,10 +127,19 @@ def build_deployment(ctx: click.Context, flags: Mapping[str, Any] | None = None)
         "base_directory": absolute(flags.get("base_directory")),
         "lock_dir": absolute(flags.get("lock_dir")),
     }
-    return load_deployment(
+    deployment = load_deployment(
         ctx.obj["project_dir"], os.environ, overrides=overrides, mirror_flags=_mirror_flags(flags),
         torch_source=flags.get("torch_source"), exclude_nodes=tuple(flags.get("exclude_nodes") or ()),
         extra_requirements=tuple(p for p in map(absolute, flags.get("extra_requirements") or ()) if p))
+    from envbuild.pkgs.lockdir import UPDATE_JOURNAL
+
+    if (deployment.lock_dir / UPDATE_JOURNAL).exists():  # one stat: a killed `update` left its journal
+        from envbuild.cli.output import warn
+        from envbuild.env.update import recover_interrupted
+
+        for line in recover_interrupted(deployment):
+            warn(line)
+    return deployment
 
 
 def _mirror_flags(flags: Mapping[str, Any]) -> dict[str, Any]:

@@ -48,11 +48,19 @@ def update(deployment: Deployment, profile: TorchProfile, venv: Path, *, refs: M
     if not generations.supported() and not dry_run:
         raise UsageError("`envbuild update` needs venv generations, which are POSIX only",
                          hint="on Windows: `envbuild lock --upgrade`, then `envbuild sync --check`")
+    from envbuild.core.fsio import exclusive_lock
+
     venv = venv.absolute()
     try:
-        with _moved_checkouts(deployment, refs, stream, progress) as moved:
-            return _update_locked(deployment, profile, venv, refs, moved, upgrade, upgrade_packages, check, dry_run,
-                                  stream, progress)
+        # One update of a deployment at a time: checkouts move only under this lock, and its journal says
+        # where they were, so a killed update is undone by the next command (`recover_interrupted`).
+        with exclusive_lock(_update_lock(deployment), timeout=deployment.lock_timeout,
+                            on_wait=lambda: progress("waiting for another envbuild update of this deployment")):
+            for line in recover_interrupted(deployment, locked=True):
+                progress(line)
+            with _moved_checkouts(deployment, refs, stream, progress) as moved:
+                return _update_locked(deployment, profile, venv, refs, moved, upgrade, upgrade_packages, check,
+                                      dry_run, stream, progress)
     except EnvbuildError as exc:
         if not isinstance(exc, _AfterCommit):
             kept = ("nothing was changed: the committed lock, the venv path, envbuild.toml and the checkouts are "
@@ -117,6 +125,7 @@ def _moved_checkouts(deployment: Deployment, refs: Mapping[str, str], stream: bo
     sources = {name: (source, path) for name, source, path in git_sources(config)}
     moved: list[str] = []
     back: list[tuple[str, GitSource, Path]] = []
+    journal: list[dict[str, str]] = []
     try:
         for section, ref in refs.items():
             name = _SECTIONS[section]
@@ -125,6 +134,9 @@ def _moved_checkouts(deployment: Deployment, refs: Mapping[str, str], stream: bo
                                  hint=f"add [{section}] git = \"<repository URL>\" and ref, then `envbuild fetch`")
             source, path = sources[name]
             before = head_commit(path, deployment.env) if (path / ".git").exists() else None
+            if before is not None:  # written before the checkout moves: a kill after it is undone next time
+                journal.append({"name": name, "url": source.url, "path": str(path), "commit": before})
+                _write_journal(deployment, journal)
             result = fetch_source(name, GitSource(source.url, ref), path, project_dir=config.project_dir,
                                   environ=deployment.env, stream=stream)
             if before is not None and result.commit != before:
@@ -134,12 +146,91 @@ def _moved_checkouts(deployment: Deployment, refs: Mapping[str, str], stream: bo
                 progress(moved[-1])
         yield moved
     finally:
+        stuck = False
         if moved:  # not everything passed (or a dry run): the checkouts go back to their commits
             for name, source, path in reversed(back):
                 try:
                     fetch_source(name, source, path, project_dir=config.project_dir, environ=deployment.env)
                 except EnvbuildError as exc:
                     progress(f"could not move {name} back to {source.ref[:12]}: {exc}")
+                    stuck = True  # the journal stays: the next command tries again, and says so
+        if not stuck:
+            _journal(deployment).unlink(missing_ok=True)
+
+
+def _journal(deployment: Deployment) -> Path:
+    from envbuild.pkgs.lockdir import UPDATE_JOURNAL
+
+    return deployment.lock_dir / UPDATE_JOURNAL
+
+
+def _update_lock(deployment: Deployment) -> Path:
+    return deployment.lock_dir / ".update.lock"
+
+
+def _write_journal(deployment: Deployment, entries: list[dict[str, str]]) -> None:
+    import json
+    import time
+
+    from envbuild.core.fsio import atomic_write
+
+    atomic_write(_journal(deployment), json.dumps({"started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                   "checkouts": entries}, indent=2) + "\n")
+
+
+def recover_interrupted(deployment: Deployment, *, locked: bool = False) -> list[str]:
+    """An `update` killed while its checkouts were moved (its journal is still there, and no update holds
+    the deployment's update lock): move them back to the commits the journal records, then drop it. What
+    was done, in lines to show; nothing when there is no journal (one stat on every command)."""
+    path = _journal(deployment)
+    if not path.exists():
+        return []
+    if not locked:
+        from envbuild.core.errors import LockBusyError
+        from envbuild.core.fsio import exclusive_lock
+
+        try:
+            with exclusive_lock(_update_lock(deployment), timeout=0):
+                return recover_interrupted(deployment, locked=True)
+        except LockBusyError:
+            return []  # an update is running: its journal is live, not left behind
+    return _undo(deployment, path)
+
+
+def _undo(deployment: Deployment, path: Path) -> list[str]:
+    import json
+
+    from envbuild.comfy.git import fetch_source, head_commit
+    from envbuild.core.safeio import read_regular_file
+    from envbuild.settings.config import GitSource
+    from envbuild.settings.pins import FULL_SHA
+
+    try:
+        data = json.loads(read_regular_file(path, 1024 * 1024))
+        entries = [(str(e["name"]), str(e["url"]), Path(e["path"]), str(e["commit"])) for e in data["checkouts"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        path.unlink(missing_ok=True)
+        return [f"an unreadable journal of an interrupted `envbuild update` ({path}) was removed; check that "
+                "the ComfyUI and Manager checkouts are at the commits envbuild.toml names (`envbuild fetch`)"]
+    said = []
+    known = {str(p) for _, _, p in _sources(deployment)}
+    for name, url, checkout, commit in entries:
+        if str(checkout) not in known or not FULL_SHA.fullmatch(commit):
+            continue  # the journal is envbuild's scratch file, but only its own checkouts are moved back
+        if head_commit(checkout, deployment.env) == commit:
+            continue
+        fetch_source(name, GitSource(url, commit), checkout, project_dir=deployment.config.project_dir,
+                     environ=deployment.env)
+        said.append(f"an interrupted `envbuild update` (started {data.get('started', '?')}) was undone: {name} "
+                    f"moved back to {commit[:12]}, as envbuild.toml and the committed lock have it")
+    path.unlink(missing_ok=True)
+    return said
+
+
+def _sources(deployment: Deployment) -> list[tuple[str, object, Path]]:
+    from envbuild.comfy.git import git_sources
+
+    return [(name, source, checkout) for name, source, checkout in git_sources(deployment.config)]
 
 
 def _diff(deployment: Deployment, profile: TorchProfile, staged: Path) -> LockDiff | None:

@@ -62,7 +62,9 @@ class Deployment:
             return {}
         return {
             str(p.relative_to(self.locks)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(self.locks.rglob("*")) if p.is_file()
+            for p in sorted(self.locks.rglob("*"))
+            # envbuild's scratch (write locks, an update's journal) is git-ignored; its .gitignore is not
+            if p.is_file() and (p.name == ".gitignore" or not p.relative_to(self.locks).parts[0].startswith("."))
         }
 
 
