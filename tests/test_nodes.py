@@ -287,3 +287,26 @@ def test_a_node_uv_cannot_resolve_changes_nothing_either(
     assert "nothing changed" in result.stderr, result
     assert snapshot(deployment) == before
     assert not (deployment.root / ".envbuild-staging").exists()
+
+
+def test_node_add_whose_pin_cannot_be_written_leaves_nothing_behind(
+    deployment: Deployment, upstream: dict[str, str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trust, round two, class 7: a full disk at the last step left the node in custom_nodes, unpinned
+    (exit 70). In process, so the write can fail exactly there."""
+    import errno
+
+    from envbuild.settings import pins_edit
+    from tests.support.deploy import invoke_cli
+
+    def full_disk(*_: object) -> list[str]:
+        raise OSError(errno.ENOSPC, "No space left on device", str(deployment.root / "envbuild.toml"))
+
+    assert run_cli(["lock", "--profile", "cu126"], env=env, cwd=deployment.root).returncode == 0
+    before = snapshot(deployment)
+    monkeypatch.setattr(pins_edit, "write_pin", full_disk)
+    result = invoke_cli(["node", "add", upstream["url"], "--ref", "v1"], env=env, cwd=deployment.root)
+    assert result.returncode == 10 and "No space left on device" in result.stderr, result
+    assert "free disk space" in result.stderr
+    assert not (deployment.nodes / "ComfyUI-Good").exists()
+    assert snapshot(deployment) == before

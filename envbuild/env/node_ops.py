@@ -169,10 +169,13 @@ def _land(deployment: Deployment, stage: Path, name: str, pin: NodePin | None, p
     except BaseException:
         from envbuild.core.fsio import atomic_write
 
-        atomic_write(source, toml_before)
+        # The folders first: moving back needs no free space, rewriting envbuild.toml may not get any (a
+        # full disk is often why the pin's write failed), and a node must never stay behind unpinned.
         for origin, target in reversed(moves):
             if target.exists():
                 shutil.move(str(target), str(origin))
+        if source.read_bytes() != toml_before:
+            atomic_write(source, toml_before)
         raise
     return NodeChange(name, pin, previous, tuple(results), tuple(lines))
 
