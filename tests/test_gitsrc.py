@@ -71,7 +71,7 @@ def test_fetch_clones_pinned_then_moves_only_when_the_ref_does(
     newer = commit_files(tmp_path / "upstream/ComfyUI", {"main.py": "print(4)\n"}, "dev 2")
     assert run_cli(["fetch"], env=env, cwd=site).returncode == 0
     assert head(checkout) == newer
-    assert resolved_commits(load_config(site), env) == {"comfyui": newer}
+    assert resolved_commits(load_config(site)) == {"comfyui": newer}
 
 
 def test_a_commit_ref_needs_no_network_once_present(tmp_path: Path, upstream: dict[str, str], env: dict[str, str]) -> None:
@@ -128,13 +128,13 @@ def test_manager_is_cloned_into_custom_nodes_and_both_commits_are_reported(
     results = fetch_all(load_config(site), environ=env)
     assert [(r.name, r.action) for r in results] == [("ComfyUI", "cloned"), ("ComfyUI-Manager", "cloned")]
     assert results[1].path == site / "data" / "custom_nodes" / "comfyui-manager"
-    assert resolved_commits(load_config(site), env) == {"comfyui": upstream["v2"], "comfyui-manager": manager_commit}
+    assert resolved_commits(load_config(site)) == {"comfyui": upstream["v2"], "comfyui-manager": manager_commit}
 
 
 def test_a_copy_inside_the_deployments_own_repository_has_no_commit(tmp_path: Path, env: dict[str, str]) -> None:
     site = tmp_path / "site"
     make_repo(site, {"envbuild.toml": '[comfyui]\npath = "ComfyUI"\n', "ComfyUI/requirements.txt": "torch\n"})
-    assert resolved_commits(load_config(site), env) == {}
+    assert resolved_commits(load_config(site)) == {}
 
 
 def test_git_and_ref_go_together_and_relative_urls_are_relative_to_the_file(tmp_path: Path) -> None:

@@ -145,3 +145,35 @@ def test_a_live_updates_journal_is_left_alone(tmp_path: Path, env: dict[str, str
         busy = run_cli(["update", "--profile", "cu126", "--no-check"], env=dict(env, ENVBUILD_LOCK_TIMEOUT="1"),
                        cwd=site.root)
         assert busy.returncode == 9 and ".update.lock" in busy.stderr, busy
+
+
+def test_git_is_needed_only_to_fetch(tmp_path: Path, env: dict[str, str]) -> None:
+    """Issue: with ComfyUI a git checkout, `lock --check`, `sync` and `run` exited 8 without git on PATH
+    (a service with a minimal PATH). Commits are read from the checkout's files now."""
+    import shutil
+
+    upstream = tmp_path / "upstream" / "ComfyUI"
+    make_repo(upstream, {"main.py": FAKE_MAIN, "requirements.txt": DEFAULT_COMFY_REQUIREMENTS}, tag="v1")
+    site = Deployment(tmp_path / "site")
+    site.nodes.mkdir(parents=True)
+    site.write_config("""\
+        [comfyui]
+        git = "../upstream/ComfyUI"
+        ref = "v1"
+        base-directory = "data"
+
+        [lock]
+        profiles = ["cu126"]
+        """)
+    cli(site.root, env, "fetch")
+    cli(site.root, env, "lock", "--profile", "cu126")
+    bare = tmp_path / "bin-without-git"
+    bare.mkdir()
+    uv = shutil.which("uv", path=env["PATH"])
+    assert uv is not None
+    (bare / "uv").symlink_to(uv)
+    no_git = dict(env, PATH=str(bare))
+    assert shutil.which("git", path=no_git["PATH"]) is None
+    cli(site.root, no_git, "lock", "--check", "--profile", "cu126")
+    cli(site.root, no_git, "sync", "--profile", "cu126")
+    cli(site.root, no_git, "lock", "--profile", "cu126")  # a no-op: current, no uv, no git

@@ -17,6 +17,7 @@ from envbuild.comfy.inputs import find_manager
 from envbuild.core.errors import CommandFailed, EnvbuildError
 from envbuild.settings.config import Config, GitSource
 from envbuild.settings.gitref import is_remote
+from envbuild.settings.pins import read_head
 
 if TYPE_CHECKING:  # git runs only for checkouts that are repositories: a plain folder costs no import
     import subprocess
@@ -84,7 +85,7 @@ def fetch_source(name: str, source: GitSource, path: Path, *, project_dir: Path,
             raise
         return FetchResult(name, path, url, source.ref, commit, None, "cloned")
     _check_origin(git, path, url, name)
-    previous = head_commit(path, environ)
+    previous = read_head(path)
     if not (_FULL_SHA.fullmatch(source.ref) and _has_commit(git, path, source.ref)):
         git.run(["-C", str(path), "fetch", "--tags", "--force", "--prune", "origin"], f"fetching {name} from {url}",
                 loud=True)
@@ -97,7 +98,7 @@ def fetch_source(name: str, source: GitSource, path: Path, *, project_dir: Path,
     return FetchResult(name, path, url, source.ref, commit, previous, "updated")
 
 
-def resolved_commits(config: Config, environ: Mapping[str, str]) -> dict[str, str]:
+def resolved_commits(config: Config) -> dict[str, str]:
     """`{"comfyui": sha, "comfyui-manager": sha}` for the checkouts that are git repositories.
 
     Only a folder that is itself a repository's top level counts: a ComfyUI copied into the
@@ -108,15 +109,10 @@ def resolved_commits(config: Config, environ: Mapping[str, str]) -> dict[str, st
         checkouts["comfyui-manager"] = config.manager if config.manager is not None else find_manager(config)
     commits = {}
     for key, path in checkouts.items():
-        if path is not None and (path / ".git").exists():
-            commits[key] = head_commit(path, environ)
+        commit = read_head(path) if path is not None else None
+        if commit is not None:
+            commits[key] = commit
     return commits
-
-
-def head_commit(path: Path, environ: Mapping[str, str]) -> str:
-    proc = _Git(_git_env(environ), stream=False).run(["-C", str(path), "rev-parse", "HEAD"],
-                                                     f"reading the commit of {path}")
-    return proc.stdout.strip()
 
 
 def resolve_url(url: str, project_dir: Path) -> str:

@@ -118,8 +118,9 @@ def _moved_checkouts(deployment: Deployment, refs: Mapping[str, str], stream: bo
                      progress: Callable[[str], None]) -> Iterator[list[str]]:
     """Move each checkout to its new ref; on the way out, move back those still listed (the caller
     clears the list once everything passed)."""
-    from envbuild.comfy.git import fetch_source, git_sources, head_commit
+    from envbuild.comfy.git import fetch_source, git_sources
     from envbuild.settings.config import GitSource
+    from envbuild.settings.pins import read_head
 
     config = deployment.config
     sources = {name: (source, path) for name, source, path in git_sources(config)}
@@ -133,7 +134,7 @@ def _moved_checkouts(deployment: Deployment, refs: Mapping[str, str], stream: bo
                 raise UsageError(f"--{section}-ref needs [{section}] git and ref in envbuild.toml",
                                  hint=f"add [{section}] git = \"<repository URL>\" and ref, then `envbuild fetch`")
             source, path = sources[name]
-            before = head_commit(path, deployment.env) if (path / ".git").exists() else None
+            before = read_head(path)
             if before is not None:  # written before the checkout moves: a kill after it is undone next time
                 journal.append({"name": name, "url": source.url, "path": str(path), "commit": before})
                 _write_journal(deployment, journal)
@@ -200,10 +201,10 @@ def recover_interrupted(deployment: Deployment, *, locked: bool = False) -> list
 def _undo(deployment: Deployment, path: Path) -> list[str]:
     import json
 
-    from envbuild.comfy.git import fetch_source, head_commit
+    from envbuild.comfy.git import fetch_source
     from envbuild.core.safeio import read_regular_file
     from envbuild.settings.config import GitSource
-    from envbuild.settings.pins import FULL_SHA
+    from envbuild.settings.pins import FULL_SHA, read_head
 
     try:
         data = json.loads(read_regular_file(path, 1024 * 1024))
@@ -217,7 +218,7 @@ def _undo(deployment: Deployment, path: Path) -> list[str]:
     for name, url, checkout, commit in entries:
         if str(checkout) not in known or not FULL_SHA.fullmatch(commit):
             continue  # the journal is envbuild's scratch file, but only its own checkouts are moved back
-        if head_commit(checkout, deployment.env) == commit:
+        if read_head(checkout) == commit:
             continue
         fetch_source(name, GitSource(url, commit), checkout, project_dir=deployment.config.project_dir,
                      environ=deployment.env)

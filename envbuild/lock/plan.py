@@ -72,7 +72,7 @@ def expected_fingerprint(deployment: Deployment, profile: TorchProfile) -> Finge
 
     indexes = deployment.indexes(profile)
     # Which ComfyUI (and Manager) a lock belongs to: a checkout that moved makes the lock stale.
-    extra = {f"{name}-commit": sha for name, sha in resolved_commits(deployment.config, deployment.env).items()}
+    extra = {f"{name}-commit": sha for name, sha in resolved_commits(deployment.config).items()}
     if deployment.config.node_pins:  # and each pinned node's: "node X moved from a1b2… to c3d4…"
         from envbuild.settings.pins import node_commits
 

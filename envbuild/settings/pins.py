@@ -122,37 +122,43 @@ def pin_folder(custom_nodes: Path, pin: NodePin) -> Path:
 
 
 def read_head(checkout: Path) -> str | None:
-    """The commit a checkout is at, read from its files (no git process: this runs on every no-op
-    command); None when it is no git checkout. A symbolic HEAD is followed through loose and packed refs."""
+    """The commit a checkout is at, read from its files: the one commit reader (no git process, so a
+    no-op command needs no git on PATH). None when it is no git checkout or its HEAD cannot be read.
+    A symbolic HEAD is followed through loose and packed refs, a worktree's or submodule's `gitdir:`
+    pointer and a worktree's common dir; every file is read bounded (a FIFO cannot hang it)."""
     git_dir = checkout / ".git"
-    try:
-        if git_dir.is_file():  # a worktree or submodule: `gitdir: <path>`
-            pointer = git_dir.read_text(encoding="utf-8").strip()
-            if not pointer.startswith("gitdir:"):
-                return None
-            git_dir = (checkout / pointer.removeprefix("gitdir:").strip()).resolve()
-        head = (git_dir / "HEAD").read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
+    if git_dir.is_file():  # a worktree or submodule: `gitdir: <path>`
+        pointer = _small_text(git_dir)
+        if pointer is None or not pointer.startswith("gitdir:"):
+            return None
+        git_dir = (checkout / pointer.removeprefix("gitdir:").strip()).resolve()
+    head = _small_text(git_dir / "HEAD")
+    if head is None:
         return None
     if FULL_SHA.fullmatch(head):
         return head
-    if not head.startswith("ref: "):
+    ref = head.removeprefix("ref: ").strip() if head.startswith("ref: ") else ""
+    if not ref.startswith("refs/") or ".." in ref.split("/"):
         return None
-    ref = head.removeprefix("ref: ").strip()
-    try:
-        loose = (git_dir / ref).read_text(encoding="utf-8").strip()
-        if FULL_SHA.fullmatch(loose):
+    common = _small_text(git_dir / "commondir")
+    for folder in (git_dir, *(((git_dir / common).resolve(),) if common else ())):
+        loose = _small_text(folder / ref)
+        if loose is not None and FULL_SHA.fullmatch(loose):
             return loose
-    except (OSError, UnicodeDecodeError):
-        pass
-    try:
-        for line in (git_dir / "packed-refs").read_text(encoding="utf-8").splitlines():
+        for line in (_small_text(folder / "packed-refs") or "").splitlines():
             sha, _, name = line.partition(" ")
             if name == ref and FULL_SHA.fullmatch(sha):
                 return sha
-    except (OSError, UnicodeDecodeError):
-        pass
     return None
+
+
+def _small_text(path: Path) -> str | None:
+    from envbuild.core.safeio import MIB, read_regular_file
+
+    try:
+        return read_regular_file(path, 16 * MIB).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def commit_key(name: str) -> str:
