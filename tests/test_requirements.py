@@ -156,7 +156,9 @@ def test_comfyui_and_was_conflict_on_transformers() -> None:
         "transformers>=4.50.3 from tests/fixtures/comfyui/requirements.txt:9 (ComfyUI)",
         f"transformers==4.26.1 from tests/fixtures/nodes/{WAS}/requirements.txt:17 (node {WAS})",
     )
-    assert error.hint == f"relax one of them, or leave the node out with --exclude-node {WAS}"
+    assert error.hint == (f"relax one of them, or leave the node out of the lock with `envbuild lock --exclude-node "
+                          f'{WAS}` (or [nodes] exclude = ["{WAS}"] in envbuild.toml); ComfyUI still loads its folder: '
+                          "disable it (rename it to NAME.disabled) or remove it")
 
 
 def test_comfyui_numpy_and_gguf_cap_merge() -> None:
@@ -504,7 +506,9 @@ def test_torch_pin_against_profile_names_both_sources() -> None:
         "torch>=2.6.0 from profiles/cu126.toml:4 (profile cu126)",
         "torch==2.1.0 from custom_nodes/OldNode/requirements.txt:2 (node OldNode)",
     )
-    hint = "relax one of them, or leave the node out with --exclude-node OldNode"
+    hint = ("relax one of them, or leave the node out of the lock with `envbuild lock --exclude-node OldNode` (or "
+        '[nodes] exclude = ["OldNode"] in envbuild.toml); ComfyUI still loads its folder: disable it (rename it to '
+        "NAME.disabled) or remove it")
     assert caught.value.hint == hint
     assert "conflicting requirements for torch" in str(caught.value)
 

@@ -6,6 +6,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+if TYPE_CHECKING:
+    from envbuild.deploy.deployment import Deployment
+
 from envbuild.cli.options import build_deployment
 from envbuild.cli.output import say
 
@@ -70,7 +73,11 @@ def fetch(ctx: click.Context, force: bool, jobs: int) -> None:
             say(ctx, f"node {node.name}: {where} already at {node.commit[:12]}"
                      + (f" (it {node.problem})" if node.problem else ""))
     if any(r.action != "unchanged" for r in results) or any(n.action in ("cloned", "updated") for n in nodes):
-        say(ctx, "run `envbuild lock` so the lock records these commits")
+        stale = _stale_locks(deployment)
+        if stale:
+            say(ctx, f"run `envbuild lock` so the lock records these commits ({', '.join(stale)} not current)")
+        else:  # a second machine fetching what the committed locks were made from: nothing to lock
+            say(ctx, "the committed locks were made from these commits: `envbuild sync` installs one")
     if problems:
         raise GitError(f"{len(problems)} of {len(nodes)} custom node(s) not at their pin:\n  "
                         + "\n  ".join(problems),
@@ -87,3 +94,15 @@ def _record_archive_hashes(ctx: click.Context, config: Config, nodes: list[NodeF
         if pin.from_registry and not pin.sha256 and fetched.get(pin.name) and config.source is not None:
             for line in write_pin(config.source, pin.name, pin._replace(sha256=fetched[pin.name])):
                 say(ctx, line + " (the archive's hash, enforced from now on: commit it)")
+
+
+def _stale_locks(deployment: Deployment) -> list[str]:
+    """The listed profiles whose committed lock is not current now that the checkouts moved."""
+    from envbuild.deploy.selection import profiles_to_lock
+    from envbuild.lock.trust import CURRENT, UNHASHED, assess
+
+    if not deployment.config.profiles:
+        return ["the lock"]  # no profiles listed: which lock the user means is theirs to say
+    return [profile.name for profile in profiles_to_lock(deployment)
+            if assess(deployment, profile).state not in (CURRENT, UNHASHED)]
+

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from envbuild.core.errors import ConfigError, RequirementFileError
+from envbuild.pkgs.requirements import exclude_node_hint
 from envbuild.settings.config import Config
 from envbuild.torch.family import guard_torch_family, settle_clobbering
 from envbuild.torch.profile import TorchProfile
@@ -170,7 +171,7 @@ def _node_requirement_file(node: Path, config: Config) -> InputFile | None:
             raise RequirementFileError(
                 config.display(candidate), None, "is a symbolic link to nothing (its target is missing, "
                 "or the link loops), so this node's requirements cannot be read",
-                hint=f"fix or remove the link, or leave the node out with --exclude-node {node.name}",
+                hint=f"fix or remove the link, or {exclude_node_hint(node.name)}",
             )
     if reqs.exists():  # a directory in its place is an error naming the node, not a silent skip
         return InputFile(reqs, f"node {node.name}", lenient=True)
@@ -179,7 +180,7 @@ def _node_requirement_file(node: Path, config: Config) -> InputFile | None:
     if pyproject.exists():
         raise RequirementFileError(config.display(pyproject), None, "is not a file, so this node's "
                                    "dependencies cannot be read",
-                                   hint=f"fix it, or leave the node out with --exclude-node {node.name}")
+                                   hint=f"fix it, or {exclude_node_hint(node.name)}")
     return None
 
 

@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from envbuild.core.errors import ConflictError
-from envbuild.pkgs.requirements import NODE_SOURCE_PREFIX, SourcedRequirement
+from envbuild.pkgs.requirements import NODE_SOURCE_PREFIX, SourcedRequirement, exclude_node_hint
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,7 @@ def _conflict(name: str, culprits: list[SourcedRequirement],
     nodes = sorted({m.origin.source.removeprefix(NODE_SOURCE_PREFIX) for m in culprits
                     if m.origin.source.startswith(NODE_SOURCE_PREFIX)})
     if nodes:
-        excludes = " or ".join(f"--exclude-node {node}" for node in nodes)
-        advice += f", or leave the node out with {excludes}"
+        advice += f", or {exclude_node_hint(*nodes)}"
     return ConflictError(name, details, hint=advice)
 
 

@@ -133,10 +133,19 @@ def parse_requirements_text(
     return reader.result()
 
 
+def exclude_node_hint(*nodes: str) -> str:
+    """The one way to say "leave the node out", whichever command found the problem: only the lock has
+    --exclude-node (or [nodes] exclude), and ComfyUI still loads an excluded node's folder."""
+    flags = " ".join(f"--exclude-node {node}" for node in nodes)
+    listed = ", ".join(f'"{node}"' for node in nodes)
+    return (f"leave the node out of the lock with `envbuild lock {flags}` (or [nodes] exclude = [{listed}] in "
+            "envbuild.toml); ComfyUI still loads its folder: disable it (rename it to NAME.disabled) or remove it")
+
+
 def _with_node_hint(exc: RequirementFileError, source: str) -> RequirementFileError:
     """A custom node's unreadable file or broken include stops the lock: name the way around it."""
     if source.startswith(NODE_SOURCE_PREFIX) and exc.hint is None:
-        exc.hint = f"fix the file, or leave the node out with --exclude-node {source.removeprefix(NODE_SOURCE_PREFIX)}"
+        exc.hint = f"fix the file, or {exclude_node_hint(source.removeprefix(NODE_SOURCE_PREFIX))}"
     return exc
 
 

@@ -86,7 +86,9 @@ def _way_out(known: Companion, profile: TorchProfile, node: str | None) -> str:
                     f'of your own: `[companions] {known.name} = {{ version = ">=...", index = "<URL>" }}` '
                     '(`format = "flat"` for a page of wheel links)')
     if node:
-        ways.append(f"leave the node out with --exclude-node {node}")
+        from envbuild.pkgs.requirements import exclude_node_hint
+
+        ways.append(exclude_node_hint(node))
     return "; or ".join(ways)
 
 
