@@ -49,6 +49,10 @@ def update(deployment: Deployment, profile: TorchProfile, venv: Path, *, refs: M
         raise UsageError("`envbuild update` needs venv generations, which are POSIX only",
                          hint="on Windows: `envbuild lock --upgrade`, then `envbuild sync --check`")
     venv = venv.absolute()
+    if "manager" in refs:  # before any git or uv work, as for [manager] ref in envbuild.toml
+        from envbuild.settings.config import refuse_pip_manager_ref
+
+        refuse_pip_manager_ref(refs["manager"], "--manager-ref")
     try:
         with _moved_checkouts(deployment, refs, stream, progress) as moved:
             return _update_locked(deployment, profile, venv, refs, moved, upgrade, upgrade_packages, check, dry_run,

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from envbuild.comfy.inputs import ManagerRoute, manager_route
 from envbuild.core.errors import ConfigError, UsageError
 from envbuild.core.fsio import atomic_write, replace_dir, staging_dir
 from envbuild.deploy.deployment import Deployment
@@ -127,10 +128,13 @@ def write_context(deployment: Deployment, profile: TorchProfile, output: Path, *
                                   hint="set [comfyui] path in envbuild.toml, or pass --comfyui PATH")
             copy_tree(config.comfyui, stage / "comfyui", skip=_COMFYUI_DATA)
         (stage / "comfyui").mkdir(exist_ok=True)
-        nodes = _copy_nodes(deployment, stage / "nodes", skip_manager=any(p.name == "manager" for p in pins))
+        route = manager_route(config)
+        nodes = _copy_nodes(deployment, stage / "nodes", route,
+                            skip_manager=any(p.name == "manager" for p in pins))
         for name in imagefiles.BUILD_FILES:
             atomic_write(stage / "build" / name, imagefiles.build_file(name))
-        atomic_write(stage / "envbuild" / "entrypoint.sh", imagefiles.entrypoint(port))
+        entry = imagefiles.entrypoint(port, enable_manager=route.enable_flag)
+        atomic_write(stage / "envbuild" / "entrypoint.sh", entry)
         atomic_write(stage / "envbuild" / "extra_model_paths.yaml", imagefiles.EXTRA_PATHS)
         os.chmod(stage / "build" / "install.sh", 0o755)
         os.chmod(stage / "envbuild" / "entrypoint.sh", 0o755)
@@ -201,15 +205,16 @@ def _refuse_foreign_folder(deployment: Deployment, output: Path) -> None:
                          "-o replaces its folder whole", hint="pass -o with a new or empty folder")
 
 
-def _copy_nodes(deployment: Deployment, target: Path, *, skip_manager: bool) -> list[str]:
-    """Every custom node the lock was made from (disabled and excluded ones left out), and the Manager."""
-    from envbuild.comfy.inputs import DISABLED_SUFFIX, MANAGER_DIR_NAMES, find_manager
+def _copy_nodes(deployment: Deployment, target: Path, route: ManagerRoute, *, skip_manager: bool) -> list[str]:
+    """Every custom node the lock was made from (disabled and excluded ones left out), and the Manager
+    when it is a legacy clone (the pip Manager is in the venv; a clone beside it core would block)."""
+    from envbuild.comfy.inputs import CLONE_ROUTE, DISABLED_SUFFIX, MANAGER_DIR_NAMES, PIP_ROUTE, blocked_by_core
 
     config = deployment.config
     excluded = {name.lower() for name in config.exclude_nodes}
     target.mkdir(parents=True, exist_ok=True)
     copied: list[str] = []
-    manager = find_manager(config)
+    manager = route.path if route.kind == CLONE_ROUTE else None
     for folder in config.custom_node_dirs():
         if not folder.is_dir():
             continue
@@ -217,7 +222,7 @@ def _copy_nodes(deployment: Deployment, target: Path, *, skip_manager: bool) -> 
             name = node.name
             if name.startswith((".", "__")) or name.endswith(DISABLED_SUFFIX) or name.lower() in excluded:
                 continue
-            if name.lower() in MANAGER_DIR_NAMES:
+            if name.lower() in MANAGER_DIR_NAMES or route.kind == PIP_ROUTE and blocked_by_core(name):
                 continue  # the Manager is copied once, below, wherever [manager] path puts it
             if (target / name).exists() or node.is_symlink() and not node.exists():
                 continue
