@@ -361,8 +361,9 @@ def test_a_server_listen_without_personal_cloud_warns_in_setup_status_and_doctor
     assert "ComfyUI-Manager: pip package comfyui_manager==4.2.2 from ComfyUI/manager_requirements.txt:1" \
         in result.stdout
     assert "warning: [comfyui] listen = '0.0.0.0' is not one loopback address: Manager 4 then refuses" in result.stderr
-    assert "warning: data/custom_nodes/comfyui-manager is a ComfyUI-Manager clone: with --enable-manager ComfyUI " \
-           "blocks it by policy" in result.stderr
+    assert "warning: data/custom_nodes/comfyui-manager is a ComfyUI-Manager clone, not used: with --enable-manager " \
+           "ComfyUI runs the pip Manager and blocks any custom_nodes entry named *comfyui-manager* by policy" \
+           in result.stderr
     doctor = run_cli(["doctor", "--profile", "cu126", "--no-import", "--no-probe", "--json"], env=uv_env,
                      cwd=site.root)
     check = next(c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "ComfyUI-Manager")
@@ -397,3 +398,28 @@ def test_init_says_which_manager_the_deployment_runs(tmp_path: Path, uv_env: dic
     assert "# found: pip package comfyui_manager==4.2.2 from ComfyUI/manager_requirements.txt:1" in written
     assert '# network_mode = "personal_cloud"' in written
     assert load_config(root).manager_ini == {}  # everything offered is commented out
+
+
+def test_a_bad_setting_written_as_a_dotted_key_or_inline_table(tmp_path: Path) -> None:
+    site = make_deployment(tmp_path / "site", manager=None)
+    config = site.root / "envbuild.toml"
+    config.write_text('manager.network_mode = "lan"\n' + config.read_text())
+    with pytest.raises(ConfigError, match=r"envbuild\.toml:1: `manager\.network_mode = 'lan'`"):
+        load_config(site.root)
+    config.write_text('manager = { network_mode = "lan" }\n' + config.read_text().split("\n", 1)[1])
+    with pytest.raises(ConfigError) as caught:
+        load_config(site.root)
+    assert str(caught.value).startswith(f"{config}: `manager.network_mode = 'lan'`")  # no line to name: the file
+
+
+def test_the_pip_manager_reads_user_manager_config_whatever_else_is_there(tmp_path: Path) -> None:
+    """No folder_paths.py to look at (a deployment holding only requirement files) and an old
+    default/ComfyUI-Manager/config.ini: the pip Manager still reads <user>/__manager (it migrates nothing)."""
+    site = pip_site(tmp_path / "site")
+    (site.comfyui / "folder_paths.py").unlink()
+    old = site.root / "data/user/default/ComfyUI-Manager/config.ini"
+    old.parent.mkdir(parents=True)
+    old.write_text("[default]\nuse_uv = False\n")
+    layout = locate(load_config(site.root))
+    assert (layout.config_path, layout.version, layout.warnings) == (
+        site.root / "data/user/__manager/config.ini", "4.2.2", ())

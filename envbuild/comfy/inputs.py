@@ -1,5 +1,9 @@
 """What goes into a profile's lock: ComfyUI, its Manager, custom nodes, extras and the profile.
 
+The Manager is one of two routes (`manager_route`): the pip package of the checkout's
+manager_requirements.txt (ComfyUI v0.4.0+, started with --enable-manager) or a legacy clone in
+custom_nodes; the pip route wins, and a clone beside it is left out, as ComfyUI blocks it.
+
 Each input keeps its provenance (file, line, who asked) so that a conflict or a torch pin
 names the node responsible, and `merge --explain` can say why a package is there.
 """

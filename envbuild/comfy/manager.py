@@ -133,9 +133,10 @@ def route_warnings(config: Config, route: ManagerRoute, values: Mapping[str, str
     """What this deployment's Manager will not do as its owner likely expects. `values`: config.ini as read."""
     found: list[str] = []
     if route.kind == PIP_ROUTE:
-        found += [f"{config.display(clone)} is a ComfyUI-Manager clone: with --enable-manager ComfyUI blocks it by "
-                  "policy (\"Blocked by policy\" in its log) and runs the pip Manager instead, so it is not locked; "
-                  "remove it, or set [manager] pip = false to keep the legacy clone" for clone in route.blocked]
+        found += [f"{config.display(clone)} is a ComfyUI-Manager clone, not used: with --enable-manager ComfyUI "
+                  "runs the pip Manager and blocks any custom_nodes entry named *comfyui-manager* by policy "
+                  "(\"Blocked by policy\" in its log), so it is not locked; remove it, or set [manager] pip = false "
+                  "to keep the legacy clone" for clone in route.blocked]
         mode = config.manager_ini.get("network_mode") or (values or {}).get("network_mode", "")
         if not is_loopback(config.listen) and mode.strip().lower() != "personal_cloud":
             found.append(f"[comfyui] listen = {config.listen!r} is not one loopback address: Manager 4 then refuses "
@@ -163,9 +164,12 @@ def locate(config: Config, user_directory: Path | None = None) -> ManagerLayout:
                                "([manager] git/ref and `envbuild fetch`)")
     if route.kind == PIP_ROUTE:
         version = pip_pin(config, route).version
+        # Always <user>/__manager: its prestartup asks core's get_system_user_directory("manager") with no
+        # fallback and moves no older file (4.2.2 common/context.py), and a ComfyUI with manager_requirements.txt
+        # (v0.3.78+) has that API (v0.3.76+).
         reason = f"{config.display(route.path)}: the pip Manager v4 (comfyui_manager/common/context.py)"
-        layout = _system_user_layout(config, route.path, version, reason, user_dir(config, user_directory))
-        return dataclasses.replace(layout, route=route)
+        path = user_dir(config, user_directory) / "__manager" / "config.ini"
+        return ManagerLayout(route.path, version, SYSTEM_USER, path, reason, route=route)
     return dataclasses.replace(_clone_layout(config, route.path, user_directory), route=route)
 
 

@@ -166,7 +166,7 @@ def _read_config(path: Path) -> Config:
     if manager_git is not None:
         for key in ("ref", "git"):
             refuse_pip_manager_ref(manager_git.url if key == "git" else manager_git.ref,
-                                   f"{path}:{_line_of(path, 'manager', key) or '?'}", key)
+                                   _at(path, "manager", key), key)
     comfyui_path = rel(comfy["path"], "comfyui.path") if "path" in comfy else None
     if comfyui_path is None and comfyui_git is not None:
         comfyui_path = project_dir / "ComfyUI"  # where `envbuild fetch` clones it
@@ -293,7 +293,7 @@ def _manager_ini(table: Mapping[str, Any], path: Path) -> Mapping[str, str]:
         if key in table:
             value = table[key]
             if not isinstance(value, str) or value not in choices:
-                where = f"{path}:{_line_of(path, 'manager', key) or '?'}"
+                where = _at(path, "manager", key)
                 hint = " (spelled `normal-`, as the Manager reads it)" if value == "normal-minus" else ""
                 raise ConfigError(where, f"`manager.{key} = {value!r}` is not one of: {', '.join(choices)}{hint}",
                                   hint=f'e.g. {key} = "{choices[-1] if key == "network_mode" else "normal"}"')
@@ -301,7 +301,7 @@ def _manager_ini(table: Mapping[str, Any], path: Path) -> Mapping[str, str]:
     for key in MANAGER_FLAGS:
         if key in table:
             if not isinstance(table[key], bool):
-                where = f"{path}:{_line_of(path, 'manager', key) or '?'}"
+                where = _at(path, "manager", key)
                 raise ConfigError(where, f"`manager.{key}` must be true or false, not {table[key]!r}")
             values[key] = "True" if table[key] else "False"  # the Manager reads `value.lower() == 'true'`
     return MappingProxyType(values)
@@ -332,6 +332,12 @@ def refuse_pip_manager_ref(value: str, where: str, key: str = "ref") -> None:
 
 
 _TABLE_HEADER = re.compile(r"\s*\[\s*(?P<name>[A-Za-z0-9_.-]+)\s*\]\s*(#.*)?$")
+
+
+def _at(path: Path, section: str, key: str) -> str:
+    """`envbuild.toml:LINE` for a message (the file alone when the key is written some other way)."""
+    line = _line_of(path, section, key)
+    return f"{path}:{line}" if line else str(path)
 
 
 def _line_of(path: Path, section: str, key: str) -> int | None:
