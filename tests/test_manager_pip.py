@@ -423,3 +423,15 @@ def test_the_pip_manager_reads_user_manager_config_whatever_else_is_there(tmp_pa
     layout = locate(load_config(site.root))
     assert (layout.config_path, layout.version, layout.warnings) == (
         site.root / "data/user/__manager/config.ini", "4.2.2", ())
+
+
+def test_status_says_none_when_the_deployment_runs_no_manager(tmp_path: Path, uv_env: dict[str, str]) -> None:
+    site = pip_site(tmp_path / "site")
+    with_manager(site, "enabled = false\n")
+    status = run_cli(["manager", "status"], env=uv_env, cwd=site.root)
+    assert (status.returncode, status.stdout) == (0, "ComfyUI-Manager: none ([manager] enabled = false)\n"), status
+    bare = make_deployment(tmp_path / "bare", manager=None)
+    status = run_cli(["manager", "status"], env=uv_env, cwd=bare.root)
+    assert status.stdout == ("ComfyUI-Manager: none (no manager_requirements.txt in the ComfyUI checkout and no "
+                             "ComfyUI-Manager clone in custom_nodes)\n"), status
+    assert run_cli(["manager", "setup"], env=uv_env, cwd=bare.root).returncode == 2  # nothing to set up: an error

@@ -80,9 +80,22 @@ def setup(ctx: click.Context, /, user_directory: Path | None, **flags: Any) -> N
 @click.pass_context
 def status(ctx: click.Context, /, user_directory: Path | None, **flags: Any) -> None:
     """Show which Manager this deployment runs, its config.ini and whether it is set up."""
-    from envbuild.comfy.manager import current_values, locate, lock_gaps, needs_setup, route_warnings, wanted
+    from envbuild.comfy.inputs import NO_ROUTE, manager_route
+    from envbuild.comfy.manager import (
+        current_values,
+        describe_route,
+        locate,
+        lock_gaps,
+        needs_setup,
+        route_warnings,
+        wanted,
+    )
 
     config = build_deployment(ctx, flags).config
+    route = manager_route(config)
+    if route.kind == NO_ROUTE:  # a report, not an error: this deployment runs no Manager
+        show(f"ComfyUI-Manager: {describe_route(config, route)}")
+        return
     layout = locate(config, _absolute(user_directory))
     _describe(show, config, layout)
     values = current_values(layout)
