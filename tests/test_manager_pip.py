@@ -13,6 +13,7 @@ import configparser
 import json
 import os
 import stat
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -195,6 +196,29 @@ def test_image_entrypoint_enables_the_pip_manager_and_leaves_the_blocked_clone_o
         (site.root / "ctx/envbuild/entrypoint.sh").read_text()
     assert sorted(p.name for p in (site.root / "ctx/nodes").iterdir()) == ["comfy-foo"]
     assert (site.root / "ctx/comfyui/manager_requirements.txt").read_text() == PIN
+    assert "warning: the image listens on 0.0.0.0: Manager 4 then refuses to install nodes" in result.stderr
+    assert (site.root / "ctx/envbuild/manager-config.ini").read_text() == (
+        "[default]\nuse_uv = True\nuse_unified_resolver = False\nfile_logging = True\n")
+    with_manager(site, 'network_mode = "personal_cloud"\n')
+    again = run_cli(["image", "--profile", "cu126", "-o", "ctx"], env=uv_env, cwd=site.root)
+    assert again.returncode == 0 and "warning" not in again.stderr, again
+    assert "network_mode = personal_cloud\n" in (site.root / "ctx/envbuild/manager-config.ini").read_text()
+
+
+def test_the_image_puts_the_managers_config_on_an_empty_volume_only(tmp_path: Path) -> None:
+    """The entrypoint's first lines, run with /data and /opt/envbuild moved under tmp_path."""
+    script = entrypoint(8188, enable_manager=True)
+    seed = script.split("cd /opt/comfyui\n", 1)[1].split("exec ", 1)[0]
+    seed = seed.replace("/data", str(tmp_path / "data")).replace("/opt/envbuild", str(tmp_path / "opt"))
+    (tmp_path / "opt").mkdir()
+    (tmp_path / "opt/manager-config.ini").write_text("[default]\nnetwork_mode = personal_cloud\n")
+    subprocess.run(["sh", "-euc", seed], check=True)
+    written = tmp_path / "data/user/__manager/config.ini"
+    assert written.read_text() == "[default]\nnetwork_mode = personal_cloud\n"
+    written.write_text("[default]\n; the owner's\n")
+    subprocess.run(["sh", "-euc", seed], check=True)
+    assert written.read_text() == "[default]\n; the owner's\n"  # an existing file is never replaced
+    assert "__manager" not in entrypoint(8188)
 
 
 # --- a v4 ref or git is refused before any work -----------------------------------------------------

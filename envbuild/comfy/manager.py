@@ -269,14 +269,18 @@ def wanted(config: Config) -> dict[str, str]:
     return {**WANTED, **config.manager_ini}
 
 
+def created_text(config: Config) -> str:
+    """A config.ini where there is none (`manager setup`, and the image's first start on an empty volume)."""
+    return f"[{SECTION}]\n" + "".join(f"{k} = {v}\n" for k, v in {**wanted(config), **CREATED_DEFAULTS}.items())
+
+
 def setup(config: Config, user_directory: Path | None = None) -> SetupResult:
     """Set the keys of `wanted`; idempotent: a file that already says so is not rewritten."""
     layout = locate(config, user_directory)
     keys = wanted(config)
     path = layout.config_path
     if not path.exists():
-        text = f"[{SECTION}]\n" + "".join(f"{k} = {v}\n" for k, v in {**keys, **CREATED_DEFAULTS}.items())
-        atomic_write(path, text)
+        atomic_write(path, created_text(config))
         changes: tuple[Change, ...] = tuple(Change(k, None, v) for k, v in keys.items())
         return SetupResult(layout, changes, True, tuple(_warnings(config, layout, keys)))
     text = _read(path)

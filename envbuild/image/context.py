@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from envbuild.comfy.inputs import ManagerRoute, manager_route
+from envbuild.comfy.manager import created_text
 from envbuild.core.errors import ConfigError, UsageError
 from envbuild.core.fsio import atomic_write, replace_dir, staging_dir
 from envbuild.deploy.deployment import Deployment
 from envbuild.image import files as imagefiles
 from envbuild.pkgs.uvlock import LockFile, parse_uv_lock
+from envbuild.settings.config import Config
 from envbuild.torch.profile import TRITON_NAMES, TorchProfile
 from envbuild.uv.guard import CONSTRAINTS_NAME, find_links, locked_family
 
@@ -54,6 +56,7 @@ class ImageContext:
     nodes: tuple[str, ...]
     git: tuple[GitPin, ...]
     port: int
+    warnings: tuple[str, ...] = ()
 
 
 def default_base(requires_python: str | None) -> str:
@@ -135,6 +138,8 @@ def write_context(deployment: Deployment, profile: TorchProfile, output: Path, *
             atomic_write(stage / "build" / name, imagefiles.build_file(name))
         entry = imagefiles.entrypoint(port, enable_manager=route.enable_flag)
         atomic_write(stage / "envbuild" / "entrypoint.sh", entry)
+        if route.enable_flag:
+            atomic_write(stage / "envbuild" / Path(imagefiles.MANAGER_CONFIG).name, created_text(config))
         atomic_write(stage / "envbuild" / "extra_model_paths.yaml", imagefiles.EXTRA_PATHS)
         os.chmod(stage / "build" / "install.sh", 0o755)
         os.chmod(stage / "envbuild" / "entrypoint.sh", 0o755)
@@ -142,7 +147,17 @@ def write_context(deployment: Deployment, profile: TorchProfile, output: Path, *
             profile=profile.name, base_image=base_image, uv_version=uv_version, torch_layer=layer,
             port=port, guard=guard, pins=[(p.name, p.url, p.commit) for p in pins]))
         replace_dir(stage, output)
-    return ImageContext(profile.name, output, base_image, layer, tuple(nodes), tuple(pins), port)
+    return ImageContext(profile.name, output, base_image, layer, tuple(nodes), tuple(pins), port,
+                        tuple(_manager_warnings(config, route)))
+
+
+def _manager_warnings(config: Config, route: ManagerRoute) -> list[str]:
+    """The image listens on 0.0.0.0, where Manager 4 installs nodes only with network_mode = personal_cloud."""
+    if not route.enable_flag or config.manager_ini.get("network_mode") == "personal_cloud":
+        return []
+    return ["the image listens on 0.0.0.0: Manager 4 then refuses to install nodes (Manager issues #2496, #2761) "
+            "unless network_mode = personal_cloud; set [manager] network_mode = \"personal_cloud\" in envbuild.toml "
+            f"(written into the config.ini the image puts on an empty {imagefiles.DATA} volume)"]
 
 
 def filter_pylock(text: str, keep: set[str]) -> str:
