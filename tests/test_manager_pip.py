@@ -21,7 +21,7 @@ import pytest
 
 from envbuild.comfy.inputs import CLONE_ROUTE, NO_ROUTE, PIP_ROUTE, collect_inputs, manager_route
 from envbuild.comfy.manager import describe_route, edit_ini, locate, setup
-from envbuild.core.errors import ConfigError
+from envbuild.core.errors import ConfigError, RequirementFileError
 from envbuild.deploy.deployment import load_deployment
 from envbuild.env.check import run_check
 from envbuild.env.run import comfy_args
@@ -100,6 +100,7 @@ def test_inputs_read_manager_requirements_strictly_and_skip_the_blocked_clone(tm
     ("comfyui_manager==4.2.2\nnot a requirement!\n", "ComfyUI/manager_requirements.txt:2"),
     ("-r ../../secrets.txt\n", "ComfyUI/manager_requirements.txt:1"),  # outside the checkout: refused
     ("# the Manager\n", "does not ask for comfyui_manager"),
+    (PIN + "#" * (1 << 20), "regular files of at most 1 MiB"),  # the size limit of ComfyUI's own file
 ])
 def test_a_bad_manager_requirements_file_is_refused_with_its_line(
     tmp_path: Path, uv_env: dict[str, str], text: str, message: str
@@ -459,3 +460,13 @@ def test_status_says_none_when_the_deployment_runs_no_manager(tmp_path: Path, uv
     assert status.stdout == ("ComfyUI-Manager: none (no manager_requirements.txt in the ComfyUI checkout and no "
                              "ComfyUI-Manager clone in custom_nodes)\n"), status
     assert run_cli(["manager", "setup"], env=uv_env, cwd=bare.root).returncode == 2  # nothing to set up: an error
+
+
+def test_a_manager_requirements_link_to_nothing_is_an_error_not_no_manager(tmp_path: Path) -> None:
+    site = pip_site(tmp_path / "site")
+    (site.comfyui / "manager_requirements.txt").unlink()
+    (site.comfyui / "manager_requirements.txt").symlink_to(tmp_path / "gone.txt")
+    with pytest.raises(RequirementFileError, match="ComfyUI/manager_requirements.txt: is a symbolic link to nothing"):
+        collect_inputs(load_config(site.root))
+    with_manager(site, "pip = false\n")  # the way out it names
+    assert manager_route(load_config(site.root)).kind == NO_ROUTE
