@@ -134,3 +134,20 @@ def opencv_pypi(index_server: Catalogue, tmp_path: Path) -> Catalogue:
     index_server.pypi.add(build_wheel(out, "cvtool", "1.0", requires_dist=("opencv-python>=4.5",)))
     index_server.pypi.add(build_wheel(out, "headtool", "1.0", requires_dist=("opencv-python-headless>=4.5",)))
     return index_server
+
+
+# The pip Manager as ComfyUI v0.4.0+ pins it in manager_requirements.txt. Requires-Dist cut down from the
+# real 4.2.2/4.3 wheels (research/comfy.md section 2: GitPython, PyGithub, transformers, ..., uv, chardet;
+# 4.3 adds packaging and nh3) to what the loopback PyPI holds: uv and pyyaml.
+MANAGER_VERSIONS = ("4.2.2", "4.3")
+
+
+@pytest.fixture
+def manager_pypi(index_server: Catalogue, tmp_path: Path) -> Catalogue:
+    """`comfyui_manager` 4.2.2 and 4.3 on the loopback PyPI (reset after the test)."""
+    from tests.support.wheels import build_wheel
+
+    for version in MANAGER_VERSIONS:
+        index_server.pypi.add(build_wheel(tmp_path / "manager-wheels", "comfyui_manager", version,
+                                          requires_dist=("uv", "pyyaml")))
+    return index_server

@@ -74,6 +74,25 @@ CONFIG = """\
     """
 
 
+# Current ComfyUI (v0.4.0+): the Manager is the pip package of its manager_requirements.txt (README first).
+CONFIG_PIP = """\
+    [comfyui]
+    git = "upstream/ComfyUI"
+    ref = "v0.33.0"
+    path = "ComfyUI"
+    base-directory = "data"
+    listen = "0.0.0.0"
+    port = 8188
+
+    [manager]
+    network_mode = "personal_cloud"
+    security_level = "normal"
+
+    [lock]
+    profiles = ["cu126"]
+    """
+
+
 # The README's commands: one machine makes the deployment, another restores it (`git` = commit / clone).
 WORKFLOW = ["fetch", "node add", "lock", "git", "fetch", "sync", "manager setup", "run"]
 
@@ -97,16 +116,25 @@ def comfy_output(result: object) -> dict[str, object]:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def test_from_zero_to_comfyui(tmp_path: Path, uv_env: dict[str, str], node_index: Catalogue) -> None:  # noqa: F811
+@pytest.mark.parametrize("route", ["pip", "clone"])
+def test_from_zero_to_comfyui(tmp_path: Path, uv_env: dict[str, str], node_index: Catalogue,  # noqa: F811
+                              route: str, request: pytest.FixtureRequest) -> None:
+    """Both README variants: current ComfyUI with its pip Manager, and the legacy Manager clone."""
     made, site = tmp_path / "made-here", tmp_path / "another-machine"
     upstream = tmp_path / "upstream"
-    make_repo(upstream / "ComfyUI", COMFY_FILES, tag="v0.3.60")
-    make_repo(upstream / "ComfyUI-Manager", MANAGER_FILES, tag="3.41")
+    pip = route == "pip"
+    if pip:
+        request.getfixturevalue("manager_pypi")  # comfyui_manager 4.2.2 on the loopback PyPI
+        make_repo(upstream / "ComfyUI", {**COMFY_FILES, "manager_requirements.txt": "comfyui_manager==4.2.2\n"},
+                  tag="v0.33.0")
+    else:
+        make_repo(upstream / "ComfyUI", COMFY_FILES, tag="v0.3.60")
+        make_repo(upstream / "ComfyUI-Manager", MANAGER_FILES, tag="3.41")
     node_commit = make_repo(upstream / "ComfyUI-KJNodes", {"__init__.py": "", "requirements.txt": "einops\n"},
                             tag="1.1.7")
     made.mkdir()
-    (made / "envbuild.toml").write_text(textwrap.dedent(CONFIG).replace('"upstream/', f'"{upstream}/'),
-                                        encoding="utf-8")
+    (made / "envbuild.toml").write_text(textwrap.dedent(CONFIG_PIP if pip else CONFIG).replace(
+        '"upstream/', f'"{upstream}/'), encoding="utf-8")
     env = {**uv_env, **GIT_ENV}
 
     def envbuild(*args: str, where: Path = site) -> object:
@@ -117,12 +145,13 @@ def test_from_zero_to_comfyui(tmp_path: Path, uv_env: dict[str, str], node_index
     # The README's commands, in its order (test_readme_lists_exactly_the_workflow checks the README).
     assert WORKFLOW[:3] == ["fetch", "node add", "lock"]
     envbuild("fetch", where=made)
-    assert (made / "data" / "custom_nodes" / "comfyui-manager" / "requirements.txt").is_file()
+    assert (made / "data" / "custom_nodes" / "comfyui-manager" / "requirements.txt").is_file() is not pip
     envbuild("node", "add", (upstream / "ComfyUI-KJNodes").as_uri(), "--ref", "1.1.7", where=made)
     envbuild("lock", where=made)
     lock = (made / "locks" / "cu126" / "uv.lock").read_text()
     assert 'name = "pip"' in lock and 'name = "uv"' in lock  # what the Manager shells out to
     assert 'name = "einops"' in lock  # the node's requirement
+    assert ('name = "comfyui-manager"' in lock) is pip  # the pip Manager, locked with ComfyUI
     git(made, "init", "-q", "-b", "main")
     git(made, "add", "envbuild.toml", "locks")
     git(made, "commit", "-q", "-m", "ComfyUI deployment")
@@ -139,6 +168,9 @@ def test_from_zero_to_comfyui(tmp_path: Path, uv_env: dict[str, str], node_index
     config_ini = site / "data" / "user" / "__manager" / "config.ini"
     assert "data/user/__manager/config.ini: created with use_uv = True" in setup.stdout  # type: ignore[attr-defined]
     assert "use_uv = True\nuse_unified_resolver = False\n" in config_ini.read_text()
+    if pip:  # declared in [manager]; with them, listen = "0.0.0.0" draws no warning
+        assert "network_mode = personal_cloud\nsecurity_level = normal\n" in config_ini.read_text()
+        assert "warning" not in setup.stderr  # type: ignore[attr-defined]
 
     # `envbuild run` (WORKFLOW[7]); in it, ComfyUI-Manager installs a node that wants another torch,
     # with pip and with uv: refused.
@@ -153,7 +185,8 @@ def test_from_zero_to_comfyui(tmp_path: Path, uv_env: dict[str, str], node_index
 
     ran = envbuild("run", "--", "--port", "8190")
     out = comfy_output(ran)
-    assert out["argv"] == ["--base-directory", str(site / "data"), "--listen", "0.0.0.0", "--port", "8188",
+    assert out["argv"] == [*(["--enable-manager"] if pip else []), "--base-directory", str(site / "data"),
+                           "--listen", "0.0.0.0", "--port", "8188",
                            "--port", "8190"]  # ComfyUI's argparse keeps the last --port
     assert out["executable"] == str(venv_python(generation)) and out["VIRTUAL_ENV"] == str(generation)
     assert out["cwd"] == str(site / "ComfyUI") and out["cuda"] == "12.6"

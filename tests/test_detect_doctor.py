@@ -139,7 +139,9 @@ def test_doctor_pass_and_mismatch(deployment: Deployment, uv_env: dict[str, str]
     assert statuses == {
         "uv": "pass", "lock present": "pass", "lock state": "pass", "venv matches lock": "pass",
         "venv generation": "pass", "torch build": "pass", "torch imports": "pass", "machine runs profile": "pass",
-        "ComfyUI check": "skip", "index reachable": "pass"}
+        "ComfyUI check": "skip", "ComfyUI-Manager": "pass", "index reachable": "pass"}
+    manager = next(c["detail"] for c in report["checks"] if c["name"] == "ComfyUI-Manager")
+    assert manager.startswith("legacy clone at data/custom_nodes/comfyui-manager (loaded as a custom node"), manager
     state = next(c["detail"] for c in report["checks"] if c["name"] == "lock state")
     assert state.startswith("current: ") and "only the audit ran" not in state, state
     probed = [c["detail"] for c in report["checks"] if c["name"] == "index reachable"]

@@ -105,6 +105,7 @@ def test_context_holds_the_lock_sources_and_nothing_of_the_machine(
     torch_layer = files["torch/pylock.toml"].decode()
     assert 'name = "torch"' in torch_layer and 'name = "einops"' not in torch_layer
     assert "--base-directory /data" in files["envbuild/entrypoint.sh"].decode()
+    assert "--enable-manager" not in files["envbuild/entrypoint.sh"].decode()  # the legacy clone is a custom node
 
 
 def test_base_flag_and_a_stale_lock(site: Deployment, env: dict[str, str]) -> None:

@@ -198,7 +198,8 @@ def test_cli_setup_then_status(deployment: Deployment, uv_env: dict[str, str]) -
     path.write_text(REAL_LOOKING, encoding="utf-8")
     status = run_cli(["manager", "status"], env=uv_env, cwd=deployment.root)
     assert status.returncode == 0, status
-    assert "ComfyUI-Manager 3.30: data/custom_nodes/ComfyUI-Manager" in status.stdout
+    assert "ComfyUI-Manager: legacy clone 3.30 at data/custom_nodes/ComfyUI-Manager (loaded as a custom node; " \
+           "no --enable-manager)" in status.stdout
     assert "config.ini: data/user/default/ComfyUI-Manager/config.ini (decided by glob/manager_core.py" in status.stdout
     assert "use_uv = False" in status.stdout and "setup needed" in status.stdout
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from envbuild.cli.options import build_deployment, profile_options, profile_to_use
-from envbuild.cli.output import say, show
+from envbuild.cli.output import say, show, warn
 
 if TYPE_CHECKING:
     from envbuild.deploy.deployment import Deployment
@@ -57,6 +57,8 @@ def image(ctx: click.Context, /, output: Path | None, base: str | None, build: b
     target = (Path.cwd() / output) if output else deployment.config.project_dir / "build" / f"image-{profile.name}"
     written = write_context(deployment, profile, target.resolve(), base=base, uv_version=str(uv_version),
                             torch_pylock=pylock.text)
+    for warning in written.warnings:
+        warn(warning)
     say(ctx, f"{profile.name}: wrote the build context {deployment.display(written.folder)} (base "
              f"{written.base_image}; torch layer: {len(written.torch_layer)} packages; nodes: "
              f"{', '.join(written.nodes) or 'none'})")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from envbuild.cli.options import build_deployment
-from envbuild.cli.output import say
+from envbuild.cli.output import say, warn
 
 
 @click.command()
@@ -28,7 +28,9 @@ def init(ctx: click.Context, comfyui: Path | None, base_directory: Path | None) 
     say(ctx, f"wrote {found.path}")
     say(ctx, f"  ComfyUI: {found.comfyui}" + (f" (base directory {found.base_directory})" if found.base_directory
                                                 else ""))
-    say(ctx, f"  ComfyUI-Manager: {found.manager or 'not found'}")
+    say(ctx, f"  ComfyUI-Manager: {found.manager_route}")
+    for warning in found.manager_warnings:
+        warn(warning)
     say(ctx, f"  custom nodes: {len(found.nodes)}")
     say(ctx, f"  profile: {found.profile} ({found.why})")
     say(ctx, "next: `envbuild lock`, commit envbuild.toml and locks/, then `envbuild sync` and `envbuild run`")

@@ -1,4 +1,5 @@
-"""`envbuild manager`: set ComfyUI-Manager up to install with uv, and show what envbuild found."""
+"""`envbuild manager`: set ComfyUI-Manager up to install with uv (and as envbuild.toml's [manager] says),
+and show which Manager this deployment runs."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from envbuild.cli.output import say, show, warn
 
 if TYPE_CHECKING:
     from envbuild.comfy.manager import ManagerLayout
+    from envbuild.settings.config import Config
 
 _USER_DIRECTORY = click.option(
     "--user-directory", type=click.Path(file_okay=False, path_type=Path),
@@ -29,7 +31,7 @@ def _where(func: Any) -> Any:
 
 @click.group()
 def manager() -> None:
-    """ComfyUI-Manager: its config.ini, set for uv and for the locked environment."""
+    """ComfyUI-Manager: which one this deployment runs, and its config.ini set for uv and the lock."""
 
 
 @manager.command()
@@ -37,28 +39,32 @@ def manager() -> None:
 @_where
 @click.pass_context
 def setup(ctx: click.Context, /, user_directory: Path | None, **flags: Any) -> None:
-    """Write `use_uv = True` and `use_unified_resolver = False` into the Manager's config.ini.
+    """Write envbuild's keys and [manager]'s security settings into the Manager's config.ini.
 
     \b
     use_uv = True                 the Manager installs node requirements with `python -m uv pip`
     use_unified_resolver = False  otherwise (Manager v4.1+) every start re-resolves all nodes'
                                   requirements with torch unpinned and installs the result
+    network_mode, security_level, allow_git_url_install, allow_pip_install,
+    allow_flagged_nodepack_install: only those [manager] in envbuild.toml sets
 
-    The file is found where this Manager version reads it (its own folder, <user>/default/ComfyUI-Manager
-    or <user>/__manager). Every other setting, comment and line stays as it is; running it again
-    changes nothing.
+    The file is found where this Manager reads it (the pip Manager of ComfyUI's
+    manager_requirements.txt: <user>/__manager; a legacy clone: its own folder,
+    <user>/default/ComfyUI-Manager or <user>/__manager). Every other setting, comment and line stays
+    as it is; running it again changes nothing.
     """
-    from envbuild.comfy.manager import lock_gaps
+    from envbuild.comfy.manager import lock_gaps, wanted
     from envbuild.comfy.manager import setup as setup_manager
 
     config = build_deployment(ctx, flags).config
     result = setup_manager(config, _absolute(user_directory))
-    _describe(lambda line: say(ctx, line), config.display, result.layout)
-    for warning in result.layout.warnings:
+    _describe(lambda line: say(ctx, line), config, result.layout)
+    for warning in (*result.layout.warnings, *result.warnings):
         warn(warning)
     where = config.display(result.layout.config_path)
     if not result.changes:
-        say(ctx, f"{where}: already set (use_uv = True, use_unified_resolver = False); nothing written")
+        said = ", ".join(f"{k} = {v}" for k, v in wanted(config).items())
+        say(ctx, f"{where}: already set ({said}); nothing written")
     for change in result.changes:
         was = "not set" if change.old is None else change.old
         say(ctx, f"{where}: {'created with ' if result.created else ''}{change.key} = {change.new} (was: {was})")
@@ -73,31 +79,53 @@ def setup(ctx: click.Context, /, user_directory: Path | None, **flags: Any) -> N
 @_where
 @click.pass_context
 def status(ctx: click.Context, /, user_directory: Path | None, **flags: Any) -> None:
-    """Show the Manager envbuild found, its config.ini and whether it is set up."""
-    from envbuild.comfy.manager import WANTED, current_values, locate, lock_gaps, needs_setup
+    """Show which Manager this deployment runs, its config.ini and whether it is set up."""
+    from envbuild.comfy.inputs import NO_ROUTE, manager_route
+    from envbuild.comfy.manager import (
+        current_values,
+        describe_route,
+        locate,
+        lock_gaps,
+        needs_setup,
+        route_warnings,
+        wanted,
+    )
 
     config = build_deployment(ctx, flags).config
+    route = manager_route(config)
+    if route.kind == NO_ROUTE:  # a report, not an error: this deployment runs no Manager
+        show(f"ComfyUI-Manager: {describe_route(config, route)}")
+        return
     layout = locate(config, _absolute(user_directory))
-    _describe(show, config.display, layout)
+    _describe(show, config, layout)
+    values = current_values(layout)
     for warning in layout.warnings:
         warn(warning)
-    values = current_values(layout)
+    if layout.route is not None:
+        for warning in route_warnings(config, layout.route, values, layout.version):
+            warn(warning)
     if values is None:
         show("config.ini: does not exist yet")
     else:
-        for key in (*WANTED, "security_level", "network_mode"):
-            show(f"  {key} = {values.get(key, '(not set)')}")
-    missing = needs_setup(layout)
+        for key in dict.fromkeys((*wanted(config), "security_level", "network_mode")):
+            declared = f" (envbuild.toml: {config.manager_ini[key]})" if key in config.manager_ini else ""
+            show(f"  {key} = {values.get(key, '(not set)')}{declared}")
+    missing = needs_setup(layout, config)
     show("setup needed: run `envbuild manager setup` (" + ", ".join(missing) + ")" if missing
-               else "set up for envbuild: yes")
+         else "set up for envbuild: yes")
     for gap in lock_gaps(config):
         warn(gap)
 
 
-def _describe(echo: Callable[[str], Any], display: Callable[[Path], str], layout: ManagerLayout) -> None:
-    version = f" {layout.version}" if layout.version else ""
-    echo(f"ComfyUI-Manager{version}: {display(layout.manager)}")
-    echo(f"config.ini: {display(layout.config_path)} (decided by {layout.reason})")
+def _describe(echo: Callable[[str], Any], config: Config, layout: ManagerLayout) -> None:
+    from envbuild.comfy.manager import describe_route
+
+    if layout.route is not None:
+        echo(f"ComfyUI-Manager: {describe_route(config, layout.route)}")
+    else:
+        version = f" {layout.version}" if layout.version else ""
+        echo(f"ComfyUI-Manager{version}: {config.display(layout.manager)}")
+    echo(f"config.ini: {config.display(layout.config_path)} (decided by {layout.reason})")
 
 
 def _absolute(path: Path | None) -> Path | None:

@@ -34,7 +34,10 @@ def update(ctx: click.Context, /, venv: Path | None, comfyui_ref: str | None, ma
     from envbuild.cli.check import report_check
     from envbuild.env.update import update as run_update
     from envbuild.pkgs.diff import render_table
+    from envbuild.settings.config import refuse_pip_manager_ref
 
+    if manager_ref:  # a v4 ref is refused before anything else, as in envbuild.toml
+        refuse_pip_manager_ref(manager_ref, "--manager-ref")
     deployment = build_deployment(ctx, flags)
     profile = profile_to_use(ctx, deployment, flags)
     target = resolve_venv(deployment, venv)

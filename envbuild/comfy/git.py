@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from envbuild.comfy.inputs import find_manager
+from envbuild.comfy.inputs import find_manager, uses_pip_manager
 from envbuild.core.errors import CommandFailed, EnvbuildError
 from envbuild.settings.config import Config, GitSource
 from envbuild.settings.gitref import is_remote
@@ -105,7 +105,7 @@ def resolved_commits(config: Config) -> dict[str, str]:
     deployment's own repository is not "at" the deployment's commit.
     """
     checkouts = {"comfyui": config.comfyui}
-    if config.manager_enabled:
+    if config.manager_enabled and not uses_pip_manager(config):  # the pip Manager's version is in the lock
         checkouts["comfyui-manager"] = config.manager if config.manager is not None else find_manager(config)
     commits = {}
     for key, path in checkouts.items():

@@ -1,5 +1,9 @@
 """What goes into a profile's lock: ComfyUI, its Manager, custom nodes, extras and the profile.
 
+The Manager is one of two routes (`manager_route`): the pip package of the checkout's
+manager_requirements.txt (ComfyUI v0.4.0+, started with --enable-manager) or a legacy clone in
+custom_nodes; the pip route wins, and a clone beside it is left out, as ComfyUI blocks it.
+
 Each input keeps its provenance (file, line, who asked) so that a conflict or a torch pin
 names the node responsible, and `merge --explain` can say why a package is there.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -24,6 +29,10 @@ if TYPE_CHECKING:  # the parser is imported when parsing, not to find files (the
     from envbuild.pkgs.requirements import Diagnostic, ParsedFile, SourcedRequirement
 
 MANAGER_DIR_NAMES = ("comfyui-manager",)  # matched case-insensitively
+MANAGER_REQUIREMENTS = "manager_requirements.txt"  # in the ComfyUI checkout (v0.4.0+, core PR #7555)
+MANAGER_SOURCE = "ComfyUI-Manager"
+PIP_ROUTE, CLONE_ROUTE, NO_ROUTE = "pip", "clone", "none"
+MANAGER_PACKAGE = "comfyui-manager"  # the pip Manager's canonical name (imported as comfyui_manager)
 DISABLED_SUFFIX = ".disabled"
 # A folder name is written into the committed pyproject's header and the fingerprint: a control
 # character (a newline, say) would end the TOML comment and make a file uv cannot parse.
@@ -43,7 +52,8 @@ class InputFile(NamedTuple):
 class CollectedInputs(NamedTuple):
     files: tuple[InputFile, ...]
     skipped_nodes: tuple[str, ...]  # disabled or excluded, with the reason
-    manager_dir: Path | None
+    manager_dir: Path | None  # the legacy clone, when that is the route
+    manager: ManagerRoute
 
 
 class MergedInputs(NamedTuple):
@@ -69,13 +79,82 @@ def collect_inputs(config: Config) -> CollectedInputs:
     if not comfy_reqs.exists():  # a directory or unreadable file is reported by the parser, naming it
         raise ConfigError(config.source, f"{comfy_reqs} not found: is {config.comfyui} a ComfyUI checkout?")
     files = [InputFile(comfy_reqs, "ComfyUI", lenient=False)]
-    manager = find_manager(config)
+    route = manager_route(config)
+    if route.kind == PIP_ROUTE:
+        assert route.path is not None
+        files.append(InputFile(route.path, MANAGER_SOURCE, lenient=False))
+    manager = route.path if route.kind == CLONE_ROUTE else None
     if manager is not None:
-        files.append(InputFile(manager / "requirements.txt", "ComfyUI-Manager", lenient=False))
-    node_files, skipped = _node_inputs(config, manager)
+        files.append(InputFile(manager / "requirements.txt", MANAGER_SOURCE, lenient=False))
+    node_files, skipped = _node_inputs(config, manager, route)
     files.extend(node_files)
     files.extend(InputFile(path, "extra", lenient=False) for path in config.extra_requirements)
-    return CollectedInputs(tuple(files), tuple(skipped), manager)
+    return CollectedInputs(tuple(files), tuple(skipped), manager, route)
+
+
+@dataclass(frozen=True)
+class ManagerRoute:
+    """Where this deployment's ComfyUI-Manager comes from; `envbuild run` passes --enable-manager for PIP_ROUTE.
+
+    - PIP_ROUTE: the pip package `comfyui_manager` that ComfyUI (v0.4.0 and later) pins in its own
+      manager_requirements.txt; core imports it only with `main.py --enable-manager`.
+    - CLONE_ROUTE: the legacy Manager cloned into custom_nodes, loaded like any custom node.
+    - NO_ROUTE: neither (`[manager] enabled = false`, or nothing found).
+    """
+
+    kind: str
+    path: Path | None = None  # PIP_ROUTE: manager_requirements.txt; CLONE_ROUTE: the Manager's folder
+    blocked: tuple[Path, ...] = ()  # PIP_ROUTE: clones in custom_nodes that core skips ("Blocked by policy")
+    why: str = ""  # NO_ROUTE: why there is none
+
+    @property
+    def enable_flag(self) -> bool:
+        """`--enable-manager` belongs on ComfyUI's command line (never for the legacy clone)."""
+        return self.kind == PIP_ROUTE
+
+
+def manager_route(config: Config) -> ManagerRoute:
+    """One rule for lock, run, check, image, init, status and doctor: the pip route wins when ComfyUI's
+    checkout has manager_requirements.txt (and `[manager] pip` is not false); then the legacy clone."""
+    if not config.manager_enabled:
+        return ManagerRoute(NO_ROUTE, why="[manager] enabled = false")
+    wanted = config.comfyui / MANAGER_REQUIREMENTS if config.comfyui is not None else None
+    if wanted is not None and uses_pip_manager(config):
+        if not wanted.exists():  # a link to nothing is not "no pip Manager": the lock would miss it
+            raise RequirementFileError(config.display(wanted), None, "is a symbolic link to nothing, so ComfyUI's "
+                                       "Manager requirements cannot be read",
+                                       hint="restore it (`git checkout -- manager_requirements.txt` in the "
+                                            "checkout), or set [manager] pip = false")
+        return ManagerRoute(PIP_ROUTE, wanted, tuple(_blocked_clones(config)))
+    manager = find_manager(config)
+    if manager is not None:
+        return ManagerRoute(CLONE_ROUTE, manager)
+    if not config.manager_pip and wanted is not None and wanted.exists():
+        return ManagerRoute(NO_ROUTE, why="[manager] pip = false, and no ComfyUI-Manager clone in custom_nodes")
+    return ManagerRoute(NO_ROUTE, why="no manager_requirements.txt in the ComfyUI checkout and no ComfyUI-Manager "
+                                      "clone in custom_nodes")
+
+
+def uses_pip_manager(config: Config) -> bool:
+    """The pip route, decided from the files alone (never raises): what `manager_route` returns first."""
+    if not (config.manager_enabled and config.manager_pip and config.comfyui is not None):
+        return False
+    wanted = config.comfyui / MANAGER_REQUIREMENTS
+    return wanted.exists() or wanted.is_symlink()
+
+
+def blocked_by_core(name: str) -> bool:
+    """Core's rule with --enable-manager (comfyui_manager.should_be_disabled, Manager 4.3 __init__.py): any
+    custom_nodes entry whose lower-cased name contains `comfyui-manager` is skipped, prestartup and import."""
+    return "comfyui-manager" in name.lower()
+
+
+def _blocked_clones(config: Config) -> list[Path]:
+    found = [child for folder in _existing_node_dirs(config) for child in sorted(folder.iterdir())
+             if child.is_dir() and blocked_by_core(child.name) and not child.name.endswith(DISABLED_SUFFIX)]
+    if config.manager is not None and config.manager.is_dir() and config.manager not in found:
+        found.append(config.manager)
+    return found
 
 
 def _existing_node_dirs(config: Config) -> list[Path]:
@@ -99,15 +178,27 @@ def find_manager(config: Config) -> Path | None:
         if not (config.manager / "requirements.txt").is_file():
             raise ConfigError(config.source, f"ComfyUI-Manager at {config.manager} has no requirements.txt",
                               hint="check [manager] path, or set [manager] enabled = false")
-        return config.manager
+        return _loadable_clone(config, config.manager)
     for folder in _existing_node_dirs(config):
         for child in sorted(folder.iterdir()):
             if child.name.lower() in MANAGER_DIR_NAMES and (child / "requirements.txt").is_file():
-                return child
+                return _loadable_clone(config, child)
     return None
 
 
-def _node_inputs(config: Config, manager: Path | None) -> tuple[list[InputFile], list[str]]:
+def _loadable_clone(config: Config, clone: Path) -> Path:
+    """A checkout of Manager v4 (a ref no name check caught, a commit say) is the pip package's source: it has
+    no top-level __init__.py, so ComfyUI cannot load it as a custom node. Refused before uv, not after a sync."""
+    if not (clone / "__init__.py").exists() and (clone / "comfyui_manager" / "__init__.py").is_file():
+        raise ConfigError(config.source or config.display(clone),
+                          f"{config.display(clone)} is ComfyUI-Manager v4's source (the pip package "
+                          "`comfyui_manager`, no top-level __init__.py): ComfyUI cannot load it from custom_nodes",
+                          hint="the v4 Manager comes from ComfyUI's own manager_requirements.txt (ComfyUI v0.4.0 and "
+                               "later): drop [manager] git/ref/path and remove the folder, or check out a 3.x ref")
+    return clone
+
+
+def _node_inputs(config: Config, manager: Path | None, route: ManagerRoute) -> tuple[list[InputFile], list[str]]:
     files: list[InputFile] = []
     skipped: list[str] = []
     seen: set[Path] = set()
@@ -129,6 +220,11 @@ def _node_inputs(config: Config, manager: Path | None) -> tuple[list[InputFile],
                 continue
             if not config.manager_enabled and node.name.lower() in MANAGER_DIR_NAMES:
                 skipped.append(f"{shown} (the Manager; [manager] enabled = false)")
+                continue
+            if route.kind == PIP_ROUTE and blocked_by_core(node.name) and not node.name.endswith(DISABLED_SUFFIX):
+                skipped.append(f"{shown} (a ComfyUI-Manager clone: with --enable-manager ComfyUI blocks it by "
+                               "policy and runs the pip Manager of manager_requirements.txt; remove it, or set "
+                               "[manager] pip = false to keep it)")
                 continue
             if node.name.endswith(DISABLED_SUFFIX):
                 skipped.append(f"{shown} (disabled)")
@@ -315,6 +411,7 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     for item in collected.files:
         parsed = read_input(item, config)
         _require_comfyui_requirements(item, parsed, config)
+        _require_manager_package(item, parsed, config)
         requirements.extend(parsed.requirements)
         constraints.extend(parsed.constraints)
         warnings.extend(parsed.warnings)
@@ -324,8 +421,10 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     groups = groups_for(config.variant_groups, config.source)
     requirements, constraints, settled = settle_clobbering(requirements, constraints, profile, groups)
     warnings.extend(settled)
-    if collected.manager_dir is not None:
-        requirements.append(_manager_pip(collected.manager_dir, config))
+    if collected.manager.path is not None and collected.manager.kind != NO_ROUTE:
+        where = collected.manager.path if collected.manager.kind == PIP_ROUTE else \
+            collected.manager.path / "requirements.txt"
+        requirements.append(_manager_pip(where, config))
     from envbuild.torch.companions import companion_requirements, guard_companions
 
     guard_companions(requirements, profile)  # a constraint installs nothing: only asks are refused
@@ -351,14 +450,32 @@ def _require_comfyui_requirements(item: InputFile, parsed: ParsedFile, config: C
     )
 
 
-def _manager_pip(manager: Path, config: Config) -> SourcedRequirement:
-    """The Manager shells out to `python -m pip`; uv venvs have no pip unless it is locked."""
+def _require_manager_package(item: InputFile, parsed: ParsedFile, config: Config) -> None:
+    """ComfyUI's manager_requirements.txt names the pip Manager; without it `--enable-manager` finds no
+    `comfyui_manager` and ComfyUI starts without a Manager (main.py handle_comfyui_manager_unavailable)."""
+    if item.source != MANAGER_SOURCE or item.path.name != MANAGER_REQUIREMENTS:
+        return
+    from packaging.utils import canonicalize_name
+
+    if any(canonicalize_name(r.requirement.name) == MANAGER_PACKAGE for r in parsed.requirements):
+        return
+    raise RequirementFileError(
+        config.display(item.path), None,
+        "does not ask for comfyui_manager, so `--enable-manager` would start ComfyUI without its Manager",
+        hint="restore the file (`git checkout -- manager_requirements.txt` in the checkout), or leave the pip "
+             "Manager out with [manager] pip = false (or enabled = false) in envbuild.toml",
+    )
+
+
+def _manager_pip(requirements_file: Path, config: Config) -> SourcedRequirement:
+    """The Manager shells out to `python -m pip` (unless its config.ini says use_uv); uv venvs have no pip
+    unless it is locked. The v4 package does not require pip either (its Requires-Dist has uv, not pip)."""
     from packaging.requirements import Requirement
 
     from envbuild.pkgs.requirements import Origin, SourcedRequirement
 
     origin = Origin(
-        path=config.display(manager / "requirements.txt"), line=0,
+        path=config.display(requirements_file), line=0,
         source="ComfyUI-Manager (runs `python -m pip`; added by envbuild)",
     )
     return SourcedRequirement(Requirement("pip"), origin, "pip")

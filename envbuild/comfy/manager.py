@@ -1,4 +1,6 @@
-"""ComfyUI-Manager's `config.ini`: where this Manager version reads it, and the two keys envbuild sets.
+"""ComfyUI-Manager's `config.ini`: where this Manager version reads it, and the keys envbuild sets.
+
+Two keys always:
 
 - `use_uv = True`: the Manager installs node requirements with `python -m uv pip` instead of
   `python -m pip` (the seed write-up's `user_uv` is a typo the Manager never reads).
@@ -6,12 +8,20 @@
   requirements with `uv pip compile`, torch unpinned, and installs the result: the locked
   environment would be re-resolved behind envbuild's back at each start.
 
+and the Manager's security settings the deployment declares in `[manager]` of envbuild.toml
+(`network_mode`, `security_level`, `allow_git_url_install`, `allow_pip_install`,
+`allow_flagged_nodepack_install`; none declared: none written). Manager 4 refuses node installs when
+ComfyUI listens on anything but one loopback address unless `network_mode = personal_cloud`
+(glob/utils/security_utils.py, Manager issues #2496 and #2761), so a server deployment says so here.
+
 The file is the user's: every other key, comment, blank line and the order stay as they are
 (configparser would drop the comments), so the edit is line based, and written atomically.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +29,17 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from envbuild.comfy.inputs import find_manager
+from envbuild.comfy.inputs import (
+    CLONE_ROUTE,
+    MANAGER_PACKAGE,
+    MANAGER_SOURCE,
+    NO_ROUTE,
+    PIP_ROUTE,
+    InputFile,
+    ManagerRoute,
+    manager_route,
+    read_input,
+)
 from envbuild.core.errors import ConfigError
 from envbuild.core.fsio import atomic_write
 from envbuild.core.tomlfile import load_toml
@@ -42,6 +62,7 @@ class ManagerLayout:
     config_path: Path
     reason: str  # what in the Manager's (and core's) files decided the path
     warnings: tuple[str, ...] = ()
+    route: ManagerRoute | None = None
 
 
 @dataclass(frozen=True)
@@ -56,18 +77,103 @@ class SetupResult:
     layout: ManagerLayout
     changes: tuple[Change, ...]  # empty: the file already said so (nothing written)
     created: bool
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PipPin:
+    """The line of manager_requirements.txt that names the pip Manager."""
+
+    text: str  # as written: `comfyui_manager==4.2.2`
+    where: str  # file:line
+    version: str | None  # the `==` version, when pinned
+
+
+def pip_pin(config: Config, route: ManagerRoute) -> PipPin:
+    """Read strictly, as the lock reads it (a bad line is an error naming file:line)."""
+    assert route.kind == PIP_ROUTE and route.path is not None
+    from packaging.utils import canonicalize_name
+
+    parsed = read_input(InputFile(route.path, MANAGER_SOURCE, lenient=False), config)
+    for item in parsed.requirements:
+        if canonicalize_name(item.requirement.name) == MANAGER_PACKAGE:
+            pinned = [s.version for s in item.requirement.specifier if s.operator in ("==", "===")]
+            return PipPin(item.text, f"{item.origin.path}:{item.origin.line}", pinned[0] if pinned else None)
+    raise ConfigError(config.display(route.path), "does not ask for comfyui_manager",
+                      hint="restore the file, or set [manager] pip = false in envbuild.toml")
+
+
+def describe_route(config: Config, route: ManagerRoute | None = None) -> str:
+    """One line for init, `manager status` and doctor: which Manager this deployment runs, and from where."""
+    route = route or manager_route(config)
+    if route.kind == PIP_ROUTE:
+        pin = pip_pin(config, route)
+        return f"pip package {pin.text} from {pin.where} (`envbuild run` passes --enable-manager)"
+    if route.kind == CLONE_ROUTE:
+        assert route.path is not None
+        version = _manager_version(route.path)
+        return (f"legacy clone{' ' + version if version else ''} at {config.display(route.path)} "
+                "(loaded as a custom node; no --enable-manager)")
+    return f"none ({route.why})"
+
+
+def is_loopback(listen: str | None) -> bool:
+    """The Manager's own test (security_utils.is_loopback on args.listen): one IP address that is loopback.
+    ComfyUI's default is 127.0.0.1; `localhost`, any host name and any comma list count as remote."""
+    if listen is None:
+        return True
+    try:
+        return ipaddress.ip_address(listen).is_loopback
+    except ValueError:
+        return False
+
+
+def route_warnings(config: Config, route: ManagerRoute, values: Mapping[str, str] | None = None,
+                   version: str | None = None) -> list[str]:
+    """What this deployment's Manager will not do as its owner likely expects. `values`: config.ini as read."""
+    found: list[str] = []
+    if route.kind == PIP_ROUTE:
+        found += [f"{config.display(clone)} is a ComfyUI-Manager clone, not used: with --enable-manager ComfyUI "
+                  "runs the pip Manager and blocks any custom_nodes entry named *comfyui-manager* by policy "
+                  "(\"Blocked by policy\" in its log), so it is not locked; remove it, or set [manager] pip = false "
+                  "to keep the legacy clone" for clone in route.blocked]
+        mode = config.manager_ini.get("network_mode") or (values or {}).get("network_mode", "")
+        if not is_loopback(config.listen) and mode.strip().lower() != "personal_cloud":
+            found.append(f"[comfyui] listen = {config.listen!r} is not one loopback address: Manager 4 then refuses "
+                         "to install nodes (Manager issues #2496, #2761) unless network_mode = personal_cloud; set "
+                         "[manager] network_mode = \"personal_cloud\" in envbuild.toml (and security_level, "
+                         "allow_* as you decide), then `envbuild manager setup`")
+    flagged = "allow_flagged_nodepack_install"
+    parsed = _parse_version(version)
+    if flagged in config.manager_ini and parsed is not None and parsed < Version("4.3"):
+        found.append(f"[manager] {flagged} is read by ComfyUI-Manager 4.3 and later; {version} ignores it")
+    return found
 
 
 def locate(config: Config, user_directory: Path | None = None) -> ManagerLayout:
-    """The Manager's folder and the config.ini its own code will read."""
+    """The Manager's folder (or, pip route, ComfyUI's manager_requirements.txt) and the config.ini its code reads."""
     if not config.manager_enabled:
         raise ConfigError(config.source, "ComfyUI-Manager is disabled ([manager] enabled = false)")
-    manager = find_manager(config)
-    if manager is None:
+    route = manager_route(config)
+    if route.kind == NO_ROUTE or route.path is None:
         dirs = ", ".join(str(d) for d in config.custom_node_dirs()) or "(no custom_nodes folder configured)"
-        raise ConfigError(config.source, f"ComfyUI-Manager not found (looked for comfyui-manager in {dirs})",
-                          hint="set [manager] path in envbuild.toml, or clone it into custom_nodes "
+        raise ConfigError(config.source, f"ComfyUI-Manager not found (no manager_requirements.txt in the ComfyUI "
+                                         f"checkout, no comfyui-manager in {dirs})",
+                          hint="use a ComfyUI of v0.4.0 or later (its manager_requirements.txt brings the Manager), "
+                               "or set [manager] path in envbuild.toml, or clone the legacy one into custom_nodes "
                                "([manager] git/ref and `envbuild fetch`)")
+    if route.kind == PIP_ROUTE:
+        version = pip_pin(config, route).version
+        # Always <user>/__manager: its prestartup asks core's get_system_user_directory("manager") with no
+        # fallback and moves no older file (4.2.2 common/context.py), and a ComfyUI with manager_requirements.txt
+        # (v0.3.78+) has that API (v0.3.76+).
+        reason = f"{config.display(route.path)}: the pip Manager v4 (comfyui_manager/common/context.py)"
+        path = user_dir(config, user_directory) / "__manager" / "config.ini"
+        return ManagerLayout(route.path, version, SYSTEM_USER, path, reason, route=route)
+    return dataclasses.replace(_clone_layout(config, route.path, user_directory), route=route)
+
+
+def _clone_layout(config: Config, manager: Path, user_directory: Path | None) -> ManagerLayout:
     version = _manager_version(manager)
     kind, reason = _layout_kind(manager, version)
     if kind == LEGACY:
@@ -158,19 +264,35 @@ def _parse_version(text: str | None) -> Version | None:
         return None
 
 
+def wanted(config: Config) -> dict[str, str]:
+    """What config.ini must say: envbuild's two keys, then the security settings the deployment declares."""
+    return {**WANTED, **config.manager_ini}
+
+
+def created_text(config: Config) -> str:
+    """A config.ini where there is none (`manager setup`, and the image's first start on an empty volume)."""
+    return f"[{SECTION}]\n" + "".join(f"{k} = {v}\n" for k, v in {**wanted(config), **CREATED_DEFAULTS}.items())
+
+
 def setup(config: Config, user_directory: Path | None = None) -> SetupResult:
-    """Set the keys in WANTED; idempotent: a file that already says so is not rewritten."""
+    """Set the keys of `wanted`; idempotent: a file that already says so is not rewritten."""
     layout = locate(config, user_directory)
+    keys = wanted(config)
     path = layout.config_path
     if not path.exists():
-        text = f"[{SECTION}]\n" + "".join(f"{k} = {v}\n" for k, v in {**WANTED, **CREATED_DEFAULTS}.items())
-        atomic_write(path, text)
-        return SetupResult(layout, tuple(Change(k, None, v) for k, v in WANTED.items()), created=True)
+        atomic_write(path, created_text(config))
+        changes: tuple[Change, ...] = tuple(Change(k, None, v) for k, v in keys.items())
+        return SetupResult(layout, changes, True, tuple(_warnings(config, layout, keys)))
     text = _read(path)
-    new_text, changes = edit_ini(text, WANTED)
-    if changes:
+    new_text, found = edit_ini(text, keys)
+    if found:
         atomic_write(path, new_text.encode("utf-8"))
-    return SetupResult(layout, tuple(changes), created=False)
+    return SetupResult(layout, tuple(found), False, tuple(_warnings(config, layout, current_values(layout))))
+
+
+def _warnings(config: Config, layout: ManagerLayout, values: Mapping[str, str] | None) -> list[str]:
+    route = layout.route
+    return route_warnings(config, route, values, layout.version) if route is not None else []
 
 
 def current_values(layout: ManagerLayout) -> dict[str, str] | None:
@@ -180,9 +302,9 @@ def current_values(layout: ManagerLayout) -> dict[str, str] | None:
     return {entry.key: entry.value for entry in _parse(_read(layout.config_path)) if entry.section == SECTION}
 
 
-def needs_setup(layout: ManagerLayout) -> list[str]:
+def needs_setup(layout: ManagerLayout, config: Config) -> list[str]:
     values = current_values(layout) or {}
-    return [key for key, want in WANTED.items() if not _reads_as(values.get(key), want)]
+    return [key for key, want in wanted(config).items() if not _reads_as(values.get(key), want)]
 
 
 def _read(path: Path) -> str:
@@ -239,10 +361,13 @@ def _parse(text: str) -> list[_Entry]:
 
 
 def _reads_as(value: str | None, want: str) -> bool:
-    """The Manager's test is `value.lower() == 'true'`. Not set never counts: both keys are written."""
+    """A flag is true when `value.lower() == 'true'` (the Manager's get_bool); network_mode and security_level
+    are compared lower-cased, as its checks do. Not set never counts: every wanted key is written."""
     if value is None:
         return False
-    return (value.lower() == "true") == (want.lower() == "true")
+    if want in ("True", "False"):
+        return (value.lower() == "true") == (want == "True")
+    return value.strip().lower() == want.lower()
 
 
 def edit_ini(text: str, wanted: Mapping[str, str]) -> tuple[str, list[Change]]:

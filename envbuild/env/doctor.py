@@ -53,7 +53,7 @@ def run_doctor(ctx: Context, *, import_torch: bool = True, probe: bool = True) -
                                                 _torch_files]
     if import_torch:
         checks.append(_torch_import)
-    checks += [_machine_fit, _comfyui_check]
+    checks += [_machine_fit, _comfyui_check, _manager]
     results = [_guarded(check, ctx) for check in checks]
     return results + (_indexes(ctx) if probe else [])
 
@@ -185,6 +185,30 @@ def _comfyui_check(ctx: Context) -> Check:
         return Check("ComfyUI check", PASS, detail)
     return Check("ComfyUI check", FAIL,
                  f"{detail}; {len(result.failures)} problem(s): run `envbuild check` for details")
+
+
+def _manager(ctx: Context) -> Check:
+    """Which Manager this deployment runs (pip package, legacy clone, none), and what would stop it installing."""
+    from envbuild.comfy.inputs import NO_ROUTE, PIP_ROUTE, manager_route
+    from envbuild.comfy.manager import current_values, describe_route, locate, route_warnings
+
+    config = ctx.deployment.config
+    if config.comfyui is None:
+        return Check("ComfyUI-Manager", SKIP, "no ComfyUI checkout here")
+    route = manager_route(config)
+    detail = describe_route(config, route)
+    if route.kind == NO_ROUTE:
+        return Check("ComfyUI-Manager", PASS, detail)
+    values, version = None, None
+    try:
+        layout = locate(config)
+        values, version = current_values(layout), layout.version
+    except EnvbuildError:  # no user directory to look in: judged from envbuild.toml alone
+        pass
+    warnings = route_warnings(config, route, values, version if route.kind == PIP_ROUTE else None)
+    if warnings:
+        return Check("ComfyUI-Manager", WARN, f"{detail}; " + "; ".join(warnings))
+    return Check("ComfyUI-Manager", PASS, detail)
 
 
 def _indexes(ctx: Context) -> list[Check]:

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from envbuild.comfy.inputs import DISABLED_SUFFIX, MANAGER_DIR_NAMES
+from envbuild.comfy.inputs import (
+    CLONE_ROUTE,
+    DISABLED_SUFFIX,
+    MANAGER_DIR_NAMES,
+    NO_ROUTE,
+    PIP_ROUTE,
+    ManagerRoute,
+    blocked_by_core,
+    manager_route,
+)
 from envbuild.core.errors import UsageError
 from envbuild.core.fsio import atomic_write
 from envbuild.core.text import quoted
@@ -29,10 +38,12 @@ class Found(NamedTuple):
     path: Path  # the envbuild.toml written
     comfyui: Path
     base_directory: Path | None
-    manager: Path | None
+    manager: Path | None  # the legacy clone, when that is the Manager this deployment runs
     nodes: tuple[str, ...]
     profile: str
     why: str
+    manager_route: str = ""  # which Manager, and from where (comfy.manager.describe_route)
+    manager_warnings: tuple[str, ...] = ()
 
 
 def looks_like_comfyui(folder: Path) -> bool:
@@ -68,11 +79,27 @@ def init_deployment(start: Path, env: Mapping[str, str], catalogue: ProfileCatal
     node_dir = (base or checkout) / "custom_nodes"
     nodes = tuple(sorted(p.name for p in node_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))
                          )) if node_dir.is_dir() else ()
-    manager = next((node_dir / n for n in nodes if n.lower() in MANAGER_DIR_NAMES), None)
+    route, said, warnings = _manager(root, checkout, base)
+    manager = route.path if route.kind == CLONE_ROUTE else None
     profile, why = _recommended(catalogue, env)
-    text = render_config(root, checkout, base, manager, nodes, profile, why, _git_origin(checkout, env))
+    text = render_config(root, checkout, base, manager, nodes, profile, why, _git_origin(checkout, env),
+                         route=route, route_line=said)
     atomic_write(target, text)
-    return Found(target, checkout, base, manager, nodes, profile, why)
+    return Found(target, checkout, base, manager, nodes, profile, why, said, tuple(warnings))
+
+
+def _manager(root: Path, checkout: Path, base: Path | None) -> tuple[ManagerRoute, str, list[str]]:
+    """The Manager route the new envbuild.toml gives (its defaults), in the words `manager status` uses."""
+    from envbuild.comfy.manager import describe_route, route_warnings
+    from envbuild.core.errors import EnvbuildError
+    from envbuild.settings.config import Config
+
+    probe = Config(project_dir=root, source=None, comfyui=checkout, base_directory=base)
+    try:
+        route = manager_route(probe)
+        return route, describe_route(probe, route), route_warnings(probe, route)
+    except EnvbuildError as exc:  # init writes the file all the same; `envbuild lock` will name the problem
+        return ManagerRoute(NO_ROUTE, why=str(exc).splitlines()[0]), f"unreadable: {exc}".splitlines()[0], []
 
 
 def _data_folder(root: Path, checkout: Path) -> Path | None:
@@ -108,12 +135,39 @@ def _git_origin(checkout: Path, env: Mapping[str, str]) -> tuple[str, str] | Non
     return (url, head) if url and head else None
 
 
+def _manager_lines(manager: Path | None, route: ManagerRoute | None, route_line: str,
+                   rel: Callable[[Path], str]) -> list[str]:
+    lines = ["[manager]"]
+    if route is not None and route.kind == PIP_ROUTE:
+        lines += [f"# found: {route_line}:",
+                  "# the Manager as a pip package, locked with ComfyUI; `envbuild manager setup` writes its config.ini",
+                  "# pip = false                      # use a legacy ComfyUI-Manager clone in custom_nodes instead"]
+        lines += [f"# {quoted(rel(clone))}: a Manager clone ComfyUI blocks with --enable-manager (not locked; remove it)"
+                  for clone in route.blocked]
+        lines += ["# Manager 4 installs nodes on a server (listen other than 127.0.0.1: a container, a LAN) only with:",
+                  '# network_mode = "personal_cloud"   # public | private | offline | personal_cloud',
+                  '# security_level = "normal"         # strong | normal | normal- | weak',
+                  "# allow_git_url_install = false     # installs from a git URL (and personal_cloud or loopback)",
+                  "# allow_pip_install = false         # installs of a pip package by name",
+                  "# allow_flagged_nodepack_install = false  # Manager 4.3+: flagged registry versions"]
+    elif manager is not None:
+        lines.append(f"# found: {quoted(rel(manager))} (its requirements and pip are locked; `envbuild manager setup` "
+                     "switches it to uv)")
+    else:
+        lines.append("# no ComfyUI-Manager: ComfyUI v0.4.0 and later bring it (manager_requirements.txt); "
+                     "or, the legacy one pinned:")
+        lines += ['# git = "https://github.com/Comfy-Org/ComfyUI-Manager"', '# ref = "3.41"']
+    lines.append("# enabled = false                  # leave the Manager out of the lock")
+    return lines
+
+
 def _toml(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
 def render_config(root: Path, checkout: Path, base: Path | None, manager: Path | None, nodes: tuple[str, ...],
-                  profile: str, why: str, origin: tuple[str, str] | None) -> str:
+                  profile: str, why: str, origin: tuple[str, str] | None, *, route: ManagerRoute | None = None,
+                  route_line: str = "") -> str:
     def rel(path: Path) -> str:
         return Path(os.path.relpath(path, root)).as_posix()
 
@@ -133,15 +187,10 @@ def render_config(root: Path, checkout: Path, base: Path | None, manager: Path |
         lines.append('# base-directory = "data"          # ComfyUI\'s --base-directory, if you keep models and nodes '
                      "outside the checkout")
     lines += ['# listen = "127.0.0.1"              # `envbuild run`: ComfyUI\'s --listen', "# port = 8188", ""]
-    lines.append("[manager]")
-    if manager is not None:
-        lines.append(f"# found: {quoted(rel(manager))} (its requirements and pip are locked; `envbuild manager setup` "
-                     "switches it to uv)")
-    else:
-        lines.append("# no ComfyUI-Manager found under custom_nodes; to add it pinned:")
-        lines += ['# git = "https://github.com/Comfy-Org/ComfyUI-Manager"', '# ref = "3.41"']
-    lines += ["# enabled = false                  # leave the Manager out of the lock", "", "[nodes]"]
-    listed = [n for n in nodes if n.lower() not in MANAGER_DIR_NAMES]
+    lines += _manager_lines(manager, route, route_line, rel)
+    lines += ["", "[nodes]"]
+    pip = route is not None and route.kind == PIP_ROUTE
+    listed = [n for n in nodes if n.lower() not in MANAGER_DIR_NAMES and not (pip and blocked_by_core(n))]
     if listed:
         lines.append("# custom nodes found (each node's requirements.txt is locked; a folder ending in "
                      f"{DISABLED_SUFFIX} is skipped):")

@@ -2,7 +2,8 @@
 
 `envbuild run` starts `<comfyui>/main.py` with the venv's own interpreter (no activation, no
 `uv run`, which would sync ComfyUI's dependency-less pyproject into the venv), the torch guard in
-its environment, and the deployment's --base-directory/--listen/--port. It refuses to start a
+its environment, and the deployment's --base-directory/--listen/--port (and --enable-manager for
+the pip Manager). It refuses to start a
 stale lock or an environment that does not hold the lock: a server that starts on the wrong
 torch fails minutes later, on the first image.
 """
@@ -46,8 +47,14 @@ class Launch:
 
 
 def comfy_args(config: Config) -> list[str]:
-    """ComfyUI's own flags from `[comfyui]`; ARGS given after them win (argparse keeps the last)."""
-    args: list[str] = []
+    """ComfyUI's own flags from `[comfyui]`; ARGS given after them win (argparse keeps the last).
+
+    `--enable-manager` when the Manager is the pip package of ComfyUI's manager_requirements.txt: core
+    imports `comfyui_manager` only then (main.py, ComfyUI v0.4.0+). Never for a legacy clone, which loads
+    as a custom node, and which core would block "by policy" with the flag set."""
+    from envbuild.comfy.inputs import manager_route
+
+    args: list[str] = ["--enable-manager"] if manager_route(config).enable_flag else []
     if config.base_directory is not None:
         args += ["--base-directory", str(config.base_directory)]
     if config.listen is not None:

@@ -51,6 +51,10 @@ def update(deployment: Deployment, profile: TorchProfile, venv: Path, *, refs: M
     from envbuild.core.fsio import exclusive_lock
 
     venv = venv.absolute()
+    if "manager" in refs:  # before any git or uv work, as for [manager] ref in envbuild.toml
+        from envbuild.settings.config import refuse_pip_manager_ref
+
+        refuse_pip_manager_ref(refs["manager"], "--manager-ref")
     try:
         # One update of a deployment at a time: checkouts move only under this lock, and its journal says
         # where they were, so a killed update is undone by the next command (`recover_interrupted`).

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from envbuild.comfy.inputs import ManagerRoute, manager_route
+from envbuild.comfy.manager import created_text
 from envbuild.core.errors import ConfigError, LockIntegrityError, UsageError
 from envbuild.core.fsio import atomic_write, replace_dir, staging_dir
 from envbuild.core.text import quoted
@@ -25,6 +27,7 @@ from envbuild.deploy.deployment import Deployment
 from envbuild.image import files as imagefiles
 from envbuild.pkgs.lockdir import CONSTRAINTS_NAME
 from envbuild.pkgs.uvlock import LockFile, parse_uv_lock
+from envbuild.settings.config import Config
 from envbuild.settings.pins import FULL_SHA as _FULL_SHA
 from envbuild.torch.profile import TRITON_NAMES, TorchProfile
 from envbuild.uv.guard import find_links, locked_family
@@ -56,6 +59,7 @@ class ImageContext:
     nodes: tuple[str, ...]
     git: tuple[GitPin, ...]
     port: int
+    warnings: tuple[str, ...] = ()
 
 
 def default_base(requires_python: str | None) -> str:
@@ -132,11 +136,15 @@ def write_context(deployment: Deployment, profile: TorchProfile, output: Path, *
                                   hint="set [comfyui] path in envbuild.toml, or pass --comfyui PATH")
             copy_tree(config.comfyui, stage / "comfyui", skip=_COMFYUI_DATA, ignore=ignore)
         (stage / "comfyui").mkdir(exist_ok=True)
-        nodes = _copy_nodes(deployment, stage / "nodes", skip_manager=any(p.name == "manager" for p in pins),
-                            ignore=ignore)
+        route = manager_route(config)
+        nodes = _copy_nodes(deployment, stage / "nodes", route,
+                            skip_manager=any(p.name == "manager" for p in pins), ignore=ignore)
         for name in imagefiles.BUILD_FILES:
             atomic_write(stage / "build" / name, imagefiles.build_file(name))
-        atomic_write(stage / "envbuild" / "entrypoint.sh", imagefiles.entrypoint(port))
+        entry = imagefiles.entrypoint(port, enable_manager=route.enable_flag)
+        atomic_write(stage / "envbuild" / "entrypoint.sh", entry)
+        if route.enable_flag:
+            atomic_write(stage / "envbuild" / Path(imagefiles.MANAGER_CONFIG).name, created_text(config))
         atomic_write(stage / "envbuild" / "extra_model_paths.yaml", imagefiles.EXTRA_PATHS)
         os.chmod(stage / "build" / "install.sh", 0o755)
         os.chmod(stage / "envbuild" / "entrypoint.sh", 0o755)
@@ -144,7 +152,17 @@ def write_context(deployment: Deployment, profile: TorchProfile, output: Path, *
             profile=profile.name, base_image=base_image, uv_version=uv_version, torch_layer=layer,
             port=port, guard=guard, pins=[(p.name, p.url, p.commit) for p in pins]))
         replace_dir(stage, output)
-    return ImageContext(profile.name, output, base_image, layer, tuple(nodes), tuple(pins), port)
+    return ImageContext(profile.name, output, base_image, layer, tuple(nodes), tuple(pins), port,
+                        tuple(_manager_warnings(config, route)))
+
+
+def _manager_warnings(config: Config, route: ManagerRoute) -> list[str]:
+    """The image listens on 0.0.0.0, where Manager 4 installs nodes only with network_mode = personal_cloud."""
+    if not route.enable_flag or config.manager_ini.get("network_mode") == "personal_cloud":
+        return []
+    return ["the image listens on 0.0.0.0: Manager 4 then refuses to install nodes (Manager issues #2496, #2761) "
+            "unless network_mode = personal_cloud; set [manager] network_mode = \"personal_cloud\" in envbuild.toml "
+            f"(written into the config.ini the image puts on an empty {imagefiles.DATA} volume)"]
 
 
 def filter_pylock(text: str, keep: set[str]) -> str:
@@ -223,16 +241,17 @@ def _refuse_outside_nodes(deployment: Deployment) -> None:
                                    "image from a deployment that holds them")
 
 
-def _copy_nodes(deployment: Deployment, target: Path, *, skip_manager: bool,
+def _copy_nodes(deployment: Deployment, target: Path, route: ManagerRoute, *, skip_manager: bool,
                 ignore: Sequence[str] = ()) -> list[str]:
-    """Every custom node the lock was made from (disabled and excluded ones left out), and the Manager."""
-    from envbuild.comfy.inputs import DISABLED_SUFFIX, MANAGER_DIR_NAMES, find_manager
+    """Every custom node the lock was made from (disabled and excluded ones left out), and the Manager
+    when it is a legacy clone (the pip Manager is in the venv; a clone beside it core would block)."""
+    from envbuild.comfy.inputs import CLONE_ROUTE, DISABLED_SUFFIX, MANAGER_DIR_NAMES, PIP_ROUTE, blocked_by_core
 
     config = deployment.config
     excluded = {name.lower() for name in config.exclude_nodes}
     target.mkdir(parents=True, exist_ok=True)
     copied: list[str] = []
-    manager = find_manager(config)
+    manager = route.path if route.kind == CLONE_ROUTE else None
     for folder in config.custom_node_dirs():
         if not folder.is_dir():
             continue
@@ -240,7 +259,7 @@ def _copy_nodes(deployment: Deployment, target: Path, *, skip_manager: bool,
             name = node.name
             if name.startswith((".", "__")) or name.endswith(DISABLED_SUFFIX) or name.lower() in excluded:
                 continue
-            if name.lower() in MANAGER_DIR_NAMES:
+            if name.lower() in MANAGER_DIR_NAMES or route.kind == PIP_ROUTE and blocked_by_core(name):
                 continue  # the Manager is copied once, below, wherever [manager] path puts it
             if (target / name).exists() or node.is_symlink() and not node.exists():
                 continue

@@ -34,7 +34,19 @@ def build_file(name: str) -> bytes:
     return (importlib.resources.files("envbuild") / "data" / "image" / name).read_bytes()
 
 
-def entrypoint(port: int) -> str:
+MANAGER_CONFIG = "/opt/envbuild/manager-config.ini"  # the pip Manager's config.ini for an empty volume
+
+
+def entrypoint(port: int, *, enable_manager: bool = False) -> str:
+    """`enable_manager`: the Manager is the pip package of ComfyUI's manager_requirements.txt (as for `run`);
+    its config.ini lives on the volume (<user>/__manager), so the first start puts the one envbuild wrote
+    there (`manager setup`'s keys and [manager]'s settings), and never replaces one that exists."""
+    manager = "--enable-manager " if enable_manager else ""
+    seed = f"""\
+if [ ! -e {DATA}/user/__manager/config.ini ]; then
+  mkdir -p {DATA}/user/__manager && cp {MANAGER_CONFIG} {DATA}/user/__manager/config.ini
+fi
+""" if enable_manager else ""
     return f"""\
 #!/bin/sh
 # Written by `envbuild image`: starts ComfyUI as `envbuild run` does, with the locked venv's python
@@ -42,7 +54,7 @@ def entrypoint(port: int) -> str:
 # input, output and user live on the volume {DATA}; arguments given to the container come last, so they win.
 set -eu
 cd {COMFYUI}
-exec {VENV}/bin/python {COMFYUI}/main.py --base-directory {DATA} --listen 0.0.0.0 --port {port} \\
+{seed}exec {VENV}/bin/python {COMFYUI}/main.py {manager}--base-directory {DATA} --listen 0.0.0.0 --port {port} \\
   --extra-model-paths-config /opt/envbuild/extra_model_paths.yaml "$@"
 """
 

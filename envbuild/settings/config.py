@@ -8,6 +8,7 @@ silently lock the wrong thing.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -28,7 +29,8 @@ DEFAULT_REGISTRY = "https://api.comfy.org"  # the Comfy Registry ([nodes] regist
 _SECTIONS = {"comfyui", "manager", "nodes", "lock", "mirrors", "custom-nodes", "generations"}
 _KEYS: Mapping[str, set[str]] = {
     "comfyui": {"path", "base-directory", "listen", "port", "git", "ref"},
-    "manager": {"path", "enabled", "git", "ref"},
+    "manager": {"path", "enabled", "pip", "git", "ref", "network_mode", "security_level", "allow_git_url_install",
+                "allow_pip_install", "allow_flagged_nodepack_install"},
     "nodes": {"dirs", "exclude", "registry"},
     "lock": {"dir", "requires-python", "profiles", "extra-requirements", "profiles-dir", "torch-source",
              "variant-groups"},
@@ -36,6 +38,15 @@ _KEYS: Mapping[str, set[str]] = {
     "generations": {"keep"},  # see generations.py
 }
 _TABLE_OF_TABLES = {"custom-nodes"}  # one table per node, checked by pins.read_pins
+
+# ComfyUI-Manager v4's own settings, spelled as its config.ini spells them (CM-4.3 glob/manager_core.py
+# read_config; research/comfy.md section 2): `envbuild manager setup` writes those the deployment sets.
+MANAGER_CHOICES: Mapping[str, tuple[str, ...]] = {
+    "network_mode": ("public", "private", "offline", "personal_cloud"),  # enum NetworkMode
+    # data_models.SecurityLevel: `normal-`, not common/enums.py's unused "normal-minus"
+    "security_level": ("strong", "normal", "normal-", "weak"),
+}
+MANAGER_FLAGS = ("allow_git_url_install", "allow_pip_install", "allow_flagged_nodepack_install")
 
 
 class GitSource(NamedTuple):
@@ -52,6 +63,8 @@ class Config(NamedTuple):
     base_directory: Path | None = None
     manager: Path | None = None
     manager_enabled: bool = True
+    manager_pip: bool = True  # [manager] pip = false: ComfyUI's manager_requirements.txt is not used
+    manager_ini: Mapping[str, str] = NO_SETTINGS  # [manager] network_mode, ...: key -> config.ini value
     node_dirs: tuple[Path, ...] = ()  # empty: the defaults under base-directory and the checkout
     exclude_nodes: tuple[str, ...] = ()
     lock_dir: Path = Path("locks")
@@ -152,6 +165,10 @@ def _read_config(path: Path) -> Config:
     profiles_dir = lock.get("profiles-dir")
     comfyui_git = _git_source(comfy, "comfyui", path)
     manager_git = _git_source(manager, "manager", path)
+    if manager_git is not None:
+        for key in ("ref", "git"):
+            refuse_pip_manager_ref(manager_git.url if key == "git" else manager_git.ref,
+                                   _at(path, "manager", key), key)
     comfyui_path = rel(comfy["path"], "comfyui.path") if "path" in comfy else None
     if comfyui_path is None and comfyui_git is not None:
         comfyui_path = project_dir / "ComfyUI"  # where `envbuild fetch` clones it
@@ -164,6 +181,8 @@ def _read_config(path: Path) -> Config:
         manager=(rel(manager["path"], "manager.path") if "path" in manager
                  else _manager_clone_path(manager_git, base_directory or comfyui_path, path)),
         manager_enabled=expect(manager.get("enabled", True), bool, "manager.enabled", path),
+        manager_pip=expect(manager.get("pip", True), bool, "manager.pip", path),
+        manager_ini=_manager_ini(manager, path),
         node_dirs=tuple(rel(d, "nodes.dirs") for d in expect_str_list(nodes.get("dirs", []), "nodes.dirs", path)),
         exclude_nodes=tuple(expect_str_list(nodes.get("exclude", []), "nodes.exclude", path)),
         lock_dir=rel(lock.get("dir", "locks"), "lock.dir"),
@@ -209,8 +228,6 @@ def _torch_source(value: Any, path: Path) -> str | None:
 
 def _variant_groups(value: Any, path: Path) -> Mapping[str, tuple[str, ...]]:
     """`[lock] variant-groups`: module name -> the distributions that install it, the one to keep first."""
-    import re
-
     table = expect(value, dict, "lock.variant-groups", path)
     groups: dict[str, tuple[str, ...]] = {}
     for module, members in sorted(table.items()):
@@ -277,6 +294,78 @@ def _git_source(table: Mapping[str, Any], section: str, path: Path) -> GitSource
         raise ConfigError(path, f"`{section}.git` {problem}",
                           hint=CREDENTIALS_HINT if "credentials" in problem else "a git URL or a local path")
     return GitSource(url, ref)
+
+
+def _manager_ini(table: Mapping[str, Any], path: Path) -> Mapping[str, str]:
+    """`[manager]` security settings as config.ini values, each checked here (envbuild.toml:line on a bad one)."""
+    values: dict[str, str] = {}
+    for key, choices in MANAGER_CHOICES.items():
+        if key in table:
+            value = table[key]
+            if not isinstance(value, str) or value not in choices:
+                where = _at(path, "manager", key)
+                hint = " (spelled `normal-`, as the Manager reads it)" if value == "normal-minus" else ""
+                raise ConfigError(where, f"`manager.{key} = {value!r}` is not one of: {', '.join(choices)}{hint}",
+                                  hint=f'e.g. {key} = "{choices[-1] if key == "network_mode" else "normal"}"')
+            values[key] = value
+    for key in MANAGER_FLAGS:
+        if key in table:
+            if not isinstance(table[key], bool):
+                where = _at(path, "manager", key)
+                raise ConfigError(where, f"`manager.{key}` must be true or false, not {table[key]!r}")
+            values[key] = "True" if table[key] else "False"  # the Manager reads `value.lower() == 'true'`
+    return MappingProxyType(values)
+
+
+# A v4 release of ComfyUI-Manager is the pip package `comfyui_manager` (ComfyUI's manager_requirements.txt),
+# not a custom node: its tags (4.0.3 ... 4.2.2, 4.1b1) and branches (manager-v4, draft-v4) have no
+# top-level __init__.py, so ComfyUI cannot load a clone of them from custom_nodes.
+_V4_TAG = re.compile(r"v?(?P<major>\d{1,2})(\.[0-9A-Za-z]+)*", re.IGNORECASE)
+_V4_BRANCH = re.compile(r"(^|[-_/])v4([-_./]|$)", re.IGNORECASE)
+_PIP_SOURCE = re.compile(r"(pypi\.org|pythonhosted\.org)|\.whl$|\.tar\.gz$", re.IGNORECASE)
+
+
+def refuse_pip_manager_ref(value: str, where: str, key: str = "ref") -> None:
+    """`[manager] ref`/`git` (or `update --manager-ref`) naming what the pip route owns: refused before any
+    git or uv work (a clone of it would be fetched, locked and synced, then fail to load)."""
+    if key == "git":
+        owned = bool(_PIP_SOURCE.search(value.strip()))
+    else:
+        tag = _V4_TAG.fullmatch(value.strip())
+        owned = bool(tag and int(tag.group("major")) >= 4) or bool(_V4_BRANCH.search(value))
+    if owned:
+        raise ConfigError(where, f"`manager.{key} = {value!r}` names ComfyUI-Manager v4, which is the pip package "
+                                 "`comfyui_manager`, not a custom node envbuild can clone into custom_nodes",
+                          hint="the v4 Manager comes from ComfyUI's own manager_requirements.txt (ComfyUI v0.4.0 and "
+                               "later): drop [manager] git and ref, move [comfyui] to such a ComfyUI, and `envbuild "
+                               "run` passes --enable-manager; for the legacy Manager keep a 3.x ref (e.g. \"3.41\")")
+
+
+_TABLE_HEADER = re.compile(r"\s*\[\s*(?P<name>[A-Za-z0-9_.-]+)\s*\]\s*(#.*)?$")
+
+
+def _at(path: Path, section: str, key: str) -> str:
+    """`envbuild.toml:LINE` for a message (the file alone when the key is written some other way)."""
+    line = _line_of(path, section, key)
+    return f"{path}:{line}" if line else str(path)
+
+
+def _line_of(path: Path, section: str, key: str) -> int | None:
+    """The line of `key` in `[section]` (or `section.key` at the top), for a message; None: not found."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    current = ""
+    own = re.compile(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=")
+    dotted = re.compile(rf"\s*{re.escape(section)}\s*\.\s*{re.escape(key)}\s*=")
+    for number, line in enumerate(lines, start=1):
+        header = _TABLE_HEADER.match(line)
+        if header:
+            current = header.group("name")
+        elif (current == section and own.match(line)) or (current == "" and dotted.match(line)):
+            return number
+    return None
 
 
 def _manager_clone_path(source: GitSource | None, base: Path | None, path: Path) -> Path | None:

@@ -71,11 +71,17 @@ class Deployment:
 def make_deployment(
     root: Path, *, requirements: str = DEFAULT_COMFY_REQUIREMENTS, manager: str | None = "pyyaml\nrequests\n",
     profiles: tuple[str, ...] = ("cu126", "cu128"), requires_python: str = ">=3.10",
+    manager_requirements: str | None = None,
 ) -> Deployment:
-    """ComfyUI checkout + data dir with the Manager (optional) and an envbuild.toml."""
+    """ComfyUI checkout + data dir with the Manager (optional) and an envbuild.toml.
+
+    `manager`: the legacy clone's requirements.txt (custom_nodes/comfyui-manager); `manager_requirements`:
+    the checkout's manager_requirements.txt, as ComfyUI v0.4.0+ ships it (the pip Manager)."""
     deployment = Deployment(root)
     deployment.comfyui.mkdir(parents=True)
     (deployment.comfyui / "requirements.txt").write_text(requirements, encoding="utf-8")
+    if manager_requirements is not None:
+        (deployment.comfyui / "manager_requirements.txt").write_text(manager_requirements, encoding="utf-8")
     (deployment.comfyui / "main.py").write_text("print('ComfyUI')\n", encoding="utf-8")
     deployment.nodes.mkdir(parents=True)
     if manager is not None:
