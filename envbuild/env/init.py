@@ -142,8 +142,8 @@ def _manager_lines(manager: Path | None, route: ManagerRoute | None, route_line:
         lines += [f"# found: {route_line}:",
                   "# the Manager as a pip package, locked with ComfyUI; `envbuild manager setup` writes its config.ini",
                   "# pip = false                      # use a legacy ComfyUI-Manager clone in custom_nodes instead"]
-        lines += [f"# {quoted(rel(clone))}: a Manager clone ComfyUI blocks with --enable-manager (not locked; remove it)"
-                  for clone in route.blocked]
+        lines += [f"# {quoted(rel(clone))}: a Manager clone ComfyUI blocks with --enable-manager (not locked; "
+                  "remove it)" for clone in route.blocked]
         lines += ["# Manager 4 installs nodes on a server (listen other than 127.0.0.1: a container, a LAN) only with:",
                   '# network_mode = "personal_cloud"   # public | private | offline | personal_cloud',
                   '# security_level = "normal"         # strong | normal | normal- | weak',
