@@ -195,10 +195,13 @@ def uv_environment(mirrors: Mirrors) -> dict[str, str]:
 
 
 def rewrite_lock_text(text: str, rules: list[tuple[str, str]]) -> str:
-    """Point every URL under a canonical prefix at the mirror; hashes, names and versions stay."""
+    """Point every URL under a canonical prefix at the mirror; hashes, names and versions stay. The
+    longest prefix wins (as in the image's data/image/mirror.py, which must give the same bytes)."""
+    ordered = sorted(rules, key=lambda rule: -len(rule[0]))
+
     def swap(match: re.Match[str]) -> str:
         url = match.group(1)
-        for old, new in rules:
+        for old, new in ordered:
             if url == old or url.startswith(old + "/"):
                 return f'"{new}{url[len(old):]}"'
         return match.group(0)
