@@ -38,7 +38,8 @@ def test_the_images_mirror_script_rewrites_as_envbuild_does(rules: list[tuple[st
                                                            picks: list[int], tmp_path_factory: pytest.TempPathFactory,
                                                            ) -> None:
     """data/image/mirror.py runs inside the image, without envbuild: the same lock, rules and bytes out."""
-    urls = [rules[i % len(rules)][0] + "".join("/" + part for part in tail) for i, tail in zip(picks, tails)]
+    urls = [rules[i % len(rules)][0] + "".join("/" + part for part in tail)
+            for i, tail in zip(picks, tails, strict=False)]
     text = "".join(f'url = "{url}", hash = "sha256:00"\n' for url in urls) + 'other = "https://elsewhere/x"\n'
     folder = tmp_path_factory.mktemp("mirror")
     (folder / "rules").write_text("".join(f"{old}\t{new}\n" for old, new in rules))
