@@ -51,3 +51,4 @@ def test_the_images_mirror_script_rewrites_as_envbuild_does(rules: list[tuple[st
     finally:
         sys.argv = argv
     assert (folder / "out").read_text() == rewrite_lock_text(text, rules)
+

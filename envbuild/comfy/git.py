@@ -147,7 +147,8 @@ def _git_env(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _resolve(git: _Git, path: Path, ref: str, name: str, url: str) -> str:
+def _resolve(git: _Git, path: Path, ref: str, name: str, url: str,
+             hint: str = "check [comfyui] ref / [manager] ref in envbuild.toml") -> str:
     """A tag first (pinned), then a branch as the remote has it now, then a commit."""
     for candidate in (f"refs/tags/{ref}", f"refs/remotes/origin/{ref}", ref):
         proc = git.run(["-C", str(path), "rev-parse", "--verify", "--quiet", "--end-of-options",
@@ -163,8 +164,7 @@ def _resolve(git: _Git, path: Path, ref: str, name: str, url: str) -> str:
                           "resolving a ref", check=False)
         if fetched.returncode == 0:
             return fetched.stdout.strip()
-    raise GitError(f"{name}: ref `{ref}` is not a tag, branch or commit of {url}",
-                   hint="check [comfyui] ref / [manager] ref in envbuild.toml")
+    raise GitError(f"{name}: ref `{ref}` is not a tag, branch or commit of {url}", hint=hint)
 
 
 def _has_commit(git: _Git, path: Path, sha: str) -> bool:

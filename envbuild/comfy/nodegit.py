@@ -64,7 +64,9 @@ def checkout_ref(git: _Git, folder: Path, url: str, ref: str | None, name: str, 
         unshallow = ["--unshallow"] if (folder / ".git" / "shallow").exists() else []
         git.run(["-C", str(folder), "fetch", "--quiet", "--tags", "--force", *unshallow, "origin"],
                 f"fetching {name} from {url}")
-        commit = _resolve(git, folder, wanted, name, url)
+        commit = _resolve(git, folder, wanted, name, url,
+                          hint=f"check the node's ref: `envbuild node update {name} --ref REF` (or --ref on "
+                               "`node add`)")
     git.run(["-C", str(folder), "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach",
              *(["--force"] if force else []), commit], f"checking out {name} {recorded}")
     return Resolved(commit, recorded)

@@ -109,6 +109,10 @@ def _default(deployment: Deployment) -> TorchProfile:
     committed = deployment.committed()
     where = (f"{deployment.display(config.source)} lists no [lock] profiles" if config.source is not None
              else "no envbuild.toml here or in a folder above")
+    if config.source is None and not committed:  # not a deployment at all: --profile would not help
+        raise UsageError(f"no envbuild.toml in {config.project_dir} or a folder above",
+                         hint="run `envbuild init` in your ComfyUI folder (or the folder above it), or run the "
+                              "command where your envbuild.toml is (`-C DIR`)")
     raise UsageError(f"which profile? none given, and {where}",
                      hint="pass --profile NAME or --cuda VERSION (or `auto`), or list profiles under [lock] in "
                           "envbuild.toml" + (f"; committed locks: {', '.join(committed)}" if committed else ""))

@@ -57,7 +57,8 @@ def classify_failure(action: str, message: str, default: type[UvError], *, shown
         return IndexUnreachableError(
             action, message, shown=shown,
             summary=f"could not reach {_failed_at(message)} ({kind})",
-            hint="check the network, or configure a mirror (see README, 'Behind a firewall')",
+            hint=_reach_hint(_failed_at(message), "check the network, or configure a mirror (see README, "
+                                                  "'Behind a firewall')"),
         )
     return _index_failure(action, message, default, shown) or default(action, message, shown=shown)
 
@@ -68,7 +69,8 @@ def _index_failure(action: str, message: str, default: type[UvError], shown: boo
     if status:
         return IndexUnreachableError(action, message, shown=shown,
                                      summary=f"{status.group(2)} answered {_one_line(status.group(1))}",
-                                     hint="the index failed; try again later, or configure a mirror")
+                                     hint=_reach_hint(status.group(2), "the index failed; try again later, or "
+                                                                       "configure a mirror"))
     cut = next((found for found in (p.search(message) for p in _BODY_CUTS) if found), None)
     if cut:
         return IndexUnreachableError(action, message, shown=shown,
@@ -86,6 +88,22 @@ def _index_failure(action: str, message: str, default: type[UvError], shown: boo
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+_ORIGINS = ("pypi.org", "files.pythonhosted.org", "download.pytorch.org", "download-r2.pytorch.org")
+
+
+def _reach_hint(url: str, origin_hint: str) -> str:
+    """"Configure a mirror" helps only when the index asked was an origin; when it was not, one is
+    configured already: name it, and the setting pull-through mirrors need."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if not host or any(host == o or host.endswith("." + o) for o in _ORIGINS):
+        return origin_hint
+    return (f"{host} is the index envbuild asked (a mirror or your own index): check that it is up and serves "
+            "this path; a PyPI mirror that keeps its files under another root needs `pypi-files` in [mirrors] "
+            "(README, 'Behind a firewall')")
 
 
 def _failed_at(message: str) -> str:

@@ -1,0 +1,51 @@
+"""Hints that sent users the wrong way (issue: what a newcomer found), each with the message it gives now."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.support.deploy import invoke_cli, make_deployment
+
+
+@pytest.mark.parametrize(("url", "mirror_named"), [
+    ("https://download.pytorch.org/whl/cu126/torch/", False),
+    ("https://pypi.org/simple/numpy/", False),
+    ("https://mirrors.example.cn/pypi/simple/numpy/", True),
+])
+def test_an_unreachable_index_hint_names_a_configured_mirror(url: str, mirror_named: bool) -> None:
+    """Issue: "configure a mirror" was said when the index that failed was the configured mirror."""
+    from envbuild.core.errors import ResolveError
+    from envbuild.uv.failures import classify_failure
+
+    message = f"error: Failed to fetch: `{url}`\n  Caused by: Request failed after 3 retries\n  Caused by: " \
+              f"error sending request for url ({url})\n  Caused by: tcp connect error: Connection refused"
+    hint = classify_failure("uv lock", message, ResolveError).hint or ""
+    assert ("is the index envbuild asked" in hint and "pypi-files" in hint) == mirror_named
+    assert ("configure a mirror" in hint) != mirror_named
+
+
+@pytest.fixture
+def plain_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "PIP_", "ENVBUILD_"))}
+    return env | {"ENVBUILD_CACHE_DIR": str(tmp_path / "cache"), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+
+
+def test_no_envbuild_toml_at_all_says_init_not_profile(tmp_path: Path, plain_env: dict[str, str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke_cli(["sync"], env=plain_env, cwd=empty)
+    assert result.returncode == 2 and "no envbuild.toml in" in result.stderr, result
+    assert "envbuild init" in result.stderr and "--profile" not in result.stderr
+
+
+def test_a_deployment_without_profiles_still_says_which_flags(tmp_path: Path, plain_env: dict[str, str]) -> None:
+    site = make_deployment(tmp_path / "site")
+    site.write_config("""\
+        [comfyui]
+        path = "ComfyUI"
+        """)
+    result = invoke_cli(["sync"], env=plain_env, cwd=site.root)
+    assert result.returncode == 2 and "pass --profile NAME" in result.stderr, result
