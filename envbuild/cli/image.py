@@ -66,8 +66,8 @@ def image(ctx: click.Context, /, output: Path | None, base: str | None, build: b
         say(ctx, f"build it with: podman build -t {tag or 'IMAGE'} {deployment.display(written.folder)}")
         return
     from envbuild.core.units import human_size
-    from envbuild.env.sync import own_index_env
     from envbuild.image.build import build_image, default_tag
+    from envbuild.uv.command import own_index_env
 
     given_ca = ca or (Path(deployment.env["SSL_CERT_FILE"]) if deployment.env.get("SSL_CERT_FILE") else None)
     built = build_image(written.folder, tag or default_tag(profile.name), deployment.env, ca=given_ca,

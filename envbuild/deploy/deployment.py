@@ -29,6 +29,7 @@ from envbuild.torch.profile import (
     index_url_problem,
     rebase_pytorch_url,
 )
+from envbuild.uv.command import DEFAULT_INDEX_ENV
 
 if TYPE_CHECKING:
     from envbuild.core.http.indexclient import IndexClient
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 LOCK_TIMEOUT_ENV = "ENVBUILD_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 900.0  # a real ComfyUI lock takes seconds; a cold one on a slow mirror, minutes
 CACHE_DIR_ENV = "ENVBUILD_CACHE_DIR"
-DEFAULT_INDEX_ENV = ("UV_DEFAULT_INDEX", "UV_INDEX_URL")  # uv's own default-index settings
 
 
 class Indexes(NamedTuple):

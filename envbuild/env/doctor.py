@@ -104,7 +104,7 @@ def _venv_matches(ctx: Context) -> Check:
     if not (ctx.venv / "pyvenv.cfg").is_file():
         return Check("venv matches lock", FAIL,
                      f"no venv at {ctx.venv}: run `envbuild sync --profile {ctx.profile.name}`")
-    from envbuild.env.sync import own_index_env
+    from envbuild.uv.command import own_index_env
 
     output = ctx.deployment.uv.sync(ctx.folder.path, ctx.venv, dry_run=True, stream=False,
                                       env_unset=own_index_env(ctx.folder))

@@ -78,7 +78,7 @@ def prepare_run(deployment: Deployment, profile: TorchProfile, venv: Path, args:
     require_usable(deployment, profile, allow_unhashed=True,
                    then=f"then `envbuild sync --profile {profile.name}`")  # sync refused unhashed files
     python = venv_python(venv)
-    extras = _check_synced(deployment.uv, folder, profile, venv, python, link)
+    extras = check_synced(deployment.uv, folder, profile, venv, python, link)
     guard = guard_environment(folder.path, profile, env, deployment.canonical_index(profile),
                               deployment.default_index)
     # `uv pip` (the Manager's uv mode) must install into this venv, whatever the user's shell points at.
@@ -106,7 +106,7 @@ def _main_py(config: Config) -> Path:
     return main
 
 
-def _check_synced(uv: Uv, folder: LockFolder, profile: TorchProfile, venv: Path, python: Path,
+def check_synced(uv: Uv, folder: LockFolder, profile: TorchProfile, venv: Path, python: Path,
                   shown: Path) -> list[str]:
     """`uv sync --locked --dry-run`: offline and about 30 ms, and it compares every locked package
     (version and source), where reading torch alone would miss a node that replaced numpy.
@@ -115,7 +115,7 @@ def _check_synced(uv: Uv, folder: LockFolder, profile: TorchProfile, venv: Path,
     hint = f"run `envbuild sync --profile {profile.name} --venv {shown}`"
     if not python.exists():
         raise VerifyError(f"no environment at {shown} (no {python})", hint=hint)
-    from envbuild.env.sync import own_index_env  # a lock made through a PyPI mirror names its own default
+    from envbuild.uv.command import own_index_env  # a lock made through a PyPI mirror names its own default
 
     output = uv.sync(folder.path, venv, dry_run=True, stream=False, env_unset=own_index_env(folder))
     installs, removals = package_changes(output)

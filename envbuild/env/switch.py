@@ -153,9 +153,29 @@ def _lock_note(deployment: Deployment, generation: Generation) -> str | None:
     where = deployment.display(folder.path)
     saved = deployment.display(generation.path / generations.LOCK_COPY)
     now = f"is at {committed}" if committed else "is missing"
-    return (f"the committed lock {where} {now}, this generation holds {generation.digest}: `envbuild run` refuses "
-            f"it until the lock matches again (restore it from version control, or copy uv.lock and "
-            f"pyproject.toml from {saved})")
+    said = f"the committed lock {where} {now}, this generation holds {generation.digest}"
+    if committed is not None and _runs(deployment, generation):
+        return (f"{said}; `envbuild run` still starts it (it holds every package the committed lock lists), and "
+                "`envbuild sync` builds the committed one")
+    return (f"{said}: `envbuild run` refuses it until the lock matches again (restore it from version control, "
+            f"or copy uv.lock and pyproject.toml from {saved})")
+
+
+def _runs(deployment: Deployment, generation: Generation) -> bool:
+    """Would `envbuild run` start this generation with the committed lock? The same check run makes."""
+    from envbuild.core.errors import EnvbuildError
+    from envbuild.env.run import check_synced
+    from envbuild.uv.command import venv_python
+
+    if generation.profile is None:
+        return False
+    try:
+        profile = deployment.catalogue.get(generation.profile)
+        check_synced(deployment.uv, deployment.folder(profile), profile, generation.path,
+                     venv_python(generation.path), generation.path)
+    except EnvbuildError:
+        return False
+    return True
 
 
 def generation_status(deployment: Deployment, venv: Path) -> tuple[str, str]:

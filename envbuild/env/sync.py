@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from envbuild.core.errors import LockIntegrityError, UvError, VerifyError
 from envbuild.core.units import human_size
-from envbuild.deploy.deployment import DEFAULT_INDEX_ENV, Deployment
+from envbuild.deploy.deployment import Deployment
 from envbuild.lock.trust import require_usable
 from envbuild.pkgs.lockdir import LockFolder
 from envbuild.torch.profile import TorchProfile
+from envbuild.uv.command import own_index_env
 
 if TYPE_CHECKING:
     from envbuild.torch.installed import TorchBuild
@@ -69,12 +70,6 @@ def sync_profile(
 
     return SyncResult(profile.name, venv, build, time.perf_counter() - started, tuple(describe_removals(output)),
                       None if into == venv else into, tuple(switched))
-
-
-def own_index_env(folder: LockFolder) -> tuple[str, ...]:
-    """uv variables to drop for a lock that names its own default index (made through a PyPI mirror)."""
-    recorded = folder.read_fingerprint()
-    return DEFAULT_INDEX_ENV if recorded is not None and recorded.default_index else ()
 
 
 def sync_through_mirror(deployment: Deployment, folder: LockFolder, venv: Path, *, inexact: bool,

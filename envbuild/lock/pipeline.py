@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from envbuild.core.errors import EnvbuildError, IndexUnreachableError
 from envbuild.core.fsio import atomic_write, exclusive_lock, remove_stale_staging, replace_dir, staging_dir
-from envbuild.deploy.deployment import DEFAULT_INDEX_ENV, Deployment
+from envbuild.deploy.deployment import Deployment
 from envbuild.lock.plan import LockPlan, plan_lock
 from envbuild.lock.settlements import Settled
 from envbuild.lock.trust import CURRENT, UNHASHED, assess, remember_new_lock, remembered
 from envbuild.pkgs.lockdir import LockFolder
 from envbuild.pkgs.uvlock import count_locked_packages
 from envbuild.torch.profile import TorchProfile
+from envbuild.uv.command import DEFAULT_INDEX_ENV
 
 if TYPE_CHECKING:
     from envbuild.pkgs.uvlock import LockFile

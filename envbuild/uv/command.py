@@ -30,11 +30,22 @@ from envbuild.uv.render import UV_REQUIRED_VERSION
 if TYPE_CHECKING:
     from packaging.version import Version
 
+    from envbuild.pkgs.lockdir import LockFolder
+
 UV_OVERRIDE_ENV = "ENVBUILD_UV"
 # Variables that would point uv at another project or environment than the one we chose.
 _DROPPED_ENV = ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_PROJECT", "UV_PROJECT_ENVIRONMENT")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _CHANGE_LINE = re.compile(r"^\s*(?P<op>[-+~])\s+(?P<spec>(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\S*(?:\s.*)?)$")
+
+
+DEFAULT_INDEX_ENV = ("UV_DEFAULT_INDEX", "UV_INDEX_URL")  # uv's own default-index settings
+
+
+def own_index_env(folder: LockFolder) -> tuple[str, ...]:
+    """uv variables to drop for a lock that names its own default index (made through a PyPI mirror)."""
+    recorded = folder.read_fingerprint()
+    return DEFAULT_INDEX_ENV if recorded is not None and recorded.default_index else ()
 
 
 class Uv(NamedTuple):
