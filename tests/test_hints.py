@@ -49,3 +49,21 @@ def test_a_deployment_without_profiles_still_says_which_flags(tmp_path: Path, pl
         """)
     result = invoke_cli(["sync"], env=plain_env, cwd=site.root)
     assert result.returncode == 2 and "pass --profile NAME" in result.stderr, result
+
+
+@pytest.mark.unit
+def test_a_failed_pull_of_the_uv_image_names_its_build_argument() -> None:
+    from envbuild.image.build import _build_hint
+
+    tail = ("Error: creating build container: initializing source docker://ghcr.io/astral-sh/uv:0.13.9: "
+            "pinging container registry ghcr.io: Get \"https://ghcr.io/v2/\": dial tcp: connection refused")
+    assert "UV_IMAGE (--uv-image IMAGE)" in _build_hint(tail)
+    assert _build_hint("RUN failed: exit status 1") == "rerun with -v to see the exact command"
+
+
+def test_image_uv_image_flag_sets_the_build_argument(tmp_path: Path) -> None:
+    from envbuild.image.files import containerfile
+
+    text = containerfile(profile="cu126", base_image="python:3.12-slim", uv_image="mirror.example/uv:0.13.9",
+                         torch_layer=["torch"], port=8188, guard={}, pins=[])
+    assert "ARG UV_IMAGE=mirror.example/uv:0.13.9" in text

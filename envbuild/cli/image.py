@@ -21,6 +21,9 @@ if TYPE_CHECKING:
               help="The build context folder (replaced whole). Default: build/image-<profile> in the deployment.")
 @click.option("--base", metavar="IMAGE",
               help="The default of the BASE_IMAGE build argument (default: python:<the lock's Python>-slim).")
+@click.option("--uv-image", metavar="IMAGE",
+              help="The default of the UV_IMAGE build argument, the image uv is copied from (default: "
+                   "ghcr.io/astral-sh/uv:<this uv's version>): a mirror of it where ghcr.io is not reachable.")
 @click.option("--build", is_flag=True, help="Build the image with podman, docker or buildah (the first found).")
 @click.option("--tag", metavar="TAG",
               help="The image's tag with --build (default: localhost/envbuild-comfyui:<profile>).")
@@ -31,7 +34,8 @@ if TYPE_CHECKING:
               help="With --build: one more argument for the engine's build (repeatable), e.g. "
                    "--engine-arg=--network=host --engine-arg=--build-arg=BASE_IMAGE=...")
 @click.pass_context
-def image(ctx: click.Context, /, output: Path | None, base: str | None, build: bool, tag: str | None,
+def image(ctx: click.Context, /, output: Path | None, base: str | None, uv_image: str | None, build: bool,
+          tag: str | None,
           ca: Path | None, engine_args: tuple[str, ...], **flags: Any) -> None:
     """Write an OCI build context for a profile, installed from its committed lock.
 
@@ -56,7 +60,7 @@ def image(ctx: click.Context, /, output: Path | None, base: str | None, build: b
     _, uv_version = checked_uv(deployment.env)
     target = (Path.cwd() / output) if output else deployment.config.project_dir / "build" / f"image-{profile.name}"
     written = write_context(deployment, profile, target.resolve(), base=base, uv_version=str(uv_version),
-                            torch_pylock=pylock.text)
+                            torch_pylock=pylock.text, uv_image=uv_image)
     for warning in written.warnings:
         warn(warning)
     say(ctx, f"{profile.name}: wrote the build context {deployment.display(written.folder)} (base "

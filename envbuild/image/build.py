@@ -96,7 +96,7 @@ def build_image(context: Path, tag: str, env: Mapping[str, str], *, ca: Path | N
         except CommandFailed as exc:
             raise ImageBuildError(f"{engine} build failed (status {exc.returncode})"
                                   + (f":\n{exc.output_tail}" if not stream else " (its output is above)"),
-                                  hint="rerun with -v to see the exact command") from None
+                                  hint=_build_hint(exc.output_tail)) from None
         image_id = iidfile.read_text(encoding="utf-8").strip()
     seconds = time.perf_counter() - started
     return BuiltImage(engine, image_id, image_size(engine, path, image_id, child_env), tag, seconds)
@@ -113,3 +113,19 @@ def image_size(engine: str, path: str, image_id: str, env: Mapping[str, str]) ->
 
 def default_tag(profile: str) -> str:
     return f"localhost/envbuild-comfyui:{profile.replace('+', '-')}"
+
+
+def _build_hint(output: str) -> str:
+    """A pull that failed names the build argument that sets the image (a registry this machine cannot
+    reach is the usual cause behind a firewall); anything else: the exact command with -v."""
+    pulls = {"UV_IMAGE": ("astral-sh/uv", "--uv-image IMAGE"), "GIT_IMAGE": ("alpine/git", "--engine-arg="
+                                                                             "--build-arg=GIT_IMAGE=IMAGE"),
+             "BASE_IMAGE": ("python:", "--base IMAGE")}
+    lowered = output.lower()
+    if any(word in lowered for word in ("pull", "manifest", "registry", "resolve image", "name unknown")):
+        named = [f"{arg} ({flag})" for arg, (needle, flag) in pulls.items() if needle in output]
+        if named:
+            return (f"an image the build pulls could not be had: set {', '.join(named)} to a copy on a registry "
+                    "this machine reaches; rerun with -v to see the exact command")
+    return "rerun with -v to see the exact command"
+

@@ -105,7 +105,7 @@ def _reach(start: Iterable[str], edges: dict[str, set[str]], stop: set[str]) -> 
 
 
 def write_context(deployment: Deployment, profile: TorchProfile, output: Path, *, base: str | None = None,
-                  uv_version: str, torch_pylock: str) -> ImageContext:
+                  uv_version: str, torch_pylock: str, uv_image: str | None = None) -> ImageContext:
     """Write the build context into `output` (replaced whole). The lock must be trusted already
     (`trust.require_usable`), and `torch_pylock` is `uv export --format pylock.toml` of it."""
     config = deployment.config
@@ -149,7 +149,8 @@ def write_context(deployment: Deployment, profile: TorchProfile, output: Path, *
         os.chmod(stage / "build" / "install.sh", 0o755)
         os.chmod(stage / "envbuild" / "entrypoint.sh", 0o755)
         atomic_write(stage / "Containerfile", imagefiles.containerfile(
-            profile=profile.name, base_image=base_image, uv_version=uv_version, torch_layer=layer,
+            profile=profile.name, base_image=base_image,
+            uv_image=uv_image or imagefiles.default_uv_image(uv_version), torch_layer=layer,
             port=port, guard=guard, pins=[(p.name, p.url, p.commit) for p in pins]))
         replace_dir(stage, output)
     return ImageContext(profile.name, output, base_image, layer, tuple(nodes), tuple(pins), port,

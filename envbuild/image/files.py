@@ -70,7 +70,12 @@ def guard_env(find_links: Sequence[str], default_index: str | None) -> dict[str,
     return env
 
 
-def containerfile(*, profile: str, base_image: str, uv_version: str, torch_layer: Sequence[str], port: int,
+def default_uv_image(uv_version: str) -> str:
+    """uv's own image at the version that made the lock (the image's uv runs `uv sync --locked` on it)."""
+    return f"ghcr.io/astral-sh/uv:{uv_version}"
+
+
+def containerfile(*, profile: str, base_image: str, uv_image: str, torch_layer: Sequence[str], port: int,
                   guard: Mapping[str, str], pins: Sequence[tuple[str, str, str]]) -> str:
     """The Containerfile (a valid Dockerfile too). `pins`: (name, url, commit) fetched by git in the build."""
     mounts = ("--mount=type=cache,id=envbuild-uv,target=/var/cache/envbuild-uv \\\n"
@@ -81,7 +86,7 @@ def containerfile(*, profile: str, base_image: str, uv_version: str, torch_layer
         "# Build: podman build [--secret id=ca,src=FILE] [--secret id=uv-env,src=FILE] [--secret id=mirror,src=FILE] .",
         "# (all optional: a CA bundle for a TLS proxy; UV_INDEX_* credentials; mirror rules: see build/install.sh)",
         f"ARG BASE_IMAGE={base_image}",
-        f"ARG UV_IMAGE=ghcr.io/astral-sh/uv:{uv_version}",
+        f"ARG UV_IMAGE={uv_image}",
     ]
     if pins:
         lines.append("ARG GIT_IMAGE=docker.io/alpine/git:v2.47.2")
