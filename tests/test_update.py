@@ -177,3 +177,16 @@ def test_git_is_needed_only_to_fetch(tmp_path: Path, env: dict[str, str]) -> Non
     cli(site.root, no_git, "lock", "--check", "--profile", "cu126")
     cli(site.root, no_git, "sync", "--profile", "cu126")
     cli(site.root, no_git, "lock", "--profile", "cu126")  # a no-op: current, no uv, no git
+
+
+def test_update_with_nothing_to_change_runs_no_lock_and_no_quick_test(tmp_path: Path, env: dict[str, str]) -> None:
+    """It re-locked and ran an 18 s quick test before; now it says so and leaves everything (no uv at all)."""
+    site = make_deployment(tmp_path / "site", profiles=("cu126",))
+    cli(site.root, env, "lock", "--profile", "cu126")
+    cli(site.root, env, "sync", "--profile", "cu126")
+    before = (site.root / ".venv").resolve()
+    no_uv = dict(env, ENVBUILD_UV="/nonexistent/uv")
+    result = cli(site.root, no_uv, "update", "--profile", "cu126")
+    assert "nothing to update: the lock is current and the venv holds it" in result.stdout, result
+    assert "already up to date" in result.stdout
+    assert (site.root / ".venv").resolve() == before

@@ -49,7 +49,7 @@ def update(ctx: click.Context, /, venv: Path | None, comfyui_ref: str | None, ma
         warn(warning)
     if result.diff is not None:
         show(render_table(result.diff), nl=False)
-    else:
+    elif result.status != "unchanged":
         show(f"{profile.name}: no committed lock yet to compare with")
     if result.status == "dry-run":
         say(ctx, f"{profile.name}: dry run: nothing installed, the committed lock and the checkouts are as they were")

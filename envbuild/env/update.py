@@ -55,6 +55,11 @@ def update(deployment: Deployment, profile: TorchProfile, venv: Path, *, refs: M
         from envbuild.settings.config import refuse_pip_manager_ref
 
         refuse_pip_manager_ref(refs["manager"], "--manager-ref")
+    if not refs and not upgrade and not upgrade_packages and not dry_run and _in_place(deployment, profile, venv):
+        # Nothing asked to move and nothing changed: no re-lock, no new generation, no quick test.
+        return UpdateResult(profile.name, "unchanged", None, generations.current(venv), None,
+                            ("nothing to update: the lock is current and the venv holds it (--upgrade allows newer "
+                             "packages; --comfyui-ref/--manager-ref move the checkouts)",))
     try:
         # One update of a deployment at a time: checkouts move only under this lock, and its journal says
         # where they were, so a killed update is undone by the next command (`recover_interrupted`).
@@ -71,6 +76,18 @@ def update(deployment: Deployment, profile: TorchProfile, venv: Path, *, refs: M
                     "as they were")
             exc.hint = f"{exc.hint}; {kept}" if exc.hint else kept
         raise
+
+
+def _in_place(deployment: Deployment, profile: TorchProfile, venv: Path) -> bool:
+    """The committed lock is current and the venv path points at the generation built from it."""
+    from envbuild.env import generations
+    from envbuild.lock.trust import CURRENT, UNHASHED, assess
+
+    if assess(deployment, profile).state not in (CURRENT, UNHASHED):
+        return False
+    now = generations.current(venv)
+    folder = deployment.folder(profile)
+    return now is not None and now == generations.generation_path(venv, profile.name, generations.lock_digest(folder))
 
 
 def _update_locked(deployment: Deployment, profile: TorchProfile, venv: Path, refs: Mapping[str, str],
