@@ -57,7 +57,11 @@ def test_sync_builds_a_generation_switches_to_it_and_rollback_switches_back(site
     assert venv.resolve() == cu128 and torch_in_venv(venv)[1] == "12.8"
     assert torch_in_venv(cu126)[1] == "12.6"  # the previous generation is untouched
 
-    listed = json.loads(cli(site, env, "generations", "--json").stdout)["generations"]
+    answer = json.loads(cli(site, env, "generations", "--json").stdout)
+    listed = answer["generations"]
+    # Two generations of one venv share the files uv links from its cache: together is less than the sum.
+    assert 0 < answer["total_size"] < sum(row["size"] for row in listed)
+    assert "together: " in cli(site, env, "generations").stdout
     rows = {row["name"]: row for row in listed}
     assert rows[cu128.name]["current"] and rows[cu126.name]["previous"]
     assert rows[cu126.name]["profile"] == "cu126" and rows[cu126.name]["digest"] == cu126.name[-12:]

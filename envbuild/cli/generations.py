@@ -30,9 +30,13 @@ def generations(ctx: click.Context, venv: Path | None, as_json: bool) -> None:
 
     deployment = build_deployment(ctx)
     target = resolve_venv(deployment, venv)
+    from envbuild.env.generations import generations_dir, total_on_disk
+
     rows = list_rows(target)
+    together = total_on_disk([generations_dir(target) / row.name for row in rows])
     if as_json:
-        show(json.dumps({"venv": str(target), "generations": [r.to_dict() for r in rows]}, indent=2))
+        show(json.dumps({"venv": str(target), "generations": [r.to_dict() for r in rows], "total_size": together},
+                        indent=2))
         return
     if not rows:
         show(f"{target}: no generations yet (`envbuild sync` makes them)")
@@ -45,3 +49,6 @@ def generations(ctx: click.Context, venv: Path | None, as_json: bool) -> None:
         created = (row.created or "?")[:19].replace("T", " ")
         show(f"  {'*' if row.current else ' '} {row.name}  {what}, created {created} UTC, {human_size(row.size)}"
              + (f"  [{', '.join(marks)}]" if marks else ""))
+    if len(rows) > 1:
+        show(f"  together: {human_size(together)} on disk (a file the generations share, linked from uv's cache, "
+             "counted once; the sizes above do not add up)")

@@ -236,9 +236,15 @@ def prune(venv: Path, keep: int) -> list[Path]:
 def size_on_disk(path: Path) -> int:
     """Bytes the folder's files occupy, a hardlinked file counted once (uv links from its cache, so the
     honest cost of a generation is what `du` says, not the sum of file sizes)."""
+    return total_on_disk([path])
+
+
+def total_on_disk(paths: Iterable[Path]) -> int:
+    """Bytes several folders occupy together, each hardlinked file counted once across all of them: the
+    generations of one venv share most files (uv links them from one cache), so their sizes do not add."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    for folder, _, files in os.walk(path):
+    for folder, _, files in (entry for path in paths for entry in os.walk(path)):
         for name in files:
             try:
                 stat = os.lstat(os.path.join(folder, name))
