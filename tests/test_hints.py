@@ -67,3 +67,17 @@ def test_image_uv_image_flag_sets_the_build_argument(tmp_path: Path) -> None:
     text = containerfile(profile="cu126", base_image="python:3.12-slim", uv_image="mirror.example/uv:0.13.9",
                          torch_layer=["torch"], port=8188, guard={}, pins=[])
     assert "ARG UV_IMAGE=mirror.example/uv:0.13.9" in text
+
+
+@pytest.mark.unit
+def test_sync_dry_run_says_unknown_when_no_size_is_recorded() -> None:
+    """Issue: "downloading up to 0 B" and a 6 KB line listing every unsized file."""
+    from envbuild.env.sync import SyncPlan
+
+    unsized = tuple(f"pkg{i}==1.0" for i in range(200))
+    plan = SyncPlan("cu126", Path(".venv"), unsized, (), 0, unsized)
+    first = plan.describe()[0]
+    assert "download size unknown (the index records no file sizes)" in first and "0 B" not in first
+    assert max(len(line) for line in plan.describe()) < 200
+    some = SyncPlan("cu126", Path(".venv"), ("a==1", "b==1"), (), 2048, ("b==1",)).describe()[0]
+    assert "downloading up to 2.0 KiB" in some and "1 file(s) of unknown size not counted" in some

@@ -177,13 +177,18 @@ class SyncPlan(NamedTuple):
     def describe(self) -> list[str]:
         if not self.installs and not self.removals:
             return [f"{self.profile}: {self.venv} already holds the lock: nothing to do"]
+        sized = len(self.installs) - len(self.unsized)
+        if not self.installs:
+            download = "downloading nothing"
+        elif not sized:  # the index gave uv no sizes: "up to 0 B" would be a wrong number
+            download = "download size unknown (the index records no file sizes)"
+        else:
+            download = (f"downloading up to {human_size(self.download_bytes)} (less what uv's cache holds"
+                        + (f"; {len(self.unsized)} file(s) of unknown size not counted)" if self.unsized else ")"))
         lines = [f"{self.profile}: a sync of {self.venv} would install {len(self.installs)} and remove "
-                 f"{len(self.removals)} package(s), downloading up to {human_size(self.download_bytes)} (less what "
-                 "uv's cache holds)"]
+                 f"{len(self.removals)} package(s), {download}"]
         lines += [f"  + {spec}" for spec in self.installs]
         lines += [f"  - {spec}" for spec in self.removals]
-        if self.unsized:
-            lines.append(f"  (no size recorded for {', '.join(self.unsized)}: not counted)")
         return lines
 
 
