@@ -294,10 +294,11 @@ def test_real_nodes_opencv_variants_become_one_headless_build(tmp_path: Path) ->
     names, warnings = merged(d)
     assert "opencv-python" not in names
     assert names["opencv-python-headless"] == "opencv-python-headless>=4.7.0.72"  # the specifier followed
-    (warning,) = [w for w in warnings if "replaced by" in w]
+    (warning,) = [w for w in warnings if "module: " in w]
     assert warning.startswith("data/custom_nodes/comfyui_controlnet_aux/requirements.txt:5 (node comfyui_controlnet_aux)"
-                              ": opencv-python replaced by opencv-python-headless:")
-    assert "node ComfyUI-Impact-Pack (opencv-python-headless)" in warning and "`cv2` module" in warning
+                              ": the `cv2` module: opencv-python-headless kept (asked by ")
+    assert "ComfyUI-Impact-Pack/requirements.txt" in warning
+    assert "replacing opencv-python from data/custom_nodes/comfyui_controlnet_aux/requirements.txt:5" in warning
 
 
 def test_contrib_wins_over_plain_and_extras_and_markers_survive(tmp_path: Path) -> None:
@@ -309,15 +310,19 @@ def test_contrib_wins_over_plain_and_extras_and_markers_survive(tmp_path: Path) 
     # Entries with different markers stay apart (uv combines them per platform).
     result = merge_inputs(load_config(d.root), load_catalogue().get("cu126")).result.requirements
     texts = sorted(r.pep508() for r in result if r.name.startswith("opencv"))
+    # The replaced builds' extras are dropped ([ffmpeg] is opencv-python-headless's, not contrib's), and said.
     assert texts == ["opencv-contrib-python-headless<4.11; sys_platform == \"linux\"",
-                     "opencv-contrib-python-headless[ffmpeg]>=4.8"]
-    assert len([w for w in warnings if "replaced by opencv-contrib-python-headless" in w]) == 3
+                     "opencv-contrib-python-headless>=4.8"]
+    (warning,) = [w for w in warnings if "module: " in w]  # one note for the group, every line named
+    assert "opencv-contrib-python-headless kept, replacing " in warning
+    assert all(f"custom_nodes/{n}/requirements.txt:1" in warning for n in ("A", "B", "C"))
+    assert "extras dropped (opencv-python-headless[ffmpeg])" in warning
 
 
 def test_one_variant_alone_is_left_as_asked(tmp_path: Path) -> None:
     names, warnings = merged(nodes_deployment(tmp_path / "site", {"A": "opencv-python\n", "B": "onnxruntime-gpu\n"}))
     assert "opencv-python" in names and "onnxruntime-gpu" in names
-    assert not [w for w in warnings if "replaced by" in w]
+    assert not [w for w in warnings if "module: " in w]
 
 
 @pytest.mark.parametrize(("profile", "kept", "dropped"), [
@@ -328,7 +333,8 @@ def test_onnxruntime_follows_the_profile(tmp_path: Path, profile: str, kept: str
     d = nodes_deployment(tmp_path / "site", {"Rembg": "onnxruntime>=1.17\n", "Reactor": "onnxruntime-gpu\n"})
     names, warnings = merged(d, profile)
     assert names[kept] == f"{kept}>=1.17" and dropped not in names
-    assert any(f"{dropped} replaced by {kept}" in w and "node Rembg" in w and "node Reactor" in w for w in warnings)
+    assert any(f"{kept} kept (asked by " in w and f"replacing {dropped} from" in w and "node Rembg" in w
+               and "node Reactor" in w for w in warnings)
 
 
 def test_node_pyproject_dependencies_and_broken_ones(tmp_path: Path) -> None:

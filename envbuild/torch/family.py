@@ -85,13 +85,18 @@ def settle_clobbering(
         if len(asked) < 2:
             continue
         chosen, why = group.choose(asked, profile)
-        askers = ", ".join(sorted({f"{i.origin.source} ({i.requirement.name})" for i in items}))
-        for item in items:
-            if canonicalize_name(item.requirement.name) == chosen or item.requirement.url:
-                continue
-            notes.append(Diagnostic(item.origin, f"{item.requirement.name} replaced by {chosen}: the variants asked "
-                                    f"for ({askers}) all install the `{group.module}` module and overwrite each "
-                                    f"other; {why}"))
+        replaced = [i for i in items if canonicalize_name(i.requirement.name) != chosen and not i.requirement.url]
+        if replaced:  # one note per group, naming every line replaced (not one per line, each naming all)
+            lines = "; ".join(sorted({f"{i.requirement.name} from {i.origin}" for i in replaced}))
+            dropped = sorted({f"{i.requirement.name}[{','.join(sorted(i.requirement.extras))}]" for i in replaced
+                              if i.requirement.extras})
+            extras = (f"; extras dropped ({', '.join(dropped)}): they are the replaced build's, not {chosen}'s"
+                      if dropped else "")
+            kept = sorted({str(i.origin) for i in items if canonicalize_name(i.requirement.name) == chosen})
+            asked_by = f" (asked by {'; '.join(kept)})" if kept else ""
+            notes.append(Diagnostic(replaced[0].origin, f"the `{group.module}` module: {chosen} kept{asked_by}, "
+                                    f"replacing {lines} (every variant installs `{group.module}` and overwrites the "
+                                    f"others; {why}){extras}"))
         requirements = [_renamed(i, group, chosen) for i in requirements]
         constraints = [_renamed(i, group, chosen) for i in constraints]
     return requirements, constraints, notes
@@ -107,7 +112,8 @@ def _renamed(item: SourcedRequirement, group: VariantGroup, chosen: str) -> Sour
     name = canonicalize_name(req.name)
     if name not in group.members or name == chosen or req.url:
         return item
-    extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+    # The replaced build's extras are its own (opencv-python[ffmpeg] names nothing opencv-contrib-python-headless
+    # defines): the version bounds and markers carry over, the extras do not.
     marker = f"; {req.marker}" if req.marker else ""
-    return SourcedRequirement(Requirement(f"{chosen}{extras}{req.specifier}{marker}"), item.origin,
+    return SourcedRequirement(Requirement(f"{chosen}{req.specifier}{marker}"), item.origin,
                               f"{item.text} (as {chosen})")
