@@ -162,7 +162,9 @@ def _land(deployment: Deployment, stage: Path, name: str, pin: NodePin | None, p
         landed = dataclasses.replace(deployment, config=config._replace(node_pins=pins))
         results = []
         for profile in targets:
-            result = lock_profile(landed, profile, stream=False)
+            # Seeded with the staged lock made moments ago for the same requirements: uv confirms it,
+            # resolving nothing anew (one resolution per profile per node operation, not two).
+            result = lock_profile(landed, profile, stream=False, seed_lock=stage / "locks" / profile.name / "uv.lock")
             results.append(result)
             if on_lock is not None:
                 on_lock(result)

@@ -53,8 +53,10 @@ class Written(NamedTuple):
 
 def lock_profile(
     deployment: Deployment, profile: TorchProfile, *, upgrade: bool = False, upgrade_packages: Sequence[str] = (),
-    stream: bool = True, on_wait: Callable[[], None] | None = None,
+    stream: bool = True, on_wait: Callable[[], None] | None = None, seed_lock: Path | None = None,
 ) -> LockResult:
+    """`seed_lock`: a uv.lock just made and audited for the same requirements (a node operation's staged
+    lock): uv's starting point instead of the committed lock, so landing the change resolves nothing anew."""
     started = time.perf_counter()
     upgrading = bool(upgrade or upgrade_packages)
     folder = deployment.folder(profile)
@@ -65,7 +67,7 @@ def lock_profile(
         return _up_to_date(folder, started)
     require_owned_lock_dir(deployment)
     try:
-        return _lock_planned(deployment, plan, upgrade, upgrade_packages, stream, on_wait, started)
+        return _lock_planned(deployment, plan, upgrade, upgrade_packages, stream, on_wait, started, seed_lock)
     except OSError as exc:  # a read-only or full disk: name the place, not a traceback; the old lock stands
         from envbuild.core.errors import ConfigError
 
@@ -84,7 +86,8 @@ def _current_as_recorded(deployment: Deployment, plan: LockPlan) -> bool:
 
 
 def _lock_planned(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade_packages: Sequence[str],
-                  stream: bool, on_wait: Callable[[], None] | None, started: float) -> LockResult:
+                  stream: bool, on_wait: Callable[[], None] | None, started: float,
+                  seed_lock: Path | None = None) -> LockResult:
     profile, folder = plan.profile, plan.folder
     upgrading = bool(upgrade or upgrade_packages)
     _ignore_scratch_files(deployment.lock_dir)
@@ -101,7 +104,7 @@ def _lock_planned(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade
         # Only a lock that passed the audit seeds the next one: uv keeps a lock that still fits as it
         # is, so a forged hash or URL would otherwise be carried into the new lock.
         seed = found.state != "missing" and found.report is not None and not found.report.tampering
-        written = _lock_staged(deployment, plan, upgrade, upgrade_packages, stream, seed)
+        written = _lock_staged(deployment, plan, upgrade, upgrade_packages, stream, seed, seed_lock)
     if upgrading:
         reasons.append("upgrade requested")
     return LockResult(profile.name, "locked", folder.path, count_locked_packages(written.lock_text), tuple(reasons),
@@ -166,12 +169,12 @@ def _ignore_scratch_files(lock_dir: Path) -> None:
 
 
 def _lock_staged(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade_packages: Sequence[str],
-                 stream: bool, seed: bool) -> Written:
+                 stream: bool, seed: bool, seed_lock: Path | None = None) -> Written:
     """Lock a copy beside the folder; only a successful, audited lock replaces the committed one."""
     profile = plan.profile
     remove_stale_staging(deployment.lock_dir, profile.name)  # we hold the profile's lock: a killed run's
     with staging_dir(deployment.lock_dir, profile.name) as staged:
-        written = _write_lock(deployment, plan, staged, upgrade, upgrade_packages, stream, seed)
+        written = _write_lock(deployment, plan, staged, upgrade, upgrade_packages, stream, seed, seed_lock)
         replace_dir(staged, plan.folder.path)
     remember_new_lock(deployment, written.plan, written.unhashed)
     return written
@@ -183,7 +186,7 @@ def _unhashed_notes(unhashed: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _write_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: bool, upgrade_packages: Sequence[str],
-                stream: bool, seed: bool) -> Written:
+                stream: bool, seed: bool, seed_lock: Path | None = None) -> Written:
     """uv locks `staged` (seeded with the committed lock), audited, fingerprinted, with its torch guard."""
     from envbuild.lock.settle import settle_lock
     from envbuild.torch.companions import refuse_misplaced, refuse_unlisted
@@ -195,7 +198,9 @@ def _write_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: b
     if upgrade and (plan.fingerprint.settled or plan.fingerprint.bounds or plan.fingerprint.companions):
         # a full re-resolve starts afresh
         plan = plan_lock(deployment, profile, settled=Settled())
-    if seed:  # the previous lock is uv's starting point: re-locking keeps versions unless asked
+    if seed_lock is not None and seed_lock.is_file():  # made and audited moments ago, for these requirements
+        shutil.copyfile(seed_lock, staged / "uv.lock")
+    elif seed:  # the previous lock is uv's starting point: re-locking keeps versions unless asked
         shutil.copyfile(plan.folder.uv_lock, staged / "uv.lock")
     lock_text, summary, locked = _uv_lock(deployment, plan, staged, upgrade, upgrade_packages, stream)
     groups = groups_for(deployment.config.variant_groups, deployment.config.source)
