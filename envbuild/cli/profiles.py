@@ -80,8 +80,12 @@ def update(ctx: click.Context, names: tuple[str, ...], write: bool, offline: boo
         from envbuild.core.errors import IndexUnreachableError
 
         ctx.exit(IndexUnreachableError.exit_code)
-    if any(t.error for t in report.tables):
-        ctx.exit(1)
+    failed = [t for t in report.tables if t.error]
+    if failed:
+        from envbuild.core.errors import CheckFailed
+
+        raise CheckFailed(f"{len(failed)} profile table(s) have no compatible set of releases on their index "
+                          "(each is named above)")
 
 
 def _print(ctx: click.Context, report: UpdateReport, config: Config, written: list[str], *,

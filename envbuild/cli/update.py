@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from envbuild.cli.options import build_deployment, profile_options, profile_to_use, resolve_venv
-from envbuild.cli.output import error, say, show, warn
+from envbuild.cli.output import say, show, warn
 
 
 @click.command()
@@ -56,9 +56,11 @@ def update(ctx: click.Context, /, venv: Path | None, comfyui_ref: str | None, ma
         return
     if result.status == "check-failed" and result.check is not None:
         report_check(ctx, result.check)
-        error(f"{profile.name}: update failed its check: locks/{profile.name}, {target} and envbuild.toml are as "
-              f"they were (the new generation {result.generation.name if result.generation else '?'} is kept)")
-        ctx.exit(1)
+        from envbuild.core.errors import CheckFailed
+
+        raise CheckFailed(f"{profile.name}: update failed its check: locks/{profile.name}, {target} and "
+                          "envbuild.toml are as they were (the new generation "
+                          f"{result.generation.name if result.generation else '?'} is kept)")
     for line in result.said:
         say(ctx, f"{profile.name}: {line}")
     say(ctx, f"{profile.name}: {'already up to date' if result.status == 'unchanged' else 'updated'}")

@@ -47,7 +47,6 @@ class Indexes(NamedTuple):
     torch: str | None  # the torch family's index (None: the default index, a -pypi or mps profile)
     default: str | None  # a PyPI mirror the lock is made through (None: uv's default index)
     format: str  # "simple", or "flat" for a flat PyTorch mirror
-    canonical_torch: str | None  # the profile's own index (after ENVBUILD_PYTORCH_INDEX), before any mirror
 
 
 @dataclass(frozen=True)
@@ -63,10 +62,6 @@ class Deployment:
     @property
     def lock_dir(self) -> Path:
         return self.config.lock_dir
-
-    @property
-    def has_config_file(self) -> bool:
-        return self.config.source is not None
 
     @property
     def default_index(self) -> str | None:
@@ -93,13 +88,13 @@ class Deployment:
         canonical = self.canonical_index(profile)
         mirrors = self.mirrors
         if not mirrors.locks_through:
-            return Indexes(canonical, None, "simple", canonical)
+            return Indexes(canonical, None, "simple")
         if canonical is not None and mirrors.pytorch:
             from envbuild.settings.mirrors import mirrored_index
 
             layout = mirrors.pytorch_layout.replace("tree", "simple")
-            return Indexes(mirrored_index(canonical, mirrors, self.pytorch_base), mirrors.pypi, layout, canonical)
-        return Indexes(canonical, mirrors.pypi, "simple", canonical)
+            return Indexes(mirrored_index(canonical, mirrors, self.pytorch_base), mirrors.pypi, layout)
+        return Indexes(canonical, mirrors.pypi, "simple")
 
     def pytorch_bases(self) -> tuple[str, ...]:
         """Every base a PyTorch index of this deployment can live under (for the audit)."""

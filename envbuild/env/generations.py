@@ -27,7 +27,6 @@ from envbuild.pkgs.lockdir import LockFolder
 GENERATIONS_DIR = ".envbuild-generations"
 META_NAME = "envbuild-generation.json"
 LOCK_COPY = ".envbuild-lock"  # the uv.lock and pyproject.toml the generation was built from
-DEFAULT_KEEP = 3
 _HISTORY_LIMIT = 50
 
 

@@ -35,7 +35,6 @@ class LockResult(NamedTuple):
     folder: Path
     packages: int
     reasons: tuple[str, ...]  # why it was (re)locked
-    uv_summary: str
     seconds: float
     warnings: tuple[str, ...] = ()  # lines skipped or ignored, nodes left out: never silent
     settled: tuple[str, ...] = ()  # variant groups settled by this lock (envbuild.lock.settle), said
@@ -107,9 +106,11 @@ def _lock_planned(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade
         written = _lock_staged(deployment, plan, upgrade, upgrade_packages, stream, seed, seed_lock)
     if upgrading:
         reasons.append("upgrade requested")
-    return LockResult(profile.name, "locked", folder.path, count_locked_packages(written.lock_text), tuple(reasons),
-                      written.summary, time.perf_counter() - started,
-                      (*written.plan.fingerprint.warnings, *_unhashed_notes(written.unhashed)), written.settled)
+    return LockResult(profile=profile.name, status="locked", folder=folder.path,
+                      packages=count_locked_packages(written.lock_text), reasons=tuple(reasons),
+                      seconds=time.perf_counter() - started,
+                      warnings=(*written.plan.fingerprint.warnings, *_unhashed_notes(written.unhashed)),
+                      settled=written.settled)
 
 
 _IGNORE_TEXT = "# envbuild's scratch files (per-profile write locks, staged locks)\n.*\n!.gitignore\n"
@@ -300,8 +301,8 @@ def _up_to_date(folder: LockFolder, started: float) -> LockResult:
     recorded = folder.read_fingerprint()
     packages = count_locked_packages(folder.uv_lock.read_text(encoding="utf-8"))
     warnings = recorded.warnings if recorded else ()
-    return LockResult(folder.profile, "up-to-date", folder.path, packages, (), "", time.perf_counter() - started,
-                      warnings)
+    return LockResult(profile=folder.profile, status="up-to-date", folder=folder.path, packages=packages, reasons=(),
+                      seconds=time.perf_counter() - started, warnings=warnings)
 
 
 class LockEvent(NamedTuple):

@@ -113,10 +113,6 @@ def groups_for(own: Mapping[str, Sequence[str]], source: Path | None = None) -> 
     return tuple(groups[m] for m in sorted(groups))
 
 
-def members_of(groups: Iterable[VariantGroup]) -> frozenset[str]:
-    return frozenset(m for g in groups for m in g.members)
-
-
 def overrides(merged: MergeResult, groups: Iterable[VariantGroup]) -> tuple[str, ...]:
     """For each group with a member among the direct requirements (after merge_rules kept one), drop every
     other member from every dependency: no package the lock resolves can bring a second provider."""
