@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from envbuild.core.errors import ConfigError, RequirementFileError
 from envbuild.settings.config import Config
-from envbuild.torch.family import guard_torch_family, settle_clobbering
+from envbuild.torch.family import family_packages, guard_torch_family, guard_torchaudio, settle_clobbering
 from envbuild.torch.profile import TorchProfile
 from envbuild.torch.profile_file import profile_requirements
 
@@ -328,7 +328,10 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     from envbuild.torch.companions import companion_requirements, guard_companions
 
     guard_companions(requirements, profile)  # a constraint installs nothing: only asks are refused
-    family = [*profile_requirements(profile, config.project_dir),
+    where = f"{config.display(config.source)} [lock] exclude" if config.source else "[lock] exclude"
+    requirements, left_out = guard_torchaudio(requirements, profile, config.exclude_packages, where)
+    warnings.extend(left_out)
+    family = [*profile_requirements(profile, config.project_dir, family_packages(profile, config.exclude_packages)),
               *companion_requirements(profile, config.project_dir, requirements)]
     guard_torch_family(family, requirements + constraints, profile)
     result = merge([*requirements, *family], constraints)

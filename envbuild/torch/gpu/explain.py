@@ -180,9 +180,18 @@ def _fits_reason(rec: Recommendation) -> str:
         installed = f"ROCm {rocm} is installed" if rocm else "the installed ROCm version is unknown"
         return (
             f"AMD GPU {_archs(rec)}: {installed}, and {rec.profile} is the newest ROCm build that fits"
-            f" → {rec.profile}."
+            f" → {rec.profile}{_ended_clause(rec)}."
         )
-    return f"{_gpu_clause(rec)}; {_driver_clause(rec)} → {rec.profile}."
+    return f"{_gpu_clause(rec)}; {_driver_clause(rec)} → {rec.profile}{_ended_clause(rec)}."
+
+
+def _ended_clause(rec: Recommendation) -> str:
+    """', the last build for your GPU: torch ≤ 2.14' when the chosen line ended and no newer one has its kernels."""
+    if rec.last_torch is None:
+        return ""
+    if rec.last_for_gpu:
+        return f", the last build for your GPU: torch ≤ {rec.last_torch}"
+    return f" (its line ended with torch {rec.last_torch}; a newer driver opens a current one)"
 
 
 def _gpu_clause(rec: Recommendation) -> str:

@@ -114,3 +114,5 @@ class Recommendation:
     required_rocm: str | None = None  # the ROCm the action asks for
     installed_rocm: str | None = None
     gap: str | None = None  # no-kernels: the GPU is "older" or "newer" than every build offered
+    last_torch: str | None = None  # the chosen build's line ended with this torch minor ("2.14")
+    last_for_gpu: bool = False  # and no newer line has kernels for the GPU: its torch stops there
