@@ -300,12 +300,13 @@ def test_gpus_no_single_build_serves(rules: gpu.Rules) -> None:
 
 
 def test_nightly_is_picked_only_when_asked(rules: gpu.Rules) -> None:
-    machine = linux([nvidia(RTX_4070S, "8.9")], "570.133.07", "12.8")
+    machine = linux([nvidia(RTX_4070S, "8.9")], "595.45.04", "13.2")
     offered = [PROFILES[0], PROFILES[5]]  # cpu, nightly-cu132
     plain = gpu.recommend(machine, offered, rules)
     assert (plain.profile, plain.code, plain.vendor, recommendation_action(plain)) == ("cpu", v.NO_PROFILE_FOR_GPU, "nvidia", None)
     assert gpu.recommend(machine, offered, rules, include_nightly=True).profile == "nightly-cu132"
-    assert gpu.recommend(machine, PROFILES, rules, include_nightly=True).profile == "cu128"
+    stable = (*PROFILES, Profile("cu132", "cuda", "13.2"))  # the same CUDA as the nightly: stable wins
+    assert gpu.recommend(machine, stable, rules, include_nightly=True).profile == "cu132"
 
 
 def test_without_a_cpu_profile_the_fallback_asks_for_one(rules: gpu.Rules) -> None:

@@ -115,9 +115,9 @@ def test_lock_writes_constraints_pinning_the_locked_family(
     assert pins == ["torch==2.7.1+cu126", "torchvision==0.22.1+cu126"]  # cu126 reaches torch 2.14: no torchaudio
     # The nightly's triton is pinned with it, and found on the nightly index's own page.
     nightly = (d.locks / "nightly-cu132" / CONSTRAINTS_NAME).read_text()
-    assert "pytorch-triton==3.4.0+git11ec6354\n" in nightly and "torch==2.9.0.dev20250801+cu128\n" in nightly
+    assert "pytorch-triton==3.6.0+git11ec6354\n" in nightly and "torch==2.16.0.dev20261201+cu132\n" in nightly
     env = guarded(d, uv_env, "nightly-cu132")
-    assert f"{index_server.pytorch_base}/nightly/cu128/pytorch-triton/" in env["PIP_FIND_LINKS"].split()
+    assert f"{index_server.pytorch_base}/nightly/cu132/pytorch-triton/" in env["PIP_FIND_LINKS"].split()
     # Deterministic: written again from the same uv.lock, the bytes are the same.
     before = (d.locks / "cu126" / CONSTRAINTS_NAME).read_bytes()
     write_constraints(d.locks / "cu126", load_catalogue().get("cu126"))

@@ -101,6 +101,8 @@ def _print(ctx: click.Context, report: UpdateReport, config: Config, written: li
             say(ctx, f"  note: {note}")
         if table.error:
             warn(f"{table.profile} [{table.table}]: {table.error}")
+    for line in report.new_lines:
+        say(ctx, line)
     diff = report.diff(config)
     if diff:
         show(diff, nl=False)
@@ -135,4 +137,5 @@ def _json(report: UpdateReport, config: Config, written: list[str]) -> str:
                             for c in t.changes]}
     unreadable = [{"url": url, "reason": reason} for url, reason in report.unreadable]
     return json.dumps({"tables": [table(t) for t in report.tables], "unreadable": unreadable,
-                       "diff": report.diff(config), "written": written}, indent=2)
+                       "diff": report.diff(config), "written": written, "new_lines": list(report.new_lines)},
+                      indent=2)

@@ -62,6 +62,7 @@ def assess(machine: Machine, profile: ProfileLike, rules: Rules, *, torch_versio
         machine.machine,
         version=profile.accelerator_version,
         torch_version=torch_version,
+        last_torch=profile.last_torch,
     )
     check = _CHECKS.get(profile.accelerator)
     if check is None:

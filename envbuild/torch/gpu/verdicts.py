@@ -78,6 +78,7 @@ class Fit:
     targets: tuple[Target, ...] = ()  # the build's kernel targets
     torch_version: str | None = None  # the torch release whose kernel list was read
     installed_rocm: str | None = None
+    last_torch: str | None = None  # the profile's line ended with this torch minor
 
     @property
     def ok(self) -> bool:
