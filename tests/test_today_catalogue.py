@@ -207,3 +207,16 @@ def test_comfy_kitchen_and_aimdo_are_judged_never_refused(name: str, kitchen: st
     if name == "cu126":
         assert "for it: a CUDA 13 profile (cu130, cu132" in kitchen_part
     assert compiled_note(CATALOGUE.get(name), ["six"]) is None
+
+
+def test_torch_2_15_needs_a_deployment_without_python_3_10_said_before_uv(tmp_path: Path,
+                                                                           uv_env: dict[str, str]) -> None:
+    from tests.support.deploy import make_deployment, run_cli
+
+    site = make_deployment(tmp_path / "site", profiles=("cu132-pypi",), requires_python=">=3.10")
+    result = run_cli(["merge", "--profile", "cu132-pypi"], env=dict(uv_env, ENVBUILD_UV="/nonexistent"),
+                     cwd=site.root)
+    assert result.returncode == 2, result
+    assert ('envbuild.toml: `[lock] requires-python = ">=3.10"` admits Python 3.10, which profile cu132-pypi\'s '
+            "torch has no wheel for (it needs Python >=3.11: ") in result.stderr
+    assert "cu132.toml:" in result.stderr and 'set `[lock] requires-python = ">=3.11"`' in result.stderr

@@ -306,6 +306,7 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     """Parse and merge everything; stop on conflicts before uv ever runs."""
     from envbuild.pkgs.merging import merge
 
+    _require_python(config, profile)
     collected = collect_inputs(config)
     requirements: list[SourcedRequirement] = []
     constraints: list[SourcedRequirement] = []
@@ -336,6 +337,21 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     guard_torch_family(family, requirements + constraints, profile)
     result = merge([*requirements, *family], constraints)
     return MergedInputs(result, tuple(warnings), tuple(dict.fromkeys(files_read)), collected)
+
+
+def _require_python(config: Config, profile: TorchProfile) -> None:
+    """A deployment Python the profile's torch has no wheel for fails in uv with a resolver story: say it here."""
+    from envbuild.torch.profile_file import key_line, python_gap
+
+    gap = python_gap(profile, config.requires_python)
+    if gap is not None:
+        where = config.display(config.source) if config.source else "envbuild.toml"
+        key = "pypi.requires-python" if profile.base and profile.requires_python else "requires-python"
+        raise ConfigError(where, f"`[lock] requires-python = \"{config.requires_python}\"` admits Python {gap}, which "
+                          f"profile {profile.name}'s torch has no wheel for (it needs Python "
+                          f"{profile.requires_python}: {key_line(profile.path, key)})",
+                          hint=f"set `[lock] requires-python = \"{profile.requires_python}\"` (or narrower) in "
+                               f"envbuild.toml, or choose a profile whose torch still has Python {gap} wheels")
 
 
 def _require_comfyui_requirements(item: InputFile, parsed: ParsedFile, config: Config) -> None:

@@ -111,6 +111,9 @@ class TorchProfile(NamedTuple):
     # The -pypi variant's platforms ([pypi.platforms]); empty: Linux x86_64 alone (PYPI_CUDA_ENVIRONMENT).
     pypi_environments: tuple[str, ...] = ()
     pypi_required_environments: tuple[str, ...] = ()
+    # The Pythons its torch has wheels for (`requires-python`; torch 2.15 has no cp310): None, any.
+    requires_python: str | None = None
+    pypi_requires_python: str | None = None
 
     @property
     def ended(self) -> bool:
@@ -136,6 +139,7 @@ class TorchProfile(NamedTuple):
     def digest_parts(self) -> list[str]:
         """What of a profile shapes its lock, as written (comments and descriptions do not count)."""
         return [self.index_url or "", *(p.as_written() for p in self.packages), *self.environments_as_written,
+                *([f"requires-python {self.requires_python}"] if self.requires_python else []),
                 "|", *self.required_environments_as_written, self.channel,
                 *(["companions:", *(p.as_written() for p in self.companions),
                    *(f"{c.name} from {c.url} ({c.format})" for c in self.companion_indexes)]
@@ -168,6 +172,7 @@ class TorchProfile(NamedTuple):
             required_environments_as_written=self.pypi_required_environments or environments,
             base=self.name, companions=self.pypi_companions, companion_indexes=(), pypi_companions=(),
             last_torch=self.pypi_last_torch, pypi_last_torch=None, pypi_environments=(), pypi_required_environments=(),
+            requires_python=self.pypi_requires_python or self.requires_python, pypi_requires_python=None,
         )
 
     def package_names(self) -> frozenset[str]:

@@ -34,7 +34,7 @@ SCHEMA = 1
 ACCELERATORS = ("cpu", "cuda", "rocm", "xpu", "mps")
 CHANNELS = ("stable", "nightly")
 _TOP_KEYS = {"schema", "name", "description", "accelerator", "accelerator-version", "channel",
-             "local-version", "last-torch", "index", "packages", "platforms", "pypi", "companions"}
+             "local-version", "last-torch", "requires-python", "index", "packages", "platforms", "pypi", "companions"}
 _MINOR = re.compile(r"\d+\.\d+")
 # PyPI's torch is a CUDA build on Linux only (the Windows wheel is +cpu, macOS has MPS): a -pypi variant's platforms.
 _NOT_PYPI_CUDA = {
@@ -81,6 +81,7 @@ def load_profile(path: Path) -> TorchProfile:
     companions, companion_indexes = _companions(data.get("companions"), bool(index), path)
     pypi = dict(expect(data.get("pypi", {}), dict, "pypi", path))
     pypi_last = pypi.pop("last-torch", None)
+    pypi_python = _requires_python(pypi.pop("requires-python", None), "pypi.requires-python", path)
     pypi_platforms = expect(pypi.pop("platforms", {}), dict, "pypi.platforms", path)
     check_keys(pypi_platforms, {"environments", "required-environments"}, "pypi.platforms.", path)
     pypi_companions = _pypi_companions(pypi.pop("companions", None), bool(pypi), path)
@@ -114,7 +115,37 @@ def load_profile(path: Path) -> TorchProfile:
         pypi_last_torch=pypi_last_torch,
         pypi_environments=pypi_environments,
         pypi_required_environments=pypi_required,
+        requires_python=_requires_python(data.get("requires-python"), "requires-python", path),
+        pypi_requires_python=pypi_python,
     )
+
+
+def _requires_python(value: Any, key: str, path: Path) -> str | None:
+    if value is None:
+        return None
+    from envbuild.torch.profile import parse_specifier
+
+    text = str(expect(value, str, key, path))
+    parse_specifier(text, key, path)
+    return text
+
+
+def python_gap(profile: TorchProfile, deployment_python: str) -> str | None:
+    """The lowest CPython the deployment's `requires-python` admits and the profile's torch has no wheel for."""
+    if profile.requires_python is None:
+        return None
+    from envbuild.torch.profile import parse_specifier
+
+    own = parse_specifier(profile.requires_python, "requires-python", profile.path)
+    try:
+        wanted = parse_specifier(deployment_python, "lock.requires-python", Path("envbuild.toml"))
+    except ConfigError:
+        return None
+    for minor in range(6, 30):
+        version = f"3.{minor}"
+        if wanted.contains(f"{version}.0") and not own.contains(f"{version}.0"):
+            return version
+    return None
 
 
 def key_line(path: Path, dotted: str) -> str:
