@@ -30,12 +30,13 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
         torch = next((str(x.specifier) for x in p.packages if x.name == "torch"), "")
         rows.append({"name": p.name, "accelerator": p.accelerator, "version": p.accelerator_version,
                      "channel": p.channel, "index": p.index_url, "torch": torch, "description": p.description,
+                     "ended": f"torch {p.last_torch}" if p.last_torch else None,
                      "companions": [c.as_written() for c in p.companions]})
     if as_json:
         show(json.dumps(rows, indent=2))
         return
     columns = (("name", "PROFILE"), ("accelerator", "ACCELERATOR"), ("version", "VERSION"), ("channel", "CHANNEL"),
-               ("torch", "TORCH"), ("source", "TORCH FROM"))
+               ("torch", "TORCH"), ("source", "TORCH FROM"), ("ended", "ENDED WITH"))
     table = [[title for _, title in columns]]
     for r in rows:
         source = "PyPI" if not r["index"] else "PyTorch index"
