@@ -220,3 +220,84 @@ def test_torch_2_15_needs_a_deployment_without_python_3_10_said_before_uv(tmp_pa
     assert ('envbuild.toml: `[lock] requires-python = ">=3.10"` admits Python 3.10, which profile cu132-pypi\'s '
             "torch has no wheel for (it needs Python >=3.11: ") in result.stderr
     assert "cu132.toml:" in result.stderr and 'set `[lock] requires-python = ">=3.11"`' in result.stderr
+
+
+# --------------------------------------------------------------------------- loopback: the real CLI and uv
+OLD_COMFYUI = "torch\ntorchsde\ntorchvision\ntorchaudio\nnumpy>=1.25.0\neinops\n"  # ComfyUI up to about v0.33
+
+
+def test_torchaudio_refused_before_uv_left_out_by_exclude_and_kept_where_torch_has_one(
+        tmp_path: Path, uv_env: dict[str, str]) -> None:
+    from tests.support.deploy import locked_versions, make_deployment, run_cli
+
+    site = make_deployment(tmp_path / "site", requirements=OLD_COMFYUI)
+    no_uv = dict(uv_env, ENVBUILD_UV="/nonexistent")  # refused before uv runs at all
+    refused = run_cli(["lock", "--profile", "cu126"], env=no_uv, cwd=site.root)
+    assert refused.returncode == 2, refused
+    assert refused.stderr.startswith("error: ComfyUI/requirements.txt:4: `torchaudio` (ComfyUI): profile cu126's "
+                                     "torch (torch>=2.6.0,<2.15) has no torchaudio of its minor"), refused
+    assert '[lock] exclude = ["torchaudio"]' in refused.stderr and "comfy/audio.py" in refused.stderr
+    # cu128 ends with 2.11: its torchaudio is locked with torch, from the profile's index.
+    kept = run_cli(["lock", "--profile", "cu128"], env=uv_env, cwd=site.root)
+    assert kept.returncode == 0, kept
+    versions = locked_versions(site.locks / "cu128" / "uv.lock")
+    assert versions["torchaudio"][0].split(".")[:2] == versions["torch"][0].split(".")[:2]
+    assert f"torchaudio=={versions['torchaudio'][0]}" in (site.locks / "cu128" / "constraints.txt").read_text()
+    # The deployment setting leaves it out, each line said; the lock holds none.
+    config = (site.root / "envbuild.toml").read_text(encoding="utf-8")
+    (site.root / "envbuild.toml").write_text(config + 'exclude = ["torchaudio"]\n', encoding="utf-8")
+    left_out = run_cli(["lock", "--profile", "cu126"], env=uv_env, cwd=site.root)
+    assert left_out.returncode == 0, left_out
+    assert ("cu126: ComfyUI/requirements.txt:4 (ComfyUI): torchaudio left out: envbuild.toml [lock] exclude "
+            "excludes torchaudio") in left_out.stderr, left_out
+    assert "torchaudio" not in locked_versions(site.locks / "cu126" / "uv.lock")
+    assert "ComfyUI's compiled packages" not in left_out.stdout  # this ComfyUI has neither
+
+
+def test_a_torchaudio_that_pins_no_torch_is_held_at_torchs_minor(tmp_path: Path, uv_env: dict[str, str],
+                                                                index_server) -> None:
+    """torchaudio 2.11.0 declares no torch requirement, so uv takes it beside torch 2.10; envbuild locks again
+    with torchaudio held at 2.10 (envbuild/data/torch_bound.toml), never committing the pair."""
+    from tests.support.deploy import locked_versions, make_deployment, run_cli
+    from tests.support.wheels import build_family_wheel, build_torch_wheel, build_wheel
+
+    index = index_server.extra_index("whl/cu999")
+    wheels = tmp_path / "wheels"
+    index.add(build_torch_wheel(wheels, "2.10.0+cu999", cuda="12.9"))
+    index.add(build_family_wheel(wheels, "torchvision", "0.25.0+cu999", "2.10.0+cu999"))
+    index.add(build_family_wheel(wheels, "torchaudio", "2.10.0+cu999", "2.10.0+cu999"))
+    index.add(build_wheel(wheels, "torchaudio", "2.11.0+cu999"))  # pins nothing, as the real 2.11.0
+    site = make_deployment(tmp_path / "site", requirements=OLD_COMFYUI, profiles=("cu999",))
+    (site.root / "profiles").mkdir()
+    (site.root / "profiles" / "cu999.toml").write_text(textwrap.dedent(f'''\
+        schema = 1
+        name = "cu999"
+        accelerator = "cuda"
+        accelerator-version = "12.9"
+        local-version = "cu999"
+        [index]
+        name = "pytorch-cu999"
+        url = "{index.url}"
+        [packages]
+        torch = ">=2.10.0,<2.12"
+        torchvision = ">=0.25.0"
+        torchaudio = ">=2.10.0,<2.12"
+        [platforms]
+        environments = ["sys_platform == 'linux' and platform_machine == 'x86_64'"]
+        '''), encoding="utf-8")
+    result = run_cli(["lock", "--profile", "cu999"], env=uv_env, cwd=site.root)
+    assert result.returncode == 0, result
+    versions = locked_versions(site.locks / "cu999" / "uv.lock")
+    assert (versions["torch"][0], versions["torchaudio"][0]) == ("2.10.0+cu999", "2.10.0+cu999")
+    assert "held torchaudio at 2.10 for torch 2.10 (uv took 2.11.0+cu999" in result.stdout, result
+
+
+def test_doctor_and_detect_say_a_fitting_line_ended() -> None:
+    from envbuild.torch.gpu.explain import fit_reason_with_line
+
+    machine = Machine("Linux", "x86_64", (Gpu("nvidia", "NVIDIA GeForce GTX 1080", "6.1", "sm_61"),),
+                      "580.82.07", "nvidia-smi", "13.0", None, ())
+    fit = gpu.assess(machine, CATALOGUE.get("cu126"), gpu.load_rules())
+    assert fit.ok and fit_reason_with_line(fit).endswith(
+        "; its line ended with torch 2.14 (no newer torch is built for cu126)")
+    assert "ended" not in fit_reason_with_line(gpu.assess(machine, CATALOGUE.get("cpu"), gpu.load_rules()))
