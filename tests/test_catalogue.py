@@ -187,6 +187,8 @@ def test_html_only_index_that_stopped_gets_a_ceiling(
     assert {c.package: c.new for c in stopped.changes} == {
         "torch": ">=2.5.0,<=2.6.0", "torchvision": ">=0.20.0,<=0.21.0", "torchaudio": ">=2.5.0,<=2.6.0"}
     assert "stopped at torch 2.6.0" in stopped.changes[0].reason
+    assert any(n.endswith('add `last-torch = "2.6"` to told.toml once PyTorch\'s release matrix confirms the line '
+                          "ended") for n in stopped.notes), stopped.notes
     assert table(report, "tnew").changes == ()
     diff = report.diff(load_config(deployment.root))
     assert '+torch = ">=2.5.0,<=2.6.0"' in diff and diff.count("\n+torch = ") == 1  # tnew: only its stamp
