@@ -41,7 +41,7 @@ from tests.support.index import IndexServer  # noqa: E402
 FIXTURES = ROOT / "tests" / "fixtures"
 NODES = ("ComfyUI-GGUF", "ComfyUI-Impact-Pack", "ComfyUI-KJNodes", "ComfyUI-VideoHelperSuite",
          "comfyui_controlnet_aux")
-PROFILES = ("cu126", "cu128", "cu124", "cpu", "cu130", "nightly-cu128")
+PROFILES = ("cu126", "cu128", "cu124", "cpu", "cu130", "nightly-cu132")
 MAIN = "cu126"
 
 

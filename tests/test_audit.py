@@ -271,7 +271,7 @@ def test_verify_passes_a_fresh_lock(tmp_path: Path, uv_env: dict[str, str]) -> N
     site = _locked(tmp_path, uv_env)
     result = run_cli(["verify", "--all"], env=uv_env, cwd=site.root)
     assert result.returncode == 0, result
-    assert ("cu126: current (locks/cu126: 12 packages, 12 files, all with sha256; indexes and sources as the "
+    assert ("cu126: current (locks/cu126: 11 packages, 11 files, all with sha256; indexes and sources as the "
             "profile says)") in result.stdout
     rows = json.loads(run_cli(["verify", "--json"], env=uv_env, cwd=site.root).stdout)
     assert [(r["profile"], r["ok"], r["unhashed"], r["tampering"]) for r in rows] == [("cu126", True, [], [])]

@@ -187,6 +187,8 @@ def test_html_only_index_that_stopped_gets_a_ceiling(
     assert {c.package: c.new for c in stopped.changes} == {
         "torch": ">=2.5.0,<=2.6.0", "torchvision": ">=0.20.0,<=0.21.0", "torchaudio": ">=2.5.0,<=2.6.0"}
     assert "stopped at torch 2.6.0" in stopped.changes[0].reason
+    assert any(n.endswith('add `last-torch = "2.6"` to told.toml once PyTorch\'s release matrix confirms the line '
+                          "ended") for n in stopped.notes), stopped.notes
     assert table(report, "tnew").changes == ()
     diff = report.diff(load_config(deployment.root))
     assert '+torch = ">=2.5.0,<=2.6.0"' in diff and diff.count("\n+torch = ") == 1  # tnew: only its stamp
@@ -455,3 +457,48 @@ def test_cli_reports_the_unreachable_index_and_exits_1(deployment: Deployment, u
     assert f"{closed}/ (torch, torchvision): connection failed" in result.stderr
     assert Version("2.7.0") in SpecifierSet(">=2.7.0")  # the profile file is untouched
     assert '>=2.7.0"\ntorchvision' in (deployment.root / "profiles" / "tgone.toml").read_text()
+
+
+def test_a_line_the_catalogue_lacks_is_proposed_as_a_profile_that_locks(
+    deployment: Deployment, client: IndexClient, index_server, uv_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The index's own torch/ page lists every line's wheels: cu134 and rocm7.99 have no profile, so each gets a
+    proposed file (never loaded until renamed); renamed, the cu134 proposal validates and locks."""
+    from envbuild.env.profiles_update import write_updates
+    from tests.support.wheels import build_family_wheel, build_torch_wheel
+
+    root, line = index_server.extra_index("whl"), index_server.extra_index("whl/cu134")
+    wheels = tmp_path / "wheels"
+    for version in ("2.14.1+cu126", "2.14.1+cu134", "2.15.0+cu134", "2.14.1+rocm7.99", "2.15.0+cpu"):
+        root.add(build_torch_wheel(wheels / "root", version, cuda="13.4" if "cu134" in version else None))
+    root.add(build_family_wheel(wheels / "root", "torchvision", "0.29.1+cu134", "2.14.1+cu134"))
+    line.add(build_torch_wheel(wheels / "cu134", "2.15.0+cu134", cuda="13.4"))
+    line.add(build_family_wheel(wheels / "cu134", "torchvision", "0.29.2+cu134", "2.15.0+cu134"))
+    environ = {"ENVBUILD_PYTORCH_INDEX": index_server.pytorch_base, "UV_DEFAULT_INDEX": index_server.pypi_url}
+    report = run_update(deployment, client, [], environ)
+    assert [n.split(":")[0] for n in report.new_lines] == [
+        "new line cu134 (cuda 13.4)", "new line rocm7.99 (rocm 7.99)"]
+    proposed = deployment.root / "profiles" / "cu134.toml.proposed"
+    assert proposed in report.new_texts and "+++ b/profiles/cu134.toml.proposed" in report.diff(load_config(
+        deployment.root))
+    # Write the proposals only: the same run also proposes bounds for the built-in profiles (this fake index).
+    import dataclasses
+
+    write_updates(dataclasses.replace(report, new_texts={p: t for p, t in report.new_texts.items()
+                                                         if p.suffix == ".proposed"}))
+    text = proposed.read_text(encoding="utf-8")
+    assert text.startswith("# PROPOSED by `envbuild profiles update` on 2026-11-25")
+    assert 'url = "https://download.pytorch.org/whl/cu134"' in text and '[[arch]] row for cuda = "13.4"' in text
+    assert "cu134" not in load_catalogue(load_config(deployment.root).profiles_dirs).names()  # not loaded as is
+    assert 'pytorch-triton-rocm = ">=0"' in (deployment.root / "profiles" / "rocm7.99.toml.proposed").read_text()
+    proposed.rename(proposed.with_suffix(""))
+    profile = load_profile(deployment.root / "profiles" / "cu134.toml").validate()
+    assert (profile.accelerator_version, profile.local_version) == ("13.4", "cu134")
+    assert [p.as_written() for p in profile.packages] == ["torch >=2.14.1", "torchvision >=0.29.1"]
+    result = run_cli(["lock", "--profile", "cu134"], env=uv_env, cwd=deployment.root)
+    assert result.returncode == 0, result
+    assert "torch==2.15.0+cu134" in (deployment.locks / "cu134" / "constraints.txt").read_text(encoding="utf-8")
+    # A second run proposes nothing new for a line that now has a profile, and keeps an unchanged proposal.
+    again = run_update(deployment, client, [], environ)
+    assert [n.split(":")[0] for n in again.new_lines] == ["new line rocm7.99 (rocm 7.99)"]
+    assert not any(str(p).endswith(".proposed") for p in again.new_texts)

@@ -178,7 +178,7 @@ MUTATIONS: list[tuple[str, Mutation, str]] = [
     ("include-content", _replace(f"{NODE_A}/common.txt", "einops>=0.7", "einops>=0.8"), STALE),
     ("include-comment-only", _append(f"{NODE_A}/common.txt", "# pinned for node-a\n"), CURRENT),
     ("extra-requirements-file", _append("extra.txt", "requests>=2.30\n"), STALE),
-    ("profile-torch-bound", _replace(PROFILE_FILE, 'torch = ">=2.6.0"', 'torch = ">=2.7.0"'), STALE),
+    ("profile-torch-bound", _replace(PROFILE_FILE, 'torch = ">=2.6.0,<2.15"', 'torch = ">=2.7.0,<2.15"'), STALE),
     ("profile-comment-only", _append(PROFILE_FILE, "# reviewed\n"), CURRENT),
     ("config-comment-only", _append(CONFIG, "# reviewed\n"), CURRENT),
     ("requires-python", _replace(CONFIG, 'requires-python = ">=3.10"', 'requires-python = ">=3.11"'), STALE),

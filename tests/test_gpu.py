@@ -36,6 +36,7 @@ class Profile:
     accelerator: str
     accelerator_version: str | None
     channel: str = "stable"
+    last_torch: str | None = None
 
 
 PROFILES = (
@@ -44,7 +45,7 @@ PROFILES = (
     Profile("cu126", "cuda", "12.6"),
     Profile("cu128", "cuda", "12.8"),
     Profile("cu130", "cuda", "13.0"),
-    Profile("nightly-cu128", "cuda", "12.8", "nightly"),
+    Profile("nightly-cu132", "cuda", "13.2", "nightly"),
     Profile("rocm6.3", "rocm", "6.3"),
     Profile("xpu", "xpu", None),
     Profile("mps", "mps", None),
@@ -299,12 +300,13 @@ def test_gpus_no_single_build_serves(rules: gpu.Rules) -> None:
 
 
 def test_nightly_is_picked_only_when_asked(rules: gpu.Rules) -> None:
-    machine = linux([nvidia(RTX_4070S, "8.9")], "570.133.07", "12.8")
-    offered = [PROFILES[0], PROFILES[5]]  # cpu, nightly-cu128
+    machine = linux([nvidia(RTX_4070S, "8.9")], "595.45.04", "13.2")
+    offered = [PROFILES[0], PROFILES[5]]  # cpu, nightly-cu132
     plain = gpu.recommend(machine, offered, rules)
     assert (plain.profile, plain.code, plain.vendor, recommendation_action(plain)) == ("cpu", v.NO_PROFILE_FOR_GPU, "nvidia", None)
-    assert gpu.recommend(machine, offered, rules, include_nightly=True).profile == "nightly-cu128"
-    assert gpu.recommend(machine, PROFILES, rules, include_nightly=True).profile == "cu128"
+    assert gpu.recommend(machine, offered, rules, include_nightly=True).profile == "nightly-cu132"
+    stable = (*PROFILES, Profile("cu132", "cuda", "13.2"))  # the same CUDA as the nightly: stable wins
+    assert gpu.recommend(machine, stable, rules, include_nightly=True).profile == "cu132"
 
 
 def test_without_a_cpu_profile_the_fallback_asks_for_one(rules: gpu.Rules) -> None:
@@ -524,7 +526,7 @@ def test_intel_mac_gets_cpu(rules: gpu.Rules) -> None:
     rec = gpu.recommend(gpu.detect_machine(env={}, system="Darwin", machine="x86_64"), PROFILES, rules)
     assert (rec.profile, rec.code) == ("cpu", v.NO_GPU)
     assert {name: code for name, code in codes(rec).items() if code != v.NO_GPU} == {
-        "cpu": v.FITS, **dict.fromkeys(("cu124", "cu126", "cu128", "cu130", "nightly-cu128"), v.WRONG_PLATFORM),
+        "cpu": v.FITS, **dict.fromkeys(("cu124", "cu126", "cu128", "cu130", "nightly-cu132"), v.WRONG_PLATFORM),
         "rocm6.3": v.WRONG_PLATFORM, "xpu": v.WRONG_PLATFORM, "mps": v.WRONG_PLATFORM,
     }
 

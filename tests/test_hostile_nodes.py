@@ -151,7 +151,7 @@ def test_pytorch_triton_is_taken_from_the_profile_that_pins_it(site: Deployment,
     site.add_node("tritonnode", "pytorch-triton\n")
 
     refused = run_cli(["merge", "--profile", "cu126"], env=uv_env, cwd=site.root)
-    pinned = run_cli(["merge", "--profile", "nightly-cu128"], env=uv_env, cwd=site.root)
+    pinned = run_cli(["merge", "--profile", "nightly-cu132"], env=uv_env, cwd=site.root)
 
     assert refused.returncode == 2, refused
     assert "data/custom_nodes/tritonnode/requirements.txt:1: `pytorch-triton` (node tritonnode)" in refused.stderr

@@ -36,7 +36,7 @@ import os
 import torch
 print("ComfyUI torch", torch.__version__, "guard", os.environ.get("PIP_CONSTRAINT"))
 """
-OVERRIDE_PROFILE_FROM = 'torch = ">=2.6.0"\ntorchvision = ">=0.21.0"\ntorchaudio = ">=2.6.0"\n'
+OVERRIDE_PROFILE_FROM = 'torch = ">=2.6.0,<2.15"\ntorchvision = ">=0.21.0,<0.30"\ntorchaudio = ">=2.6.0,<2.12"\n'
 OVERRIDE_PROFILE_TO = 'torch = ">=2.6.0,<2.7"\ntorchvision = ">=0.21.0,<0.22"\ntorchaudio = ">=2.6.0,<2.7"\n'
 
 

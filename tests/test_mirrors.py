@@ -157,12 +157,12 @@ def test_a_mirror_serving_other_bytes_fails_on_the_locks_hash_and_installs_nothi
 def test_a_mirror_missing_a_file_fails_naming_the_url(deployment: Deployment, uv_env: dict[str, str],
                                                        index_server, tmp_path: Path) -> None:
     assert run_cli(["lock", "--profile", "cu126"], env=uv_env, cwd=deployment.root).returncode == 0
-    mirror_torch(index_server, tmp_path, skip=("torchaudio",))
+    mirror_torch(index_server, tmp_path, skip=("torchvision",))
     env = dict(uv_env, UV_CACHE_DIR=str(tmp_path / "fresh-cache"))
     result = run_cli(["sync", "--profile", "cu126", "--venv", str(deployment.venv),
                       "--mirror", f"{index_server.url}/mirror/whl"], env=env, cwd=deployment.root)
     assert result.returncode == 6, result
-    assert f"{index_server.url}/mirror/whl/cu126/files/torchaudio-2.7.1" in result.stderr
+    assert f"{index_server.url}/mirror/whl/cu126/files/torchvision-0.22.1" in result.stderr
     assert "404" in result.stderr and "Traceback" not in result.stderr
 
 

@@ -26,7 +26,7 @@ def test_cuda_majors_and_profile_names_in_any_case(deployment: Deployment, env: 
         assert result.returncode == 4, result  # no lock yet: missing, and named
         assert f"{profile}: missing" in result.stderr, result
     result = run_cli(["lock", "--check", "--profile", "cu12"], env=env, cwd=deployment.root)
-    assert result.returncode == 2 and "did you mean `cu128`?" in result.stderr, result
+    assert result.returncode == 2 and "did you mean `cu132`?" in result.stderr, result
 
 
 def test_deployment_is_found_from_a_subfolder_and_missing_one_is_one_error(

@@ -68,8 +68,9 @@ def test_packages_planted_on_the_torch_index_are_never_picked(
     assert versions["numpy"] == ("2.1.0", index_server.pypi_url)
     assert versions["filelock"] == ("3.16.1", index_server.pypi_url)
     # torch 99 sits on the default index; the torch family never leaves the profile's index.
-    for name in ("torch", "torchvision", "torchaudio"):
+    for name in ("torch", "torchvision"):
         assert versions[name][1] == f"{index_server.pytorch_base}/cu126", name
+    assert "torchaudio" not in versions  # cu126's torch reaches 2.14, and torchaudio's last line is 2.11
     pyproject = (deployment.locks / "cu126" / "pyproject.toml").read_text()
     assert "explicit = true" in pyproject
     assert 'torch = {index = "pytorch-cu126"}' in pyproject
@@ -78,17 +79,18 @@ def test_packages_planted_on_the_torch_index_are_never_picked(
 def test_nightly_takes_pytorch_triton_from_the_nightly_index(
     deployment: Deployment, uv_env: dict[str, str], index_server
 ) -> None:
-    result = run_cli(["lock", "--profile", "nightly-cu128"], env=uv_env, cwd=deployment.root)
+    result = run_cli(["lock", "--profile", "nightly-cu132"], env=uv_env, cwd=deployment.root)
     assert result.returncode == 0, result
-    versions = locked_versions(deployment.locks / "nightly-cu128" / "uv.lock")
-    nightly = f"{index_server.pytorch_base}/nightly/cu128"
-    assert versions["torch"] == ("2.9.0.dev20250801+cu128", nightly)
+    versions = locked_versions(deployment.locks / "nightly-cu132" / "uv.lock")
+    nightly = f"{index_server.pytorch_base}/nightly/cu132"
+    assert versions["torch"] == ("2.16.0.dev20261201+cu132", nightly)
     # The planted pytorch-triton 99 on the default index (the 2022 torchtriton attack) is not used.
-    assert versions["pytorch-triton"] == ("3.4.0+git11ec6354", nightly)
-    result = run_cli(["sync", "--profile", "nightly-cu128", "--venv", str(deployment.venv)], env=uv_env,
+    assert versions["pytorch-triton"] == ("3.6.0+git11ec6354", nightly)
+    assert "torchaudio" not in versions  # no torchaudio line for the nightly torch
+    result = run_cli(["sync", "--profile", "nightly-cu132", "--venv", str(deployment.venv)], env=uv_env,
                      cwd=deployment.root)
     assert result.returncode == 0, result
-    assert torch_in_venv(deployment.venv) == ("2.9.0.dev20250801+cu128", "12.8")
+    assert torch_in_venv(deployment.venv) == ("2.16.0.dev20261201+cu132", "13.2")
 
 
 def test_generated_pyproject_is_byte_identical_across_runs_and_checkouts(
@@ -114,12 +116,12 @@ def test_unchanged_inputs_do_not_run_uv(deployment: Deployment, uv_env: dict[str
     no_uv = dict(uv_env, ENVBUILD_UV=str(deployment.root / "no-such-uv"))
     result = run_cli(["lock", "--profile", "cu126"], env=no_uv, cwd=deployment.root)
     assert result.returncode == 0, result
-    assert "cu126: current (locks/cu126, 12 packages; uv not run)" in result.stdout, result
+    assert "cu126: current (locks/cu126, 11 packages; uv not run)" in result.stdout, result
     assert deployment.snapshot_locks() == before
     # A comment in a requirement file is not a change either.
     with (deployment.comfyui / "requirements.txt").open("a") as handle:
         handle.write("# a comment\n\n")
-    assert "cu126: current (locks/cu126, 12 packages; uv not run)" in run_cli(
+    assert "cu126: current (locks/cu126, 11 packages; uv not run)" in run_cli(
         ["lock", "--profile", "cu126"], env=no_uv, cwd=deployment.root).stdout
 
 
@@ -232,19 +234,20 @@ def test_merge_explain_names_file_and_line(deployment: Deployment, uv_env: dict[
     assert "ComfyUI/requirements.txt:4 (ComfyUI)" in lines[numpy + 1]
     assert "data/custom_nodes/ComfyUI-GGUF/requirements.txt:2 (node ComfyUI-GGUF)" in lines[numpy + 2]
     assert "pip" in lines  # the Manager shells out to pip: envbuild adds it
-    torch = lines.index("torch>=2.6.0")
-    assert "profiles/cu126.toml" in result.stdout[result.stdout.index("torch>=2.6.0"):]
+    torch = lines.index("torch<2.15,>=2.6.0")
+    assert "profiles/cu126.toml" in result.stdout[result.stdout.index("torch<2.15,>=2.6.0"):]
     assert torch >= 0
 
 
 def test_profiles_lists_and_unknown_profile_lists_valid_ones(deployment: Deployment, uv_env: dict[str, str]) -> None:
     result = run_cli(["profiles"], env=uv_env, cwd=deployment.root)
     assert result.returncode == 0
-    for name in ("cpu", "cu124", "cu126", "cu128", "cu130", "nightly-cu128", "rocm6.3", "xpu", "mps"):
+    for name in ("cpu", "cu124", "cu126", "cu128", "cu130", "cu132", "cu132-pypi", "nightly-cu132", "rocm6.3",
+                 "rocm7.2", "rocm7.14", "xpu", "mps"):
         assert any(line.split()[0] == name for line in result.stdout.splitlines()), name
     result = run_cli(["lock", "--cuda", "11.1"], env=uv_env, cwd=deployment.root)
     assert result.returncode == 2
-    assert "no profile for CUDA `11.1`" in result.stderr and "12.4, 12.6, 12.8, 13.0" in result.stderr
+    assert "no profile for CUDA `11.1`" in result.stderr and "12.4, 12.6, 12.8, 13.0, 13.2" in result.stderr
     result = run_cli(["lock", "--profile", "cu999"], env=uv_env, cwd=deployment.root)
     assert result.returncode == 2 and "unknown profile `cu999`" in result.stderr
 
@@ -306,7 +309,7 @@ def test_lock_check_is_offline_and_names_what_changed(deployment: Deployment, uv
     profiles.mkdir()
     from envbuild.torch.catalogue import builtin_profiles_dir
 
-    text = (builtin_profiles_dir() / "cu126.toml").read_text().replace('torch = ">=2.6.0"', 'torch = ">=2.7.0"')
+    text = (builtin_profiles_dir() / "cu126.toml").read_text().replace('torch = ">=2.6.0,<2.15"', 'torch = ">=2.7.0,<2.15"')
     (profiles / "cu126.toml").write_text(text)
     result = run_cli(["lock", "--check", "--profile", "cu126"], env=offline, cwd=deployment.root)
     assert result.returncode == 4 and "profile cu126 changed" in result.stderr, result

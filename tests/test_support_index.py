@@ -178,8 +178,8 @@ def test_catalogue_contents(index_server: Catalogue) -> None:
         versions = {f.version for f in index.files("torch")}
         assert versions == {b.torch for b in builds}
         assert {f.version for f in index.files("numpy")} == {"99.0.0"}
-    nightly = index_server.torch_index("nightly/cu128")
-    assert [f.version for f in nightly.files("pytorch-triton")] == ["3.4.0+git11ec6354"]
+    nightly = index_server.torch_index("nightly/cu132")
+    assert [f.version for f in nightly.files("pytorch-triton")] == ["3.6.0+git11ec6354"]
 
 
 def test_html_project_page(index_server: Catalogue) -> None:
@@ -218,16 +218,16 @@ def test_html_project_page(index_server: Catalogue) -> None:
 
 
 def test_json_project_page(index_server: Catalogue) -> None:
-    index = index_server.torch_index("nightly/cu128")
+    index = index_server.torch_index("nightly/cu132")
     resp = _get(f"{index.url}/torch/", Accept=f"{JSON_V1}, text/html;q=0.01")
     assert resp.headers["content-type"] == JSON_V1
     data = resp.json()
     assert data["meta"]["api-version"] == "1.1" and data["name"] == "torch"
-    assert data["versions"] == ["2.9.0.dev20250801+cu128"]
+    assert data["versions"] == ["2.16.0.dev20261201+cu132"]
     (file,) = data["files"]
     entry = index.get(file["filename"])
     assert entry is not None
-    assert file["url"] == "../files/torch-2.9.0.dev20250801%2Bcu128-py3-none-any.whl"
+    assert file["url"] == "../files/torch-2.16.0.dev20261201%2Bcu132-py3-none-any.whl"
     assert file["hashes"] == {"sha256": entry.sha256}
     assert file["requires-python"] == ">=3.9.0"
     assert file["core-metadata"] == {"sha256": entry.metadata_sha256}

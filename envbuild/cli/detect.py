@@ -8,7 +8,7 @@ import click
 
 from envbuild.cli.options import TORCH_SOURCES, build_deployment
 from envbuild.cli.output import show
-from envbuild.torch.gpu.explain import fit_reason, recommendation_action, recommendation_reason
+from envbuild.torch.gpu.explain import fit_reason_with_line, recommendation_action, recommendation_reason
 
 
 @click.command()
@@ -35,7 +35,7 @@ def detect(ctx: click.Context, as_json: bool, torch_source: str | None, show_all
     if as_json:
         payload = {"machine": machine.to_json(), "recommendation": {
             "profile": rec.profile, "reason": recommendation_reason(rec), "action": recommendation_action(rec),
-            "fits": [{"profile": f.profile, "ok": f.ok, "reason": fit_reason(f)} for f in rec.fits]}}
+            "fits": [{"profile": f.profile, "ok": f.ok, "reason": fit_reason_with_line(f)} for f in rec.fits]}}
         show(json.dumps(payload, indent=2, sort_keys=True))
         return
     for line in _describe(machine):
@@ -48,7 +48,7 @@ def detect(ctx: click.Context, as_json: bool, torch_source: str | None, show_all
     if show_all:
         show("")
         for fit in rec.fits:
-            show(f"  {'fits ' if fit.ok else 'no   '} {fit.profile:<16} {fit_reason(fit)}")
+            show(f"  {'fits ' if fit.ok else 'no   '} {fit.profile:<16} {fit_reason_with_line(fit)}")
 
 
 def _describe(machine: Any) -> list[str]:

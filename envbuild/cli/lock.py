@@ -192,7 +192,7 @@ def _report_lock(ctx: click.Context, deployment: Deployment, result: LockResult)
     if result.status == "up-to-date":
         say(ctx, f"{result.profile}: current ({where}, {result.packages} packages; uv not run)")
         return
-    for line in result.settled:
+    for line in (*result.settled, *result.notes):
         say(ctx, f"{result.profile}: {line}")
     why = f" ({'; '.join(result.reasons)})" if result.reasons else ""
     say(ctx, f"{result.profile}: locked {result.packages} packages into {where} in {result.seconds:.2f} s{why}")

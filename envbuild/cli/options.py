@@ -85,7 +85,7 @@ def profile_to_use(ctx: click.Context, deployment: Deployment, flags: Mapping[st
     from envbuild.deploy.selection import profile_to_use as choose
 
     profile = choose(deployment, request_of(flags), command=command_line(ctx, flags))
-    _say_auto(ctx, flags, profile, "the best committed lock that fits this machine")
+    _say_auto(ctx, flags, profile, "the best committed lock that fits this machine", deployment)
     return profile
 
 
@@ -94,16 +94,20 @@ def profile_to_lock(ctx: click.Context, deployment: Deployment, flags: Mapping[s
     from envbuild.deploy.selection import profile_to_lock as choose
 
     profile = choose(deployment, request_of(flags))
-    _say_auto(ctx, flags, profile, "the profile that fits this machine")
+    _say_auto(ctx, flags, profile, "the profile that fits this machine", deployment)
     return profile
 
 
-def _say_auto(ctx: click.Context, flags: Mapping[str, Any], profile: TorchProfile, what: str) -> None:
+def _say_auto(ctx: click.Context, flags: Mapping[str, Any], profile: TorchProfile, what: str,
+              deployment: Deployment) -> None:
     from envbuild.cli.output import say
     from envbuild.deploy.selection import AUTO
 
     if AUTO in (flags.get("profile_name"), flags.get("cuda")):
-        say(ctx, f"auto: chose {profile.name} ({what})")
+        from envbuild.torch.fitting import candidates, ended_note
+
+        ended = ended_note(profile, candidates(deployment.catalogue, deployment.torch_source), environ=deployment.env)
+        say(ctx, f"auto: chose {profile.name}{ended} ({what})")
 
 
 def request_of(flags: Mapping[str, Any]) -> ProfileRequest:

@@ -30,12 +30,13 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
         torch = next((str(x.specifier) for x in p.packages if x.name == "torch"), "")
         rows.append({"name": p.name, "accelerator": p.accelerator, "version": p.accelerator_version,
                      "channel": p.channel, "index": p.index_url, "torch": torch, "description": p.description,
+                     "ended": f"torch {p.last_torch}" if p.last_torch else None,
                      "companions": [c.as_written() for c in p.companions]})
     if as_json:
         show(json.dumps(rows, indent=2))
         return
     columns = (("name", "PROFILE"), ("accelerator", "ACCELERATOR"), ("version", "VERSION"), ("channel", "CHANNEL"),
-               ("torch", "TORCH"), ("source", "TORCH FROM"))
+               ("torch", "TORCH"), ("source", "TORCH FROM"), ("ended", "ENDED WITH"))
     table = [[title for _, title in columns]]
     for r in rows:
         source = "PyPI" if not r["index"] else "PyTorch index"
@@ -105,6 +106,8 @@ def _print(ctx: click.Context, report: UpdateReport, config: Config, written: li
             say(ctx, f"  note: {note}")
         if table.error:
             warn(f"{table.profile} [{table.table}]: {table.error}")
+    for line in report.new_lines:
+        say(ctx, line)
     diff = report.diff(config)
     if diff:
         show(diff, nl=False)
@@ -139,4 +142,5 @@ def _json(report: UpdateReport, config: Config, written: list[str]) -> str:
                             for c in t.changes]}
     unreadable = [{"url": url, "reason": reason} for url, reason in report.unreadable]
     return json.dumps({"tables": [table(t) for t in report.tables], "unreadable": unreadable,
-                       "diff": report.diff(config), "written": written}, indent=2)
+                       "diff": report.diff(config), "written": written, "new_lines": list(report.new_lines)},
+                      indent=2)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from envbuild.core.errors import ConfigError, RequirementFileError
 from envbuild.pkgs.requirements import exclude_node_hint
 from envbuild.settings.config import Config
-from envbuild.torch.family import guard_torch_family, settle_clobbering
+from envbuild.torch.family import family_packages, guard_torch_family, guard_torchaudio, settle_clobbering
 from envbuild.torch.profile import TorchProfile
 from envbuild.torch.profile_file import profile_requirements
 
@@ -403,6 +403,7 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     """Parse and merge everything; stop on conflicts before uv ever runs."""
     from envbuild.pkgs.merging import merge
 
+    _require_python(config, profile)
     collected = collect_inputs(config)
     requirements: list[SourcedRequirement] = []
     constraints: list[SourcedRequirement] = []
@@ -428,11 +429,29 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
     from envbuild.torch.companions import companion_requirements, guard_companions
 
     guard_companions(requirements, profile)  # a constraint installs nothing: only asks are refused
-    family = [*profile_requirements(profile, config.project_dir),
+    exclude_where = f"{config.display(config.source)} [lock] exclude" if config.source else "[lock] exclude"
+    requirements, left_out = guard_torchaudio(requirements, profile, config.exclude_packages, exclude_where)
+    warnings.extend(left_out)
+    family = [*profile_requirements(profile, config.project_dir, family_packages(profile, config.exclude_packages)),
               *companion_requirements(profile, config.project_dir, requirements)]
     guard_torch_family(family, requirements + constraints, profile)
     result = merge([*requirements, *family], constraints)
     return MergedInputs(result, tuple(warnings), tuple(dict.fromkeys(files_read)), collected)
+
+
+def _require_python(config: Config, profile: TorchProfile) -> None:
+    """A deployment Python the profile's torch has no wheel for fails in uv with a resolver story: say it here."""
+    from envbuild.torch.profile_file import key_line, python_gap
+
+    gap = python_gap(profile, config.requires_python)
+    if gap is not None:
+        where = config.display(config.source) if config.source else "envbuild.toml"
+        key = "pypi.requires-python" if profile.base and profile.requires_python else "requires-python"
+        raise ConfigError(where, f"`[lock] requires-python = \"{config.requires_python}\"` admits Python {gap}, which "
+                          f"profile {profile.name}'s torch has no wheel for (it needs Python "
+                          f"{profile.requires_python}: {key_line(profile.path, key)})",
+                          hint=f"set `[lock] requires-python = \"{profile.requires_python}\"` (or narrower) in "
+                               f"envbuild.toml, or choose a profile whose torch still has Python {gap} wheels")
 
 
 def _require_comfyui_requirements(item: InputFile, parsed: ParsedFile, config: Config) -> None:

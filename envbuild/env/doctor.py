@@ -15,7 +15,7 @@ from envbuild.core import runner
 from envbuild.core.errors import CommandFailed, EnvbuildError
 from envbuild.deploy.deployment import Deployment
 from envbuild.pkgs.lockdir import LockFolder
-from envbuild.torch.gpu.explain import fit_reason
+from envbuild.torch.gpu.explain import fit_reason, fit_reason_with_line
 from envbuild.torch.profile import PYPI_SIMPLE, TorchProfile
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -169,7 +169,7 @@ def _machine_fit(ctx: Context) -> Check:
 
     machine, fit = fit_of(ctx.profile, ctx.folder if ctx.folder.exists() else None, environ=ctx.environ)
     if fit.ok:
-        return Check("machine runs profile", PASS, fit_reason(fit))
+        return Check("machine runs profile", PASS, fit_reason_with_line(fit))
     status = FAIL if ctx.profile.accelerator != "cpu" else WARN
     return Check("machine runs profile", status, fit_reason(fit))
 

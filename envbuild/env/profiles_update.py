@@ -37,7 +37,8 @@ class UpdateReport:
     tables: tuple[TableReport, ...]
     unreadable: tuple[tuple[str, str], ...]  # (URL, reason) for every answer that could not be had
     old_texts: Mapping[Path, str]
-    new_texts: Mapping[Path, str]  # only the files that change
+    new_texts: Mapping[Path, str]  # only the files that change (a proposed profile: its old text is "")
+    new_lines: tuple[str, ...] = ()  # build lines the index serves and no profile takes, each with its proposal
 
     def diff(self, config: Config) -> str:
         parts: list[str] = []
@@ -107,8 +108,41 @@ def update_profiles(config: Config, catalogue: ProfileCatalogue, names: Sequence
     reports = tuple(decide_bounds(t, _raw_specs(t.target), reference) for t in tables)
     failed = [e for e in pages.values() if isinstance(e, IndexReadError)] + meta.errors + client.warnings
     unreadable = [(e.url, e.reason) for e in failed]
-    new, old = proposed_texts(reports, today or datetime.date.today().isoformat())
-    return UpdateReport(reports, tuple(dict.fromkeys(unreadable)), old, new)
+    day = today or datetime.date.today().isoformat()
+    new, old = proposed_texts(reports, day)
+    found: list[str] = []
+    if not names:  # a full run also looks for lines the catalogue lacks
+        found, proposals, failure = discover_lines(config, catalogue, client, environ, day)
+        new.update(proposals)
+        old.update({path: "" for path in proposals})
+        unreadable += [failure] if failure else []
+    return UpdateReport(reports, tuple(dict.fromkeys(unreadable)), old, new, tuple(found))
+
+
+def discover_lines(config: Config, catalogue: ProfileCatalogue, client: IndexClient, environ: Mapping[str, str],
+                   today: str) -> tuple[list[str], dict[Path, str], tuple[str, str] | None]:
+    """Read the PyTorch index's own torch/ page (every stable wheel, labelled by line) and propose a profile
+    file, `<deployment profiles>/<label>.toml.proposed`, for each CUDA or ROCm line no profile takes."""
+    from envbuild.torch.discovery import describe, new_lines, proposed_profile
+    from envbuild.torch.profile import CANONICAL_PYTORCH_BASE
+
+    base = (pytorch_base(environ) or CANONICAL_PYTORCH_BASE).rstrip("/")
+    torch_page, vision_page = client.map(lambda name: client.project_page(base, name), ["torch", "torchvision"])
+    if isinstance(torch_page, IndexReadError):
+        return [], {}, (torch_page.url, torch_page.reason)
+    if not torch_page.found:
+        return [], {}, None
+    profiles = [catalogue.get(n) for n in catalogue.names()]
+    lines = new_lines(torch_page, None if isinstance(vision_page, IndexReadError) else vision_page, profiles)
+    folder = config.profiles_dirs[0] if config.profiles_dirs else config.project_dir / "profiles"
+    proposals = {}
+    for line in lines:
+        path = folder / f"{line.name}.toml.proposed"
+        text = proposed_profile(line, f"{CANONICAL_PYTORCH_BASE}/{line.label}", today, torch_page.url)
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            proposals[path] = text
+    return [f"{describe(line)}: proposed {config.display(folder / f'{line.name}.toml.proposed')}"
+            for line in lines], proposals, None
 
 
 def proposed_texts(reports: Sequence[TableReport], today: str) -> tuple[dict[Path, str], dict[Path, str]]:
@@ -181,6 +215,7 @@ def write_updates(report: UpdateReport) -> list[Path]:
             raise UsageError(f"{path} is a built-in profile inside the installed envbuild",
                              hint="copy it into your deployment's profiles/ folder and update that copy")
     for path, text in report.new_texts.items():
+        path.parent.mkdir(parents=True, exist_ok=True)  # a proposed profile may open the deployment's profiles/
         atomic_write(path, text)
     return list(report.new_texts)
 

@@ -38,6 +38,7 @@ class LockResult(NamedTuple):
     seconds: float
     warnings: tuple[str, ...] = ()  # lines skipped or ignored, nodes left out: never silent
     settled: tuple[str, ...] = ()  # variant groups settled by this lock (envbuild.lock.settle), said
+    notes: tuple[str, ...] = ()  # facts about what was locked (ComfyUI's compiled packages on this profile)
 
 
 class Written(NamedTuple):
@@ -110,7 +111,16 @@ def _lock_planned(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade
                       packages=count_locked_packages(written.lock_text), reasons=tuple(reasons),
                       seconds=time.perf_counter() - started,
                       warnings=(*written.plan.fingerprint.warnings, *_unhashed_notes(written.unhashed)),
-                      settled=written.settled)
+                      settled=written.settled, notes=_compiled_notes(profile, written.lock_text))
+
+
+def _compiled_notes(profile: TorchProfile, lock_text: str) -> tuple[str, ...]:
+    """What ComfyUI does with comfy-kitchen and comfy-aimdo on this profile, when the lock holds them."""
+    from envbuild.comfy.compiled import compiled_note
+    from envbuild.pkgs.uvlock import parse_uv_lock
+
+    note = compiled_note(profile, (p.name for p in parse_uv_lock(lock_text, "uv.lock").packages))
+    return (note,) if note else ()
 
 
 _IGNORE_TEXT = "# envbuild's scratch files (per-profile write locks, staged locks)\n.*\n!.gitignore\n"
@@ -191,6 +201,7 @@ def _write_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: b
     """uv locks `staged` (seeded with the committed lock), audited, fingerprinted, with its torch guard."""
     from envbuild.lock.settle import settle_lock
     from envbuild.torch.companions import refuse_misplaced, refuse_unlisted
+    from envbuild.torch.family import refuse_unpaired
     from envbuild.torch.variants import groups_for
     from envbuild.uv import guard
     from envbuild.uv.audit import audit_texts, require_clean
@@ -216,6 +227,7 @@ def _write_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: b
     plan, settled = settle_lock(deployment, plan, locked, groups, relock)
     refuse_misplaced(locked, profile, deployment.indexes(profile).torch, plan.merged.result)
     refuse_unlisted(locked, profile, plan.merged.result)
+    refuse_unpaired(locked, profile, plan.merged.result)  # torchaudio only beside a torch of its minor
     report = audit_texts(plan.pyproject, lock_text, profile, folder=staged,
                          indexes=deployment.indexes(profile)[:3], pytorch_bases=deployment.pytorch_bases(),
                          variant_groups=groups, lock=locked)

@@ -82,6 +82,8 @@ def expected_fingerprint(deployment: Deployment, profile: TorchProfile) -> Finge
         extra["index-format"] = indexes.format
     if deployment.config.variant_groups:  # the deployment's own groups shape the pyproject like an input
         extra["variant-groups"] = sha256_text(repr(sorted(deployment.config.variant_groups.items())))[:12]
+    if deployment.config.exclude_packages:  # [lock] exclude leaves family members out of the pyproject
+        extra["exclude"] = ",".join(sorted(deployment.config.exclude_packages))
     return Fingerprint(
         profile=profile.name, render_version=RENDER_VERSION, uv_required_version=UV_REQUIRED_VERSION,
         torch_source=profile.torch_source, index_url=indexes.torch, profile_sha256=profile_digest(profile),

@@ -33,7 +33,7 @@ _KEYS: Mapping[str, set[str]] = {
                 "allow_pip_install", "allow_flagged_nodepack_install"},
     "nodes": {"dirs", "exclude", "registry"},
     "lock": {"dir", "requires-python", "profiles", "extra-requirements", "profiles-dir", "torch-source",
-             "variant-groups"},
+             "variant-groups", "exclude"},
     "mirrors": {"pytorch", "pytorch-layout", "pypi", "pypi-files", "mode", "timeout"},  # see mirrors.py
     "generations": {"keep"},  # see generations.py
 }
@@ -83,6 +83,7 @@ class Config(NamedTuple):
     node_registry: str = DEFAULT_REGISTRY  # [nodes] registry: the Comfy Registry's API base
     keep_generations: int = 3  # venv generations kept beside the venv path (current and previous always)
     variant_groups: Mapping[str, tuple[str, ...]] = NO_SETTINGS  # module -> members, the first kept (variants.py)
+    exclude_packages: tuple[str, ...] = ()  # [lock] exclude: optional torch-family members left out (family.py)
 
     def display(self, path: Path) -> str:
         """A path as it should appear in generated files: relative to the project, posix. Symlinks are not
@@ -206,7 +207,22 @@ def _read_config(path: Path) -> Config:
         node_registry=_registry(nodes.get("registry", DEFAULT_REGISTRY), path),
         keep_generations=_keep_generations(data.get("generations", {}), path),
         variant_groups=_variant_groups(lock.get("variant-groups", {}), path),
+        exclude_packages=_exclude(lock.get("exclude", []), path),
     )
+
+
+def _exclude(value: Any, path: Path) -> tuple[str, ...]:
+    """`[lock] exclude`: torch-family members a deployment does without (only those that may be left out)."""
+    from envbuild.torch.family import EXCLUDABLE
+    from envbuild.torch.profile import canonical_name
+
+    names = tuple(canonical_name(n) for n in expect_str_list(value, "lock.exclude", path))
+    for name in names:
+        if name not in EXCLUDABLE:
+            raise ConfigError(path, f"`lock.exclude`: {name!r} cannot be left out of a lock",
+                              hint=f"`exclude` names only {', '.join(sorted(EXCLUDABLE))} (torch-family members "
+                                   "ComfyUI runs without); a node's own package is left out with [nodes] exclude")
+    return names
 
 
 def _keep_generations(table: Mapping[str, Any], path: Path) -> int:

@@ -17,7 +17,7 @@ from envbuild.pkgs.lockdir import LockFolder
 from envbuild.pkgs.uvlock import first_locked_version
 from envbuild.torch.catalogue import ProfileCatalogue
 from envbuild.torch.gpu import Fit, Machine, Recommendation, assess, detect_machine, load_rules, recommend
-from envbuild.torch.gpu.explain import recommendation_action, recommendation_reason
+from envbuild.torch.gpu.explain import ended_clause, recommendation_action, recommendation_reason
 from envbuild.torch.profile import TORCH_SOURCE_PYPI, TorchProfile
 
 _RELEASE = re.compile(r"v?(?:(\d+)!)?(\d+(?:\.\d+)*)", re.I)  # PEP 440 epoch and release, what base_version keeps
@@ -68,6 +68,17 @@ def choose_or_explain(profiles: Sequence[TorchProfile], *, environ: Mapping[str,
         raise DetectionError(f"no profile fits this machine: {recommendation_reason(rec)}",
                              hint=recommendation_action(rec))
     return next(p for p in profiles if p.name == rec.profile)
+
+
+def ended_note(profile: TorchProfile, profiles: Sequence[TorchProfile], *, environ: Mapping[str, str]) -> str:
+    """For `auto`'s choice of a line that ended: ", the last build for your GPU: torch ≤ 2.14" when no newer
+    line has its kernels, else that the line ended ("" for a current line; detection runs only then)."""
+    if profile.last_torch is None:
+        return ""
+    rec = choose(profiles, environ=environ, include_nightly=profile.channel == "nightly").recommendation
+    if rec.profile == profile.name and rec.last_torch is not None:
+        return ended_clause(rec)
+    return f" (its line ended with torch {profile.last_torch})"
 
 
 def choose_committed(catalogue: ProfileCatalogue, lock_dir: Path, committed: Sequence[str], *,

@@ -105,6 +105,19 @@ class TorchProfile(NamedTuple):
     companion_indexes: tuple[CompanionIndex, ...] = ()  # companions not from the profile's own index
     # The -pypi variant's companions, from PyPI: its releases built for the CUDA of PyPI's torch ([pypi.companions]).
     pypi_companions: tuple[PinnedPackage, ...] = ()
+    # The newest torch minor its line was built for ("2.14"): None while the line is current (`last-torch`).
+    last_torch: str | None = None
+    pypi_last_torch: str | None = None  # the -pypi variant's own (PyPI moves torch to another CUDA)
+    # The -pypi variant's platforms ([pypi.platforms]); empty: Linux x86_64 alone (PYPI_CUDA_ENVIRONMENT).
+    pypi_environments: tuple[str, ...] = ()
+    pypi_required_environments: tuple[str, ...] = ()
+    # The Pythons its torch has wheels for (`requires-python`; torch 2.15 has no cp310): None, any.
+    requires_python: str | None = None
+    pypi_requires_python: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.last_torch is not None
 
     @property
     def environments(self) -> tuple[str, ...]:
@@ -126,6 +139,7 @@ class TorchProfile(NamedTuple):
     def digest_parts(self) -> list[str]:
         """What of a profile shapes its lock, as written (comments and descriptions do not count)."""
         return [self.index_url or "", *(p.as_written() for p in self.packages), *self.environments_as_written,
+                *([f"requires-python {self.requires_python}"] if self.requires_python else []),
                 "|", *self.required_environments_as_written, self.channel,
                 *(["companions:", *(p.as_written() for p in self.companions),
                    *(f"{c.name} from {c.url} ({c.format})" for c in self.companion_indexes)]
@@ -145,15 +159,20 @@ class TorchProfile(NamedTuple):
     def pypi_variant(self) -> TorchProfile | None:
         """The same CUDA from PyPI's own torch wheels, where the PyTorch index cannot be reached.
 
-        PyPI's CUDA builds exist for Linux x86_64 only, so the variant locks for that platform alone.
+        PyPI's CUDA builds are Linux only: x86_64 always, aarch64 from torch 2.11 (`[pypi.platforms]`
+        says so); the variant locks for those platforms alone.
         """
         if not self.pypi_packages or self.index_url is None:
             return None
+        environments = self.pypi_environments or (PYPI_CUDA_ENVIRONMENT,)
         return self._replace(
             name=f"{self.name}{PYPI_SUFFIX}", description=f"{self.description}; torch from PyPI",
             index_name=None, index_url=None, packages=self.pypi_packages, pypi_packages=(), local_version=None,
-            environments_as_written=(PYPI_CUDA_ENVIRONMENT,), required_environments_as_written=(PYPI_CUDA_ENVIRONMENT,),
+            environments_as_written=environments,
+            required_environments_as_written=self.pypi_required_environments or environments,
             base=self.name, companions=self.pypi_companions, companion_indexes=(), pypi_companions=(),
+            last_torch=self.pypi_last_torch, pypi_last_torch=None, pypi_environments=(), pypi_required_environments=(),
+            requires_python=self.pypi_requires_python or self.requires_python, pypi_requires_python=None,
         )
 
     def package_names(self) -> frozenset[str]:

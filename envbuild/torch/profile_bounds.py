@@ -287,6 +287,9 @@ def decide_bounds(table: TableReleases, raw: Mapping[str, str], reference: tuple
         reasons[name] += [why] if why else []
     final = newest_set(versions, {n: SpecifierSet(",".join(parts[n])) for n in family}, table.needs, table.counts)
     notes = list(table.notes) + _left_out_notes(table, final or {})
+    if stopped and target.profile.last_torch is None:  # a line that ended says so (detect, doctor, --cuda auto)
+        notes.append(f"{stopped}: add `last-torch = \"{top[0]}.{top[1]}\"` to {target.profile.path.name} once "
+                     "PyTorch's release matrix confirms the line ended")
     if final is None:
         wanted = ", ".join(f"{n}{','.join(parts[n])}" for n in family)
         return replace(base, notes=tuple(notes), error=f"no mutually compatible set of releases within {wanted}")

@@ -34,7 +34,18 @@ SCHEMA = 1
 ACCELERATORS = ("cpu", "cuda", "rocm", "xpu", "mps")
 CHANNELS = ("stable", "nightly")
 _TOP_KEYS = {"schema", "name", "description", "accelerator", "accelerator-version", "channel",
-             "local-version", "index", "packages", "platforms", "pypi", "companions"}
+             "local-version", "last-torch", "requires-python", "index", "packages", "platforms", "pypi", "companions"}
+_MINOR = re.compile(r"\d+\.\d+")
+# PyPI's torch is a CUDA build on Linux only (the Windows wheel is +cpu, macOS has MPS): a -pypi variant's platforms.
+_NOT_PYPI_CUDA = {
+    f"{system} {machine}": {"sys_platform": platform, "platform_system": name, "platform_machine": machine,
+                            "os_name": "nt" if platform == "win32" else "posix", "python_version": "3.12",
+                            "python_full_version": "3.12.0", "implementation_name": "cpython",
+                            "platform_python_implementation": "CPython", "extra": ""}
+    for system, platform, name, machine in (("Windows", "win32", "Windows", "AMD64"),
+                                            ("Windows", "win32", "Windows", "ARM64"),
+                                            ("macOS", "darwin", "Darwin", "arm64"),
+                                            ("macOS", "darwin", "Darwin", "x86_64"))}
 
 
 def load_profile(path: Path) -> TorchProfile:
@@ -69,9 +80,18 @@ def load_profile(path: Path) -> TorchProfile:
     packages = pinned_packages(expect(data.get("packages", {}), dict, "packages", path), "packages", path)
     companions, companion_indexes = _companions(data.get("companions"), bool(index), path)
     pypi = dict(expect(data.get("pypi", {}), dict, "pypi", path))
+    pypi_last = pypi.pop("last-torch", None)
+    pypi_python = _requires_python(pypi.pop("requires-python", None), "pypi.requires-python", path)
+    pypi_platforms = expect(pypi.pop("platforms", {}), dict, "pypi.platforms", path)
+    check_keys(pypi_platforms, {"environments", "required-environments"}, "pypi.platforms.", path)
     pypi_companions = _pypi_companions(pypi.pop("companions", None), bool(pypi), path)
     if "torch" not in {p.name for p in packages}:
         raise ConfigError(path, "`[packages]` must include torch")
+    pypi_packages = pinned_packages(pypi, "pypi", path)
+    last_torch = ended_line(data.get("last-torch"), "last-torch", packages, path)
+    pypi_last_torch = ended_line(pypi_last, "pypi.last-torch", pypi_packages, path)
+    pypi_environments = _pypi_platforms(pypi_platforms, "environments", path)
+    pypi_required = _pypi_platforms(pypi_platforms, "required-environments", path)
     return TorchProfile(
         name=name,
         description=expect(data.get("description", ""), str, "description", path),
@@ -87,11 +107,107 @@ def load_profile(path: Path) -> TorchProfile:
         required_environments_as_written=tuple(
             expect_str_list(platforms.get("required-environments", []), "platforms.required-environments", path)),
         path=path,
-        pypi_packages=pinned_packages(pypi, "pypi", path),
+        pypi_packages=pypi_packages,
         companions=companions,
         companion_indexes=companion_indexes,
         pypi_companions=pypi_companions,
+        last_torch=last_torch,
+        pypi_last_torch=pypi_last_torch,
+        pypi_environments=pypi_environments,
+        pypi_required_environments=pypi_required,
+        requires_python=_requires_python(data.get("requires-python"), "requires-python", path),
+        pypi_requires_python=pypi_python,
     )
+
+
+def _requires_python(value: Any, key: str, path: Path) -> str | None:
+    if value is None:
+        return None
+    from envbuild.torch.profile import parse_specifier
+
+    text = str(expect(value, str, key, path))
+    parse_specifier(text, key, path)
+    return text
+
+
+def python_gap(profile: TorchProfile, deployment_python: str) -> str | None:
+    """The lowest CPython the deployment's `requires-python` admits and the profile's torch has no wheel for."""
+    if profile.requires_python is None:
+        return None
+    from envbuild.torch.profile import parse_specifier
+
+    own = parse_specifier(profile.requires_python, "requires-python", profile.path)
+    try:
+        wanted = parse_specifier(deployment_python, "lock.requires-python", Path("envbuild.toml"))
+    except ConfigError:
+        return None
+    for minor in range(6, 30):
+        version = f"3.{minor}"
+        if wanted.contains(f"{version}.0") and not own.contains(f"{version}.0"):
+            return version
+    return None
+
+
+def key_line(path: Path, dotted: str) -> str:
+    """`path:line` of a dotted key (`pypi.last-torch`) in a TOML file, for messages; `path` alone if not found."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return str(path)
+    table, _, key = dotted.rpartition(".")
+    current = ""
+    for number, line in enumerate(lines, 1):
+        header = re.fullmatch(r"\s*\[([^\[\]]+)\]\s*(#.*)?", line)
+        if header:
+            current = header.group(1).strip()
+        elif current == table and re.match(rf"\s*\"?{re.escape(key)}\"?\s*=", line):
+            return f"{path}:{number}"
+    return str(path)
+
+
+def ended_line(value: Any, key: str, packages: tuple[PinnedPackage, ...], path: Path) -> str | None:
+    """`last-torch = "2.14"`: the line ended with that torch minor, so its torch bound must admit nothing newer
+    (a lock would otherwise look for releases the index will never have, and detect would call it current)."""
+    if value is None:
+        return None
+    text = str(expect(value, str, key, path))
+    if not _MINOR.fullmatch(text):
+        raise ConfigError(key_line(path, key), f"`{key} = \"{text}\"` is not a torch minor such as \"2.14\"",
+                          hint="the newest torch minor this line was built for: major.minor, no patch")
+    torch = next((p for p in packages if p.name == "torch"), None)
+    if torch is None:
+        return text
+    major, minor = (int(part) for part in text.split("."))
+    newer = next((v for m in range(minor + 1, minor + 40) for v in (f"{major}.{m}.0.dev0", f"{major}.{m}.0",
+                                                                     f"{major}.{m}.9")
+                  if torch.specifier.contains(v, prereleases=True)), None) or next(
+        (v for v in (f"{major + 1}.0.0.dev0", f"{major + 1}.0.0") if torch.specifier.contains(v, prereleases=True)),
+        None)
+    if newer is not None:
+        raise ConfigError(key_line(path, torch.key),
+                          f"`{torch.key} = \"{torch.specifier_text}\"` admits torch {newer}, but `{key} = \"{text}\"` "
+                          f"says the line ended with torch {text} ({key_line(path, key)})",
+                          hint=f"bound torch below the next minor (`<{major}.{minor + 1}`), or remove `{key}` if the "
+                               "line still gets new torch releases")
+    return text
+
+
+def _pypi_platforms(table: Mapping[str, Any], key: str, path: Path) -> tuple[str, ...]:
+    """`[pypi.platforms]`: Linux only, where PyPI's torch wheels carry CUDA (x86_64; aarch64 from torch 2.11)."""
+    from envbuild.torch.profile import parse_marker
+
+    markers = tuple(expect_str_list(table.get(key, []), f"pypi.platforms.{key}", path))
+    for text in markers:
+        parse_marker(text, f"pypi.platforms.{key}", path)
+    if markers:
+        outside = sorted(name for name, env in _NOT_PYPI_CUDA.items()
+                         if any(parse_marker(t, f"pypi.platforms.{key}", path).evaluate(env) for t in markers))
+        if outside:
+            raise ConfigError(key_line(path, f"pypi.platforms.{key}"),
+                              f"`pypi.platforms.{key}` covers {', '.join(outside)}, where PyPI's torch is not a "
+                              "CUDA build", hint="a -pypi variant covers Linux x86_64 and aarch64 only (PyPI's "
+                                                 "Windows wheel is +cpu; macOS takes the mps profile)")
+    return markers
 
 
 def _companions(value: Any, has_index: bool,

@@ -29,7 +29,7 @@ from envbuild.core.errors import ConfigError, LockIntegrityError, StaleLockError
 from envbuild.core.fsio import atomic_write
 from envbuild.pkgs.lockdir import CONSTRAINTS_NAME
 from envbuild.pkgs.uvlock import LockFile, parse_uv_lock
-from envbuild.torch.profile import TRITON_NAMES, TorchProfile
+from envbuild.torch.profile import TORCH_CORE_NAMES, TRITON_NAMES, TorchProfile
 
 # The triton builds torch pins exactly (profiles.TRITON_NAMES) move with torch, so they are guarded with it.
 
@@ -45,8 +45,9 @@ class GuardedPackage:
 
 
 def locked_family(profile: TorchProfile, lock: LockFile) -> list[GuardedPackage]:
-    """The profile's torch family and their triton as `uv.lock` pins them, sorted by name."""
-    wanted = {canonicalize_name(p.name) for p in profile.packages} | TRITON_NAMES
+    """Every torch-family member and triton `uv.lock` holds, as it pins them, sorted by name: also one the
+    profile does not list (torchaudio brought by a dependency), so no runtime install can move it."""
+    wanted = {canonicalize_name(p.name) for p in profile.packages} | TORCH_CORE_NAMES | TRITON_NAMES
     found = [GuardedPackage(p.name, p.version, p.source.get("registry"),
                             " or ".join(f"({m})" for m in p.resolution_markers) or None)
              for p in lock.packages if p.name in wanted]

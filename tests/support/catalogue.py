@@ -55,7 +55,7 @@ class TorchBuild:
     extra_requires: tuple[str, ...] = ()
 
 
-_NIGHTLY_TRITON = "3.4.0+git11ec6354"
+_NIGHTLY_TRITON = "3.6.0+git11ec6354"
 
 # index sub-path (under /whl) -> builds
 TORCH_INDEXES: dict[str, list[TorchBuild]] = {
@@ -70,12 +70,12 @@ TORCH_INDEXES: dict[str, list[TorchBuild]] = {
         TorchBuild("2.8.0+cu128", "0.23.0+cu128", "2.8.0+cu128", cuda="12.8"),
     ],
     "cu130": [TorchBuild("2.9.0+cu130", "0.24.0+cu130", "2.9.0+cu130", cuda="13.0")],
-    "nightly/cu128": [
+    "nightly/cu132": [
         TorchBuild(
-            "2.9.0.dev20250801+cu128",
-            "0.24.0.dev20250801+cu128",
-            "2.8.0.dev20250801+cu128",
-            cuda="12.8",
+            "2.16.0.dev20261201+cu132",
+            "0.31.0.dev20261201+cu132",
+            "2.11.0.dev20260301+cu132",
+            cuda="13.2",
             # As the real nightly wheels do: triton only where it exists (Linux x86_64).
             extra_requires=(f"pytorch-triton=={_NIGHTLY_TRITON}; platform_system == 'Linux' and "
                             "platform_machine == 'x86_64'",),
@@ -96,7 +96,7 @@ TORCH_INDEXES: dict[str, list[TorchBuild]] = {
 
 # Extra non-torch wheels some torch indexes carry, as the real ones do.
 _TORCH_INDEX_EXTRAS: dict[str, list[tuple[str, str, str]]] = {
-    "nightly/cu128": [("pytorch-triton", _NIGHTLY_TRITON, "pytorch_triton")],
+    "nightly/cu132": [("pytorch-triton", _NIGHTLY_TRITON, "pytorch_triton")],
     "rocm6.3": [("pytorch-triton-rocm", "3.3.1", "pytorch_triton_rocm")],
 }
 
@@ -125,7 +125,7 @@ class Catalogue:
 
     @property
     def pytorch_base(self) -> str:
-        """What `ENVBUILD_PYTORCH_INDEX` points at: `<base>/cu126`, `<base>/nightly/cu128`, ..."""
+        """What `ENVBUILD_PYTORCH_INDEX` points at: `<base>/cu126`, `<base>/nightly/cu132`, ..."""
         return f"{self.url}/{PYTORCH_PREFIX}"
 
     @property
@@ -133,7 +133,7 @@ class Catalogue:
         return self.indexes[PYPI_PREFIX]
 
     def torch_index(self, variant: str) -> Index:
-        """The torch index for `variant` (`cu126`, `nightly/cu128`, ...)."""
+        """The torch index for `variant` (`cu126`, `nightly/cu132`, ...)."""
         return self.indexes[f"{PYTORCH_PREFIX}/{variant}"]
 
     def extra_index(self, prefix: str, *, json: bool = True) -> Index:

@@ -1,7 +1,7 @@
 """A PEP 503 / 691 / 658 / 714 package index served on 127.0.0.1 for hermetic tests.
 
 One `IndexServer` hosts several named indexes under path prefixes (`simple`,
-`whl/cu126`, `whl/nightly/cu128`, ...), so a single port stands in for both
+`whl/cu126`, `whl/nightly/cu132`, ...), so a single port stands in for both
 PyPI and download.pytorch.org. It records every request and can inject faults
 (status codes, delays) so tests can assert *where* uv went and how it copes.
 """
@@ -196,7 +196,7 @@ class IndexServer:
 
     # -- indexes -----------------------------------------------------------
     def add_index(self, prefix: str, *, json: bool = True) -> Index:
-        """Create an empty index at `/<prefix>/` (may contain `/`: `whl/nightly/cu128`)."""
+        """Create an empty index at `/<prefix>/` (may contain `/`: `whl/nightly/cu132`)."""
         prefix = prefix.strip("/")
         if not prefix or "files" in prefix.split("/"):
             raise ValueError(f"bad index prefix {prefix!r}")

@@ -45,6 +45,9 @@ class ProfileLike(Protocol):
     @property
     def channel(self) -> str: ...  # "stable" | "nightly"
 
+    @property
+    def last_torch(self) -> str | None: ...  # the torch minor its line ended with ("2.14"); None: current
+
 
 def assess(machine: Machine, profile: ProfileLike, rules: Rules, *, torch_version: str | None = None) -> Fit:
     """Would this profile's PyTorch run on this machine's GPU? The verdict and what it rests on.
@@ -59,6 +62,7 @@ def assess(machine: Machine, profile: ProfileLike, rules: Rules, *, torch_versio
         machine.machine,
         version=profile.accelerator_version,
         torch_version=torch_version,
+        last_torch=profile.last_torch,
     )
     check = _CHECKS.get(profile.accelerator)
     if check is None:

@@ -62,6 +62,14 @@ def fit_reason(fit: Fit) -> str:
     return explain[fit.accelerator](fit)
 
 
+def fit_reason_with_line(fit: Fit) -> str:
+    """fit_reason, and for a build that fits but whose line ended, that no newer torch will come for it."""
+    reason = fit_reason(fit)
+    if fit.ok and fit.last_torch is not None:
+        reason += f"; its line ended with torch {fit.last_torch} (no newer torch is built for {fit.profile})"
+    return reason
+
+
 def _cpu_fit(fit: Fit) -> str:
     return "the CPU build runs on any machine (no GPU is used)"
 
@@ -180,9 +188,18 @@ def _fits_reason(rec: Recommendation) -> str:
         installed = f"ROCm {rocm} is installed" if rocm else "the installed ROCm version is unknown"
         return (
             f"AMD GPU {_archs(rec)}: {installed}, and {rec.profile} is the newest ROCm build that fits"
-            f" → {rec.profile}."
+            f" → {rec.profile}{ended_clause(rec)}."
         )
-    return f"{_gpu_clause(rec)}; {_driver_clause(rec)} → {rec.profile}."
+    return f"{_gpu_clause(rec)}; {_driver_clause(rec)} → {rec.profile}{ended_clause(rec)}."
+
+
+def ended_clause(rec: Recommendation) -> str:
+    """', the last build for your GPU: torch ≤ 2.14' when the chosen line ended and no newer one has its kernels."""
+    if rec.last_torch is None:
+        return ""
+    if rec.last_for_gpu:
+        return f", the last build for your GPU: torch ≤ {rec.last_torch}"
+    return f" (its line ended with torch {rec.last_torch}; a newer driver opens a current one)"
 
 
 def _gpu_clause(rec: Recommendation) -> str:

@@ -121,7 +121,17 @@ def _for_nvidia(ctx: _Ctx) -> Recommendation | None:
         covering=tuple(p.name for p in covering),
         **_limiting(ctx, cands, covering),
         **_driver_facts(ctx, chosen, covering),
+        **_ended(chosen, covering),
     )
+
+
+def _ended(chosen: ProfileLike, covering: Sequence[ProfileLike]) -> dict[str, Any]:
+    """The chosen build's line ended (its profile's `last-torch`): whether a newer line still has kernels for
+    the GPU (then only the driver holds it back) or this is the last build it will get."""
+    if chosen.last_torch is None:
+        return {}
+    newer = [p for p in covering if _version(p) > _version(chosen) and p.last_torch is None]
+    return {"last_torch": chosen.last_torch, "last_for_gpu": not newer}
 
 
 def _driver_facts(ctx: _Ctx, chosen: ProfileLike, covering: Sequence[ProfileLike]) -> dict[str, Any]:
@@ -226,8 +236,10 @@ def _for_amd(ctx: _Ctx) -> Recommendation | None:
     cands = [p for p in ctx.usable if p.accelerator == "rocm" and p.accelerator_version]
     good = [p for p in cands if assess(ctx.machine, p, ctx.rules, torch_version=ctx.torch_version).ok]
     facts: dict[str, Any] = {"vendor": "amd", "gpus": gpus, "installed_rocm": ctx.machine.rocm_version}
-    if good:
-        return _pick(ctx, max(good, key=_version).name, FITS, **facts)
+    if good:  # a build whose gfx list confirms the GPU before one nothing could check (rocm7.14 has no list)
+        fits = {p.name: assess(ctx.machine, p, ctx.rules, torch_version=ctx.torch_version) for p in good}
+        chosen = max(good, key=lambda p: (fits[p.name].kernels_checked, _version(p)))
+        return _pick(ctx, chosen.name, FITS, **facts, **_ended(chosen, good))
     if not cands:
         return _cpu(ctx, NO_PROFILE_FOR_GPU, **facts)
     facts["candidates"] = tuple(p.name for p in cands)

@@ -78,6 +78,7 @@ class Fit:
     targets: tuple[Target, ...] = ()  # the build's kernel targets
     torch_version: str | None = None  # the torch release whose kernel list was read
     installed_rocm: str | None = None
+    last_torch: str | None = None  # the profile's line ended with this torch minor
 
     @property
     def ok(self) -> bool:
@@ -114,3 +115,5 @@ class Recommendation:
     required_rocm: str | None = None  # the ROCm the action asks for
     installed_rocm: str | None = None
     gap: str | None = None  # no-kernels: the GPU is "older" or "newer" than every build offered
+    last_torch: str | None = None  # the chosen build's line ended with this torch minor ("2.14")
+    last_for_gpu: bool = False  # and no newer line has kernels for the GPU: its torch stops there
