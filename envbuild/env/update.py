@@ -69,7 +69,7 @@ def _update_locked(deployment: Deployment, profile: TorchProfile, venv: Path, re
     from envbuild.lock.pipeline import commit_staged, staged_lock
 
     with staged_lock(deployment, profile, upgrade=upgrade, upgrade_packages=upgrade_packages,
-                     stream=stream) as staged:
+                     stream=stream, move_cutoff=True) as staged:  # an update brings the cooldown's cutoff to now
         diff = _diff(deployment, profile, staged.folder.path)
         if dry_run:
             return UpdateResult(profile.name, "dry-run", diff, None, None, tuple(moved), staged.warnings)

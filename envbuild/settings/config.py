@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from envbuild.core.errors import ConfigError
 from envbuild.core.tomlfile import check_keys, expect, expect_str_list, load_toml
+from envbuild.settings.cooldown import DEFAULT_COOLDOWN, Cooldown, parse_cooldown
 
 if TYPE_CHECKING:
     from envbuild.settings.pins import NodePin
@@ -29,7 +30,7 @@ _KEYS: Mapping[str, set[str]] = {
     "manager": {"path", "enabled", "git", "ref"},
     "nodes": {"dirs", "exclude", "registry"},
     "lock": {"dir", "requires-python", "profiles", "extra-requirements", "profiles-dir", "torch-source",
-             "variant-groups"},
+             "variant-groups", "exclude-newer"},
     "mirrors": {"pytorch", "pytorch-layout", "pypi", "pypi-files", "mode", "timeout"},  # see mirrors.py
     "generations": {"keep"},  # see generations.py
 }
@@ -68,6 +69,7 @@ class Config(NamedTuple):
     node_registry: str = DEFAULT_REGISTRY  # [nodes] registry: the Comfy Registry's API base
     keep_generations: int = 3  # venv generations kept beside the venv path (current and previous always)
     variant_groups: Mapping[str, tuple[str, ...]] = NO_SETTINGS  # module -> members, the first kept (variants.py)
+    exclude_newer: Cooldown | None = DEFAULT_COOLDOWN  # [lock] exclude-newer (None: off; settings/cooldown.py)
 
     def display(self, path: Path) -> str:
         """A path as it should appear in generated files: relative to the project, posix. Symlinks are not
@@ -185,6 +187,7 @@ def _read_config(path: Path) -> Config:
         node_registry=_registry(nodes.get("registry", DEFAULT_REGISTRY), path),
         keep_generations=_keep_generations(data.get("generations", {}), path),
         variant_groups=_variant_groups(lock.get("variant-groups", {}), path),
+        exclude_newer=parse_cooldown(lock["exclude-newer"], path) if "exclude-newer" in lock else DEFAULT_COOLDOWN,
     )
 
 
