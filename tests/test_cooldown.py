@@ -65,7 +65,11 @@ def test_one_setting_has_one_spelling_and_a_span_resolves_against_the_given_mome
     assert week == days == DEFAULT_COOLDOWN and days is not None and days.text == "7 days"
     mixed = parse_cooldown("P1DT12H", None)
     assert mixed is not None and mixed.text == "1 day 12 hours"
-    assert days.cutoff(NOW) == "2026-11-29T12:00:00Z"
+    assert days.cutoff(NOW) == "2026-11-29T00:00:00Z"  # rounded down to the day: at least 7 days
+    assert Cooldown(span=36 * 3600).cutoff(NOW) == "2026-12-05T00:00:00Z"
+    assert Cooldown(span=5400).cutoff(NOW) == "2026-12-06T10:00:00Z"
+    assert Cooldown(span=30).cutoff(NOW + datetime.timedelta(seconds=59)) == "2026-12-06T12:00:29Z"
+    assert Cooldown(span=0).cutoff(NOW) == "2026-12-06T12:00:00Z"
 
 
 def test_a_bad_value_in_envbuild_toml_names_file_and_line(tmp_path: Path) -> None:
@@ -261,7 +265,7 @@ def test_lock_check_does_not_read_the_clock_and_upgrade_moves_the_cutoff(
     assert deployment.snapshot_locks() == before
     upgraded = lock_profile(site, site.catalogue.get("cpu"), upgrade=True, stream=False)
     assert upgraded.status == "locked"
-    moved = cooldown.format_timestamp(later - datetime.timedelta(days=7))
+    moved = DEFAULT_COOLDOWN.cutoff(later)
     assert f"the cooldown's cutoff moved ({cutoff} → {moved})" in upgraded.reasons, upgraded
     assert _fingerprint(deployment)["cutoff"] == moved
     assert _coolpkg(deployment) == "2.0.0"

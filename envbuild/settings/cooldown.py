@@ -8,8 +8,8 @@ setting in uv's own grammar and turns it into that moment.
 The value is a span ("7 days", "1 week", "24 hours", "P7D": uv's "friendly" and ISO 8601 durations,
 without calendar units), a date or RFC 3339 time ("2026-12-01", "2026-12-01T00:00:00Z"), or `false`.
 envbuild never hands uv the span: a span resolved against the clock would move the cutoff on every
-re-lock. It resolves the span once, when a lock is made, records the moment in the lock's fingerprint
-and renders that moment, so the pyproject stays byte-for-byte the same (and `lock --check` needs no
+re-lock. It resolves the span once, when a lock is made (rounded down to the span's largest unit), records the
+moment in the lock's fingerprint and renders that moment, so the pyproject stays byte-for-byte the same (and `lock --check` needs no
 clock) until `lock --upgrade` or `update` moves it.
 """
 
@@ -58,10 +58,16 @@ class Cooldown(NamedTuple):
         return " ".join(parts) or "0 seconds"
 
     def cutoff(self, now: datetime.datetime) -> str:
-        """The moment a lock made at `now` holds to: files uploaded before it."""
+        """The moment a lock made at `now` holds to: files uploaded before it. A span's moment is rounded
+        down to its largest unit (a span of days to midnight UTC, of hours to the hour): the cooldown is
+        at least the span, and everyone who locks the same inputs on the same day renders the same bytes."""
         if self.span is None:
             return str(self.fixed)
-        return format_timestamp(now - datetime.timedelta(seconds=self.span))
+        moment = now.astimezone(datetime.timezone.utc) - datetime.timedelta(seconds=self.span)
+        grain = next((seconds for _, seconds, _ in _UNITS[1:] if self.span >= seconds), 1)
+        epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+        whole = int((moment - epoch).total_seconds()) // grain * grain
+        return format_timestamp(epoch + datetime.timedelta(seconds=whole))
 
 
 DEFAULT_COOLDOWN = Cooldown(span=7 * 86400)
