@@ -271,3 +271,15 @@ def test_lock_check_does_not_read_the_clock_and_upgrade_moves_the_cutoff(
     assert _coolpkg(deployment) == "2.0.0"
     monkeypatch.setattr(cooldown, "utc_now", no_clock)
     assert assess(load_deployment(deployment.root, uv_env), site.catalogue.get("cpu"), full=True).state == CURRENT
+
+
+@pytest.mark.usefixtures("cool_index")
+def test_a_requirement_only_new_releases_meet_fails_with_envbuilds_ways_out(
+    tmp_path: Path, uv_env: dict[str, str]
+) -> None:
+    deployment = _site(tmp_path, requirements="coolpkg>=2\npyyaml\n")
+    result = run_cli(["lock", "--profile", "cpu"], env=uv_env, cwd=deployment.root)
+    assert result.returncode == 6, result
+    assert "uv lock failed: coolpkg: what the inputs ask for was uploaded after the cooldown's cutoff 20" in result.stderr
+    assert "pin it exactly (`coolpkg==<version>`) in an input" in result.stderr, result
+    assert not deployment.locks.joinpath("cpu").exists()

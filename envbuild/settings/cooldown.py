@@ -8,9 +8,9 @@ setting in uv's own grammar and turns it into that moment.
 The value is a span ("7 days", "1 week", "24 hours", "P7D": uv's "friendly" and ISO 8601 durations,
 without calendar units), a date or RFC 3339 time ("2026-12-01", "2026-12-01T00:00:00Z"), or `false`.
 envbuild never hands uv the span: a span resolved against the clock would move the cutoff on every
-re-lock. It resolves the span once, when a lock is made (rounded down to the span's largest unit), records the
-moment in the lock's fingerprint and renders that moment, so the pyproject stays byte-for-byte the same (and `lock --check` needs no
-clock) until `lock --upgrade` or `update` moves it.
+re-lock. It resolves the span once, when a lock is made (rounded down to the span's largest unit),
+records the moment in the lock's fingerprint and renders that moment, so the pyproject stays byte
+for byte the same (and `lock --check` needs no clock) until `lock --upgrade` or `update` moves it.
 """
 
 from __future__ import annotations
