@@ -7,6 +7,7 @@ PyPI, with PEP 700 upload times, and run the real uv.
 from __future__ import annotations
 
 import datetime
+import os
 import json
 from pathlib import Path
 
@@ -157,11 +158,13 @@ def _iso(moment: datetime.datetime) -> str:
 
 @pytest.fixture
 def cool_index(index_server: Catalogue, tmp_path: Path) -> Catalogue:
-    """coolpkg 1.0.0 published 30 days ago, 2.0.0 yesterday (the catalogue resets after the test)."""
+    """coolpkg 1.0.0 published 30 days ago, 2.0.0 yesterday; freshpkg 1.0.0 yesterday (the catalogue resets
+    after the test)."""
     now = datetime.datetime.now(datetime.timezone.utc)
     wheels = tmp_path / "cool-wheels"
     index_server.pypi.add(build_wheel(wheels, "coolpkg", "1.0.0"), upload_time=_iso(now - datetime.timedelta(30)))
     index_server.pypi.add(build_wheel(wheels, "coolpkg", "2.0.0"), upload_time=_iso(now - datetime.timedelta(1)))
+    index_server.pypi.add(build_wheel(wheels, "freshpkg", "1.0.0"), upload_time=_iso(now - datetime.timedelta(1)))
     return index_server
 
 
@@ -283,3 +286,30 @@ def test_a_requirement_only_new_releases_meet_fails_with_envbuilds_ways_out(
     assert "uv lock failed: coolpkg: what the inputs ask for was uploaded after the cooldown's cutoff 20" in result.stderr
     assert "pin it exactly (`coolpkg==<version>`) in an input" in result.stderr, result
     assert not deployment.locks.joinpath("cpu").exists()
+
+
+@pytest.mark.usefixtures("cool_index")
+@pytest.mark.skipif(os.name != "posix", reason="update needs venv generations (POSIX)")
+def test_update_moves_the_cutoff_even_without_upgrade(
+    tmp_path: Path, uv_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node now asks for freshpkg, published yesterday: `lock` keeps the recorded cutoff and cannot take it;
+    `update` (40 days later) moves the cutoff and can, keeping coolpkg where it was (no --upgrade)."""
+    from envbuild.deploy.deployment import load_deployment
+    from envbuild.env.update import update
+    from envbuild.settings import cooldown
+
+    deployment = _site(tmp_path)
+    assert run_cli(["lock", "--profile", "cpu"], env=uv_env, cwd=deployment.root).returncode == 0
+    deployment.add_node("fresh_node", "freshpkg\n")
+    failed = run_cli(["lock", "--profile", "cpu"], env=uv_env, cwd=deployment.root)
+    assert failed.returncode == 6 and "freshpkg: what the inputs ask for was uploaded after" in failed.stderr, failed
+    before = deployment.snapshot_locks()
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=40)
+    monkeypatch.setattr(cooldown, "utc_now", lambda: later)
+    site = load_deployment(deployment.root, uv_env)
+    result = update(site, site.catalogue.get("cpu"), deployment.venv, refs={}, dry_run=True, stream=False)
+    assert result.status == "dry-run" and result.diff is not None
+    changed = {d.name: (d.a, d.b) for d in result.diff.differences}
+    assert set(changed) == {"freshpkg"} and changed["freshpkg"][0] is None, changed
+    assert deployment.snapshot_locks() == before  # a dry run commits nothing
