@@ -7,8 +7,8 @@ PyPI, with PEP 700 upload times, and run the real uv.
 from __future__ import annotations
 
 import datetime
-import os
 import json
+import os
 from pathlib import Path
 
 import pytest
