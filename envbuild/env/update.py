@@ -2,9 +2,10 @@
 
 Move the ComfyUI/Manager checkouts to the new refs, lock into staging (the cooldown's cutoff moved to
 now), install the staged lock as a new generation, run ComfyUI's quick test in it, and only when all of
-that passed swap the lock in, switch the venv path and pin the refs in envbuild.toml. Anything failing leaves the committed lock, the venv
-path, envbuild.toml and the checkouts as they were (the checkouts are moved back to their commits); the
-built generation is kept (a fixed node needs no reinstall) and pruned like any other.
+that passed swap the lock in, switch the venv path and pin the refs in envbuild.toml. Anything failing
+leaves the committed lock, the venv path, envbuild.toml and the checkouts as they were (the checkouts
+are moved back to their commits); the built generation is kept (a fixed node needs no reinstall) and
+pruned like any other.
 """
 
 from __future__ import annotations
