@@ -118,9 +118,10 @@ def test_the_cutoff_renders_as_uvs_own_setting_with_exact_pins_and_the_index_exe
     assert text == _render("2026-11-29T12:00:00Z", ("pyyaml",))  # byte for byte, every time
 
 
-def test_a_pypi_profile_exempts_only_the_exact_pins() -> None:
+def test_a_pypi_profile_exempts_its_torch_family_too() -> None:
     text = _render("2026-11-29T12:00:00Z", ("pyyaml",), "cu130-pypi")
-    assert "exclude-newer-package = {pyyaml = false}\n" in text
+    exempt = next(line for line in text.splitlines() if line.startswith("exclude-newer-package = "))
+    assert "pyyaml = false" in exempt and "torch = false" in exempt and "torchvision = false" in exempt
 
 
 def test_no_cooldown_renders_nothing_of_it() -> None:

@@ -73,8 +73,7 @@ def render_pyproject(spec: RenderInput) -> str:
         for name in family:
             allow[name] = "allow"
         settings["prerelease-package"] = allow
-    own_index = profile.index_name is not None and spec.index_url is not None
-    sourced = sorted([*family, *(c.name for c in spec.companions)]) if own_index else []
+    sourced = sorted([*family, *(c.name for c in spec.companions)])
     if spec.exclude_newer is not None:
         settings["exclude-newer"] = spec.exclude_newer
         exempt = sorted({*spec.exact_pins, *sourced})
@@ -102,8 +101,8 @@ def render_pyproject(spec: RenderInput) -> str:
 def _exempt(names: list[str]) -> Any:
     """`exclude-newer-package = { name = false }`: uv's per-package opt-out of the cutoff (measured with uv
     0.13.9: recorded in uv.lock's `[options.exclude-newer-package]`). An exact pin is the input's own
-    decision, and a package pinned to the profile's index takes the profile's versions; such an index or
-    mirror may list no upload times, and uv drops every file without one under a cutoff."""
+    decision; the torch family and its companions follow the profile (its bounds), from PyPI as from the
+    profile's index, which may list no upload times: uv drops every file without one under a cutoff."""
     import tomlkit
 
     table = tomlkit.inline_table()
@@ -171,7 +170,7 @@ def _header(spec: RenderInput) -> list[str]:
     if spec.exclude_newer is not None:
         lines.append(f"Cooldown: files uploaded before {spec.exclude_newer} (lock.exclude-newer; moved by "
                      "`envbuild lock --upgrade`),")
-        lines.append("  except exact pins and what the profile's own indexes serve.")
+        lines.append("  except exact pins and the torch family (the profile's bounds decide it).")
     lines.extend(spec.notes)
     return lines
 
