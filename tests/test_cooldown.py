@@ -276,6 +276,14 @@ def test_lock_check_does_not_read_the_clock_and_upgrade_moves_the_cutoff(
     monkeypatch.setattr(cooldown, "utc_now", no_clock)
     assert assess(load_deployment(deployment.root, uv_env), site.catalogue.get("cpu"), full=True).state == CURRENT
 
+    # A cutoff edited into the fingerprint (to lift the cooldown) is not one envbuild writes: edited, not stale.
+    recorded = deployment.locks / "cpu" / "envbuild-lock.json"
+    recorded.write_text(recorded.read_text().replace(moved, "2099-01-01T13:37:00Z"))
+    monkeypatch.setattr(cooldown, "utc_now", lambda: later)
+    found = assess(load_deployment(deployment.root, uv_env), site.catalogue.get("cpu"), full=True)
+    assert found.state == "edited", found
+    assert any("records a cooldown cutoff envbuild does not write for '7 days'" in r for r in found.reasons), found
+
 
 @pytest.mark.usefixtures("cool_index")
 def test_a_requirement_only_new_releases_meet_fails_with_envbuilds_ways_out(
@@ -314,3 +322,16 @@ def test_update_moves_the_cutoff_even_without_upgrade(
     changed = {d.name: (d.a, d.b) for d in result.diff.differences}
     assert set(changed) == {"freshpkg"} and changed["freshpkg"][0] is None, changed
     assert deployment.snapshot_locks() == before  # a dry run commits nothing
+
+
+def test_a_recorded_cutoff_is_checked_for_form_and_rounding_without_a_clock() -> None:
+    week = parse_cooldown("7 days", None)
+    assert week is not None
+    assert week.could_be("2026-11-29T00:00:00Z") and week.could_be(week.cutoff(NOW))
+    for forged in ("2026-11-29T13:37:00Z", "2026-11-29", "2026-11-29T00:00:00+00:00", "soon", ""):
+        assert not week.could_be(forged), forged
+    hours = parse_cooldown("36 hours", None)
+    assert hours is not None and hours.could_be("2026-11-29T00:00:00Z") and not hours.could_be("2026-11-29T05:00:00Z")
+    assert parse_cooldown("90 minutes", None).could_be("2026-11-29T05:00:00Z")  # type: ignore[union-attr]
+    fixed = parse_cooldown("2026-12-01", None)
+    assert fixed is not None and fixed.could_be("2026-12-02T00:00:00Z") and not fixed.could_be("2026-12-03T00:00:00Z")

@@ -98,6 +98,20 @@ def input_changes(old: Fingerprint, new: Fingerprint) -> list[str]:
     return reasons
 
 
+def _made_by_envbuild(recorded: Fingerprint) -> bool:
+    """Is the recorded cooldown cutoff one envbuild writes for the recorded setting? (no clock)"""
+    if not recorded.exclude_newer:
+        return not recorded.cutoff
+    from envbuild.core.errors import ConfigError
+    from envbuild.settings.cooldown import parse_cooldown
+
+    try:
+        cooldown = parse_cooldown(recorded.exclude_newer, None)
+    except ConfigError:
+        return False
+    return cooldown is not None and cooldown.could_be(recorded.cutoff)
+
+
 class Freshness(NamedTuple):
     """The verdict of the full check: what changed in the inputs (stale), and what in the folder is not
     what envbuild writes (edited). Both empty: current."""
@@ -119,7 +133,8 @@ def compare(folder: LockFolder, plan: LockPlan) -> Freshness:
     edits: list[str] = []
     if recorded is not None:
         changes.extend(setting_changes(recorded, plan.fingerprint))
-        if recorded.exclude_newer == plan.fingerprint.exclude_newer and recorded.cutoff != plan.fingerprint.cutoff:
+        if (recorded.exclude_newer == plan.fingerprint.exclude_newer and recorded.cutoff != plan.fingerprint.cutoff
+                and _made_by_envbuild(recorded)):  # `lock --upgrade`/`update`; a forged one is an edit (plan)
             changes.append(f"the cooldown's cutoff moved ({recorded.cutoff or 'none'} → {plan.fingerprint.cutoff})")
     if folder.pyproject.read_bytes() != plan.pyproject.encode("utf-8"):
         inputs = input_changes(recorded, plan.fingerprint) if recorded is not None else []

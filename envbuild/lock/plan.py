@@ -7,7 +7,6 @@ and the freshness check compares it with the committed one.
 
 from __future__ import annotations
 
-import datetime
 from typing import NamedTuple
 
 from envbuild.comfy.inputs import MergedInputs, merge_inputs, normalized_digest
@@ -17,9 +16,6 @@ from envbuild.pkgs.lockdir import Fingerprint, LockFolder, file_digest, sha256_t
 from envbuild.torch.profile import TorchProfile
 from envbuild.torch.profile_file import profile_display_path
 from envbuild.uv.render import RENDER_VERSION, UV_REQUIRED_VERSION, RenderInput, render_pyproject
-
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)  # a fixed cutoff ignores the moment
-
 
 class LockPlan(NamedTuple):
     """Everything a lock needs, computed without uv."""
@@ -112,23 +108,20 @@ def _cutoff(deployment: Deployment, folder: LockFolder, expected: Fingerprint,
     """The moment this plan renders ("": no cooldown), and a recorded one envbuild could not have written.
     The recorded moment is kept while the setting is the recorded one: re-locking changed inputs keeps the
     cutoff, so the same inputs lock the same way on any day."""
-    from envbuild.settings.cooldown import format_timestamp, parse_timestamp
-
     cooldown = deployment.config.exclude_newer
     if cooldown is None:
         return "", ()
-    if cooldown.span is None:  # a fixed moment: the setting itself
-        return cooldown.cutoff(_EPOCH), ()
+    if cooldown.fixed is not None:  # a fixed moment: the setting itself, never moved
+        return cooldown.fixed, ()
     if given is not None:
         return given, ()
     recorded = folder.read_fingerprint()
     if recorded is None or recorded.exclude_newer != expected.exclude_newer or not recorded.cutoff:
         return moved_cutoff(deployment) or "", ()
-    moment = parse_timestamp(recorded.cutoff)
-    if moment is None or format_timestamp(moment) != recorded.cutoff:
+    if not cooldown.could_be(recorded.cutoff):  # checked without the clock: its form and its rounding
         return moved_cutoff(deployment) or "", (
-            f"{deployment.display(folder.fingerprint_path)} records a cooldown cutoff that is not an RFC 3339 UTC "
-            f"time: {recorded.cutoff[:40]!r}",)
+            f"{deployment.display(folder.fingerprint_path)} records a cooldown cutoff envbuild does not write for "
+            f"{expected.exclude_newer!r}: {recorded.cutoff[:40]!r}",)
     return recorded.cutoff, ()
 
 

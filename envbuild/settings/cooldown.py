@@ -64,10 +64,21 @@ class Cooldown(NamedTuple):
         if self.span is None:
             return str(self.fixed)
         moment = now.astimezone(datetime.timezone.utc) - datetime.timedelta(seconds=self.span)
-        grain = next((seconds for _, seconds, _ in _UNITS[1:] if self.span >= seconds), 1)
         epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-        whole = int((moment - epoch).total_seconds()) // grain * grain
+        whole = int((moment - epoch).total_seconds()) // self._grain() * self._grain()
         return format_timestamp(epoch + datetime.timedelta(seconds=whole))
+
+    def could_be(self, cutoff: str) -> bool:
+        """Could a lock made with this setting have recorded `cutoff`? Its form and its rounding, no clock."""
+        if self.span is None:
+            return cutoff == self.fixed
+        moment = parse_timestamp(cutoff)
+        return (moment is not None and format_timestamp(moment) == cutoff
+                and int(moment.timestamp()) % self._grain() == 0)
+
+    def _grain(self) -> int:
+        """A span's largest unit in seconds: what its cutoff is rounded down to."""
+        return next((seconds for _, seconds, _ in _UNITS[1:] if (self.span or 0) >= seconds), 1)
 
 
 DEFAULT_COOLDOWN = Cooldown(span=7 * 86400)
