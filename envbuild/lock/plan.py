@@ -17,6 +17,7 @@ from envbuild.torch.profile import TorchProfile
 from envbuild.torch.profile_file import profile_display_path
 from envbuild.uv.render import RENDER_VERSION, UV_REQUIRED_VERSION, RenderInput, render_pyproject
 
+
 class LockPlan(NamedTuple):
     """Everything a lock needs, computed without uv."""
 
