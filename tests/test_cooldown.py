@@ -335,3 +335,26 @@ def test_a_recorded_cutoff_is_checked_for_form_and_rounding_without_a_clock() ->
     assert parse_cooldown("90 minutes", None).could_be("2026-11-29T05:00:00Z")  # type: ignore[union-attr]
     fixed = parse_cooldown("2026-12-01", None)
     assert fixed is not None and fixed.could_be("2026-12-02T00:00:00Z") and not fixed.could_be("2026-12-03T00:00:00Z")
+
+
+def test_an_upgrade_that_settles_a_variant_group_keeps_the_moved_cutoff(
+    opencv_pypi: Catalogue, tmp_path: Path, uv_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second `uv lock` of a settled lock is planned again: with the upgrade's cutoff, not the folder's."""
+    from envbuild.deploy.deployment import load_deployment
+    from envbuild.lock.pipeline import lock_profile
+    from envbuild.settings import cooldown
+
+    deployment = make_deployment(tmp_path / "site", profiles=("cu126",))
+    deployment.add_node("node_tool", "cvtool\n")
+    deployment.add_node("node_head", "headtool\n")
+    assert run_cli(["lock", "--profile", "cu126"], env=uv_env, cwd=deployment.root).returncode == 0
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=40)
+    monkeypatch.setattr(cooldown, "utc_now", lambda: later)
+    site = load_deployment(deployment.root, uv_env)
+    result = lock_profile(site, site.catalogue.get("cu126"), upgrade=True, stream=False)
+    assert result.status == "locked" and result.settled, result
+    folder = deployment.locks / "cu126"
+    recorded = json.loads((folder / "envbuild-lock.json").read_text())
+    assert recorded["cutoff"] == DEFAULT_COOLDOWN.cutoff(later) and recorded["settled"], recorded
+    assert f'exclude-newer = "{recorded["cutoff"]}"' in (folder / "uv.lock").read_text()
