@@ -358,3 +358,17 @@ def test_an_upgrade_that_settles_a_variant_group_keeps_the_moved_cutoff(
     recorded = json.loads((folder / "envbuild-lock.json").read_text())
     assert recorded["cutoff"] == DEFAULT_COOLDOWN.cutoff(later) and recorded["settled"], recorded
     assert f'exclude-newer = "{recorded["cutoff"]}"' in (folder / "uv.lock").read_text()
+
+
+@pytest.mark.usefixtures("cool_index")
+def test_a_machines_uv_exclude_newer_does_not_override_the_deployments_cooldown(
+    tmp_path: Path, uv_env: dict[str, str]
+) -> None:
+    """uv lets UV_EXCLUDE_NEWER win over the pyproject (then `uv sync --locked` refuses every lock): dropped."""
+    deployment = _site(tmp_path)
+    env = dict(uv_env, UV_EXCLUDE_NEWER="2 days")
+    assert run_cli(["lock", "--profile", "cpu"], env=env, cwd=deployment.root).returncode == 0
+    text = (deployment.locks / "cpu" / "uv.lock").read_text()
+    assert "exclude-newer-span" not in text and f'exclude-newer = "{_fingerprint(deployment)["cutoff"]}"' in text
+    synced = run_cli(["sync", "--profile", "cpu", "--dry-run"], env=env, cwd=deployment.root)
+    assert synced.returncode == 0, synced
