@@ -15,12 +15,14 @@ for byte the same (and `lock --check` needs no clock) until `lock --upgrade` or 
 
 from __future__ import annotations
 
-import datetime
 import re
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from envbuild.core.errors import ConfigError
+
+if TYPE_CHECKING:  # read on every load of envbuild.toml: datetime and the patterns only when a value is used
+    import datetime
 
 KEY = "lock.exclude-newer"
 DEFAULT_TEXT = "7 days"  # see the README's "Cooldown": transformers 5.0 took 17 h to a fixed ComfyUI, 10 d to 5.1
@@ -32,10 +34,10 @@ _UNITS = (  # uv's friendly units (jiff), largest first; calendar units (months,
     ("seconds", 1, ("seconds", "second", "secs", "sec", "s")),
 )
 _UNIT_OF = {alias: (index, seconds) for index, (_, seconds, aliases) in enumerate(_UNITS) for alias in aliases}
-_FRIENDLY_PART = re.compile(r"(\d{1,6}) ?([a-z]+)")
-_ISO = re.compile(r"P(?:(\d{1,6})W)?(?:(\d{1,6})D)?(?:T(?:(\d{1,6})H)?(?:(\d{1,6})M)?(?:(\d{1,6})S)?)?")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})")
+_FRIENDLY_PART = r"(\d{1,6}) ?([a-z]+)"  # patterns as text: `re` compiles (and caches) them on first use
+_ISO = r"P(?:(\d{1,6})W)?(?:(\d{1,6})D)?(?:T(?:(\d{1,6})H)?(?:(\d{1,6})M)?(?:(\d{1,6})S)?)?"
+_DATE = r"\d{4}-\d{2}-\d{2}"
+_TIMESTAMP = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})"
 _EXAMPLES = '"7 days", "1 week", "24 hours", "P7D", "2026-12-01", "2026-12-01T00:00:00Z" or false'
 
 
@@ -61,6 +63,8 @@ class Cooldown(NamedTuple):
         """The moment a lock made at `now` holds to: files uploaded before it. A span's moment is rounded
         down to its largest unit (a span of days to midnight UTC, of hours to the hour): the cooldown is
         at least the span, and everyone who locks the same inputs on the same day renders the same bytes."""
+        import datetime
+
         if self.span is None:
             return str(self.fixed)
         moment = now.astimezone(datetime.timezone.utc) - datetime.timedelta(seconds=self.span)
@@ -86,16 +90,22 @@ DEFAULT_COOLDOWN = Cooldown(span=7 * 86400)
 
 def utc_now() -> datetime.datetime:
     """The clock, in one place: only a lock that moves its cutoff reads it (tests shift it here)."""
+    import datetime
+
     return datetime.datetime.now(datetime.timezone.utc)
 
 
 def format_timestamp(moment: datetime.datetime) -> str:
+    import datetime
+
     return moment.astimezone(datetime.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_timestamp(text: str) -> datetime.datetime | None:
     """An RFC 3339 time with its offset (None: not one)."""
-    if not _TIMESTAMP.fullmatch(text):
+    import datetime
+
+    if not re.fullmatch(_TIMESTAMP, text):
         return None
     try:
         return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -105,6 +115,8 @@ def parse_timestamp(text: str) -> datetime.datetime | None:
 
 def parse_cooldown(value: Any, path: Path | str | None) -> Cooldown | None:
     """`[lock] exclude-newer` as written (None: off). Errors name the file and line and give examples."""
+    import datetime
+
     if value is False:
         return None
     if not isinstance(value, str):
@@ -113,7 +125,7 @@ def parse_cooldown(value: Any, path: Path | str | None) -> Cooldown | None:
     span = _span(text)
     if span is not None:
         return Cooldown(span=span)
-    if _DATE.fullmatch(text):  # as uv reads a date: through the end of that day (here in UTC, not local time)
+    if re.fullmatch(_DATE, text):  # as uv reads a date: through the end of that day (here in UTC, not local time)
         try:
             day = datetime.date.fromisoformat(text)
         except ValueError:
@@ -130,14 +142,14 @@ def _span(text: str) -> int | None:
     """Seconds of a friendly ("1 week, 2 days") or ISO 8601 ("P1W2D", "PT36H") duration; None: not one.
     Each unit at most once, largest first, whole numbers: what uv 0.13.9 accepts (measured), nothing it
     refuses (months, years, "1.5 days", "7 Days"); negative spans ("7 days ago") are refused here."""
-    iso = _ISO.fullmatch(text)
+    iso = re.fullmatch(_ISO, text)
     if iso is not None:
         if text in ("P", "PT") or text.endswith("T"):
             return None
         weights = (7 * 86400, 86400, 3600, 60, 1)
         return sum(int(group or 0) * weight for group, weight in zip(iso.groups(), weights, strict=True))
     total, last, position = 0, -1, 0
-    for match in _FRIENDLY_PART.finditer(text):
+    for match in re.finditer(_FRIENDLY_PART, text):
         between = text[position:match.start()]
         if between.strip(" ,") or (position and not between):
             return None
