@@ -77,10 +77,11 @@ def test_a_bad_value_in_envbuild_toml_names_file_and_line(tmp_path: Path) -> Non
     from envbuild.settings.config import load_config
 
     (tmp_path / "envbuild.toml").write_text(
-        '[comfyui]\npath = "ComfyUI"\n\n[lock]\nprofiles = ["cpu"]\nexclude-newer = "1 month"\n', encoding="utf-8")
+        '[comfyui]\npath = "ComfyUI"\n\n[ lock ]  # the cooldown\n# exclude-newer = "7 days"\n'
+        'profiles = ["cpu"]\nexclude-newer = "1 month"\n', encoding="utf-8")
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path)
-    assert f"{tmp_path / 'envbuild.toml'}:6: `lock.exclude-newer = '1 month'` is not a duration" in str(caught.value)
+    assert f"{tmp_path / 'envbuild.toml'}:7: `lock.exclude-newer = '1 month'` is not a duration" in str(caught.value)
     assert caught.value.hint is not None and '"7 days"' in caught.value.hint
 
 
@@ -372,3 +373,26 @@ def test_a_machines_uv_exclude_newer_does_not_override_the_deployments_cooldown(
     assert "exclude-newer-span" not in text and f'exclude-newer = "{_fingerprint(deployment)["cutoff"]}"' in text
     synced = run_cli(["sync", "--profile", "cpu", "--dry-run"], env=env, cwd=deployment.root)
     assert synced.returncode == 0, synced
+
+
+def test_the_shipped_locks_hold_a_cooldown_that_lets_comfyuis_own_pins_through() -> None:
+    """The repository's locks (real PyPI): every `==` pin of the shipped requirement files is exempt, and the
+    cutoff the fingerprint records is the one uv.lock holds."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    pins = {re.sub(r"[-_.]+", "-", line.split("==")[0].strip().lower())
+            for path in sorted((root / "deploy").rglob("*requirements.txt"))
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if "==" in line and not line.lstrip().startswith("#")}
+    assert pins, "the shipped deployment pins nothing exactly?"
+    folders = [f for f in sorted((root / "locks").iterdir()) if (f / "uv.lock").is_file()]
+    assert folders
+    for folder in folders:
+        recorded = json.loads((folder / "envbuild-lock.json").read_text(encoding="utf-8"))
+        assert recorded["exclude_newer"] == "7 days", folder
+        lock = (folder / "uv.lock").read_text(encoding="utf-8")
+        assert f'[options]\nexclude-newer = "{recorded["cutoff"]}"\n' in lock, folder
+        exempt = set(re.findall(r"^([a-z0-9-]+) = false$", lock.split("[options.exclude-newer-package]")[1]
+                                .split("\n\n")[0], re.MULTILINE))
+        assert pins <= exempt and "torch" in exempt, (folder, pins - exempt)

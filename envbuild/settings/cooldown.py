@@ -175,8 +175,9 @@ def _line_of(path: Path | str | None) -> int | None:
     table = ""
     for number, line in enumerate(lines, 1):
         stripped = line.strip()
-        if stripped.startswith("["):
-            table = stripped.strip("[] ")
+        header = re.match(r"\[\s*([^\]]*?)\s*\]", stripped)
+        if header:
+            table = header.group(1)
         elif table == "lock" and re.match(r"""["']?exclude-newer["']?\s*=""", stripped):
             return number
     return None
