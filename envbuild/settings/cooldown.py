@@ -1,7 +1,8 @@
 """`[lock] exclude-newer`: a cooldown, so that a lock never takes a release published hours ago.
 
 transformers 5.0.0 broke ComfyUI the day it was published (ComfyUI #12093, 2026-01-26: fix merged ~6 h
-after the upload, released ~17 h after, no 5.0.1 for 10 days; /work/research/comfy.md section 5). uv
+after the upload, released in v0.11.0 ~17 h after, no 5.0.1 for 10 days; upload times from
+https://pypi.org/pypi/transformers/json; the README's "Cooldown" says why the default is 7 days). uv
 can hold a resolution to files uploaded before a moment (`exclude-newer`); this module reads the
 setting in uv's own grammar and turns it into that moment.
 
@@ -25,7 +26,6 @@ if TYPE_CHECKING:  # read on every load of envbuild.toml: datetime and the patte
     import datetime
 
 KEY = "lock.exclude-newer"
-DEFAULT_TEXT = "7 days"  # see the README's "Cooldown": transformers 5.0 took 17 h to a fixed ComfyUI, 10 d to 5.1
 _UNITS = (  # uv's friendly units (jiff), largest first; calendar units (months, years) uv refuses
     ("weeks", 7 * 86400, ("weeks", "week", "wks", "wk", "w")),
     ("days", 86400, ("days", "day", "d")),
@@ -85,7 +85,7 @@ class Cooldown(NamedTuple):
         return next((seconds for _, seconds, _ in _UNITS[1:] if (self.span or 0) >= seconds), 1)
 
 
-DEFAULT_COOLDOWN = Cooldown(span=7 * 86400)
+DEFAULT_COOLDOWN = Cooldown(span=7 * 86400)  # "7 days": the README's "Cooldown" says why
 
 
 def utc_now() -> datetime.datetime:
@@ -162,7 +162,8 @@ def _span(text: str) -> int | None:
 
 
 def _error(path: Path | str | None, message: str) -> ConfigError:
-    where = f"{path}:{_line_of(path)}" if path and _line_of(path) else path
+    line = _line_of(path) if path else None
+    where = f"{path}:{line}" if line else path
     return ConfigError(where, message, hint=f"e.g. {_EXAMPLES} (false: no cooldown)")
 
 
