@@ -1,10 +1,11 @@
 """`update`: new refs and/or upgraded packages, as one transaction.
 
-Move the ComfyUI/Manager checkouts to the new refs, lock into staging, install the staged lock as a new
-generation, run ComfyUI's quick test in it, and only when all of that passed swap the lock in, switch
-the venv path and pin the refs in envbuild.toml. Anything failing leaves the committed lock, the venv
-path, envbuild.toml and the checkouts as they were (the checkouts are moved back to their commits); the
-built generation is kept (a fixed node needs no reinstall) and pruned like any other.
+Move the ComfyUI/Manager checkouts to the new refs, lock into staging (the cooldown's cutoff moved to
+now), install the staged lock as a new generation, run ComfyUI's quick test in it, and only when all of
+that passed swap the lock in, switch the venv path and pin the refs in envbuild.toml. Anything failing
+leaves the committed lock, the venv path, envbuild.toml and the checkouts as they were (the checkouts
+are moved back to their commits); the built generation is kept (a fixed node needs no reinstall) and
+pruned like any other.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def _update_locked(deployment: Deployment, profile: TorchProfile, venv: Path, re
     from envbuild.lock.pipeline import commit_staged, staged_lock
 
     with staged_lock(deployment, profile, upgrade=upgrade, upgrade_packages=upgrade_packages,
-                     stream=stream) as staged:
+                     stream=stream, move_cutoff=True) as staged:  # an update brings the cooldown's cutoff to now
         diff = _diff(deployment, profile, staged.folder.path)
         if dry_run:
             return UpdateResult(profile.name, "dry-run", diff, None, None, tuple(moved), staged.warnings)

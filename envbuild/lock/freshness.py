@@ -69,6 +69,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(lambda f: f.torch_source, lambda o, n: f"the torch source changed ({o.torch_source} → {n.torch_source})"),
     Setting(lambda f: f.requires_python, lambda o, n: f"lock.requires-python changed ({o.requires_python or 'unset'} "
                                                       f"→ {n.requires_python})"),
+    Setting(lambda f: f.exclude_newer, lambda o, n: f"lock.exclude-newer changed ({o.exclude_newer or 'off'} → "
+                                                    f"{n.exclude_newer or 'off'})"),
     Setting(lambda f: f.render_version, lambda o, n: "envbuild's pyproject format changed"),
     Setting(lambda f: f.uv_required_version, lambda o, n: "the required uv version changed"),
     Setting(_commits, _describe_commits),
@@ -96,6 +98,20 @@ def input_changes(old: Fingerprint, new: Fingerprint) -> list[str]:
     return reasons
 
 
+def _made_by_envbuild(recorded: Fingerprint) -> bool:
+    """Is the recorded cooldown cutoff one envbuild writes for the recorded setting? (no clock)"""
+    if not recorded.exclude_newer:
+        return not recorded.cutoff
+    from envbuild.core.errors import ConfigError
+    from envbuild.settings.cooldown import parse_cooldown
+
+    try:
+        cooldown = parse_cooldown(recorded.exclude_newer, None)
+    except ConfigError:
+        return False
+    return cooldown is not None and cooldown.could_be(recorded.cutoff)
+
+
 class Freshness(NamedTuple):
     """The verdict of the full check: what changed in the inputs (stale), and what in the folder is not
     what envbuild writes (edited). Both empty: current."""
@@ -117,6 +133,9 @@ def compare(folder: LockFolder, plan: LockPlan) -> Freshness:
     edits: list[str] = []
     if recorded is not None:
         changes.extend(setting_changes(recorded, plan.fingerprint))
+        if (recorded.exclude_newer == plan.fingerprint.exclude_newer and recorded.cutoff != plan.fingerprint.cutoff
+                and _made_by_envbuild(recorded)):  # `lock --upgrade`/`update`; a forged one is an edit (plan)
+            changes.append(f"the cooldown's cutoff moved ({recorded.cutoff or 'none'} → {plan.fingerprint.cutoff})")
     if folder.pyproject.read_bytes() != plan.pyproject.encode("utf-8"):
         inputs = input_changes(recorded, plan.fingerprint) if recorded is not None else []
         if inputs or changes:
@@ -146,6 +165,8 @@ def content_key(expected: Fingerprint, roots: Sequence[str], digests: Mapping[st
             material[name] = dict(sorted(recorded.items()))
     if expected.companions:
         material["companions"] = sorted(expected.companions)
+    if expected.cutoff:  # the recorded cooldown moment the pyproject was rendered with
+        material["cutoff"] = expected.cutoff
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 

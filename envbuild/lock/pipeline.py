@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from envbuild.core.errors import EnvbuildError, IndexUnreachableError
 from envbuild.core.fsio import atomic_write, exclusive_lock, remove_stale_staging, replace_dir, staging_dir
 from envbuild.deploy.deployment import Deployment
-from envbuild.lock.plan import LockPlan, plan_lock
+from envbuild.lock.plan import LockPlan, moved_cutoff, plan_lock
 from envbuild.lock.settlements import Settled
 from envbuild.lock.trust import CURRENT, UNHASHED, assess, remember_new_lock, remembered
 from envbuild.pkgs.lockdir import LockFolder
@@ -62,7 +62,8 @@ def lock_profile(
     folder = deployment.folder(profile)
     if not upgrading and remembered(deployment, profile) is not None:  # a few file hashes, no parsing
         return _up_to_date(folder, started)
-    plan = plan_lock(deployment, profile)  # every input error surfaces before anything is written
+    # every input error surfaces before anything is written; an upgrade also moves the cooldown's cutoff
+    plan = plan_lock(deployment, profile, cutoff=moved_cutoff(deployment) if upgrading else None)
     if not upgrading and _current_as_recorded(deployment, plan):  # a fresh clone's first no-op: nothing to write
         return _up_to_date(folder, started)
     require_owned_lock_dir(deployment)
@@ -209,7 +210,7 @@ def _write_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: b
     profile = plan.profile
     if upgrade and (plan.fingerprint.settled or plan.fingerprint.bounds or plan.fingerprint.companions):
         # a full re-resolve starts afresh
-        plan = plan_lock(deployment, profile, settled=Settled())
+        plan = plan_lock(deployment, profile, settled=Settled(), cutoff=plan.fingerprint.cutoff or None)
     if seed_lock is not None and seed_lock.is_file():  # made and audited moments ago, for these requirements
         shutil.copyfile(seed_lock, staged / "uv.lock")
     elif seed:  # the previous lock is uv's starting point: re-locking keeps versions unless asked
@@ -391,13 +392,15 @@ class StagedLock(NamedTuple):
 @contextlib.contextmanager
 def staged_lock(deployment: Deployment, profile: TorchProfile, *, upgrade: bool = False,
                 upgrade_packages: Sequence[str] = (), stream: bool = True,
-                on_wait: Callable[[], None] | None = None) -> Iterator[StagedLock]:
+                on_wait: Callable[[], None] | None = None, move_cutoff: bool = False) -> Iterator[StagedLock]:
     """Lock into a staging folder and hand it over without swapping it in; `commit_staged` swaps it in.
     The profile's write lock is held for the whole block (no other lock of the profile meanwhile); a
-    block left without a commit leaves the committed lock as it was, and the staged one is removed."""
+    block left without a commit leaves the committed lock as it was, and the staged one is removed.
+    `move_cutoff` (or an upgrade): the cooldown's cutoff moves to now minus the span (`update`)."""
     import dataclasses
 
-    plan = plan_lock(deployment, profile)
+    moving = move_cutoff or upgrade or bool(upgrade_packages)
+    plan = plan_lock(deployment, profile, cutoff=moved_cutoff(deployment) if moving else None)
     require_owned_lock_dir(deployment)
     _ignore_scratch_files(deployment.lock_dir)
     with exclusive_lock(deployment.lock_dir / f".{profile.name}.lock", timeout=deployment.lock_timeout,

@@ -29,11 +29,13 @@ class LockPlan(NamedTuple):
     untrusted: tuple[str, ...] = ()  # recorded settlements or bounds envbuild could not have made: "edited"
 
 
-def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Settled | None = None) -> LockPlan:
+def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Settled | None = None,
+              cutoff: str | None = None) -> LockPlan:
     """Parse and merge the inputs and render the pyproject; every input error surfaces here.
 
     `settled`: what envbuild settled after a lock (envbuild.lock.settle); None: what the profile's current
-    lock recorded, so a lock renders as it was made."""
+    lock recorded, so a lock renders as it was made. `cutoff`: the cooldown's moment (`moved_cutoff`);
+    None: the one the current lock recorded, so a no-op and `lock --check` never read the clock."""
     config = deployment.config
     profile.validate()
     config.validate()
@@ -46,6 +48,7 @@ def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Settled
     direct = {r.name for r in merged.result.requirements if r.url is None}
     companions = tuple(c for c in profile.companions if c.name in direct)
     expected = expected_fingerprint(deployment, profile)
+    cutoff, edited = _cutoff(deployment, folder, expected, cutoff)
     inputs = {config.display(item.path): "" for item in merged.collected.files}
     inputs.update(_input_digests(merged, deployment))
     indexes = deployment.indexes(profile)
@@ -53,16 +56,17 @@ def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Settled
         merged=merged.result, profile=profile, requires_python=config.requires_python,
         index_url=indexes.torch, input_paths=[*inputs, profile_display_path(profile, config.project_dir)],
         default_index=indexes.default, index_format=indexes.format, overrides=variant_overrides,
-        companions=companions, notes=header_notes(settled),
+        companions=companions, notes=header_notes(settled), exclude_newer=cutoff or None,
+        exact_pins=exact_pins(merged) if cutoff else (),
     ))
     fingerprint = expected._replace(
         pyproject_sha256=sha256_text(pyproject), inputs=inputs,
         raw_inputs={config.display(path): file_digest(path) or "" for path in merged.files_read},
         roots=tuple(config.display(item.path) for item in merged.collected.files),
         warnings=input_warnings(merged), settled=dict(settled.groups), bounds=dict(settled.bounds),
-        companions=settled.companions,
+        companions=settled.companions, cutoff=cutoff,
     )
-    return LockPlan(profile, merged, pyproject, fingerprint, folder, untrusted)
+    return LockPlan(profile, merged, pyproject, fingerprint, folder, (*untrusted, *edited))
 
 
 def expected_fingerprint(deployment: Deployment, profile: TorchProfile) -> Fingerprint:
@@ -89,7 +93,51 @@ def expected_fingerprint(deployment: Deployment, profile: TorchProfile) -> Finge
         torch_source=profile.torch_source, index_url=indexes.torch, profile_sha256=profile_digest(profile),
         pyproject_sha256="", inputs={}, default_index=indexes.default, extra=extra,
         requires_python=deployment.config.requires_python,
+        exclude_newer=deployment.config.exclude_newer.text if deployment.config.exclude_newer else "",
     )
+
+
+def moved_cutoff(deployment: Deployment) -> str | None:
+    """The cooldown's moment for a lock made now (`lock --upgrade`, `update`): the clock is read here and
+    when a lock has no recorded moment for this setting, nowhere else. None: no cooldown."""
+    from envbuild.settings.cooldown import utc_now
+
+    cooldown = deployment.config.exclude_newer
+    return cooldown.cutoff(utc_now()) if cooldown is not None else None
+
+
+def _cutoff(deployment: Deployment, folder: LockFolder, expected: Fingerprint,
+            given: str | None) -> tuple[str, tuple[str, ...]]:
+    """The moment this plan renders ("": no cooldown), and a recorded one envbuild could not have written.
+    The recorded moment is kept while the setting is the recorded one: re-locking changed inputs keeps the
+    cutoff, so the same inputs lock the same way on any day."""
+    cooldown = deployment.config.exclude_newer
+    if cooldown is None:
+        return "", ()
+    if cooldown.fixed is not None:  # a fixed moment: the setting itself, never moved
+        return cooldown.fixed, ()
+    if given is not None:
+        return given, ()
+    recorded = folder.read_fingerprint()
+    if recorded is None or recorded.exclude_newer != expected.exclude_newer or not recorded.cutoff:
+        return moved_cutoff(deployment) or "", ()
+    if not cooldown.could_be(recorded.cutoff):  # checked without the clock: its form and its rounding
+        return moved_cutoff(deployment) or "", (
+            f"{deployment.display(folder.fingerprint_path)} records a cooldown cutoff envbuild does not write for "
+            f"{expected.exclude_newer!r}: {recorded.cutoff[:40]!r}",)
+    return recorded.cutoff, ()
+
+
+def exact_pins(merged: MergedInputs) -> tuple[str, ...]:
+    """Names an input pins to one version (`==1.2.3`, `===1.2.3`; not `==1.2.*`): ComfyUI pins its frontend,
+    templates and comfy-kitchen to releases days old, and a cooldown must not make that lock unsolvable."""
+    names = set()
+    for group in (merged.result.requirements, merged.result.constraints):
+        for requirement in group:
+            if any(s.operator == "===" or (s.operator == "==" and not s.version.endswith(".*"))
+                   for s in requirement.specifier):
+                names.add(requirement.name)
+    return tuple(sorted(names))
 
 
 def profile_digest(profile: TorchProfile) -> str:

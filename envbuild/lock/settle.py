@@ -116,7 +116,8 @@ def settle_lock(deployment: Deployment, plan: LockPlan, locked: LockFile, groups
     settled = plan_lock(deployment, profile, settled=Settled(
         {**recorded.settled, **{s.module: s.requirement for s in settlements}},
         {**recorded.bounds, **{b.package: b.specifier for b in bounds}},
-        tuple(sorted({*recorded.companions, *(m.name for m in misplaced)}))))
+        tuple(sorted({*recorded.companions, *(m.name for m in misplaced)}))),
+        cutoff=recorded.cutoff or None)  # the first lock's cooldown moment (an upgrade moved it), not the folder's
     taken = [s for s in settlements if settled.fingerprint.settled.get(s.module) == s.requirement]
     if len(taken) < len(settlements) and not bounds:  # an input asks for a member under a marker: not ours
         refuse_second_providers(found, plan.merged.result, profile)

@@ -169,7 +169,8 @@ def _fast_key(deployment: Deployment, profile: TorchProfile, folder: LockFolder,
     if roots != recorded.roots:
         return None
     expected = expected_fingerprint(deployment, profile)._replace(settled=recorded.settled, bounds=recorded.bounds,
-                                                                    companions=recorded.companions)
+                                                                    companions=recorded.companions,
+                                                                    cutoff=recorded.cutoff)
     return content_key(expected, roots, current_digests(recorded, deployment.config.project_dir), folder)
 
 

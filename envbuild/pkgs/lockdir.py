@@ -54,6 +54,8 @@ class Fingerprint(NamedTuple):
     settled: Mapping[str, str] = _NOTHING  # variant groups envbuild settled after a lock: module -> member kept
     bounds: Mapping[str, str] = _NOTHING  # constraints envbuild added after a lock (envbuild.torch.torch_bound)
     companions: tuple[str, ...] = ()  # companions a dependency brought, asked directly after a lock (companions.py)
+    exclude_newer: str = ""  # [lock] exclude-newer, canonical ("7 days", a time; "": off or an older envbuild)
+    cutoff: str = ""  # the cooldown's moment this lock holds to (RFC 3339 UTC), moved only by --upgrade/update
 
     def with_lock(self, lock_text: str, locked_at: str) -> Fingerprint:
         return self._replace(uv_lock_sha256=sha256_text(lock_text), extra={**self.extra, LOCKED_AT: locked_at})
@@ -65,12 +67,12 @@ class Fingerprint(NamedTuple):
         data["extra"] = dict(sorted(self.extra.items()))
         data["roots"] = list(self.roots)
         data["warnings"] = list(self.warnings)
-        for name in ("settled", "bounds", "companions"):  # written only when used: other locks keep their bytes
-            if not data[name]:
+        for name in ("settled", "bounds", "companions", "exclude_newer", "cutoff"):  # written only when used:
+            if not data[name]:  # other locks keep their bytes
                 del data[name]
             elif name == "companions":
                 data[name] = sorted(data[name])
-            else:
+            elif name in ("settled", "bounds"):
                 data[name] = dict(sorted(data[name].items()))
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
@@ -108,7 +110,7 @@ _FIELD_TYPES: dict[str, Any] = {
     "index_url": (str, type(None)), "profile_sha256": str, "pyproject_sha256": str, "inputs": "mapping",
     "uv_lock_sha256": str, "schema": int, "extra": "mapping", "raw_inputs": "mapping", "roots": "strings",
     "warnings": "strings", "default_index": (str, type(None)), "requires_python": str, "settled": "mapping",
-    "bounds": "mapping", "companions": "strings",
+    "bounds": "mapping", "companions": "strings", "exclude_newer": str, "cutoff": str,
 }
 
 

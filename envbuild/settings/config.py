@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from envbuild.core.errors import ConfigError
 from envbuild.core.text import quoted
 from envbuild.core.tomlfile import check_keys, expect, expect_str_list, load_toml
+from envbuild.settings.cooldown import DEFAULT_COOLDOWN, Cooldown, parse_cooldown
 from envbuild.settings.gitref import CREDENTIALS_HINT, git_url_problem, ref_problem
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ _KEYS: Mapping[str, set[str]] = {
                 "allow_pip_install", "allow_flagged_nodepack_install"},
     "nodes": {"dirs", "exclude", "registry"},
     "lock": {"dir", "requires-python", "profiles", "extra-requirements", "profiles-dir", "torch-source",
-             "variant-groups", "exclude"},
+             "variant-groups", "exclude", "exclude-newer"},
     "mirrors": {"pytorch", "pytorch-layout", "pypi", "pypi-files", "mode", "timeout"},  # see mirrors.py
     "generations": {"keep"},  # see generations.py
 }
@@ -84,6 +85,7 @@ class Config(NamedTuple):
     keep_generations: int = 3  # venv generations kept beside the venv path (current and previous always)
     variant_groups: Mapping[str, tuple[str, ...]] = NO_SETTINGS  # module -> members, the first kept (variants.py)
     exclude_packages: tuple[str, ...] = ()  # [lock] exclude: optional torch-family members left out (family.py)
+    exclude_newer: Cooldown | None = DEFAULT_COOLDOWN  # [lock] exclude-newer (None: off; settings/cooldown.py)
 
     def display(self, path: Path) -> str:
         """A path as it should appear in generated files: relative to the project, posix. Symlinks are not
@@ -208,6 +210,7 @@ def _read_config(path: Path) -> Config:
         keep_generations=_keep_generations(data.get("generations", {}), path),
         variant_groups=_variant_groups(lock.get("variant-groups", {}), path),
         exclude_packages=_exclude(lock.get("exclude", []), path),
+        exclude_newer=parse_cooldown(lock["exclude-newer"], path) if "exclude-newer" in lock else DEFAULT_COOLDOWN,
     )
 
 

@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 
 UV_OVERRIDE_ENV = "ENVBUILD_UV"
 # Variables that would point uv at another project or environment than the one we chose.
-_DROPPED_ENV = ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_PROJECT", "UV_PROJECT_ENVIRONMENT")
+# And the cooldown, which is the deployment's ([lock] exclude-newer, rendered into the pyproject): uv lets
+# UV_EXCLUDE_NEWER win over it, and `uv sync --locked` then refuses every lock (measured, uv 0.13.9).
+_DROPPED_ENV = ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_PROJECT", "UV_PROJECT_ENVIRONMENT", "UV_EXCLUDE_NEWER")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _CHANGE_LINE = re.compile(r"^\s*(?P<op>[-+~])\s+(?P<spec>(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\S*(?:\s.*)?)$")
 

@@ -37,6 +37,9 @@ _REQUIRED_VERSION = re.compile(r"Required\s+uv\s+version\s+`([^`]+)`\s+does\s+no
                                r"\s+version\s+`([^`]+)`")
 # uv wraps its messages to the terminal width: any whitespace may separate the words.
 _STALE = re.compile(r"needs\s+to\s+be\s+updated,\s+but\s+`--(locked|check)`\s+was\s+provided", re.I)
+# uv 0.13.9 (measured): "`alpha` was filtered by `exclude-newer` to only include packages uploaded before <time>."
+_COOLDOWN = re.compile(r"`([^`]+)`\s+was\s+filtered\s+by\s+`exclude-newer`\s+to\s+only\s+include\s+packages\s+"
+                       r"uploaded\s+before\s+(\S+?)\.(?:\s|$)")
 
 
 def classify_failure(action: str, message: str, default: type[UvError], *, shown: bool = False) -> EnvbuildError:
@@ -52,6 +55,15 @@ def classify_failure(action: str, message: str, default: type[UvError], *, shown
             "the lock is out of date with its pyproject.toml (uv --locked refused it)",
             hint="run `envbuild lock` for this profile (and commit the result)",
         )
+    cooled = _COOLDOWN.search(message)
+    if cooled:  # uv's own hint (exclude-newer-package) names a file envbuild generates: say envbuild's ways
+        return default(
+            action, message, shown=shown,
+            summary=f"{cooled.group(1)}: what the inputs ask for was uploaded after the cooldown's cutoff "
+                    f"{cooled.group(2)}",
+            hint=f"pin it exactly (`{cooled.group(1)}==<version>`) in an input to take it now, or set [lock] "
+                 "exclude-newer in envbuild.toml to a shorter span (false: off); an index or mirror that lists no "
+                 "upload times counts as all new")
     if _UNREACHABLE.search(message):
         kind = next((k for k in _FAILURE_KINDS if k.lower() in message.lower()), "network error")
         return IndexUnreachableError(

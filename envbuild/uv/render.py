@@ -31,6 +31,8 @@ class RenderInput(NamedTuple):
     overrides: tuple[str, ...] = ()  # variant-group members dropped from every dependency (envbuild.torch.variants)
     companions: tuple[PinnedPackage, ...] = ()  # the profile's companions an input asks for (envbuild.torch.companions)
     notes: tuple[str, ...] = ()  # header lines for what no input wrote (envbuild.lock.settle.header_notes)
+    exclude_newer: str | None = None  # the cooldown's cutoff, RFC 3339 UTC, resolved and recorded at lock time
+    exact_pins: tuple[str, ...] = ()  # names an input pins with `==`: never held back by the cooldown
 
 
 def project_name(profile: TorchProfile) -> str:
@@ -71,10 +73,16 @@ def render_pyproject(spec: RenderInput) -> str:
         for name in family:
             allow[name] = "allow"
         settings["prerelease-package"] = allow
+    sourced = sorted([*family, *(c.name for c in spec.companions)])
+    if spec.exclude_newer is not None:
+        settings["exclude-newer"] = spec.exclude_newer
+        exempt = sorted({*spec.exact_pins, *sourced})
+        if exempt:
+            settings["exclude-newer-package"] = _exempt(exempt)
     uv["uv"] = settings
     index = tomlkit.aot()
     if profile.index_name is not None and spec.index_url is not None:
-        settings["sources"] = _sources(spec, sorted([*family, *(c.name for c in spec.companions)]))
+        settings["sources"] = _sources(spec, sourced)
         index.append(_explicit_index(profile.index_name, spec.index_url, spec.index_format))
         for own in _companion_indexes(spec):  # a prebuilt-wheel index, explicit: for its companion alone
             index.append(_explicit_index(own.index_name, own.url, own.format))
@@ -88,6 +96,19 @@ def render_pyproject(spec: RenderInput) -> str:
         settings["index"] = index
     doc["tool"] = uv
     return tomlkit.dumps(doc)
+
+
+def _exempt(names: list[str]) -> Any:
+    """`exclude-newer-package = { name = false }`: uv's per-package opt-out of the cutoff (measured with uv
+    0.13.9: recorded in uv.lock's `[options.exclude-newer-package]`). An exact pin is the input's own
+    decision; the torch family and its companions follow the profile (its bounds), from PyPI as from the
+    profile's index, which may list no upload times: uv drops every file without one under a cutoff."""
+    import tomlkit
+
+    table = tomlkit.inline_table()
+    for name in names:
+        table[name] = False
+    return table
 
 
 def _family(spec: RenderInput) -> list[str]:
@@ -146,6 +167,10 @@ def _header(spec: RenderInput) -> list[str]:
         "Inputs:",
     ]
     lines.extend(f"  {path}" for path in spec.input_paths)
+    if spec.exclude_newer is not None:
+        lines.append(f"Cooldown: files uploaded before {spec.exclude_newer} (lock.exclude-newer; moved by "
+                     "`envbuild lock --upgrade`),")
+        lines.append("  except exact pins and the torch family (the profile's bounds decide it).")
     lines.extend(spec.notes)
     return lines
 

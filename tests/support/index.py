@@ -24,7 +24,9 @@ from . import pages
 from .pages import HTML_V1, JSON_V1, HashMode, IndexFile
 from .wheels import canonical_name, read_wheel_metadata
 
-__all__ = ["HTML_V1", "JSON_V1", "HashMode", "Index", "IndexFile", "IndexServer", "Request"]
+__all__ = ["HTML_V1", "JSON_V1", "OLD_UPLOAD", "HashMode", "Index", "IndexFile", "IndexServer", "Request"]
+
+OLD_UPLOAD = "2025-01-01T00:00:00Z"  # the upload time a test file has unless a test says otherwise
 
 
 class Request(NamedTuple):
@@ -61,8 +63,14 @@ class Index:
     def file_url(self, filename: str) -> str:
         return f"{self.url}/files/{quote(filename, safe='')}"
 
-    def add(self, wheel_path: Path, *, hash: HashMode = "good", metadata: bool | bytes = True) -> IndexFile:
+    def add(self, wheel_path: Path, *, hash: HashMode = "good", metadata: bool | bytes = True,
+            upload_time: str | None = OLD_UPLOAD) -> IndexFile:
         """Publish a wheel; its name, version and Requires-Python come from its METADATA.
+
+        `upload_time` (ISO 8601, e.g. "2026-01-26T10:46:43Z") is listed as PEP 700 `upload-time` in JSON
+        and `data-upload-time` in HTML: what uv's `exclude-newer` compares with. By default a file is long
+        published (envbuild's default cooldown takes it); None lists no upload time (uv then drops the file
+        under any cutoff).
 
         `metadata` may be bytes: the PEP 658 `.metadata` file then says that instead of what the
         wheel's own METADATA says (an index whose metadata disagrees with its wheel).
@@ -81,6 +89,7 @@ class Index:
             requires_python=str(fields["Requires-Python"]) if "Requires-Python" in fields else None,
             metadata=metadata if isinstance(metadata, bytes) else (raw_meta if metadata else None),
             hash=hash,
+            upload_time=upload_time,
         )
         with self.server._lock:
             self._files[entry.filename] = entry

@@ -39,6 +39,7 @@ class IndexFile:
     requires_python: str | None
     metadata: bytes | None  # None: published without PEP 658 metadata
     hash: HashMode = "good"
+    upload_time: str | None = None  # PEP 700 `upload-time` (ISO 8601, UTC); None: not listed
 
     @property
     def metadata_sha256(self) -> str | None:
@@ -160,6 +161,8 @@ def _html_link(entry: IndexFile) -> str:
         # PEP 658 spelling plus the PEP 714 rename; clients read either.
         attrs.append(f'data-dist-info-metadata="sha256={entry.metadata_sha256}"')
         attrs.append(f'data-core-metadata="sha256={entry.metadata_sha256}"')
+    if entry.upload_time:  # as download.pytorch.org lists it since 2026 (pytorch/test-infra#8139)
+        attrs.append(f'data-upload-time="{html.escape(entry.upload_time)}"')
     return f"<a {' '.join(attrs)}>{html.escape(entry.filename)}</a><br/>"
 
 
@@ -168,7 +171,7 @@ def _json_file(entry: IndexFile) -> dict[str, Any]:
     meta: dict[str, str] | bool = (
         {"sha256": entry.metadata_sha256} if entry.metadata_sha256 else False
     )
-    return {
+    listing: dict[str, Any] = {
         "filename": entry.filename,
         "url": entry.relative_url,
         "hashes": {"sha256": listed} if listed else {},
@@ -180,6 +183,9 @@ def _json_file(entry: IndexFile) -> dict[str, Any]:
         "size": len(entry.data),
         "yanked": False,
     }
+    if entry.upload_time:  # PEP 700: what uv's exclude-newer compares with
+        listing["upload-time"] = entry.upload_time
+    return listing
 
 
 def file_response(entry: IndexFile | None, *, metadata: bool) -> Response:
