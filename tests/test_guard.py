@@ -9,6 +9,7 @@ fake PyTorch index serves planted `numpy`/`filelock 99`.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import textwrap
@@ -30,13 +31,40 @@ FAKE_PIP = "pip-24.3.1-py3-none-any.whl"
 
 
 def real_pip_wheel() -> Path:
-    """pip's own wheel, as bundled with the standard library's ensurepip (no network)."""
+    """A real pip wheel without the network: the one the standard library's ensurepip bundles, else the
+    one Debian/Ubuntu keep in /usr/share/python-wheels (their Python strips ensurepip's), else the pip this
+    test run has installed (a declared test dependency), packed back into a wheel."""
     import ensurepip
 
-    bundled = sorted((Path(ensurepip.__file__).parent / "_bundled").glob("pip-*.whl"))
-    if not bundled:
-        pytest.fail("this Python's ensurepip has no bundled pip wheel; the guard tests need a real pip")
-    return bundled[-1]
+    for folder in (Path(ensurepip.__file__).parent / "_bundled", Path("/usr/share/python-wheels")):
+        found = sorted(folder.glob("pip-*.whl"))
+        if found:
+            return found[-1]
+    return _repacked_installed_pip()
+
+
+@functools.lru_cache(maxsize=1)
+def _repacked_installed_pip() -> Path:
+    import importlib.metadata
+    import tempfile
+    import zipfile
+
+    dist = importlib.metadata.distribution("pip")
+    root = Path(str(dist.locate_file("")))
+    files = [f for f in dist.files or () if not str(f).startswith("..") and "__pycache__" not in str(f)]
+    record = next(f for f in files if str(f).endswith(".dist-info/RECORD"))
+    wheel = Path(tempfile.mkdtemp(prefix="pip-wheel-")) / f"pip-{dist.version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        kept = []
+        for item in files:
+            if item == record or str(item).endswith((".dist-info/INSTALLER", ".dist-info/REQUESTED",
+                                                     ".dist-info/direct_url.json")):
+                continue
+            archive.write(root / item, str(item))
+            kept.append(str(item))
+        lines = [line for line in (root / record).read_text().splitlines() if line.split(",")[0] in kept]
+        archive.writestr(str(record), "\n".join([*lines, f"{record},,"]) + "\n")
+    return wheel
 
 
 @pytest.fixture(scope="session")
@@ -261,3 +289,19 @@ def test_a_path_with_spaces_is_refused_rather_than_silently_unguarded(tmp_path: 
     folder = write_lock(tmp_path / "my locks" / "cu126", torch="2.7.1+cu126", registry="https://x/whl/cu126")
     with pytest.raises(ConfigError, match="path with spaces"):
         guard_for(tmp_path, folder, "cu126", {})
+
+
+def test_a_pip_wheel_is_found_where_ensurepip_bundles_none(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Debian/Ubuntu's Python strips ensurepip's wheels (the quick start on a stock Python failed here):
+    the installed pip, packed back into a wheel, serves instead, and installs."""
+    import subprocess
+    import sys
+
+    wheel = _repacked_installed_pip()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv_python(venv)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-index", "--no-deps",
+                    "--quiet", str(wheel)], check=True, env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
+    assert subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True, text=True,
+                          check=True).stdout.startswith("pip ")
