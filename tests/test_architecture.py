@@ -91,3 +91,16 @@ def test_only_the_runner_starts_programs() -> None:
                     and node.func.attr in starters):
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert offenders == []
+
+
+@pytest.mark.unit
+def test_every_uv_variable_is_named_in_the_uv_layer() -> None:
+    """A `UV_*` name spelled elsewhere is a second copy of uv knowledge (envbuild/uv/names.py holds them)."""
+    import re
+
+    spelled = re.compile(r"""["']UV_(?!IMAGE\b)[A-Z_]+["']""")  # UV_IMAGE: the Containerfile's own build argument
+    offenders = [f"{path.relative_to(PACKAGE.parent)}:{number}"
+                 for path in sorted(PACKAGE.rglob("*.py")) if "uv" not in path.relative_to(PACKAGE).parts[:1]
+                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if spelled.search(line)]
+    assert offenders == []

@@ -29,6 +29,7 @@ from envbuild.torch.profile import (
     index_url_problem,
     rebase_pytorch_url,
 )
+from envbuild.uv import names as uv_names
 from envbuild.uv.command import DEFAULT_INDEX_ENV
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ class Deployment:
     @property
     def offline(self) -> bool:
         """uv's own switch (UV_OFFLINE): what envbuild reads from an index itself follows it too."""
-        return self.env.get("UV_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+        return self.env.get(uv_names.OFFLINE, "").strip().lower() in ("1", "true", "yes", "on")
 
     def index_client(self, *, offline: bool = False) -> IndexClient:
         """The one client envbuild reads indexes with (pages, wheel metadata), cached per user; offline

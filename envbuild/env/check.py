@@ -29,6 +29,7 @@ from envbuild.deploy.deployment import Deployment
 from envbuild.lock.trust import require_usable
 from envbuild.settings.config import Config
 from envbuild.torch.profile import TorchProfile
+from envbuild.uv import names as uv_names
 from envbuild.uv.command import venv_python
 from envbuild.uv.guard import guard_environment
 
@@ -164,7 +165,7 @@ def _child_env(venv: Path, environ: Mapping[str, str]) -> dict[str, str]:
     for key in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "CONDA_PREFIX"):
         env.pop(key, None)
     scripts = venv_python(venv).parent
-    env.update({"VIRTUAL_ENV": str(venv), "UV_PYTHON": str(venv_python(venv)),
+    env.update({"VIRTUAL_ENV": str(venv), uv_names.PYTHON: str(venv_python(venv)),
                 "PATH": os.pathsep.join([str(scripts), env.get("PATH", "")]),
                 "PYTHONNOUSERSITE": "1", "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"})
     return env

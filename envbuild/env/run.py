@@ -24,12 +24,13 @@ from envbuild.lock.trust import require_usable
 from envbuild.pkgs.lockdir import CONSTRAINTS_NAME, LockFolder
 from envbuild.settings.config import Config
 from envbuild.torch.profile import TorchProfile
+from envbuild.uv import names as uv_names
 from envbuild.uv.command import Uv, package_changes, venv_python
 from envbuild.uv.guard import guard_environment
 
 log = logging.getLogger("envbuild.run")
 # Variables that would make the child (or the uv/pip the Manager starts) use another environment.
-_DROPPED_ENV = ("CONDA_PREFIX", "PYTHONHOME", "UV_PROJECT_ENVIRONMENT")
+_DROPPED_ENV = ("CONDA_PREFIX", "PYTHONHOME", uv_names.PROJECT_ENVIRONMENT)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def prepare_run(deployment: Deployment, profile: TorchProfile, venv: Path, args:
     guard = guard_environment(folder.path, profile, env, deployment.canonical_index(profile),
                               deployment.default_index)
     # `uv pip` (the Manager's uv mode) must install into this venv, whatever the user's shell points at.
-    env_set = {**guard, "VIRTUAL_ENV": str(venv), "UV_PYTHON": str(python)}
+    env_set = {**guard, "VIRTUAL_ENV": str(venv), uv_names.PYTHON: str(python)}
     child = {k: v for k, v in env.items() if k not in _DROPPED_ENV}
     child.update(env_set)
     child["PATH"] = os.pathsep.join([str(python.parent), env.get("PATH", "")]).rstrip(os.pathsep)

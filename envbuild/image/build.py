@@ -16,11 +16,12 @@ from pathlib import Path
 
 from envbuild.core import runner
 from envbuild.core.errors import CommandFailed, EnvbuildError, UsageError
+from envbuild.uv import names as uv_names
 
 ENGINES = ("podman", "docker", "buildah")
 # What the build's uv takes from this environment: index credentials and index settings.
-_UV_SECRET_PREFIXES = ("UV_INDEX_",)
-_UV_SECRET_NAMES = ("UV_DEFAULT_INDEX", "UV_INDEX", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_INSECURE_HOST")
+_UV_SECRET_PREFIXES = uv_names.SECRET_PREFIXES
+_UV_SECRET_NAMES = uv_names.SECRET_NAMES
 
 
 class ImageBuildError(EnvbuildError):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
+from envbuild.uv import names as uv_names
+
 DEFAULT_PORT = 8188
 VENV = "/opt/venv"
 COMFYUI = "/opt/comfyui"
@@ -61,10 +63,10 @@ cd {COMFYUI}
 
 def guard_env(find_links: Sequence[str], default_index: str | None) -> dict[str, str]:
     """The torch guard of `envbuild run` (guard.guard_environment), with the image's paths."""
-    env = {"PIP_CONSTRAINT": CONSTRAINTS, "UV_CONSTRAINT": CONSTRAINTS}
+    env = {"PIP_CONSTRAINT": CONSTRAINTS, uv_names.CONSTRAINT: CONSTRAINTS}
     if find_links:
         env["PIP_FIND_LINKS"] = " ".join(find_links)
-        env["UV_FIND_LINKS"] = ",".join(find_links)
+        env[uv_names.FIND_LINKS] = ",".join(find_links)
     if default_index:
         env["PIP_INDEX_URL"] = default_index
     return env

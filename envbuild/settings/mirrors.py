@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from envbuild.core.errors import ConfigError
 from envbuild.core.tomlfile import check_keys, expect, load_toml
 from envbuild.torch.profile import CANONICAL_PYTORCH_BASE, PYPI_SIMPLE
+from envbuild.uv import names as uv_names
 
 if TYPE_CHECKING:
     from envbuild.pkgs.uvlock import LockFile
@@ -190,7 +191,7 @@ def uv_environment(mirrors: Mirrors) -> dict[str, str]:
     """What uv's own settings must say for a run through the mirror."""
     env = {}
     if mirrors.timeout is not None:
-        env["UV_HTTP_TIMEOUT"] = f"{mirrors.timeout:g}"
+        env[uv_names.HTTP_TIMEOUT] = f"{mirrors.timeout:g}"
     return env
 
 

@@ -25,6 +25,7 @@ from envbuild.core.errors import (
     UvVersionError,
 )
 from envbuild.torch.profile import canonical_name
+from envbuild.uv import names
 from envbuild.uv.render import UV_REQUIRED_VERSION
 
 if TYPE_CHECKING:
@@ -36,12 +37,12 @@ UV_OVERRIDE_ENV = "ENVBUILD_UV"
 # Variables that would point uv at another project or environment than the one we chose.
 # And the cooldown, which is the deployment's ([lock] exclude-newer, rendered into the pyproject): uv lets
 # UV_EXCLUDE_NEWER win over it, and `uv sync --locked` then refuses every lock (measured, uv 0.13.9).
-_DROPPED_ENV = ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_PROJECT", "UV_PROJECT_ENVIRONMENT", "UV_EXCLUDE_NEWER")
+_DROPPED_ENV = ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_PROJECT", names.PROJECT_ENVIRONMENT, names.EXCLUDE_NEWER)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _CHANGE_LINE = re.compile(r"^\s*(?P<op>[-+~])\s+(?P<spec>(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\S*(?:\s.*)?)$")
 
 
-DEFAULT_INDEX_ENV = ("UV_DEFAULT_INDEX", "UV_INDEX_URL")  # uv's own default-index settings
+DEFAULT_INDEX_ENV = names.DEFAULT_INDEX
 
 
 def own_index_env(folder: LockFolder) -> tuple[str, ...]:
@@ -99,7 +100,7 @@ class Uv(NamedTuple):
             argv.append("--dry-run")
         for name in reinstall_packages:
             argv += ["--reinstall-package", name]
-        env_set = {**(env_set or {}), "UV_PROJECT_ENVIRONMENT": str(venv)}
+        env_set = {**(env_set or {}), names.PROJECT_ENVIRONMENT: str(venv)}
         proc = self._run(argv, action="uv sync", error=SyncError, stream=stream, env_set=env_set,
                          env_unset=env_unset)
         return proc.stderr

@@ -30,6 +30,7 @@ from envbuild.core.fsio import atomic_write
 from envbuild.pkgs.lockdir import CONSTRAINTS_NAME
 from envbuild.pkgs.uvlock import LockFile, parse_uv_lock
 from envbuild.torch.profile import TORCH_CORE_NAMES, TRITON_NAMES, TorchProfile
+from envbuild.uv import names
 
 # The triton builds torch pins exactly (profiles.TRITON_NAMES) move with torch, so they are guarded with it.
 
@@ -115,12 +116,12 @@ def guard_environment(folder: Path, profile: TorchProfile, env: Mapping[str, str
                           hint="move the deployment, or set [lock] dir in envbuild.toml to a path without spaces")
     guard = {
         "PIP_CONSTRAINT": _joined(env.get("PIP_CONSTRAINT"), str(path), " "),
-        "UV_CONSTRAINT": _joined(env.get("UV_CONSTRAINT"), str(path), " "),
+        names.CONSTRAINT: _joined(env.get(names.CONSTRAINT), str(path), " "),
     }
     pages = find_links(torch_index, family)
     if pages:
         guard["PIP_FIND_LINKS"] = _joined(env.get("PIP_FIND_LINKS"), " ".join(pages), " ")
-        guard["UV_FIND_LINKS"] = _joined(env.get("UV_FIND_LINKS"), ",".join(pages), ",")
+        guard[names.FIND_LINKS] = _joined(env.get(names.FIND_LINKS), ",".join(pages), ",")
     if default_index and not env.get("PIP_INDEX_URL"):
         # The lock came from uv's default index (a mirror, say); pip must look in the same place.
         guard["PIP_INDEX_URL"] = default_index
