@@ -113,6 +113,24 @@ def test_a_recorded_settlement_envbuild_never_makes_is_an_edited_lock(
     assert json.loads(path.read_text())["settled"] == {"cv2": "opencv-python-headless>=4.5"}
 
 
+def test_a_forged_settlement_envbuild_could_make_is_not_kept_by_the_next_lock(
+    opencv_pypi: Catalogue, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Trust, round two, class 2: `"cv2": "opencv-python-headless==4.8.0.74"` made `lock --check` say edited,
+    and the `envbuild lock` it advised then kept the record, locking a version nobody asked for."""
+    site = _site(tmp_path)
+    _lock(site, env)
+    path = site.root / "locks/cu126/envbuild-lock.json"
+    data = json.loads(path.read_text())
+    data["settled"] = {"cv2": "opencv-python-headless==4.5.0"}
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    check = run_cli(["lock", "--check", "--profile", "cu126"], env=env, cwd=site.root)
+    assert check.returncode != 0, check
+    relocked = _lock(site, env)
+    assert "recorded settlements not reused (the folder was edited)" in relocked, relocked
+    assert json.loads(path.read_text())["settled"] == {"cv2": "opencv-python-headless>=4.5"}
+
+
 def test_a_lock_with_nothing_to_settle_runs_uv_once_and_records_no_settlement(
     opencv_pypi: Catalogue, env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -19,7 +19,7 @@ from envbuild.core.fsio import atomic_write, exclusive_lock, remove_stale_stagin
 from envbuild.deploy.deployment import Deployment
 from envbuild.lock.plan import LockPlan, moved_cutoff, plan_lock
 from envbuild.lock.settlements import Settled
-from envbuild.lock.trust import CURRENT, UNHASHED, assess, remember_new_lock, remembered
+from envbuild.lock.trust import CURRENT, EDITED, UNHASHED, assess, remember_new_lock, remembered
 from envbuild.pkgs.lockdir import LockFolder
 from envbuild.pkgs.uvlock import count_locked_packages
 from envbuild.torch.profile import TorchProfile
@@ -105,6 +105,12 @@ def _lock_planned(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade
         # Only a lock that passed the audit seeds the next one: uv keeps a lock that still fits as it
         # is, so a forged hash or URL would otherwise be carried into the new lock.
         seed = found.state != "missing" and found.report is not None and not found.report.tampering
+        if found.state == EDITED and (plan.fingerprint.settled or plan.fingerprint.bounds
+                                      or plan.fingerprint.companions):
+            # Nor does an edited folder give its recorded choices: envbuild decides them afresh (a forged
+            # `settled` would otherwise be kept, locking a package nobody asked for).
+            plan = plan_lock(deployment, profile, settled=Settled(), cutoff=plan.fingerprint.cutoff or None)
+            reasons.append("recorded settlements not reused (the folder was edited): decided afresh")
         written = _lock_staged(deployment, plan, upgrade, upgrade_packages, stream, seed, seed_lock)
     if upgrading:
         reasons.append("upgrade requested")
