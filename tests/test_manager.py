@@ -11,6 +11,7 @@ Manager's folder before v3.1 (commit 31de8ffc added --user-directory support), t
 from __future__ import annotations
 
 import configparser
+import os
 import textwrap
 from pathlib import Path
 
@@ -231,3 +232,21 @@ def test_cli_disabled_or_missing_manager_is_an_error_without_traceback(
     result = run_cli(["manager", "setup"], env=uv_env, cwd=deployment.root)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error:" in result.stderr and "ComfyUI-Manager not found" in result.stderr
+
+
+@pytest.mark.skipif(os.name == "nt", reason="FIFOs and /dev/zero as a user makes them")
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_config_ini_that_is_no_file_is_said_not_hung(deployment: Deployment, uv_env: dict[str, str],
+                                                       kind: str) -> None:
+    """Trust, round two, class 8: a FIFO config.ini hung `manager status`, a device ended in exit 70."""
+    make_manager(deployment, "3.38", version="3.41")
+    path = deployment.root / "data/user/__manager/config.ini"
+    path.parent.mkdir(parents=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    status = run_cli(["manager", "status"], env=uv_env, cwd=deployment.root, timeout=60)
+    assert status.returncode == 2 and "cannot be the Manager's config.ini" in status.stderr, status
+    setup_ = run_cli(["manager", "setup"], env=uv_env, cwd=deployment.root, timeout=60)
+    assert setup_.returncode == 2 and "cannot be the Manager's config.ini" in setup_.stderr, setup_

@@ -307,13 +307,22 @@ def needs_setup(layout: ManagerLayout, config: Config) -> list[str]:
     return [key for key, want in wanted(config).items() if not _reads_as(values.get(key), want)]
 
 
+CONFIG_SIZE_LIMIT = 1024 * 1024  # a config.ini is a few hundred bytes
+
+
 def _read(path: Path) -> str:
+    """config.ini as text, read bounded: a FIFO there hung `manager status`, a device ended in exit 70."""
+    from envbuild.core.safeio import FileTooLargeError, NotARegularFileError, read_regular_file
+
     try:
-        return path.read_bytes().decode("utf-8-sig")  # a BOM would hide `[default]` from configparser
+        return read_regular_file(path, CONFIG_SIZE_LIMIT).decode("utf-8-sig")  # a BOM hides `[default]`
     except UnicodeDecodeError:
         raise ConfigError(path, "is not a UTF-8 text file") from None
+    except (NotARegularFileError, FileTooLargeError) as exc:
+        raise ConfigError(path, f"cannot be the Manager's config.ini: {exc}",
+                          hint="move it away; `envbuild manager setup` writes a new one") from None
     except OSError as exc:
-        raise ConfigError(path, f"cannot be read: {exc.strerror}") from None
+        raise ConfigError(path, f"cannot be read: {exc.strerror or exc}") from None
 
 
 # --- the line-based INI edit ---------------------------------------------------------------
