@@ -82,7 +82,7 @@ def list_nodes(ctx: click.Context, as_json: bool) -> None:
 
     deployment = build_deployment(ctx)
     config = deployment.config
-    statuses = node_statuses(config, deployment.env)
+    statuses = node_statuses(config, deployment.env, read_install_scripts=True)
     if as_json:
         import json
 
@@ -95,8 +95,12 @@ def list_nodes(ctx: click.Context, as_json: bool) -> None:
         at = (status.commit or "")[:12] or "-"
         pinned = f" (pinned {status.pin.identity[:20]}, {status.pin.ref})" if status.pin else ""
         say(ctx, f"{status.name}: {', '.join(status.states)} at {at}{pinned}  {config.display(status.path)}")
+        for problem in status.submodules:
+            say(ctx, f"    {problem}")
         if status.fix:
             say(ctx, f"    fix: {status.fix}")
+        if status.install_script:
+            say(ctx, f"    install.py: {status.install_script}")
 
 
 def _targets(deployment: Deployment) -> list[TorchProfile]:

@@ -70,6 +70,8 @@ class Config(NamedTuple):
     node_registry: str = DEFAULT_REGISTRY  # [nodes] registry: the Comfy Registry's API base
     keep_generations: int = 3  # venv generations kept beside the venv path (current and previous always)
     variant_groups: Mapping[str, tuple[str, ...]] = NO_SETTINGS  # module -> members, the first kept (variants.py)
+    # [custom-nodes.NAME] requirements: node name -> extra requirement files inside its folder (pinned or not)
+    node_requirements: Mapping[str, tuple[str, ...]] = NO_SETTINGS
 
     def display(self, path: Path) -> str:
         """A path as it should appear in generated files: relative to the project, posix. Symlinks are not
@@ -90,6 +92,13 @@ class Config(NamedTuple):
         if self.comfyui is not None:
             dirs.append(self.comfyui / "custom_nodes")
         return tuple(dict.fromkeys(dirs))
+
+    def declared_requirements(self, node: str) -> tuple[str, ...]:
+        """The extra requirement files `[custom-nodes.<node>] requirements` lists (names compare ignoring case)."""
+        for name, files in self.node_requirements.items():
+            if name.lower() == node.lower():
+                return files
+        return ()
 
     def validate(self) -> Config:
         """What needs `packaging` to check, checked where it is used (a lock), not on every load: a
@@ -184,6 +193,7 @@ def _read_config(path: Path) -> Config:
         comfyui_git=comfyui_git,
         manager_git=manager_git,
         node_pins=_node_pins(data.get("custom-nodes"), path),
+        node_requirements=_node_requirements(data.get("custom-nodes"), path),
         node_registry=_registry(nodes.get("registry", DEFAULT_REGISTRY), path),
         keep_generations=_keep_generations(data.get("generations", {}), path),
         variant_groups=_variant_groups(lock.get("variant-groups", {}), path),
@@ -239,6 +249,14 @@ def _node_pins(table: Any, path: Path) -> tuple[NodePin, ...]:
     from envbuild.settings.pins import read_pins
 
     return read_pins(table, path)
+
+
+def _node_requirements(table: Any, path: Path) -> Mapping[str, tuple[str, ...]]:
+    if table is None:
+        return NO_SETTINGS
+    from envbuild.settings.pins import read_node_requirements
+
+    return MappingProxyType(read_node_requirements(table, path))
 
 
 def _registry(value: Any, path: Path) -> str:
