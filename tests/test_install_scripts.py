@@ -230,3 +230,25 @@ def test_lock_names_what_install_py_installs_and_locks_a_declared_requirement_fi
     (node / "requirements-no-cupy.txt").symlink_to(outside)
     linked = run_cli(["lock", "--profile", "cu126"], env=uv_env, cwd=deployment.root)
     assert linked.returncode != 0 and "requirements-no-cupy.txt" in linked.stderr, linked
+
+
+def test_values_from_a_hostile_script_are_said_safely(tmp_path: Path) -> None:
+    """What a script names ends up in committed warnings: no credentials, no control characters, and a
+    script that is a link out of the node's folder is not read at all."""
+    node = tmp_path / "node"
+    node.mkdir()
+    (node / "install.py").write_text(
+        'import os\nos.system("git clone https://user:token@example.com/x.git sub")\n'
+        'import subprocess, sys\nsubprocess.run([sys.executable, "-m", "pip", "install", "evil\\x1b[2Jname"])\n',
+        encoding="utf-8")
+    missing = uncovered(read_install_script(node / "install.py", node), read_files=set(), held=set())
+    said = describe("node", missing)
+    assert "token" not in said and "https://***@example.com/x.git into sub" in said
+    assert "\x1b" not in said and "evil\\x1b[2Jname" in said
+    secret = tmp_path / "elsewhere.py"
+    secret.write_text('import os\nos.system("pip install secret-package")\n', encoding="utf-8")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "install.py").symlink_to(secret)
+    assert read_install_script(linked / "install.py", linked).findings == (
+        Finding("dynamic", "it is a link out of the node's folder, not read", 0),)

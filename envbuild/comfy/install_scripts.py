@@ -132,10 +132,18 @@ _CYCLE = _Unknown("\x00cycle")  # a name read while its own value is being read
 _Sub = Callable[[ast.AST], list[object]]
 
 
-def read_install_script(path: Path) -> ScriptReport:
-    """What `path` (a node's install.py) hands to pip and git; never raises for the script's content."""
+def read_install_script(path: Path, confine_to: Path | None = None) -> ScriptReport:
+    """What `path` (a node's install.py) hands to pip and git; never raises for the script's content.
+    `confine_to`: the node's folder; a script that is a link out of it is not read (what it names would
+    end up in committed warnings: a link to another file of this machine must not)."""
+    import os
+
     from envbuild.core.safeio import read_regular_file
 
+    if confine_to is not None:
+        real, root = os.path.realpath(path), os.path.realpath(confine_to)
+        if os.path.commonpath([real, root]) != root:
+            return ScriptReport(path, (Finding("dynamic", "it is a link out of the node's folder, not read", 0),))
     try:
         source = read_regular_file(path, SIZE_LIMIT).decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -760,9 +768,19 @@ def uncovered(report: ScriptReport, *, read_files: Collection[str], held: Collec
     return missing
 
 
+def _said(text: str, limit: int = 200) -> str:
+    """A value from the script, fit for a message and a committed file: credentials in a URL hidden,
+    control characters escaped, long values cut."""
+    from envbuild.core.runner import redact
+
+    shown = re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda c: f"\\x{ord(c.group()):02x}", redact(text))
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
+
 def describe(node: str, missing: Sequence[Finding], *, not_held: str = "the lock does not hold") -> str:
     """The findings that `not_held` (the lock, or the node's requirement files), said in a few
     clauses, with the `[custom-nodes.NAME] requirements` line that locks the files."""
+    missing = [f._replace(value=_said(f.value), target=_said(f.target)) for f in missing]
     files = [f for f in missing if f.kind == "requirements"]
     packages = [f for f in missing if f.kind == "package"]
     clones = [f for f in missing if f.kind == "clone"]
