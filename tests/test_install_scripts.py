@@ -116,8 +116,9 @@ def test_what_the_lock_does_not_hold_and_how_it_is_said() -> None:
     assert describe("ComfyUI-Impact-Pack", impact) == (
         "envbuild never runs install.py; it clones https://github.com/ltdrdata/ComfyUI-Impact-Subpack into "
         "impact_subpack (line 91), whose requirements the lock does not hold; it runs impact_subpack/install.py "
-        "(line 107). To lock them, add [custom-nodes.ComfyUI-Impact-Pack] requirements = "
-        '["impact_subpack/requirements.txt"] to envbuild.toml (after cloning the sub-repository there)')
+        "(line 107), which envbuild cannot read (not in the node's folder). To lock them, add "
+        '[custom-nodes.ComfyUI-Impact-Pack] requirements = ["impact_subpack/requirements.txt"] to envbuild.toml '
+        "(after cloning the sub-repository there)")
     assert Finding("clone", "u", 1, "t") in uncovered(ScriptReport(DATA, (Finding("clone", "u", 1, "t"),)),
                                                      read_files=set(), held=set())
 
@@ -230,6 +231,26 @@ def test_lock_names_what_install_py_installs_and_locks_a_declared_requirement_fi
     (node / "requirements-no-cupy.txt").symlink_to(outside)
     linked = run_cli(["lock", "--profile", "cu126"], env=uv_env, cwd=deployment.root)
     assert linked.returncode != 0 and "requirements-no-cupy.txt" in linked.stderr, linked
+
+
+def test_a_cloned_subpack_declared_and_its_install_script_read_leave_nothing_to_say(tmp_path: Path) -> None:
+    """Impact-Pack once its sub-pack is cloned where its install.py puts it: the sub-pack's install.py (it only
+    downloads models) is read, and its requirements.txt, declared, holds the clone."""
+    node = tmp_path / "ComfyUI-Impact-Pack"
+    (node / "impact_subpack").mkdir(parents=True)
+    shutil.copy(DATA / "impact_pack.py", node / "install.py")
+    shutil.copy(DATA / "impact_subpack.py", node / "impact_subpack" / "install.py")
+    report = read_install_script(node / "install.py", node)
+    assert uncovered(report, read_files={"requirements.txt", "impact_subpack/requirements.txt"}, held=set(),
+                     node=node) == []
+    assert [(f.kind, f.value, f.line) for f in uncovered(report, read_files={"requirements.txt"}, held=set(),
+                                                         node=node)] == [
+        ("clone", "https://github.com/ltdrdata/ComfyUI-Impact-Subpack", 91)]
+    (node / "impact_subpack" / "install.py").write_text('import os\nos.system("pip install -r req-extra.txt")\n',
+                                                        encoding="utf-8")
+    assert [(f.kind, f.value, f.line) for f in uncovered(report, read_files={"impact_subpack/requirements.txt"},
+                                                         held=set(), node=node)] == [
+        ("requirements", "impact_subpack/req-extra.txt", 107)]
 
 
 def test_values_from_a_hostile_script_are_said_safely(tmp_path: Path) -> None:

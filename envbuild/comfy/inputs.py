@@ -378,7 +378,7 @@ def install_script_notes(files: tuple[InputFile, ...], held: frozenset[str], con
         node = script.owner
         read = {item.path.relative_to(node).as_posix() for item in files
                 if item.owner == node and item.kind != INSTALL_SCRIPT}
-        missing = uncovered(read_install_script(script.path, node), read_files=read, held=held)
+        missing = uncovered(read_install_script(script.path, node), read_files=read, held=held, node=node)
         if missing:
             notes.append(Diagnostic(Origin(config.display(script.path), missing[0].line, script.source),
                                     describe(node.name, missing)))

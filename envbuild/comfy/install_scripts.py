@@ -746,16 +746,27 @@ def _shown(value: object) -> str:
 
 # -- what the lock does not hold ------------------------------------------------------------------------
 
-def uncovered(report: ScriptReport, *, read_files: Collection[str], held: Collection[str]) -> list[Finding]:
+def uncovered(report: ScriptReport, *, read_files: Collection[str], held: Collection[str],
+              node: Path | None = None) -> list[Finding]:
     """The findings the lock does not hold: requirement files not read (`read_files`, relative to the node's
-    folder), packages whose name is not among `held` (canonical names), every clone, script and dynamic
-    finding."""
+    folder), packages whose name is not among `held` (canonical names), clones whose requirements.txt is
+    not read, dynamic findings, and scripts it runs. With `node` (the node's folder), a script it runs that
+    is in the node's folder (a sub-pack cloned there) is read too, one level deep: its findings count
+    instead, at the line that runs it."""
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
 
     missing = []
     for finding in report.findings:
         if finding.kind == "requirements" and finding.value in read_files:
+            continue
+        if finding.kind == "clone" and f"{finding.target}/requirements.txt" in read_files:
+            continue
+        if finding.kind == "script" and node is not None and (node / finding.value).is_file():
+            inner = read_install_script(node / finding.value, node)
+            base = posixpath.dirname(finding.value)
+            rebased = tuple(_rebased(f, base, finding) for f in inner.findings if f.kind != "script")
+            missing.extend(uncovered(inner._replace(findings=rebased), read_files=read_files, held=held))
             continue
         if finding.kind == "package":
             try:
@@ -766,6 +777,21 @@ def uncovered(report: ScriptReport, *, read_files: Collection[str], held: Collec
                 continue
         missing.append(finding)
     return missing
+
+
+def _rebased(finding: Finding, base: str, runner: Finding) -> Finding:
+    """A finding of a script run by install.py, said relative to the node's folder at the line that runs it."""
+    if finding.kind == "requirements":
+        where = _node_path(posixpath.join(base, finding.value))
+        if isinstance(where, _NodePath):
+            return finding._replace(value=where.rel, line=runner.line)
+        return Finding("dynamic", f"{runner.value} names a requirement file outside the node's folder", runner.line)
+    if finding.kind == "clone":
+        where = _node_path(posixpath.join(base, finding.target))
+        return finding._replace(target=where.rel if isinstance(where, _NodePath) else "?", line=runner.line)
+    if finding.kind == "dynamic":
+        return finding._replace(value=f"in {runner.value}: {finding.value}", line=runner.line)
+    return finding._replace(line=runner.line)
 
 
 def _said(text: str, limit: int = 200) -> str:
@@ -795,7 +821,8 @@ def describe(node: str, missing: Sequence[Finding], *, not_held: str = "the lock
         said.append("it clones " + ", ".join(f"{f.value} into {f.target} (line {f.line})" for f in clones)
                     + f", whose requirements {not_held}")
     if scripts:
-        said.append("it runs " + ", ".join(f"{f.value} (line {f.line})" for f in scripts))
+        said.append("it runs " + ", ".join(f"{f.value} (line {f.line})" for f in scripts)
+                    + ", which envbuild cannot read (not in the node's folder)")
     if dynamic:
         said.append("install.py does something envbuild cannot read statically: review it ("
                     + "; ".join(f"line {f.line}: {f.value}" for f in dynamic) + ")")

@@ -132,7 +132,7 @@ def install_script_note(config: Config, folder: Path) -> str:
             held.update(canonicalize_name(r.requirement.name) for r in read_input(item, config).requirements)
         except EnvbuildError:
             continue
-    missing = uncovered(read_install_script(script, folder), read_files=read, held=held)
+    missing = uncovered(read_install_script(script, folder), read_files=read, held=held, node=folder)
     return describe(folder.name, missing, not_held="its requirement files do not hold") if missing else ""
 
 
