@@ -77,7 +77,8 @@ def remove(ctx: click.Context, name: str, force: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (for scripts).")
 @click.pass_context
 def list_nodes(ctx: click.Context, as_json: bool) -> None:
-    """Every pinned node and every node on disk: ok, moved, dirty, missing, disabled, unpinned."""
+    """Every pinned node and every node on disk: ok, moved, dirty, missing, disabled, unpinned,
+    submodule-moved, submodule-missing; and what a node's install.py installs beyond its requirement files."""
     from envbuild.comfy.nodes import node_statuses
 
     deployment = build_deployment(ctx)
