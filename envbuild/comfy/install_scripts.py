@@ -73,6 +73,7 @@ class Finding(NamedTuple):
     value: str
     line: int
     target: str = ""
+    choice: str = ""  # packages of one choice share it (`ort` is onnxruntime-gpu or onnxruntime): one of them
 
 
 class ScriptReport(NamedTuple):
@@ -211,7 +212,8 @@ class _Reader:
         for call in _calls(body):
             command = self._command(call, bindings, params)
             if command is not None:
-                yield from (f._replace(line=site) if site is not None else f for f in command)
+                yield from (f._replace(line=site, choice=f"{site}/{f.choice}" if f.choice else "")
+                            if site is not None else f for f in command)
                 continue
             function = self.functions.get(call.func.id) if isinstance(call.func, ast.Name) else None
             if function is not None and depth < _CALL_DEPTH:
@@ -593,12 +595,22 @@ def _shell_words(value: object) -> list[object]:
 # -- a command's meaning --------------------------------------------------------------------------------
 
 def _interpret_all(commands: list[list[object]], cwd: list[object], line: int, code: str) -> list[Finding]:
-    found: list[Finding] = []
+    """Every alternative of one call. Where the alternatives differ only in the package at one place
+    (`run_pip(ort)`, `ort` one of two names), those packages are one choice: the script installs one."""
+    variants: list[list[Finding]] = []
     for command in commands[:_MAX_ALTERNATIVES]:
         for where in cwd[:_MAX_ALTERNATIVES]:
-            for piece in _pieces(command):
-                found.extend(_interpret(piece, where, line, code))
-    return found
+            variants.append([f for piece in _pieces(command) for f in _interpret(piece, where, line, code)])
+    if len(variants) > 1 and len({len(v) for v in variants}) == 1:
+        for index in range(len(variants[0])):
+            column = [v[index] for v in variants]
+            names = {f.value for f in column if f.kind == "package"}
+            if len(names) > 1:
+                key = f"{line}:{code}:{index}"
+                for v in variants:
+                    if v[index].kind == "package":
+                        v[index] = v[index]._replace(choice=key)
+    return [f for v in variants for f in v]
 
 
 def _pieces(command: list[object]) -> Iterator[list[object]]:
@@ -756,6 +768,14 @@ def uncovered(report: ScriptReport, *, read_files: Collection[str], held: Collec
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
 
+    def is_held(finding: Finding) -> bool:
+        try:
+            requirement = Requirement(finding.value)
+        except InvalidRequirement:
+            return False
+        return requirement.url is None and canonicalize_name(requirement.name) in held
+
+    chosen = {f.choice for f in report.findings if f.kind == "package" and f.choice and is_held(f)}
     missing = []
     for finding in report.findings:
         if finding.kind == "requirements" and finding.value in read_files:
@@ -768,13 +788,8 @@ def uncovered(report: ScriptReport, *, read_files: Collection[str], held: Collec
             rebased = tuple(_rebased(f, base, finding) for f in inner.findings if f.kind != "script")
             missing.extend(uncovered(inner._replace(findings=rebased), read_files=read_files, held=held))
             continue
-        if finding.kind == "package":
-            try:
-                requirement = Requirement(finding.value)
-            except InvalidRequirement:
-                requirement = None
-            if requirement is not None and requirement.url is None and canonicalize_name(requirement.name) in held:
-                continue
+        if finding.kind == "package" and (is_held(finding) or finding.choice in chosen and finding.choice):
+            continue  # held, or one of a choice another of which is held
         missing.append(finding)
     return missing
 
@@ -814,7 +829,10 @@ def describe(node: str, missing: Sequence[Finding], *, not_held: str = "the lock
     dynamic = [f for f in missing if f.kind == "dynamic"]
     said = []
     installs = [f"the requirement file {f.value} (line {f.line})" for f in files]
-    installs += [f"{f.value} (line {f.line})" for f in packages]
+    choices: dict[str, list[Finding]] = {}
+    for f in packages:
+        choices.setdefault(f.choice or f"{f.line}:{f.value}", []).append(f)
+    installs += [" or ".join(f.value for f in group) + f" (line {group[0].line})" for group in choices.values()]
     if installs:
         said.append(f"it installs what {not_held}: {', '.join(installs)}")
     if clones:
