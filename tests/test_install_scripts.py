@@ -92,6 +92,11 @@ def test_the_patterns_the_reader_knows(source: str, expected: list[tuple[str, st
 
 def test_a_script_that_is_too_deep_or_too_big_is_said_not_read(tmp_path: Path) -> None:
     assert read("x = " + "(" * 5000 + "1" + ")" * 5000 + "\n")[0][0] == "dynamic"
+    functions = "".join(f"def f{i}():\n" + "".join(f"    f{j}()\n" for j in range(60)) for i in range(60))
+    tangled = read(functions + "f0()\n")
+    assert [f[0] for f in tangled] == ["dynamic"] and "too many times over" in tangled[0][1]
+    doubling = "x0 = 'a'\n" + "".join(f"x{i} = x{i - 1} + x{i - 1}\n" for i in range(1, 60))
+    assert read(doubling + "import os\nos.system(x59)\n")[0][0] == "dynamic"
     big = tmp_path / "install.py"
     big.write_text("#" * (2 * 1024 * 1024), encoding="utf-8")
     assert [f.kind for f in read_install_script(big).findings] == ["dynamic"]

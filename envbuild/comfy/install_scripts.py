@@ -47,6 +47,7 @@ SIZE_LIMIT = 1024 * 1024  # a node's install.py is a few KiB; a bigger one is no
 _MAX_ALTERNATIVES = 8  # values one expression may have (a name assigned in several places)
 _MAX_DEPTH = 40  # nested expressions and calls followed
 _CALL_DEPTH = 4  # the script's own functions followed into, one inside another
+_BUDGET = 10_000  # calls looked at in all (functions calling each other must not make the reading explode)
 _PIP_OPTIONS_WITH_VALUE = {
     "-c", "--constraint", "-e", "--editable", "-i", "--index-url", "--extra-index-url", "-f", "--find-links",
     "-t", "--target", "--prefix", "--root", "--src", "--upgrade-strategy", "--python-version", "--platform",
@@ -177,6 +178,8 @@ class _Reader:
         self.assigned: dict[str, list[tuple[ast.AST, str]]] = {}  # name -> (value node, how) everywhere
         self.functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
         self.subprocess_names: set[str] = set()  # `from subprocess import run` and the like
+        self.budget = _BUDGET
+        self.evaluations = 5 * _BUDGET  # expressions looked at in all (x2 = x1 + x1, x3 = x2 + x2, ...)
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 self.functions.setdefault(node.name, node)
@@ -210,6 +213,12 @@ class _Reader:
                params: frozenset[str], site: int | None) -> Iterator[Finding]:
         """`site`: the line of the call that bound this function's parameters (what a finding names)."""
         for call in _calls(body):
+            self.budget -= 1
+            if self.budget < 0:
+                if self.budget == -1:
+                    yield Finding("dynamic", "it calls its own functions too many times over to read it all",
+                                  call.lineno)
+                return
             command = self._command(call, bindings, params)
             if command is not None:
                 yield from (f._replace(line=site, choice=f"{site}/{f.choice}" if f.choice else "")
@@ -308,8 +317,9 @@ class _Reader:
     def value(self, node: ast.AST, bindings: dict[str, list[object]], params: frozenset[str],
               depth: int = 0, seen: frozenset[str] = frozenset()) -> list[object]:
         """The values `node` may have (at most a few), as far as they can be known without running it."""
-        if depth > _MAX_DEPTH:
-            return [_Unknown(_code(node))]
+        self.evaluations -= 1
+        if depth > _MAX_DEPTH or self.evaluations < 0:  # a value built from itself many times over: unknown
+            return [_Unknown("a value too intricate to read")]
         values = self._value(node, bindings, params, depth + 1, seen)
         return list(dict.fromkeys(values))[:_MAX_ALTERNATIVES] or [_Unknown(_code(node))]
 
