@@ -22,7 +22,12 @@ What is read:
   `a if c else b` (both), `os.path.join(os.path.dirname(__file__), "x")` and
   `Path(__file__).parent / "x"` (paths in the node's folder), a subprocess's `cwd=`;
 - repositories cloned: `git clone URL [DIR]` as a command, `git.Repo.clone_from(URL, DIR)`;
-- other Python scripts it runs (`[sys.executable, "install.py"]`, with their `cwd`).
+- other Python scripts it runs (`[sys.executable, "install.py"]`, with their `cwd`); one inside the
+  node's folder (a sub-pack cloned there) is read too, one level deep.
+
+Packages that one call installs one of (`ort` is "onnxruntime-gpu" or "onnxruntime") are one choice:
+held when either is in the lock. Then `uncovered` compares the findings with what the lock (or the
+node's own requirement files) holds, and `describe` says the rest in one warning per node.
 
 Limits: the reading ignores control flow (a value assigned under a condition counts as if always)
 and follows no import (a helper from another module is unseen); nothing is computed (string methods
@@ -30,6 +35,9 @@ other than strip/lower, names built in loops, values from the machine such as to
 Anything handed to pip or git that is not one of the above is a "dynamic" finding, said as "install.py
 does something envbuild cannot read statically: review it". A script that does nothing this reader
 recognises yields no finding: it may still download models or patch files (not envbuild's business).
+The reading is bounded (1 MiB, a budget of calls followed and expressions read, alternatives per
+value), so a hostile script cannot hang `lock`; a script that is a link out of the node's folder is
+not read, and values it names reach messages with credentials hidden and control characters escaped.
 """
 
 from __future__ import annotations
