@@ -172,9 +172,10 @@ def fetch_node(pin: NodePin, folder: Path, *, project_dir: Path, environ: Mappin
             return NodeFetch(pin.name, folder, previous, previous, "refused",
                              f"is a checkout of {have or '(no origin)'}, not of {pin.url}")
         subs = submodules(git, folder)
-        # A moved submodule shows as a changed file: it is said as what it is, not as a local change.
-        changed = [path for path in local_changes(git, folder) if path not in {sub.path for sub in subs}]
         moved = [sub for sub in subs if sub.actual is not None and sub.actual != sub.recorded]
+        # A moved submodule shows as a changed file: it is said as what it is, not as a local change (one
+        # with edited files inside, at its commit, stays a local change).
+        changed = [path for path in local_changes(git, folder) if path not in {sub.path for sub in moved}]
         if previous == pin.commit and not ((changed or moved) and force):
             if moved:
                 return NodeFetch(pin.name, folder, previous, previous, "refused",
