@@ -30,7 +30,8 @@ def fetch(ctx: click.Context, force: bool, jobs: int) -> None:
     Each checkout is left at its pinned commit as a detached HEAD (a branch ref: its commit now),
     and the commit is printed. ComfyUI and the Manager are not moved over local changes; a custom
     node that moved or has local changes is named and left alone unless --force is given.
-    Custom nodes are fetched in parallel, one commit deep where the server allows it.
+    Custom nodes are fetched in parallel, one commit deep where the server allows it; their git
+    submodules are checked out at the commits the node's pinned commit records.
     After a checkout moved, `envbuild lock` records the new commits in the lock.
     """
     from envbuild.comfy.git import GitError, fetch_all

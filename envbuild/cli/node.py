@@ -77,12 +77,13 @@ def remove(ctx: click.Context, name: str, force: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (for scripts).")
 @click.pass_context
 def list_nodes(ctx: click.Context, as_json: bool) -> None:
-    """Every pinned node and every node on disk: ok, moved, dirty, missing, disabled, unpinned."""
+    """Every pinned node and every node on disk: ok, moved, dirty, missing, disabled, unpinned,
+    submodule-moved, submodule-missing; and what a node's install.py installs beyond its requirement files."""
     from envbuild.comfy.nodes import node_statuses
 
     deployment = build_deployment(ctx)
     config = deployment.config
-    statuses = node_statuses(config, deployment.env)
+    statuses = node_statuses(config, deployment.env, read_install_scripts=True)
     if as_json:
         import json
 
@@ -95,8 +96,12 @@ def list_nodes(ctx: click.Context, as_json: bool) -> None:
         at = (status.commit or "")[:12] or "-"
         pinned = f" (pinned {status.pin.identity[:20]}, {status.pin.ref})" if status.pin else ""
         say(ctx, f"{status.name}: {', '.join(status.states)} at {at}{pinned}  {config.display(status.path)}")
+        for problem in status.submodules:
+            say(ctx, f"    {problem}")
         if status.fix:
             say(ctx, f"    fix: {status.fix}")
+        if status.install_script:
+            say(ctx, f"    install.py: {status.install_script}")
 
 
 def _targets(deployment: Deployment) -> list[TorchProfile]:

@@ -38,6 +38,7 @@ DISABLED_SUFFIX = ".disabled"
 # character (a newline, say) would end the TOML comment and make a file uv cannot parse.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _LINE_BREAKING = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # a tab is only whitespace in PEP 508
+INSTALL_SCRIPT = "install-script"  # a node's install.py: read for what it installs (never run), locks nothing
 
 
 class InputFile(NamedTuple):
@@ -46,7 +47,8 @@ class InputFile(NamedTuple):
     path: Path
     source: str  # "ComfyUI", "ComfyUI-Manager", "node <name>", "extra"
     lenient: bool  # custom nodes: one bad line is reported, not fatal
-    kind: str = "requirements"  # or "pyproject" (a node's [project].dependencies)
+    kind: str = "requirements"  # or "pyproject" (a node's [project].dependencies), or INSTALL_SCRIPT
+    owner: Path | None = None  # the node's folder, which the file and its includes must stay in
 
 
 class CollectedInputs(NamedTuple):
@@ -233,13 +235,36 @@ def _node_inputs(config: Config, manager: Path | None, route: ManagerRoute) -> t
                 skipped.append(f"{shown} (excluded)")
                 continue
             _refuse_unwritable_name(config, node)
-            found = _node_requirement_file(node, config)
-            if found is not None:
-                files.append(found)
+            files.extend(node_files(node, config))
     # A name that matches no node is most likely a typo: say so rather than silently lock it all.
     skipped.extend(f"--exclude-node {name}: no custom node of that name (nothing left out)"
                    for name in sorted(excluded - found_names))
+    skipped.extend(f"[custom-nodes.{name}] requirements: no custom node folder of that name (nothing read)"
+                   for name in sorted(config.node_requirements) if name.lower() not in found_names)
     return files, skipped
+
+
+def node_files(node: Path, config: Config) -> list[InputFile]:
+    """One node's inputs: its requirements.txt (or pyproject.toml), the extra files `[custom-nodes.NAME]
+    requirements` declares (read strictly, confined to the node's folder), and its install.py (read for
+    what it installs beyond them; envbuild never runs it)."""
+    found = _node_requirement_file(node, config)
+    files = [found._replace(owner=node)] if found is not None else []
+    key = f"custom-nodes.{node.name}.requirements"
+    for relative in config.declared_requirements(node.name):
+        path = node / relative
+        if found is not None and path == found.path:
+            continue  # its own requirements.txt, read already
+        if not path.is_file():
+            what = "is not a file" if path.exists() else "does not exist"
+            raise ConfigError(config.source, f"`{key}`: {config.display(path)} {what}",
+                              hint="list files inside the node's folder, relative to it (its install.py names the "
+                                   "ones it hands to pip), or remove the entry")
+        files.append(InputFile(path, f"node {node.name}", lenient=False, owner=node))
+    script = node / "install.py"
+    if script.is_file():
+        files.append(InputFile(script, f"node {node.name}", lenient=True, kind=INSTALL_SCRIPT, owner=node))
+    return files
 
 
 def _node_name(node: Path) -> str:
@@ -285,6 +310,10 @@ def read_input(item: InputFile, config: Config) -> ParsedFile:
 
     if item.kind == "pyproject":
         return _read_node_pyproject(item, config)
+    if item.kind == INSTALL_SCRIPT:  # locks nothing: install_script_notes compares it with the merged inputs
+        from envbuild.pkgs.requirements import ParsedFile
+
+        return ParsedFile((), (), (), (item.path,))
     return parse_requirements_file(
         item.path, source=item.source, lenient=item.lenient, display_root=config.project_dir,
         confine_to=_owner_folder(item),
@@ -297,7 +326,7 @@ _QUOTED = re.compile(r""""([^"\n]*)"|'([^'\n]*)'""")  # a TOML string on one lin
 def _owner_folder(item: InputFile) -> Path | None:
     """A file and its includes stay in its owner's folder (node, ComfyUI checkout, Manager); the
     user's own extra files may include anything."""
-    return None if item.source == "extra" else item.path.parent
+    return None if item.source == "extra" else (item.owner or item.path.parent)
 
 
 def _read_node_pyproject(item: InputFile, config: Config) -> ParsedFile:
@@ -436,6 +465,7 @@ def merge_inputs(config: Config, profile: TorchProfile) -> MergedInputs:
               *companion_requirements(profile, config.project_dir, requirements)]
     guard_torch_family(family, requirements + constraints, profile)
     result = merge([*requirements, *family], constraints)
+    warnings.extend(install_script_notes(collected.files, result.names(), config))
     return MergedInputs(result, tuple(warnings), tuple(dict.fromkeys(files_read)), collected)
 
 
@@ -452,6 +482,26 @@ def _require_python(config: Config, profile: TorchProfile) -> None:
                           f"{profile.requires_python}: {key_line(profile.path, key)})",
                           hint=f"set `[lock] requires-python = \"{profile.requires_python}\"` (or narrower) in "
                                f"envbuild.toml, or choose a profile whose torch still has Python {gap} wheels")
+
+
+def install_script_notes(files: tuple[InputFile, ...], held: frozenset[str], config: Config) -> list[Diagnostic]:
+    """One warning per node whose install.py installs what the lock does not hold (`held`: the merged
+    requirements' names), or does what envbuild cannot read."""
+    from envbuild.comfy.install_scripts import describe, read_install_script, uncovered
+    from envbuild.pkgs.requirements import Diagnostic, Origin
+
+    notes = []
+    for script in files:
+        if script.kind != INSTALL_SCRIPT or script.owner is None:
+            continue
+        node = script.owner
+        read = {item.path.relative_to(node).as_posix() for item in files
+                if item.owner == node and item.kind != INSTALL_SCRIPT}
+        missing = uncovered(read_install_script(script.path, node), read_files=read, held=held, node=node)
+        if missing:
+            notes.append(Diagnostic(Origin(config.display(script.path), missing[0].line, script.source),
+                                    describe(node.name, missing)))
+    return notes
 
 
 def _require_comfyui_requirements(item: InputFile, parsed: ParsedFile, config: Config) -> None:

@@ -5,6 +5,15 @@ nodes cost seconds, not minutes); a server that refuses a commit by name gets a 
 A checkout at another commit than its pin ("moved") or with local changes ("dirty") is named and
 left alone unless `force` is given: it may hold the user's work. All git goes through gitsrc's
 runner wrapper (`runner.run`).
+
+A node whose code lives in git submodules (ComfyUI_UltimateSDUpscale's `repositories/...`) gets them
+checked out at the commits the node's own commit records (`git submodule update --init --recursive`,
+after every checkout): without them the folder is empty and the node downloads code at import. A
+submodule checked out at another commit is named like a moved node ("submodule Y moved from a to
+b"). git refuses submodules over the file protocol (local paths, file://) since 2.38 (CVE-2022-39253:
+a hostile repository could copy this machine's files into its checkout); envbuild allows them only
+for a node whose own URL is local, which is the user's own setup, never for a node fetched over the
+network.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from typing import NamedTuple
 from envbuild.comfy.git import GitError, _Git, _git_env, _resolve, _same_repo, resolve_url
 from envbuild.core.text import quoted
 from envbuild.settings.config import DEFAULT_REGISTRY
-from envbuild.settings.gitref import ref_problem
+from envbuild.settings.gitref import is_remote, ref_problem
 from envbuild.settings.pins import FULL_SHA, NodePin, read_head
 
 
@@ -69,7 +78,54 @@ def checkout_ref(git: _Git, folder: Path, url: str, ref: str | None, name: str, 
                                "`node add`)")
     git.run(["-C", str(folder), "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach",
              *(["--force"] if force else []), commit], f"checking out {name} {recorded}")
+    update_submodules(git, folder, url, name, force=force)
     return Resolved(commit, recorded)
+
+
+class Submodule(NamedTuple):
+    path: str  # relative to the node's folder (posix; nested ones as parent/child)
+    recorded: str  # the commit the checkout's commit records for it
+    actual: str | None  # the commit checked out there (None: not checked out)
+
+    @property
+    def problem(self) -> str:
+        """"" when it is at the recorded commit; else what is wrong, said like a moved node."""
+        if self.actual is None:
+            return f"submodule {self.path} is not checked out (at {self.recorded[:12]} by its pin)"
+        if self.actual != self.recorded:
+            return f"submodule {self.path} moved from {self.recorded[:12]} to {self.actual[:12]}"
+        return ""
+
+
+def update_submodules(git: _Git, folder: Path, url: str, name: str, *, force: bool = False) -> None:
+    """Check out every submodule (recursively) at the commit the checkout records; nothing without a
+    .gitmodules (no process: most nodes have none). `force`: also over a submodule that moved."""
+    if not (folder / ".gitmodules").is_file():
+        return
+    local = not is_remote(url) or url.lower().startswith("file://")
+    allow_local = ["-c", "protocol.file.allow=always"] if local else []
+    git.run(["-C", str(folder), *allow_local, "submodule", "--quiet", "update", "--init", "--recursive",
+             *(["--force"] if force else [])], f"checking out the submodules of {name}")
+
+
+def submodules(git: _Git, folder: Path, prefix: str = "") -> list[Submodule]:
+    """Each submodule of the checkout at `folder` (and theirs), its recorded and its checked-out commit.
+    Runs git only in a checkout with a .gitmodules; a checkout git cannot read has none to say."""
+    if not (folder / ".gitmodules").is_file():
+        return []
+    proc = git.run(["-C", str(folder), "ls-tree", "-r", "-z", "HEAD"], "reading the submodules", check=False)
+    if proc.returncode != 0:
+        return []
+    found = []
+    for entry in proc.stdout.split("\0"):
+        meta, _, path = entry.partition("\t")
+        parts = meta.split()
+        if len(parts) == 3 and parts[0] == "160000" and FULL_SHA.fullmatch(parts[2]) and path:
+            actual = read_head(folder / path)
+            found.append(Submodule(prefix + path, parts[2], actual))
+            if actual is not None and actual == parts[2]:
+                found.extend(submodules(git, folder / path, f"{prefix}{path}/"))
+    return found
 
 
 def clone_at(git: _Git, folder: Path, url: str, ref: str | None, name: str) -> Resolved:
@@ -117,10 +173,23 @@ def fetch_node(pin: NodePin, folder: Path, *, project_dir: Path, environ: Mappin
         if not _same_repo(have, url):
             return NodeFetch(pin.name, folder, previous, previous, "refused",
                              f"is a checkout of {have or '(no origin)'}, not of {pin.url}")
-        changed = local_changes(git, folder)
-        if previous == pin.commit and not (changed and force):
-            return NodeFetch(pin.name, folder, previous, previous, "unchanged",
-                             f"has local changes ({_listed(changed)})" if changed else "")
+        subs = submodules(git, folder)
+        moved = [sub for sub in subs if sub.actual is not None and sub.actual != sub.recorded]
+        # A moved submodule shows as a changed file: it is said as what it is, not as a local change (one
+        # with edited files inside, at its commit, stays a local change).
+        changed = [path for path in local_changes(git, folder) if path not in {sub.path for sub in moved}]
+        if previous == pin.commit and not ((changed or moved) and force):
+            if moved:
+                return NodeFetch(pin.name, folder, previous, previous, "refused",
+                                 f"has {', '.join(sub.problem for sub in moved)}; `envbuild fetch --force` puts it "
+                                 "back at the commit its pin records")
+            missing = [sub.path for sub in subs if sub.actual is None]
+            if missing:  # nothing of the user's can be there: checked out without asking
+                update_submodules(git, folder, url, pin.name)
+            said = [f"has local changes ({_listed(changed)})"] if changed else []
+            said += [f"had submodules not checked out, now at the commits its pin records ({_listed(missing)})"] \
+                if missing else []
+            return NodeFetch(pin.name, folder, previous, previous, "unchanged", "; ".join(said))
         if not force:
             why = (f"has local changes ({_listed(changed)})" if changed
                    else f"is at {previous[:12]}, not at its pin {pin.commit[:12]}")

@@ -3,7 +3,10 @@
 Each node is one of: pinned and at its commit ("ok"), at another commit ("moved"), with local
 changes to tracked files ("dirty"), pinned but not on disk ("missing"), pinned and disabled, or on
 disk without a pin ("unpinned": installed by hand or by the Manager, recorded nowhere), with the
-exact command that pins it.
+exact command that pins it. A pinned node at its commit whose git submodules are at other commits
+than that commit records is "submodule-moved" ("submodule Y moved from a to b"), or
+"submodule-missing" when they are not checked out. `node list` also says what a node's install.py
+installs that its requirement files do not hold (envbuild never runs it).
 """
 
 from __future__ import annotations
@@ -11,11 +14,15 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from envbuild.comfy.inputs import DISABLED_SUFFIX, MANAGER_DIR_NAMES
+from envbuild.core.errors import EnvbuildError
 from envbuild.settings.config import Config
 from envbuild.settings.pins import NodePin, pin_folder, read_head
+
+if TYPE_CHECKING:
+    from envbuild.comfy.nodegit import Submodule
 
 
 class NodeStatus(NamedTuple):
@@ -23,14 +30,18 @@ class NodeStatus(NamedTuple):
     path: Path
     pin: NodePin | None
     commit: str | None  # on disk (None: not there, or not a git checkout)
-    states: tuple[str, ...]  # "ok", "moved", "dirty", "missing", "disabled", "unpinned", "not-git"
+    states: tuple[str, ...]  # "ok", "moved", "dirty", "missing", "disabled", "unpinned", "not-git",
+    # "submodule-moved", "submodule-missing"
     fix: str = ""  # the command that settles it
+    submodules: tuple[str, ...] = ()  # "submodule Y moved from a to b", for each one not where the pin has it
+    install_script: str = ""  # what its install.py installs that its requirement files do not hold
 
     def as_json(self, config: Config) -> dict[str, object]:
         return {"name": self.name, "path": config.display(self.path), "states": list(self.states),
                 "commit": self.commit, "pinned_commit": self.pin.commit if self.pin else None,
                 "ref": self.pin.ref if self.pin else None, "git": self.pin.url if self.pin else None,
                 "disabled": bool(self.pin and self.pin.disabled), "fix": self.fix,
+                "submodules": list(self.submodules), "install_script": self.install_script or None,
                 "registry_version": self.pin.version if self.pin and self.pin.from_registry else None}
 
 
@@ -45,9 +56,11 @@ def pinned_folder(config: Config, pin: NodePin) -> Path | None:
     return pin_folder(home, pin) if home is not None else None
 
 
-def node_statuses(config: Config, environ: Mapping[str, str], *, look_for_changes: bool = True) -> list[NodeStatus]:
+def node_statuses(config: Config, environ: Mapping[str, str], *, look_for_changes: bool = True,
+                  read_install_scripts: bool = False) -> list[NodeStatus]:
     """Every pinned node, then every unpinned node folder found in the custom_nodes folders.
-    `look_for_changes`: run `git status` in each checkout (the only part that starts processes)."""
+    `look_for_changes`: run `git status` in each checkout; git runs otherwise only in a node with a
+    .gitmodules (to read its submodules). `read_install_scripts`: say what each install.py installs."""
     statuses = []
     pinned_names = {pin.name.lower() for pin in config.node_pins}
     for pin in config.node_pins:
@@ -66,18 +79,61 @@ def node_statuses(config: Config, environ: Mapping[str, str], *, look_for_change
         elif commit is None:
             states.append("not-git")
             fix = f"move {config.display(folder)} away, then `envbuild fetch`"
-        else:
+        subs: list[Submodule] = []
+        if folder.exists() and commit is not None:
             if commit != pin.commit:
                 states.append("moved")
                 fix = (f"envbuild fetch --force (back to {pin.commit[:12]}), or envbuild node update {pin.name} "
                        f"--ref {commit} (pin what is there)")
-            if look_for_changes and _dirty(folder, environ):
+            else:  # the submodules of another commit than the pin's are that commit's business
+                subs = [sub for sub in _submodules(folder, environ) if sub.problem]
+                if any(sub.actual is not None for sub in subs):
+                    states.append("submodule-moved")
+                    fix = "envbuild fetch --force (puts the submodules back at the commits the pin records)"
+                elif subs:
+                    states.append("submodule-missing")
+                    fix = "envbuild fetch"
+            if look_for_changes and _dirty(folder, environ, ignore={sub.path for sub in subs}):
                 states.append("dirty")
         if pin.disabled:
             states.append("disabled")
-        statuses.append(NodeStatus(pin.name, folder, pin, commit, tuple(states) or ("ok",), fix))
+        statuses.append(NodeStatus(pin.name, folder, pin, commit, tuple(states) or ("ok",), fix,
+                                   tuple(sub.problem for sub in subs)))
     statuses.extend(unpinned_nodes(config, pinned_names, environ))
+    if read_install_scripts:
+        statuses = [status._replace(install_script=install_script_note(config, status.path))
+                    if status.path.is_dir() else status for status in statuses]
     return statuses
+
+
+def install_script_note(config: Config, folder: Path) -> str:
+    """What the node's install.py installs that its own requirement files (requirements.txt or
+    pyproject.toml, and those `[custom-nodes.NAME] requirements` declares) do not hold ("": nothing,
+    or no install.py)."""
+    from packaging.utils import canonicalize_name
+
+    from envbuild.comfy.inputs import INSTALL_SCRIPT, InputFile, node_files, read_input
+    from envbuild.comfy.install_scripts import describe, read_install_script, uncovered
+
+    script = folder / "install.py"
+    if not script.is_file():
+        return ""
+    try:
+        files = node_files(folder, config)
+    except EnvbuildError:  # a declared file that is missing: `lock` says so; here, only the script counts
+        files = [InputFile(script, f"node {folder.name}", lenient=True, kind=INSTALL_SCRIPT, owner=folder)]
+    read: set[str] = set()
+    held: set[str] = set()
+    for item in files:
+        if item.kind == INSTALL_SCRIPT:
+            continue
+        read.add(item.path.relative_to(folder).as_posix())
+        try:
+            held.update(canonicalize_name(r.requirement.name) for r in read_input(item, config).requirements)
+        except EnvbuildError:
+            continue
+    missing = uncovered(read_install_script(script, folder), read_files=read, held=held, node=folder)
+    return describe(folder.name, missing, not_held="its requirement files do not hold") if missing else ""
 
 
 def _registry_status(pin: NodePin, folder: Path) -> NodeStatus:
@@ -130,15 +186,28 @@ def deployment_notes(config: Config, environ: Mapping[str, str]) -> list[str]:
         elif "moved" in status.states and status.pin is not None and status.commit:
             notes.append(f"node {status.name} is at {status.commit[:12]}, pinned at "
                          f"{status.pin.identity[:12]}: {status.fix}")
+        elif status.submodules:
+            notes.extend(f"node {status.name}: {problem}: {status.fix}" for problem in status.submodules)
         elif "unpinned" in status.states:
             notes.append(f"node {status.name} ({where}) is not pinned: {status.fix}")
     return notes
 
 
-def _dirty(folder: Path, environ: Mapping[str, str]) -> bool:
+def _dirty(folder: Path, environ: Mapping[str, str], ignore: set[str] | frozenset[str] = frozenset()) -> bool:
+    """Changed tracked files; a submodule said as moved (`ignore`) is not a local change too."""
     from envbuild.comfy.nodegit import git_for, local_changes
 
-    return bool(local_changes(git_for(environ), folder))
+    return any(path not in ignore for path in local_changes(git_for(environ), folder))
+
+
+def _submodules(folder: Path, environ: Mapping[str, str]) -> list[Submodule]:
+    from envbuild.comfy.git import GitError
+    from envbuild.comfy.nodegit import git_for, submodules
+
+    try:
+        return submodules(git_for(environ), folder)
+    except GitError:  # no git on PATH: the submodules cannot be read, which is not the node's fault
+        return []
 
 
 def _origin(folder: Path, environ: Mapping[str, str]) -> str:

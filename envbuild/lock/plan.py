@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from envbuild.comfy.inputs import MergedInputs, merge_inputs, normalized_digest
+from envbuild.comfy.inputs import INSTALL_SCRIPT, MergedInputs, merge_inputs, normalized_digest
 from envbuild.deploy.deployment import Deployment
 from envbuild.lock.settlements import Context, Settled, apply_recorded, header_notes
 from envbuild.pkgs.lockdir import Fingerprint, LockFolder, file_digest, sha256_text
@@ -51,6 +51,9 @@ def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Settled
     cutoff, edited = _cutoff(deployment, folder, expected, cutoff)
     inputs = {config.display(item.path): "" for item in merged.collected.files}
     inputs.update(_input_digests(merged, deployment))
+    for item in merged.collected.files:  # read for its warning, never run: no input of the lock's pyproject
+        if item.kind == INSTALL_SCRIPT:
+            inputs.pop(config.display(item.path), None)
     indexes = deployment.indexes(profile)
     pyproject = render_pyproject(RenderInput(
         merged=merged.result, profile=profile, requires_python=config.requires_python,

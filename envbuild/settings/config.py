@@ -86,6 +86,8 @@ class Config(NamedTuple):
     variant_groups: Mapping[str, tuple[str, ...]] = NO_SETTINGS  # module -> members, the first kept (variants.py)
     exclude_packages: tuple[str, ...] = ()  # [lock] exclude: optional torch-family members left out (family.py)
     exclude_newer: Cooldown | None = DEFAULT_COOLDOWN  # [lock] exclude-newer (None: off; settings/cooldown.py)
+    # [custom-nodes.NAME] requirements: node name -> extra requirement files inside its folder (pinned or not)
+    node_requirements: Mapping[str, tuple[str, ...]] = NO_SETTINGS
 
     def display(self, path: Path) -> str:
         """A path as it should appear in generated files: relative to the project, posix. Symlinks are not
@@ -106,6 +108,13 @@ class Config(NamedTuple):
         if self.comfyui is not None:
             dirs.append(self.comfyui / "custom_nodes")
         return tuple(dict.fromkeys(dirs))
+
+    def declared_requirements(self, node: str) -> tuple[str, ...]:
+        """The extra requirement files `[custom-nodes.<node>] requirements` lists (names compare ignoring case)."""
+        for name, files in self.node_requirements.items():
+            if name.lower() == node.lower():
+                return files
+        return ()
 
     def validate(self) -> Config:
         """What needs `packaging` to check, checked where it is used (a lock), not on every load: a
@@ -206,6 +215,7 @@ def _read_config(path: Path) -> Config:
         comfyui_git=comfyui_git,
         manager_git=manager_git,
         node_pins=_node_pins(data.get("custom-nodes"), path),
+        node_requirements=_node_requirements(data.get("custom-nodes"), path),
         node_registry=_registry(nodes.get("registry", DEFAULT_REGISTRY), path),
         keep_generations=_keep_generations(data.get("generations", {}), path),
         variant_groups=_variant_groups(lock.get("variant-groups", {}), path),
@@ -275,6 +285,14 @@ def _node_pins(table: Any, path: Path) -> tuple[NodePin, ...]:
     from envbuild.settings.pins import read_pins
 
     return read_pins(table, path)
+
+
+def _node_requirements(table: Any, path: Path) -> Mapping[str, tuple[str, ...]]:
+    if table is None:
+        return NO_SETTINGS
+    from envbuild.settings.pins import read_node_requirements
+
+    return MappingProxyType(read_node_requirements(table, path))
 
 
 def _registry(value: Any, path: Path) -> str:

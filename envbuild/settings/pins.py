@@ -1,5 +1,10 @@
 """Custom nodes pinned in envbuild.toml: `[custom-nodes.<name>]` git, commit, ref, disabled.
 
+The same table may also say which extra requirement files of the node to lock, `requirements = [...]`
+(files inside the node's folder that its install.py hands to pip: envbuild never runs install.py). A
+table with only `requirements` is settings for a node folder that is not pinned (installed by hand
+or by the Manager): not a pin.
+
 A lock reproduces the Python packages; the nodes are code too. Each pinned node names its
 repository and the full commit it is at (the tag or branch the user gave is kept beside it, as a
 note of intent): `envbuild fetch` restores it there, and the lock's fingerprint records it.
@@ -18,8 +23,13 @@ from envbuild.core.text import quoted
 from envbuild.settings.gitref import CREDENTIALS_HINT, git_url_problem, ref_problem
 
 SECTION = "custom-nodes"
-PIN_KEYS = {"git", "commit", "ref", "disabled"}
-REGISTRY_KEYS = {"version", "sha256", "disabled"}
+SETTINGS_KEYS = {"requirements"}  # about the node's folder, pinned or not
+PIN_KEYS = {"git", "commit", "ref", "disabled", *SETTINGS_KEYS}
+REGISTRY_KEYS = {"version", "sha256", "disabled", *SETTINGS_KEYS}
+# An extra requirement file: a relative path inside the node's folder, each part a plain name (no `..`,
+# nothing hidden, no option-like `-`), posix separators.
+_REQUIREMENT_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*")
+MAX_EXTRA_FILES = 32
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 # A node's name is its folder under custom_nodes: one path component, not hidden, no control characters.
@@ -73,6 +83,8 @@ def read_pins(table: Any, path: Path) -> tuple[NodePin, ...]:
             raise ConfigError(path, f"`{where}` is pinned twice (names are compared ignoring case)")
         seen.add(name.lower())
         expect(entry, dict, where, path)
+        if entry and not set(entry) - SETTINGS_KEYS:
+            continue  # settings for an unpinned node folder (read_node_requirements)
         if "version" in entry:
             pins.append(_registry_pin(name, entry, where, path))
             continue
@@ -98,6 +110,29 @@ def read_pins(table: Any, path: Path) -> tuple[NodePin, ...]:
         disabled = expect(entry.get("disabled", False), bool, f"{where}.disabled", path)
         pins.append(NodePin(name, url, commit, ref, disabled))
     return tuple(pins)
+
+
+def read_node_requirements(table: Any, path: Path) -> dict[str, tuple[str, ...]]:
+    """`[custom-nodes.NAME] requirements`: node name (as written) -> the extra requirement files, each a
+    relative path inside the node's folder, checked against its grammar here (the file is committed)."""
+    from envbuild.core.tomlfile import expect, expect_str_list
+
+    expect(table, dict, SECTION, path)
+    found: dict[str, tuple[str, ...]] = {}
+    for name, entry in table.items():
+        if not isinstance(entry, dict) or "requirements" not in entry:
+            continue
+        key = f"{SECTION}.{name}.requirements"
+        files = expect_str_list(entry["requirements"], key, path)
+        if len(files) > MAX_EXTRA_FILES:
+            raise ConfigError(path, f"`{key}` lists {len(files)} files; at most {MAX_EXTRA_FILES}")
+        for file in files:
+            if not _REQUIREMENT_PATH.fullmatch(file) or len(file) > 255:
+                raise ConfigError(path, f"`{key}`: {quoted(file)} is not a relative path inside the node's folder",
+                                  hint='e.g. requirements = ["requirements-no-cupy.txt"] (parts of letters, '
+                                       "digits, _ . + -, separated by /; no `..`, no hidden or absolute path)")
+        found[str(name)] = tuple(dict.fromkeys(files))
+    return found
 
 
 def _registry_pin(name: str, entry: dict[str, Any], where: str, path: Path) -> NodePin:

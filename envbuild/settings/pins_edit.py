@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from envbuild.core.fsio import atomic_write
-from envbuild.settings.pins import SECTION, NodePin
+from envbuild.settings.pins import SECTION, SETTINGS_KEYS, NodePin
 
 
 def write_pin(path: Path, name: str, pin: NodePin | None) -> list[str]:
@@ -18,6 +18,7 @@ def write_pin(path: Path, name: str, pin: NodePin | None) -> list[str]:
         nodes = tomlkit.table(is_super_table=True)
         document[SECTION] = nodes
     nodes = document[SECTION]
+    kept = _settings(nodes, name)
     for key in list(nodes.keys()):  # names compare ignoring case, as folders do on some systems
         if key.lower() == name.lower():
             del nodes[key]
@@ -26,7 +27,7 @@ def write_pin(path: Path, name: str, pin: NodePin | None) -> list[str]:
             del document[SECTION]
         atomic_write(path, tomlkit.dumps(document))
         return [f"{path.name}: [{SECTION}.{name}] removed"]
-    nodes[pin.name] = pin_table(pin)
+    nodes[pin.name] = pin_table(pin, kept)
     atomic_write(path, tomlkit.dumps(document))
     if pin.from_registry:
         return [f"{path.name}: [{SECTION}.{pin.name}] version = {pin.version}"
@@ -34,7 +35,15 @@ def write_pin(path: Path, name: str, pin: NodePin | None) -> list[str]:
     return [f"{path.name}: [{SECTION}.{pin.name}] git = {pin.url}, commit = {pin.commit[:12]} ({pin.ref})"]
 
 
-def pin_table(pin: NodePin) -> Any:
+def _settings(nodes: Any, name: str) -> dict[str, Any]:
+    """The keys of a node's table that are not its pin (`requirements`): kept when the pin is rewritten."""
+    for key in list(nodes.keys()):
+        if key.lower() == name.lower() and hasattr(nodes[key], "items"):
+            return {k: v for k, v in nodes[key].items() if k in SETTINGS_KEYS}
+    return {}
+
+
+def pin_table(pin: NodePin, settings: dict[str, Any] | None = None) -> Any:
     import tomlkit
 
     table = tomlkit.table()
@@ -48,6 +57,8 @@ def pin_table(pin: NodePin) -> Any:
         table["ref"] = pin.ref
     if pin.disabled:
         table["disabled"] = True
+    for key, value in (settings or {}).items():
+        table[key] = value
     return table
 
 
@@ -64,10 +75,11 @@ def write_import(path: Path, pins: list[NodePin], comfyui_ref: str | None) -> li
         document[SECTION] = tomlkit.table(is_super_table=True)
     for pin in pins:
         nodes = document[SECTION]
+        kept = _settings(nodes, pin.name)
         for key in list(nodes.keys()):
             if key.lower() == pin.name.lower():
                 del nodes[key]
-        nodes[pin.name] = pin_table(pin)
+        nodes[pin.name] = pin_table(pin, kept)
         said.append(f"{path.name}: [{SECTION}.{pin.name}] "
                     + (f"version = {pin.version}" if pin.from_registry else f"commit = {pin.commit[:12]}"))
     if said:
