@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.comfy.inputs import CLONE_ROUTE, NO_ROUTE, PIP_ROUTE, collect_inputs, manager_route
+from envbuild.comfy.inputs import collect_inputs
+from envbuild.comfy.layout import CLONE_ROUTE, NO_ROUTE, PIP_ROUTE, manager_route
 from envbuild.comfy.manager import describe_route, edit_ini, locate, setup
 from envbuild.core.errors import ConfigError, RequirementFileError
 from envbuild.deploy.deployment import load_deployment

@@ -80,7 +80,7 @@ def setup(ctx: click.Context, /, user_directory: Path | None, **flags: Any) -> N
 @click.pass_context
 def status(ctx: click.Context, /, user_directory: Path | None, **flags: Any) -> None:
     """Show which Manager this deployment runs, its config.ini and whether it is set up."""
-    from envbuild.comfy.inputs import NO_ROUTE, manager_route
+    from envbuild.comfy.layout import NO_ROUTE, manager_route
     from envbuild.comfy.manager import (
         current_values,
         describe_route,

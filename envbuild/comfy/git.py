@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from envbuild.comfy.inputs import find_manager, uses_pip_manager
+from envbuild.comfy.layout import find_manager, uses_pip_manager
 from envbuild.core.errors import CommandFailed, EnvbuildError
 from envbuild.settings.config import Config, GitSource
 from envbuild.settings.gitref import is_remote

@@ -29,16 +29,15 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from envbuild.comfy.inputs import (
+from envbuild.comfy.inputs import InputFile, read_input
+from envbuild.comfy.layout import (
     CLONE_ROUTE,
     MANAGER_PACKAGE,
     MANAGER_SOURCE,
     NO_ROUTE,
     PIP_ROUTE,
-    InputFile,
     ManagerRoute,
     manager_route,
-    read_input,
 )
 from envbuild.core.errors import ConfigError
 from envbuild.core.fsio import atomic_write

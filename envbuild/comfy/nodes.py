@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from envbuild.comfy.inputs import DISABLED_SUFFIX, MANAGER_DIR_NAMES
+from envbuild.comfy.layout import DISABLED_SUFFIX, MANAGER_DIR_NAMES
 from envbuild.core.errors import EnvbuildError
 from envbuild.settings.config import Config
 from envbuild.settings.pins import NodePin, pin_folder, read_head

@@ -112,7 +112,7 @@ def run_check(deployment: Deployment, profile: TorchProfile, venv: Path, timeout
         env.update(guard_environment(folder.path, profile, env, deployment.canonical_index(profile),
                                      deployment.default_index))
     argv = [str(python), str(comfyui / "main.py"), "--cpu", "--quick-test-for-ci"]
-    from envbuild.comfy.inputs import manager_route
+    from envbuild.comfy.layout import manager_route
 
     if manager_route(config).enable_flag:  # as `envbuild run` starts it: the pip Manager is imported too
         argv.append("--enable-manager")

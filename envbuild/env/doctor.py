@@ -189,7 +189,7 @@ def _comfyui_check(ctx: Context) -> Check:
 
 def _manager(ctx: Context) -> Check:
     """Which Manager this deployment runs (pip package, legacy clone, none), and what would stop it installing."""
-    from envbuild.comfy.inputs import NO_ROUTE, PIP_ROUTE, manager_route
+    from envbuild.comfy.layout import NO_ROUTE, PIP_ROUTE, manager_route
     from envbuild.comfy.manager import current_values, describe_route, locate, route_warnings
 
     config = ctx.deployment.config

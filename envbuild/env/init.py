@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from envbuild.comfy.inputs import (
+from envbuild.comfy.layout import (
     CLONE_ROUTE,
     DISABLED_SUFFIX,
     MANAGER_DIR_NAMES,

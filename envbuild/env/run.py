@@ -53,7 +53,7 @@ def comfy_args(config: Config) -> list[str]:
     `--enable-manager` when the Manager is the pip package of ComfyUI's manager_requirements.txt: core
     imports `comfyui_manager` only then (main.py, ComfyUI v0.4.0+). Never for a legacy clone, which loads
     as a custom node, and which core would block "by policy" with the flag set."""
-    from envbuild.comfy.inputs import manager_route
+    from envbuild.comfy.layout import manager_route
 
     args: list[str] = ["--enable-manager"] if manager_route(config).enable_flag else []
     if config.base_directory is not None:

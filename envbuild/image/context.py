@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from envbuild.comfy.inputs import ManagerRoute, manager_route
+from envbuild.comfy.layout import ManagerRoute, manager_route
 from envbuild.comfy.manager import created_text
 from envbuild.core.errors import ConfigError, LockIntegrityError, UsageError
 from envbuild.core.fsio import atomic_write, replace_dir, staging_dir
@@ -246,7 +246,7 @@ def _copy_nodes(deployment: Deployment, target: Path, route: ManagerRoute, *, sk
                 ignore: Sequence[str] = ()) -> list[str]:
     """Every custom node the lock was made from (disabled and excluded ones left out), and the Manager
     when it is a legacy clone (the pip Manager is in the venv; a clone beside it core would block)."""
-    from envbuild.comfy.inputs import CLONE_ROUTE, DISABLED_SUFFIX, MANAGER_DIR_NAMES, PIP_ROUTE, blocked_by_core
+    from envbuild.comfy.layout import CLONE_ROUTE, DISABLED_SUFFIX, MANAGER_DIR_NAMES, PIP_ROUTE, blocked_by_core
 
     config = deployment.config
     excluded = {name.lower() for name in config.exclude_nodes}
