@@ -227,3 +227,18 @@ def test_a_snapshot_nested_deeply_or_with_unpublished_versions_is_said_not_crash
     config = (site.root / "envbuild.toml").read_text()
     assert "ok-node" in config and "latest-node" not in config and "null-node" not in config
     assert invoke_cli(["node", "list"], env=plain_env, cwd=site.root).returncode == 0  # the file still reads
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("text", "shown"), [
+    ("https://h/x.whl?token=hunter2&v=1", "https://h/x.whl?token=***&v=1"),
+    ("https://s3/m?X-Amz-Signature=hunter2&X-Amz-Credential=hunter2", "https://s3/m?X-Amz-Signature=***&X-Amz-Credential=***"),
+    ("https://h/p?api_key=hunter2#sha256=ab", "https://h/p?api_key=***#sha256=ab"),
+    ("https://h/p?monkey=1&download=true", "https://h/p?monkey=1&download=true"),
+    ("https://bob:hunter2@h/p", "https://***@h/p"),
+])
+def test_printed_urls_hide_every_credential_form(text: str, shown: str) -> None:
+    """Class 4: a line quoted in an error (an extra-requirements file's, a signed model URL) shows no secret."""
+    from envbuild.core.runner import redact
+
+    assert redact(text) == shown

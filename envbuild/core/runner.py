@@ -33,9 +33,14 @@ _SECRET_ENV = re.compile(r"(PASSWORD|TOKEN|SECRET|AUTH)", re.I)
 _TAIL_LINES = 40
 
 
+# A query parameter named like a secret (`?token=`, `&X-Amz-Signature=`, `?api_key=`): its value is hidden too.
+_SECRET_QUERY = re.compile(r"([?&](?:[\w.-]{0,40}[_.-])?(?:token|key|apikey|secret|passw(?:or)?d|sig(?:nature)?|auth|"
+                           r"credential)(?:[_.-][\w.-]{0,40})?)=[^&#\s\"'<>]+", re.I)
+
+
 def redact(text: str) -> str:
-    """Hide credentials embedded in URLs."""
-    return _CREDENTIALS_IN_URL.sub("://***@", text)
+    """Hide credentials embedded in URLs: a user name and password, and query parameters named like secrets."""
+    return _SECRET_QUERY.sub(r"\1=***", _CREDENTIALS_IN_URL.sub("://***@", text))
 
 
 def format_argv(argv: Sequence[str | os.PathLike[str]]) -> str:
