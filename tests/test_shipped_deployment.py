@@ -40,7 +40,8 @@ def test_committed_locks_are_current_without_running_uv(tmp_path: Path) -> None:
     from envbuild.settings.config import load_config
 
     profiles = load_config(ROOT).profiles
-    assert len(profiles) >= 5
+    # The profiles a 2026 user needs that a PyPI-only build network can lock (issue: today's ComfyUI).
+    assert {"cu132-pypi", "cu130-pypi", "cu126-pypi", "mps"} <= set(profiles)
     for name in profiles:
         assert re.search(rf"^{re.escape(name)}: current \(locks/{re.escape(name)}, \d+ packages; uv not run\)$",
                          result.stdout, re.MULTILINE), result
