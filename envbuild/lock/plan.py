@@ -60,7 +60,7 @@ def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Settled
         index_url=indexes.torch, input_paths=[*inputs, profile_display_path(profile, config.project_dir)],
         default_index=indexes.default, index_format=indexes.format, overrides=variant_overrides,
         companions=companions, notes=header_notes(settled), exclude_newer=cutoff or None,
-        exact_pins=exact_pins(merged) if cutoff else (),
+        exact_pins=exact_pins(merged) if cutoff else (), allow_build=config.allow_build,
     ))
     fingerprint = expected._replace(
         pyproject_sha256=sha256_text(pyproject), inputs=inputs,

@@ -34,7 +34,7 @@ _KEYS: Mapping[str, set[str]] = {
                 "allow_pip_install", "allow_flagged_nodepack_install"},
     "nodes": {"dirs", "exclude", "registry"},
     "lock": {"dir", "requires-python", "profiles", "extra-requirements", "profiles-dir", "torch-source",
-             "variant-groups", "exclude", "exclude-newer"},
+             "variant-groups", "exclude", "exclude-newer", "allow-build"},
     "mirrors": {"pytorch", "pytorch-layout", "pypi", "pypi-files", "mode", "timeout"},  # see mirrors.py
     "generations": {"keep"},  # see generations.py
 }
@@ -86,6 +86,7 @@ class Config(NamedTuple):
     variant_groups: Mapping[str, tuple[str, ...]] = NO_SETTINGS  # module -> members, the first kept (variants.py)
     exclude_packages: tuple[str, ...] = ()  # [lock] exclude: optional torch-family members left out (family.py)
     exclude_newer: Cooldown | None = DEFAULT_COOLDOWN  # [lock] exclude-newer (None: off; settings/cooldown.py)
+    allow_build: tuple[str, ...] = ()  # [lock] allow-build: packages whose build backend may run (sdists, git)
     # [custom-nodes.NAME] requirements: node name -> extra requirement files inside its folder (pinned or not)
     node_requirements: Mapping[str, tuple[str, ...]] = NO_SETTINGS
 
@@ -221,7 +222,23 @@ def _read_config(path: Path) -> Config:
         variant_groups=_variant_groups(lock.get("variant-groups", {}), path),
         exclude_packages=_exclude(lock.get("exclude", []), path),
         exclude_newer=parse_cooldown(lock["exclude-newer"], path) if "exclude-newer" in lock else DEFAULT_COOLDOWN,
+        allow_build=_allow_build(lock.get("allow-build", []), path),
     )
+
+
+def _allow_build(value: Any, path: Path) -> tuple[str, ...]:
+    """`[lock] allow-build`: the packages whose source build (their own code: setup.py, a build backend) may
+    run while locking and syncing; every other package must come as a wheel."""
+    import re
+
+    from envbuild.torch.profile import canonical_name
+
+    names = expect_str_list(value, "lock.allow-build", path)
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,100}[A-Za-z0-9])?", name):
+            raise ConfigError(path, f"`lock.allow-build`: {quoted(name)} is not a package name",
+                              hint='name distributions as on PyPI, e.g. allow-build = ["insightface"]')
+    return tuple(sorted({canonical_name(n) for n in names}))
 
 
 def _exclude(value: Any, path: Path) -> tuple[str, ...]:

@@ -24,6 +24,8 @@ _UNREACHABLE = re.compile(
 # uv wraps long lines to the terminal, so words may be separated by any whitespace.
 _FAILED_AT = (re.compile(r"for\s+url\s+\((\S+?)\)"), re.compile(r"Failed\s+to\s+fetch:?\s+`?(\S+?)`?$", re.M),
               re.compile(r"Failed\s+to\s+download\s+`([^`]+)`"))
+_NO_BUILD = re.compile(r"Wheels\s+are\s+required\s+for\s+`([^`]+)`\s+because\s+building\s+from\s+source\s+is\s+"
+                       r"disabled|Distribution\s+`([^`]+)`\s+can't\s+be\s+installed\s+because\s+it\s+is\s+marked\s+as\s+`--no-build`")
 _HTTP_STATUS = re.compile(r"HTTP\s+status\s+(?:client|server)\s+error\s+\((\d{3}[^)]*)\)\s+for\s+url\s+\((\S+?)\)")
 _BODY_CUTS = tuple(re.compile(phrase.replace(" ", r"\s+"), re.I) for phrase in (  # most specific first
     "end of file before message length reached", "connection closed before message completed",
@@ -54,6 +56,17 @@ def classify_failure(action: str, message: str, default: type[UvError], *, shown
         return StaleLockError(
             "the lock is out of date with its pyproject.toml (uv --locked refused it)",
             hint="run `envbuild lock` for this profile (and commit the result)",
+        )
+    unbuilt = _NO_BUILD.search(message)
+    if unbuilt:  # envbuild renders no-build: a package that ships no wheel would run its own build code
+        name = re.split(r"[=@ ]", unbuilt.group(1) or unbuilt.group(2) or "")[0] or "a package"
+        return default(
+            action, message, shown=shown,
+            summary=f"{name} ships no wheel this lock can use: installing it runs its build (its own code, "
+                    "setup.py or a build backend) on this machine, which envbuild allows only by name",
+            hint=f'if you trust it, add `allow-build = ["{name}"]` to [lock] in envbuild.toml (uv then builds it '
+                 "from source, here and on every machine that syncs); or find the node that asks for it "
+                 "(`envbuild merge --explain`) and leave that node out",
         )
     cooled = _COOLDOWN.search(message)
     if cooled:  # uv's own hint (exclude-newer-package) names a file envbuild generates: say envbuild's ways

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # tomlkit and the merger are only needed when a render really
     from envbuild.pkgs.merging import MergeResult
 
 # Bump when the rendered shape changes, so existing locks are seen as needing a re-lock.
-RENDER_VERSION = 3  # 3: variant overrides (override-dependencies), companion sources
+RENDER_VERSION = 4  # 3: variant overrides, companion sources; 4: no-build unless [lock] allow-build
 # prerelease-package (the nightly profiles) needs uv 0.12.1; older uv must refuse, not misread.
 UV_REQUIRED_VERSION = ">=0.12.1"
 
@@ -33,6 +33,7 @@ class RenderInput(NamedTuple):
     notes: tuple[str, ...] = ()  # header lines for what no input wrote (envbuild.lock.settle.header_notes)
     exclude_newer: str | None = None  # the cooldown's cutoff, RFC 3339 UTC, resolved and recorded at lock time
     exact_pins: tuple[str, ...] = ()  # names an input pins with `==`: never held back by the cooldown
+    allow_build: tuple[str, ...] = ()  # [lock] allow-build: the only packages whose build may run
 
 
 def project_name(profile: TorchProfile) -> str:
@@ -79,6 +80,12 @@ def render_pyproject(spec: RenderInput) -> str:
         exempt = sorted({*spec.exact_pins, *sourced})
         if exempt:
             settings["exclude-newer-package"] = _exempt(exempt)
+    # No package's build backend runs (a node's dependency could run any code while locking) unless the
+    # deployment allows it: uv's `no-build`, with `no-binary-package` as its documented per-package way
+    # back to building (uv's BuildOptions: a package named there may be built, from source).
+    settings["no-build"] = True
+    if spec.allow_build:
+        settings["no-binary-package"] = list(spec.allow_build)
     uv["uv"] = settings
     index = tomlkit.aot()
     if profile.index_name is not None and spec.index_url is not None:

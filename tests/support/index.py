@@ -95,6 +95,17 @@ class Index:
             self._files[entry.filename] = entry
         return entry
 
+    def add_sdist(self, sdist_path: Path, name: str, version: str, *, upload_time: str | None = OLD_UPLOAD,
+                  ) -> IndexFile:
+        """Publish a source distribution (no PEP 658 metadata: an installer must build it to learn more)."""
+        data = Path(sdist_path).read_bytes()
+        entry = IndexFile(filename=Path(sdist_path).name, project=canonical_name(name), version=version, data=data,
+                          sha256=hashlib.sha256(data).hexdigest(), requires_python=None, metadata=None,
+                          upload_time=upload_time)
+        with self.server._lock:
+            self._files[entry.filename] = entry
+        return entry
+
     def tamper(self, filename: str, data: bytes, *, rehash: bool = False) -> IndexFile:
         """Serve other bytes under a published file's name. By default its listings keep the original
         sha256 (a compromised mirror or proxy); `rehash=True` lists the new bytes' sha256 too (the file
