@@ -117,3 +117,19 @@ def test_allow_build_names_are_checked_where_read(tmp_path: Path, uv_env: dict[s
         handle.write('allow-build = ["ok", "not a name; rm -rf /"]\n')
     result = run_cli(["lock", "--check", "--profile", "cu126"], env=uv_env, cwd=site.root)
     assert result.returncode == 2 and "`lock.allow-build`" in result.stderr and "is not a package name" in result.stderr
+
+
+@pytest.mark.network
+def test_insightface_from_its_sdist_locks_once_allowed(tmp_path: Path, uv_env: dict[str, str]) -> None:
+    """insightface 0.7.3 (the version face nodes pin) is an sdist only: refused by default, locked when allowed
+    (uv builds its metadata: ~25 s against PyPI with a cold cache). Lock only, against the real PyPI."""
+    env = {k: v for k, v in uv_env.items() if k != "UV_DEFAULT_INDEX"}
+    site = make_deployment(tmp_path / "site", requirements="torch\ninsightface==0.7.3\n", manager=None,
+                           profiles=("cu130-pypi",), requires_python=">=3.11,<3.13")
+    refused = run_cli(["lock", "--profile", "cu130-pypi"], env=env, cwd=site.root, timeout=600)
+    assert refused.returncode == 6 and 'allow-build = ["insightface"]' in refused.stderr, refused
+    with (site.root / "envbuild.toml").open("a") as handle:
+        handle.write('allow-build = ["insightface"]\n')
+    locked = run_cli(["lock", "--profile", "cu130-pypi"], env=env, cwd=site.root, timeout=900)
+    assert locked.returncode == 0, locked
+    assert 'name = "insightface"\nversion = "0.7.3"' in (site.locks / "cu130-pypi" / "uv.lock").read_text()
