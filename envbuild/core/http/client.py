@@ -15,7 +15,6 @@ import httpx
 
 from envbuild.core.runner import redact
 
-CHUNK = 64 * 1024
 
 
 class HttpFailure(Exception):
@@ -44,7 +43,7 @@ def read_bytes(url: str, *, limit: int, timeout: float, deadline: float,
             if declared.isdigit() and int(declared) > limit:
                 raise HttpFailure(url, f"is {int(declared):,} bytes, more than the {limit:,} allowed")
             chunks, size = [], 0
-            for chunk in response.iter_bytes(CHUNK):
+            for chunk in response.iter_bytes():  # as received: a chunk size would wait for that many bytes
                 size += len(chunk)
                 if size > limit:
                     raise HttpFailure(url, f"sent more than the {limit:,} bytes allowed")

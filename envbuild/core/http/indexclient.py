@@ -33,6 +33,7 @@ DEFAULT_TTL = 3600.0
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 SIMPLE_ACCEPT = f"{JSON_V1}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 NOT_THERE = (403, 404, 410)  # the PyTorch index (S3) answers 403 for a project it lacks
+BODY_LIMIT = 256 * 1024 * 1024  # PyTorch's torch page is a few MiB; a page or metadata file is never this
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -124,8 +125,10 @@ class IndexClient:
     """Bounded, retrying, cached reads of simple-API pages and wheel metadata."""
 
     def __init__(self, cache: HttpCache, *, offline: bool = False, timeout: float = 30.0, tries: int = 3,
-                 backoff: float = 0.5, concurrency: int = 8, transport: httpx.BaseTransport | None = None) -> None:
+                 backoff: float = 0.5, concurrency: int = 8, transport: httpx.BaseTransport | None = None,
+                 deadline: float = 120.0) -> None:
         self.cache = cache
+        self.deadline = deadline  # one page or file in all, however slowly the server sends
         self.offline = offline
         self.tries = max(1, tries)
         self.backoff = backoff
@@ -203,7 +206,7 @@ class IndexClient:
         if cached is not None and cached.last_modified:
             headers["If-Modified-Since"] = cached.last_modified
         try:
-            response = self._retrying(url, lambda: self._http.get(url, headers=headers))
+            response = self._retrying(url, lambda: self._bounded_get(url, headers))
         except IndexReadError as exc:
             if cached is None:
                 raise
@@ -219,6 +222,24 @@ class IndexClient:
                                     forever=forever and response.status_code == 200), None
         reason = "authentication required" if response.status_code == 401 else f"HTTP {response.status_code}"
         raise IndexReadError(url, reason)
+
+    def _bounded_get(self, url: str, headers: Mapping[str, str]) -> httpx.Response:
+        """A GET read to the end within `deadline` seconds and `BODY_LIMIT` bytes: a per-read timeout alone
+        let a server sending a byte every few seconds hold `profiles update` for minutes."""
+        end = time.monotonic() + self.deadline
+        with self._http.stream("GET", url, headers=headers) as response:
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > BODY_LIMIT:
+                    raise IndexReadError(url, f"answered more than {BODY_LIMIT // (1024 * 1024)} MiB")
+                if time.monotonic() > end:
+                    raise IndexReadError(url, f"did not finish within {self.deadline:g} s")
+                chunks.append(chunk)
+            kept = {k: v for k, v in response.headers.items()  # the body is decoded already
+                    if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")}
+            return httpx.Response(response.status_code, headers=kept, content=b"".join(chunks),
+                                  request=response.request)
 
     def _retrying(self, url: str, call: Callable[[], T]) -> T:
         """5xx answers and connection failures are retried with backoff; the last one is the reason."""
