@@ -16,7 +16,6 @@ import httpx
 from envbuild.core.runner import redact
 
 
-
 class HttpFailure(Exception):
     """A read that gave nothing usable; `reason` says why in words, `status` the HTTP status if any.
     Callers turn it into their own `EnvbuildError` with the fix that fits them."""
