@@ -41,7 +41,16 @@ def fetch(ctx: click.Context, force: bool, jobs: int) -> None:
 
     deployment = build_deployment(ctx)
     config = deployment.config
-    results = fetch_all(config, deployment.env, stream=not ctx.obj["quiet"])
+    from envbuild.core.fsio import exclusive_lock
+    from envbuild.lock.pipeline import ignore_scratch_files
+    from envbuild.pkgs.lockdir import UPDATE_LOCK
+
+    ignore_scratch_files(deployment.lock_dir)  # the lock file below is scratch: never committed
+
+    # Checkouts move only under the deployment's update lock: a fetch never races an `update`'s moves.
+    with exclusive_lock(deployment.lock_dir / UPDATE_LOCK, timeout=deployment.lock_timeout,
+                        on_wait=lambda: say(ctx, "waiting for another envbuild update or fetch of this deployment")):
+        results = fetch_all(config, deployment.env, stream=not ctx.obj["quiet"])
     targets = [(pin, folder) for pin in config.node_pins if (folder := pinned_folder(config, pin)) is not None]
     if not results and not targets:
         raise UsageError("nothing to fetch: envbuild.toml sets no git source and pins no custom node",

@@ -64,6 +64,9 @@ def update(deployment: Deployment, profile: TorchProfile, venv: Path, *, refs: M
     try:
         # One update of a deployment at a time: checkouts move only under this lock, and its journal says
         # where they were, so a killed update is undone by the next command (`recover_interrupted`).
+        from envbuild.lock.pipeline import ignore_scratch_files
+
+        ignore_scratch_files(deployment.lock_dir)
         with exclusive_lock(_update_lock(deployment), timeout=deployment.lock_timeout,
                             on_wait=lambda: progress("waiting for another envbuild update of this deployment")):
             for line in recover_interrupted(deployment, locked=True):
@@ -188,7 +191,9 @@ def _journal(deployment: Deployment) -> Path:
 
 
 def _update_lock(deployment: Deployment) -> Path:
-    return deployment.lock_dir / ".update.lock"
+    from envbuild.pkgs.lockdir import UPDATE_LOCK
+
+    return deployment.lock_dir / UPDATE_LOCK
 
 
 def _write_journal(deployment: Deployment, entries: list[dict[str, str]]) -> None:

@@ -91,7 +91,7 @@ def _lock_planned(deployment: Deployment, plan: LockPlan, upgrade: bool, upgrade
                   seed_lock: Path | None = None) -> LockResult:
     profile, folder = plan.profile, plan.folder
     upgrading = bool(upgrade or upgrade_packages)
-    _ignore_scratch_files(deployment.lock_dir)
+    ignore_scratch_files(deployment.lock_dir)
     # One writer per profile folder: a second run waits, then finds the lock current (or re-locks).
     with exclusive_lock(deployment.lock_dir / f".{profile.name}.lock", timeout=deployment.lock_timeout,
                         on_wait=on_wait):
@@ -179,7 +179,7 @@ def _ours(entry: Path) -> bool:
     return False
 
 
-def _ignore_scratch_files(lock_dir: Path) -> None:
+def ignore_scratch_files(lock_dir: Path) -> None:
     """locks/ is committed; envbuild's lock files and staging folders in it must never be."""
     ignore = lock_dir / ".gitignore"
     if not ignore.exists():
@@ -408,7 +408,7 @@ def staged_lock(deployment: Deployment, profile: TorchProfile, *, upgrade: bool 
     moving = move_cutoff or upgrade or bool(upgrade_packages)
     plan = plan_lock(deployment, profile, cutoff=moved_cutoff(deployment) if moving else None)
     require_owned_lock_dir(deployment)
-    _ignore_scratch_files(deployment.lock_dir)
+    ignore_scratch_files(deployment.lock_dir)
     with exclusive_lock(deployment.lock_dir / f".{profile.name}.lock", timeout=deployment.lock_timeout,
                         on_wait=on_wait):
         found = assess(deployment, profile, full=True, plan=plan)

@@ -24,6 +24,7 @@ FINGERPRINT_SCHEMA = 2
 _NOTHING: Mapping[str, str] = MappingProxyType({})  # an immutable default, shared safely
 DIGEST_SIZE_LIMIT = 64 * MIB  # far above any requirements file, pyproject or uv.lock envbuild reads
 FINGERPRINT_SIZE_LIMIT = 16 * MIB  # a 300-package lock's fingerprint is ~10 KiB
+UPDATE_LOCK = ".update.lock"  # held while checkouts move (`update`, `fetch`)
 UPDATE_JOURNAL = ".update-journal.json"  # a running `update`'s journal (lock folder scratch, git-ignored)
 CONSTRAINTS_NAME = "constraints.txt"  # the torch guard (envbuild.uv.guard), committed beside uv.lock
 LOCKED_AT = "locked-at"  # in `extra`: when uv last wrote this lock (a date, for people, not for freshness)
