@@ -310,3 +310,42 @@ def test_node_add_whose_pin_cannot_be_written_leaves_nothing_behind(
     assert "free disk space" in result.stderr
     assert not (deployment.nodes / "ComfyUI-Good").exists()
     assert snapshot(deployment) == before
+
+
+def test_node_add_of_several_urls_is_one_change_and_locks_once_per_profile(
+    deployment: Deployment, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue: five `node add`s took three minutes (two uv locks per profile per node). Several URLs are now
+    one staged lock per profile (and one seeded confirmation after landing), and one conflict adds none."""
+    import uv
+
+    repos = {}
+    for name, requirements in (("ComfyUI-A", "einops\n"), ("ComfyUI-B", "six\n"), ("ComfyUI-C", "pyyaml\n")):
+        repo = tmp_path / "upstream" / name
+        make_repo(repo, {**NODE_INIT, "requirements.txt": requirements})
+        repos[name] = file_url(repo)
+    runs = tmp_path / "uv-runs"
+    shim = tmp_path / "uv-shim"
+    shim.write_text(f'#!/bin/sh\n[ "$1" = lock ] && echo lock >> "{runs}"\nexec "{uv.find_uv_bin()}" "$@"\n')
+    shim.chmod(0o755)
+    counted = dict(env, ENVBUILD_UV=str(shim))
+    result = run_cli(["node", "add", *repos.values()], env=counted, cwd=deployment.root)
+    assert result.returncode == 0, result
+    assert all(f"node {name}: added at" in result.stdout for name in repos), result
+    assert result.stdout.count("commit envbuild.toml and locks/ together") == 1
+    assert len(runs.read_text().split()) == 2  # one profile: the staged lock, then the seeded confirmation
+    config = load_config(deployment.root)
+    assert sorted(p.name for p in config.node_pins) == sorted(repos)
+    locked = (deployment.locks / "cu126" / "uv.lock").read_text()
+    assert all(f'name = "{p}"' in locked for p in ("einops", "six", "pyyaml"))
+
+    bad = tmp_path / "upstream" / "ComfyUI-Bad"
+    make_repo(bad, {**NODE_INIT, "requirements.txt": "six==9.9.9\n"})
+    good = tmp_path / "upstream" / "ComfyUI-Good2"
+    make_repo(good, {**NODE_INIT, "requirements.txt": "einops\n"})
+    before = snapshot(deployment)
+    failed = run_cli(["node", "add", file_url(good), file_url(bad)], env=env, cwd=deployment.root)
+    assert failed.returncode != 0 and "nothing changed" in failed.stderr, failed
+    assert snapshot(deployment) == before
+    refused = run_cli(["node", "add", file_url(good), file_url(bad), "--ref", "main"], env=env, cwd=deployment.root)
+    assert refused.returncode == 2 and "--ref and --name go with one URL" in refused.stderr, refused

@@ -30,18 +30,24 @@ def node() -> None:
 
 
 @node.command("add")
-@click.argument("url")
-@click.option("--ref", help="A tag, branch or commit (default: the repository's default branch, as it is now).")
-@click.option("--name", help="Its folder name in custom_nodes (default: the repository's name).")
+@click.argument("urls", nargs=-1, required=True, metavar="URL...")
+@click.option("--ref", help="A tag, branch or commit (default: the repository's default branch, as it is now); "
+                            "with one URL only.")
+@click.option("--name", help="Its folder name in custom_nodes (default: the repository's name); with one URL only.")
 @click.pass_context
-def add(ctx: click.Context, url: str, ref: str | None, name: str | None) -> None:
-    """Clone URL at REF, lock with it, then put it in custom_nodes and pin it."""
-    from envbuild.env.node_ops import add_node
+def add(ctx: click.Context, urls: tuple[str, ...], ref: str | None, name: str | None) -> None:
+    """Clone each URL (at REF), lock once per profile with all of them, then put them in custom_nodes and
+    pin them. Several URLs are one change: a conflict in any of them adds none."""
+    from envbuild.core.errors import UsageError
+    from envbuild.env.node_ops import NodeSource, add_nodes
 
+    if len(urls) > 1 and (ref or name):
+        raise UsageError("--ref and --name go with one URL", hint="add nodes at other refs one `node add` each")
     deployment = build_deployment(ctx)
-    change = add_node(deployment, url, ref=ref, name=name, targets=_targets(deployment),
-                      on_lock=lambda result: _said_lock(ctx, deployment, result))
-    _said_change(ctx, deployment, change)
+    changes = add_nodes(deployment, [NodeSource(url, ref, name) for url in urls], targets=_targets(deployment),
+                        on_lock=lambda result: _said_lock(ctx, deployment, result))
+    for change in changes:
+        _said_change(ctx, deployment, change, last=change is changes[-1])
 
 
 @node.command("update")
@@ -126,7 +132,7 @@ def _said_lock(ctx: click.Context, deployment: Deployment, result: LockResult) -
         say(ctx, f"{result.profile}: locked {result.packages} packages into {where}")
 
 
-def _said_change(ctx: click.Context, deployment: Deployment, change: NodeChange) -> None:
+def _said_change(ctx: click.Context, deployment: Deployment, change: NodeChange, *, last: bool = True) -> None:
     for line in change.config_lines:
         say(ctx, line)
     if change.pin is None:
@@ -136,7 +142,8 @@ def _said_change(ctx: click.Context, deployment: Deployment, change: NodeChange)
     else:
         say(ctx, f"node {change.name}: moved from {change.previous.commit[:12]} to {change.pin.commit[:12]} "
                  f"({change.pin.ref})")
-    say(ctx, "commit envbuild.toml and locks/ together")
+    if last:
+        say(ctx, "commit envbuild.toml and locks/ together")
 
 
 @node.command("import")

@@ -46,30 +46,54 @@ def name_from_url(url: str) -> str:
     return tail.removesuffix(".git")
 
 
-def add_node(deployment: Deployment, url: str, *, ref: str | None, name: str | None,
-             targets: list[TorchProfile], on_lock: Callable[[LockResult], None] | None = None) -> NodeChange:
-    """Clone, lock with it staged, then land it: the whole of `node add`."""
+class NodeSource(NamedTuple):
+    """One node to add: a git URL (or local path), the ref to pin (None: the default branch), its folder name."""
+
+    url: str
+    ref: str | None = None
+    name: str | None = None
+
+
+def add_nodes(deployment: Deployment, sources: list[NodeSource], *, targets: list[TorchProfile],
+              on_lock: Callable[[LockResult], None] | None = None) -> list[NodeChange]:
+    """Clone each, lock once per profile with all of them staged, then land them together: `node add URL...`.
+    One conflict in any of them changes nothing."""
     config = deployment.config
     _require_config(deployment)
-    problem = git_url_problem(url)
-    if problem:  # the URL is written into envbuild.toml and committed
-        raise UsageError(f"the node's URL {problem}",
-                         hint=CREDENTIALS_HINT if "credentials" in problem else "pass a git URL or a local path")
-    name = name or name_from_url(url)
-    if not valid_name(name):
-        raise UsageError(f"`{name}` cannot be a node's folder name", hint="pass --name NAME (letters, digits, _ . + -)")
-    if any(pin.name.lower() == name.lower() for pin in config.node_pins):
-        raise UsageError(f"node {name} is pinned already", hint=f"`envbuild node update {name} --ref REF` moves it")
     home = _home(deployment)
-    existing = home / name
-    adopted = existing.exists() or existing.is_symlink()
+    named: list[tuple[NodeSource, str]] = []
+    for source in sources:
+        problem = git_url_problem(source.url)
+        if problem:  # the URL is written into envbuild.toml and committed
+            raise UsageError(f"the node's URL {problem}",
+                             hint=CREDENTIALS_HINT if "credentials" in problem else "pass a git URL or a local path")
+        name = source.name or name_from_url(source.url)
+        if not valid_name(name):
+            raise UsageError(f"`{name}` cannot be a node's folder name",
+                             hint="pass --name NAME (letters, digits, _ . + -)")
+        if any(pin.name.lower() == name.lower() for pin in config.node_pins):
+            raise UsageError(f"node {name} is pinned already", hint=f"`envbuild node update {name} --ref REF` moves it")
+        if any(other.lower() == name.lower() for _, other in named):
+            raise UsageError(f"node {name} is named twice", hint="pass each node once (--name picks another folder)")
+        named.append((source, name))
     with _staging(deployment) as stage:
-        if adopted:
-            staged, resolved = existing, _adopt(deployment, existing, url, ref)
-        else:
-            staged, resolved = _clone(deployment, stage, url, ref, name)
-        pin = NodePin(name, url, resolved.commit, resolved.ref)
-        return _change(deployment, stage, name, pin, None, staged, targets, on_lock, land=not adopted)
+        items = []
+        for source, name in named:
+            existing = home / name
+            if existing.exists() or existing.is_symlink():
+                resolved = _adopt(deployment, existing, source.url, source.ref)
+                items.append(_Item(name, NodePin(name, source.url, resolved.commit, resolved.ref), None, existing,
+                                   land=False))
+            else:
+                staged, resolved = _clone(deployment, stage, source.url, source.ref, name)
+                items.append(_Item(name, NodePin(name, source.url, resolved.commit, resolved.ref), None, staged))
+        return _change(deployment, stage, items, targets, on_lock)
+
+
+def add_node(deployment: Deployment, url: str, *, ref: str | None, name: str | None,
+             targets: list[TorchProfile], on_lock: Callable[[LockResult], None] | None = None) -> NodeChange:
+    """Clone, lock with it staged, then land it: `node add` of one node."""
+    return add_nodes(deployment, [NodeSource(url, ref, name)], targets=targets, on_lock=on_lock)[0]
 
 
 def update_node(deployment: Deployment, name: str, *, ref: str | None, targets: list[TorchProfile],
@@ -85,7 +109,7 @@ def update_node(deployment: Deployment, name: str, *, ref: str | None, targets: 
     with _staging(deployment) as stage:
         staged, resolved = _clone(deployment, stage, previous.url, ref or previous.ref, previous.name)
         pin = previous._replace(commit=resolved.commit, ref=resolved.ref)
-        return _change(deployment, stage, previous.name, pin, previous, staged, targets, on_lock)
+        return _change(deployment, stage, [_Item(previous.name, pin, previous, staged)], targets, on_lock)[0]
 
 
 def remove_node(deployment: Deployment, name: str, *, force: bool, targets: list[TorchProfile],
@@ -94,7 +118,7 @@ def remove_node(deployment: Deployment, name: str, *, force: bool, targets: list
     if not force:
         _refuse_local_work(deployment, previous, "deletes its folder")
     with _staging(deployment) as stage:
-        return _change(deployment, stage, previous.name, None, previous, None, targets, on_lock)
+        return _change(deployment, stage, [_Item(previous.name, None, previous, None)], targets, on_lock)[0]
 
 
 def _refuse_local_work(deployment: Deployment, pin: NodePin, what: str) -> None:
@@ -115,17 +139,28 @@ def _refuse_local_work(deployment: Deployment, pin: NodePin, what: str) -> None:
 
 # -- the staged lock and the landing ------------------------------------------------------------------
 
-def _change(deployment: Deployment, stage: Path, name: str, pin: NodePin | None, previous: NodePin | None,
-            staged_node: Path | None, targets: list[TorchProfile],
-            on_lock: Callable[[LockResult], None] | None, *, land: bool = True) -> NodeChange:
-    """`staged_node`: the node's new checkout (None: removed); `land`: move it into custom_nodes (False: it
-    is there already, `node add` of a node on disk)."""
+class _Item(NamedTuple):
+    """One node of a change: its pin after (None: removed), before (None: added), its new checkout (None:
+    removed or unchanged), and whether that checkout still has to move into custom_nodes."""
+
+    name: str
+    pin: NodePin | None
+    previous: NodePin | None
+    staged: Path | None
+    land: bool = True
+
+
+def _change(deployment: Deployment, stage: Path, items: list[_Item], targets: list[TorchProfile],
+            on_lock: Callable[[LockResult], None] | None) -> list[NodeChange]:
+    """Lock a staged deployment with every item's change, then land them all (or nothing on a conflict)."""
     config = deployment.config
-    pins = tuple(p for p in config.node_pins if p.name.lower() != name.lower()) + ((pin,) if pin else ())
-    views = _views(deployment, stage, name, staged_node if pin is not None and not pin.disabled else None)
+    names = {item.name.lower() for item in items}
+    pins = (*(p for p in config.node_pins if p.name.lower() not in names), *(i.pin for i in items if i.pin))
+    views = _views(deployment, stage, {i.name: i.staged if i.pin is not None and not i.pin.disabled else None
+                                       for i in items})
     staged_config = config._replace(node_dirs=views, lock_dir=stage / "locks", node_pins=pins)
     staged = dataclasses.replace(deployment, config=staged_config)
-    for profile in targets:  # seeded from the committed locks, so versions move only where the node asks
+    for profile in targets:  # seeded from the committed locks, so versions move only where the nodes ask
         committed = deployment.folder(profile).path
         if committed.is_dir():
             shutil.copytree(committed, stage / "locks" / profile.name, symlinks=True)
@@ -133,13 +168,12 @@ def _change(deployment: Deployment, stage: Path, name: str, pin: NodePin | None,
         for profile in targets:
             lock_profile(staged, profile, stream=False)  # a conflict raises here: nothing has changed yet
     except EnvbuildError as exc:
-        raise _as_landed(exc, deployment, stage, name, pin) from None
-    return _land(deployment, stage, name, pin, previous, staged_node if land else None, pins, targets, on_lock)
+        raise _as_landed(exc, deployment, stage, items) from None
+    return _land(deployment, stage, items, pins, targets, on_lock)
 
 
-def _land(deployment: Deployment, stage: Path, name: str, pin: NodePin | None, previous: NodePin | None,
-          staged_node: Path | None, pins: tuple[NodePin, ...], targets: list[TorchProfile],
-          on_lock: Callable[[LockResult], None] | None) -> NodeChange:
+def _land(deployment: Deployment, stage: Path, items: list[_Item], pins: tuple[NodePin, ...],
+          targets: list[TorchProfile], on_lock: Callable[[LockResult], None] | None) -> list[NodeChange]:
     from envbuild.settings.pins_edit import write_pin
 
     config = deployment.config
@@ -149,16 +183,20 @@ def _land(deployment: Deployment, stage: Path, name: str, pin: NodePin | None, p
     home = _home(deployment)
     moves: list[tuple[Path, Path]] = []  # (from, to), undone in reverse on failure
     try:
-        old_folder = pinned_folder(config, previous) if previous is not None else None
-        if old_folder is not None and old_folder.exists() and (staged_node is not None or pin is None):
-            moves.append((old_folder, stage / "replaced"))
-            os.replace(old_folder, stage / "replaced")
-        if staged_node is not None and pin is not None:
-            target = pinned_folder(config, pin) or home / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(staged_node), str(target))
-            moves.append((staged_node, target))
-        lines = write_pin(source, name, pin)
+        lines: dict[str, list[str]] = {}
+        for index, item in enumerate(items):
+            old_folder = pinned_folder(config, item.previous) if item.previous is not None else None
+            moving = item.staged if item.land else None
+            if old_folder is not None and old_folder.exists() and (moving is not None or item.pin is None):
+                aside = stage / f"replaced-{index}"
+                moves.append((old_folder, aside))
+                os.replace(old_folder, aside)
+            if moving is not None and item.pin is not None:
+                target = pinned_folder(config, item.pin) or home / item.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(moving), str(target))
+                moves.append((moving, target))
+            lines[item.name] = write_pin(source, item.name, item.pin)
         landed = dataclasses.replace(deployment, config=config._replace(node_pins=pins))
         results = []
         for profile in targets:
@@ -179,11 +217,10 @@ def _land(deployment: Deployment, stage: Path, name: str, pin: NodePin | None, p
         if source.read_bytes() != toml_before:
             atomic_write(source, toml_before)
         raise
-    return NodeChange(name, pin, previous, tuple(results), tuple(lines))
+    return [NodeChange(item.name, item.pin, item.previous, tuple(results), tuple(lines[item.name])) for item in items]
 
 
-def _as_landed(exc: EnvbuildError, deployment: Deployment, stage: Path, name: str,
-               pin: NodePin | None) -> EnvbuildError:
+def _as_landed(exc: EnvbuildError, deployment: Deployment, stage: Path, items: list[_Item]) -> EnvbuildError:
     """The staged lock's error, said of the deployment: the node's files named where they would land,
     and what was (not) done instead of `--exclude-node`."""
     home = deployment.display(_home(deployment))
@@ -194,35 +231,42 @@ def _as_landed(exc: EnvbuildError, deployment: Deployment, stage: Path, name: st
                                   deployment.display(deployment.config.custom_node_dirs()[index]))
     exc.message = message.replace(prefix, "(staged)")
     exc.args = (exc.message,)
-    what = f"node {name} at {pin.commit[:12]} ({pin.ref})" if pin is not None else f"removing node {name}"
+    what = ", ".join(f"node {i.name} at {i.pin.commit[:12]} ({i.pin.ref})" if i.pin is not None
+                     else f"removing node {i.name}" for i in items)
     parts = [f"{what} would not lock, so nothing changed (custom_nodes, envbuild.toml and locks/ are as they were)"]
-    if pin is not None and _about_the_node(exc):
-        parts.append("try another --ref")
+    named = [i.name for i in items if i.pin is not None and _about_the_node(exc, i.name)]
+    if named:
+        parts.append(f"try another --ref for {', '.join(named)}" if len(items) > 1 else "try another --ref")
     if exc.hint and "--exclude-node" not in exc.hint:  # --exclude-node: advice for a node already there
         parts.append(exc.hint)
     exc.hint = "; ".join(parts)
     return exc
 
 
-def _about_the_node(exc: EnvbuildError) -> bool:
-    """A conflict or an unresolvable requirement (another ref may fix it), not a network or uv failure."""
+def _about_the_node(exc: EnvbuildError, name: str) -> bool:
+    """A conflict or an unresolvable requirement that names this node (another ref may fix it): not a
+    network or uv failure, and not a problem of the deployment the node is added to."""
     from envbuild.core.errors import ConflictError, RequirementFileError, ResolveError
 
-    return isinstance(exc, (ConflictError, RequirementFileError, ResolveError))
+    return isinstance(exc, (ConflictError, RequirementFileError, ResolveError)) and name.lower() in str(exc).lower()
 
 
-def _views(deployment: Deployment, stage: Path, name: str, staged_node: Path | None) -> tuple[Path, ...]:
-    """Each custom_nodes folder as links to its entries, `name` left out, the staged node in the first."""
+def _views(deployment: Deployment, stage: Path, changed: dict[str, Path | None]) -> tuple[Path, ...]:
+    """Each custom_nodes folder as links to its entries, the changed nodes left out, and each one's staged
+    checkout (None: none, it is removed or disabled) in the first."""
+    lowered = {name.lower() for name in changed}
     views = []
     for index, folder in enumerate(deployment.config.custom_node_dirs()):
         view = stage / f"view{index}"
         view.mkdir(parents=True)
         if folder.is_dir():
             for entry in folder.iterdir():
-                if entry.name.lower() != name.lower():
+                if entry.name.lower() not in lowered:
                     (view / entry.name).symlink_to(entry.absolute(), target_is_directory=entry.is_dir())
-        if index == 0 and staged_node is not None:
-            (view / name).symlink_to(staged_node.absolute(), target_is_directory=True)
+        if index == 0:
+            for name, staged_node in changed.items():
+                if staged_node is not None:
+                    (view / name).symlink_to(staged_node.absolute(), target_is_directory=True)
         views.append(view)
     return tuple(views)
 
