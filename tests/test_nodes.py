@@ -349,3 +349,26 @@ def test_node_add_of_several_urls_is_one_change_and_locks_once_per_profile(
     assert snapshot(deployment) == before
     refused = run_cli(["node", "add", file_url(good), file_url(bad), "--ref", "main"], env=env, cwd=deployment.root)
     assert refused.returncode == 2 and "--ref and --name go with one URL" in refused.stderr, refused
+
+
+def test_node_disable_and_enable_lock_first_then_move_the_folder(
+    deployment: Deployment, upstream: dict[str, str], env: dict[str, str]
+) -> None:
+    append_config(deployment, pin_text("ComfyUI-Good", upstream["url"], upstream["v2"]))
+    assert run_cli(["fetch"], env=env, cwd=deployment.root).returncode == 0
+    assert run_cli(["lock", "--profile", "cu126"], env=env, cwd=deployment.root).returncode == 0
+    assert 'name = "six"' in (deployment.locks / "cu126" / "uv.lock").read_text()  # v2 asks for six
+    off = run_cli(["node", "disable", "ComfyUI-Good"], env=env, cwd=deployment.root)
+    assert off.returncode == 0 and "node ComfyUI-Good: disabled" in off.stdout, off
+    assert (deployment.nodes / ".disabled" / "ComfyUI-Good" / "requirements.txt").is_file()
+    assert not (deployment.nodes / "ComfyUI-Good").exists()
+    assert "disabled = true" in (deployment.root / "envbuild.toml").read_text()
+    assert 'name = "six"' not in (deployment.locks / "cu126" / "uv.lock").read_text()
+    assert run_cli(["lock", "--check", "--profile", "cu126"], env=env, cwd=deployment.root).returncode == 0
+    again = run_cli(["node", "disable", "ComfyUI-Good"], env=env, cwd=deployment.root)
+    assert again.returncode == 2 and "disabled already" in again.stderr
+    on = run_cli(["node", "enable", "ComfyUI-Good"], env=env, cwd=deployment.root)
+    assert on.returncode == 0 and "node ComfyUI-Good: enabled" in on.stdout, on
+    assert (deployment.nodes / "ComfyUI-Good" / "requirements.txt").is_file()
+    assert 'name = "six"' in (deployment.locks / "cu126" / "uv.lock").read_text()
+    assert run_cli(["lock", "--check", "--profile", "cu126"], env=env, cwd=deployment.root).returncode == 0

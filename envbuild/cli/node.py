@@ -146,6 +146,34 @@ def _said_change(ctx: click.Context, deployment: Deployment, change: NodeChange,
         say(ctx, "commit envbuild.toml and locks/ together")
 
 
+@node.command("disable")
+@click.argument("name")
+@click.pass_context
+def disable(ctx: click.Context, name: str) -> None:
+    """Lock without a pinned node, then move it to custom_nodes/.disabled (ComfyUI does not load it there;
+    the Manager keeps disabled nodes there too) and record `disabled = true` in its pin."""
+    _toggle(ctx, name, enabled=False)
+
+
+@node.command("enable")
+@click.argument("name")
+@click.pass_context
+def enable(ctx: click.Context, name: str) -> None:
+    """Lock with a disabled pinned node again, then move it back into custom_nodes."""
+    _toggle(ctx, name, enabled=True)
+
+
+def _toggle(ctx: click.Context, name: str, *, enabled: bool) -> None:
+    from envbuild.env.node_ops import set_node_enabled
+
+    deployment = build_deployment(ctx)
+    change = set_node_enabled(deployment, name, enabled=enabled, targets=_targets(deployment),
+                              on_lock=lambda result: _said_lock(ctx, deployment, result))
+    for line in change.config_lines:
+        say(ctx, line)
+    say(ctx, f"node {change.name}: {'enabled' if enabled else 'disabled'}; commit envbuild.toml and locks/ together")
+
+
 @node.command("import")
 @click.argument("snapshot", type=click.Path(dir_okay=False, path_type=Path))
 @click.pass_context

@@ -121,6 +121,21 @@ def remove_node(deployment: Deployment, name: str, *, force: bool, targets: list
         return _change(deployment, stage, [_Item(previous.name, None, previous, None)], targets, on_lock)[0]
 
 
+def set_node_enabled(deployment: Deployment, name: str, *, enabled: bool, targets: list[TorchProfile],
+                     on_lock: Callable[[LockResult], None] | None = None) -> NodeChange:
+    """`node disable`: lock without the node, then move it to custom_nodes/.disabled (where the Manager keeps
+    disabled nodes: ComfyUI does not load it) and record `disabled = true`; `node enable` the way back."""
+    previous = _pinned(deployment, name)
+    if previous.disabled != enabled:
+        raise UsageError(f"node {previous.name} is {'enabled' if enabled else 'disabled'} already")
+    pin = previous._replace(disabled=not enabled)
+    with _staging(deployment) as stage:
+        folder = pinned_folder(deployment.config, previous)
+        staged = folder if enabled and folder is not None and folder.is_dir() else None
+        return _change(deployment, stage, [_Item(previous.name, pin, previous, staged, land=False)], targets,
+                       on_lock)[0]
+
+
 def _refuse_local_work(deployment: Deployment, pin: NodePin, what: str) -> None:
     """Edited or new files in a node's git checkout are the user's: `node update` and `node remove` never
     delete them without --force (files git ignores, caches and the like, are not asked about)."""
@@ -196,6 +211,12 @@ def _land(deployment: Deployment, stage: Path, items: list[_Item], pins: tuple[N
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(moving), str(target))
                 moves.append((moving, target))
+            elif item.pin is not None and old_folder is not None and old_folder.exists():
+                target = pinned_folder(config, item.pin) or home / item.name
+                if target != old_folder:  # enabled or disabled: the folder moves, its files stay as they are
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(old_folder, target)
+                    moves.append((old_folder, target))
             lines[item.name] = write_pin(source, item.name, item.pin)
         landed = dataclasses.replace(deployment, config=config._replace(node_pins=pins))
         results = []
