@@ -40,6 +40,12 @@ class Registry:
                     body = {"id": parts[1], "version": version,
                             "downloadUrl": f"{registry.url}/files/{parts[1]}-{version}.zip"}
                     return self._send(200, json.dumps(body).encode())
+                if len(parts) == 2 and parts[0] == "nodes":  # the node's page: its latest version
+                    versions = sorted(v for n, v in registry.archives if n == parts[1])
+                    if not versions:
+                        return self._send(404, b"{}")
+                    body = {"id": parts[1], "latest_version": {"version": versions[-1]}}
+                    return self._send(200, json.dumps(body).encode())
                 if len(parts) == 2 and parts[0] == "files":
                     for (node_id, version), data in registry.archives.items():
                         if parts[1] == f"{node_id}-{version}.zip":
@@ -230,3 +236,25 @@ def test_a_registry_archive_inflating_past_the_limit_is_refused_before_writing(
     with pytest.raises(module.RegistryError, match="inflates to more than 1 MiB"):
         module.fetch_registry_node(pin, tmp_path / "custom_nodes" / "bomb-node", base=registry.url)
     assert not (tmp_path / "custom_nodes" / "bomb-node").exists()
+
+
+def test_node_add_of_a_registry_id_pins_its_archive_hash_and_locks(
+        registry: Registry, deployment: Deployment, env: dict[str, str]) -> None:
+    """Issue: `node add ID[@VERSION]` adds a Comfy Registry node (archive hash pinned, as `node import` does)."""
+    archive = registry.publish("comfyui-reg", "1.2.0", "pyyaml\n")
+    registry.publish("comfyui-reg", "1.1.0", "six\n")
+    toml = deployment.root / "envbuild.toml"
+    toml.write_text(toml.read_text() + f'\n[nodes]\nregistry = "{registry.url}"\n')
+    added = run_cli(["node", "add", "comfyui-reg"], env=env, cwd=deployment.root)  # the latest: 1.2.0
+    assert added.returncode == 0, added
+    assert "node comfyui-reg: added from the Comfy Registry at 1.2.0" in added.stdout
+    digest = hashlib.sha256(archive).hexdigest()
+    text = toml.read_text()
+    assert '[custom-nodes.comfyui-reg]' in text and 'version = "1.2.0"' in text and f'sha256 = "{digest}"' in text
+    assert (deployment.nodes / "comfyui-reg" / "requirements.txt").read_text() == "pyyaml\n"
+    assert 'name = "pyyaml"' in (deployment.locks / "cu126" / "uv.lock").read_text()
+    assert run_cli(["lock", "--check", "--profile", "cu126"], env=env, cwd=deployment.root).returncode == 0
+    again = run_cli(["node", "add", "comfyui-reg@1.1.0"], env=env, cwd=deployment.root)
+    assert again.returncode == 2 and "pinned already" in again.stderr, again
+    missing = run_cli(["node", "add", "no-such-node"], env=env, cwd=deployment.root)
+    assert missing.returncode != 0 and "no-such-node" in missing.stderr and "check the id" in missing.stderr

@@ -30,14 +30,15 @@ def node() -> None:
 
 
 @node.command("add")
-@click.argument("urls", nargs=-1, required=True, metavar="URL...")
+@click.argument("urls", nargs=-1, required=True, metavar="URL_OR_ID...")
 @click.option("--ref", help="A tag, branch or commit (default: the repository's default branch, as it is now); "
                             "with one URL only.")
 @click.option("--name", help="Its folder name in custom_nodes (default: the repository's name); with one URL only.")
 @click.pass_context
 def add(ctx: click.Context, urls: tuple[str, ...], ref: str | None, name: str | None) -> None:
-    """Clone each URL (at REF), lock once per profile with all of them, then put them in custom_nodes and
-    pin them. Several URLs are one change: a conflict in any of them adds none."""
+    """Clone each git URL (at REF), or fetch each Comfy Registry node ID[@VERSION] (default: its latest
+    version; the archive's sha256 is pinned), lock once per profile with all of them, then put them in
+    custom_nodes and pin them. Several are one change: a conflict in any of them adds none."""
     from envbuild.core.errors import UsageError
     from envbuild.env.node_ops import NodeSource, add_nodes
 
@@ -137,6 +138,9 @@ def _said_change(ctx: click.Context, deployment: Deployment, change: NodeChange,
         say(ctx, line)
     if change.pin is None:
         say(ctx, f"node {change.name}: removed")
+    elif change.previous is None and change.pin.from_registry:
+        say(ctx, f"node {change.name}: added from the Comfy Registry at {change.pin.version} (archive sha256 "
+                 f"{change.pin.sha256[:12]}…)")
     elif change.previous is None:
         say(ctx, f"node {change.name}: added at {change.pin.commit[:12]} ({change.pin.ref})")
     else:

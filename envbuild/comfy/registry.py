@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import shutil
 import tempfile
 import zipfile
@@ -26,6 +27,7 @@ ARCHIVE_LIMIT = 512 * 1024 * 1024  # a node archive is a few MiB; a model in one
 INFLATED_LIMIT = 2 * 1024 * 1024 * 1024  # a node's code; a node archive carrying models is refused
 MEMBER_LIMIT = 100_000
 VCS_FOLDERS = frozenset({".git", ".hg", ".svn"})
+REGISTRY_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")  # 1.2.3, 1.0.0-beta.2
 API_LIMIT = 1024 * 1024  # the install API answers a few hundred bytes of JSON
 DEADLINE = 600.0  # seconds for one read in all, however slowly the server sends
 TRACKING = ".tracking"
@@ -173,3 +175,21 @@ def _extract(zipped: zipfile.ZipFile, names: list[str], target: Path) -> None:
                     raise RegistryError(f"{name!r} inflates beyond the size its archive declares; nothing installed")
                 sink.write(chunk)
 
+
+def latest_version(node_id: str, *, base: str, timeout: float = 60.0) -> str:
+    """The version the registry publishes as a node's latest (`GET /nodes/<id>`: `latest_version.version`)."""
+    from envbuild.core.http.client import HttpFailure, read_json
+
+    api = f"{base.rstrip('/')}/nodes/{quote(node_id, safe='')}"
+    try:
+        answer = read_json(api, limit=API_LIMIT * 8, timeout=timeout, deadline=DEADLINE)
+    except HttpFailure as exc:
+        hint = ("check the id (the registry's node page names it)" if exc.status == 404
+                else "check [nodes] registry and this machine's network")
+        raise RegistryError(f"registry node {node_id}: {exc}", hint=hint) from None
+    latest = answer.get("latest_version") if isinstance(answer, dict) else None
+    version = latest.get("version") if isinstance(latest, dict) else None
+    if not isinstance(version, str) or not REGISTRY_VERSION.fullmatch(version):
+        raise RegistryError(f"registry node {node_id}: {api} names no published latest version",
+                            hint=f"name one: `envbuild node add {node_id}@VERSION`")
+    return version

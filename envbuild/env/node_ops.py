@@ -63,6 +63,20 @@ def add_nodes(deployment: Deployment, sources: list[NodeSource], *, targets: lis
     home = _home(deployment)
     named: list[tuple[NodeSource, str]] = []
     for source in sources:
+        if is_registry_id(source.url):
+            if source.ref or any(ch in source.url for ch in "/\\"):
+                raise UsageError(f"{source.url}: a registry node takes its version as ID@VERSION, not --ref")
+            node_id = source.url.partition("@")[0]
+            if source.name not in (None, node_id):
+                raise UsageError(f"{source.url}: a registry node's folder is its id ({node_id}), not --name")
+            if any(pin.name.lower() == node_id.lower() for pin in config.node_pins):
+                raise UsageError(f"node {node_id} is pinned already",
+                                 hint=f"set [custom-nodes.{node_id}] version, then `envbuild fetch --force`")
+            if (home / node_id).exists() or (home / node_id).is_symlink():
+                raise UsageError(f"{deployment.display(home / node_id)} exists already",
+                                 hint="move it away (or remove it) first: envbuild installs the registry's archive")
+            named.append((source, node_id))
+            continue
         problem = git_url_problem(source.url)
         if problem:  # the URL is written into envbuild.toml and committed
             raise UsageError(f"the node's URL {problem}",
@@ -79,6 +93,9 @@ def add_nodes(deployment: Deployment, sources: list[NodeSource], *, targets: lis
     with _staging(deployment) as stage:
         items = []
         for source, name in named:
+            if is_registry_id(source.url):
+                items.append(_registry_item(deployment, stage, source.url, name))
+                continue
             existing = home / name
             if existing.exists() or existing.is_symlink():
                 resolved = _adopt(deployment, existing, source.url, source.ref)
@@ -88,6 +105,29 @@ def add_nodes(deployment: Deployment, sources: list[NodeSource], *, targets: lis
                 staged, resolved = _clone(deployment, stage, source.url, source.ref, name)
                 items.append(_Item(name, NodePin(name, source.url, resolved.commit, resolved.ref), None, staged))
         return _change(deployment, stage, items, targets, on_lock)
+
+
+def is_registry_id(text: str) -> bool:
+    """`comfyui-impact-pack` or `comfyui-impact-pack@8.8.1`: a Comfy Registry id, not a URL or a path."""
+    node_id, _, version = text.partition("@")
+    return bool(valid_name(node_id) and ":" not in text and "/" not in text and "\\" not in text
+                and (not version or version.replace(".", "").replace("-", "").replace("+", "").isalnum()))
+
+
+def _registry_item(deployment: Deployment, stage: Path, text: str, name: str) -> _Item:
+    """A registry node fetched into the stage at ID@VERSION (default: the registry's latest), its archive's
+    sha256 pinned as `node import` and the first `fetch` pin it."""
+    from envbuild.comfy.registry import RegistryError, fetch_registry_node, latest_version
+
+    node_id, _, version = text.partition("@")
+    base = deployment.config.node_registry
+    version = version or latest_version(node_id, base=base)
+    pin = NodePin(node_id, "", "", version, False, version)
+    staged = stage / "node" / node_id
+    fetched = fetch_registry_node(pin, staged, base=base)
+    if fetched.action != "installed":
+        raise RegistryError(f"registry node {node_id} {version}: {fetched.problem or fetched.action}")
+    return _Item(name, pin._replace(sha256=fetched.sha256), None, staged)
 
 
 def add_node(deployment: Deployment, url: str, *, ref: str | None, name: str | None,
