@@ -27,7 +27,10 @@ def test_a_lock_of_a_comfyui_outside_the_project_is_current_in_another_folder(
     assert locked.returncode == 0, locked
     pyproject = (project / "locks" / "cu126" / "pyproject.toml").read_text(encoding="utf-8")
     assert "../ComfyUI/requirements.txt" in pyproject and "../data/custom_nodes/node_x/requirements.txt" in pyproject
-    for committed in (p for p in project.rglob("*") if p.is_file() and ".git" not in p.parts):
+    committed_files = [p for p in project.rglob("*") if p.is_file() and ".git" not in p.parts]
+    assert {"README.md", "pyproject.toml", "uv.lock", "envbuild-lock.json"} <= {p.name for p in committed_files}
+    assert "../ComfyUI/requirements.txt" in (project / "locks" / "README.md").read_text(encoding="utf-8")
+    for committed in committed_files:
         text = committed.read_text(encoding="utf-8", errors="replace")
         assert str(tmp_path) not in text, f"{committed} holds a path of this machine"
     # Another machine: the repository and the checkout at other absolute places, the same layout.
