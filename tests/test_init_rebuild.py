@@ -121,3 +121,32 @@ def test_init_refuses_a_mirror_with_credentials(tmp_path: Path, env: dict[str, s
     assert result.returncode == 2, result
     assert "is not an http(s) URL without credentials" in result.stderr
     assert not (root / "envbuild.toml").exists()
+
+
+def test_a_checkout_without_origin_is_not_pinned_and_said(tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "site"
+    commit = make_repo(root / "ComfyUI", {"main.py": "", "requirements.txt": "torch\n", "comfy/__init__.py": ""})
+    result = invoke_cli(["init", "--profile", "cu126"], env=env, cwd=root)
+    assert result.returncode == 0, result
+    assert ("ComfyUI not pinned (no `origin` remote): another machine cannot fetch it; add `git` and `ref` to "
+            "envbuild.toml by hand") in result.stderr
+    assert "# not pinned (no `origin` remote): add git and ref by hand" in (root / "envbuild.toml").read_text()
+    assert load_config(root).comfyui_git is None
+    check = invoke_cli(["lock", "--check", "--profile", "cu126"], env=env, cwd=root)
+    assert (f"ComfyUI (ComfyUI) is a git checkout at {commit[:12]} that envbuild.toml does not pin: another machine "
+            "cannot fetch it (no `origin` remote); add git and ref to [comfyui] by hand") in check.stderr
+
+
+def test_tags_and_origin_are_read_from_files_loose_annotated_lightweight_and_packed(tmp_path: Path) -> None:
+    from envbuild.settings.pins import read_head, read_origin, read_tags_at
+
+    upstream = comfyui_upstream(tmp_path)  # a loose annotated tag: its tag object is peeled from objects/
+    git(upstream, "tag", "latest")  # a loose lightweight tag at the same commit
+    head = read_head(upstream)
+    assert head is not None and read_tags_at(upstream, head) == ("latest", "v0.3.64")
+    assert read_origin(upstream) is None
+    git(upstream, "pack-refs", "--all")
+    assert read_tags_at(upstream, head) == ("latest", "v0.3.64")
+    git(upstream, "remote", "add", "origin", "https://example.com/x.git")
+    assert read_origin(upstream) == "https://example.com/x.git"
+    assert read_tags_at(upstream, "0" * 40) == ()

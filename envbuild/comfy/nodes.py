@@ -164,7 +164,7 @@ def unpinned_checkouts(config: Config) -> list[str]:
         where = config.display(folder)
         if pin is None:
             notes.append(f"{what} ({where}) is a git checkout at {commit[:12]} that envbuild.toml does not pin: "
-                         f"another machine cannot fetch it ({why_not or 'no origin remote'})")
+                         f"another machine cannot fetch it ({why_not}); add git and ref to [{section}] by hand")
             continue
         keys = (f'path = {json.dumps(where)}, ' if with_path else "") + \
             f"git = {json.dumps(pin.url)}, ref = {json.dumps(pin.ref)}"

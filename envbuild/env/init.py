@@ -121,7 +121,8 @@ def init_deployment(start: Path, env: Mapping[str, str], catalogue: ProfileCatal
                 cautions.append(f"{what}'s origin {pin.url} is a path on this machine: another machine cannot fetch "
                                 f"it; set its `git` in {CONFIG_NAME} to the URL it was cloned from")
         elif why_not:
-            cautions.append(f"{what} not pinned: {why_not}")
+            cautions.append(f"{what} not pinned ({why_not}): another machine cannot fetch it; add `git` and `ref` "
+                            f"to {CONFIG_NAME} by hand")
     notes.append(f"requires-python {python}" + (f" ({python_why})" if python_why else ""))
     notes.append(write_gitignore(root, _ignored(root, checkout, manager, comfy_pin, manager_pin, chosen.name)))
     return Found(target, checkout, base, manager, nodes, chosen.name, why, said, tuple(warnings), tuple(notes),
@@ -251,7 +252,7 @@ def _pin_lines(pin: Pin | None, why_not: str, fetched_to: str) -> list[str]:
     if pin is not None:
         return [f"git = {_toml(pin.url)}   # another machine: `envbuild fetch` clones it{fetched_to}",
                 f"ref = {_toml(pin.ref)}   # {pin.said}"]
-    return [f"# not pinned: {why_not}"] if why_not else []
+    return [f"# not pinned ({why_not}): add git and ref by hand"] if why_not else []
 
 
 def _manager_lines(manager: Path | None, route: ManagerRoute | None, route_line: str,

@@ -34,19 +34,18 @@ class Pin(NamedTuple):
 
 
 def checkout_pin(checkout: Path, what: str) -> tuple[Pin | None, str]:
-    """(the pin, "") for a git clone with an origin, else (None, why not). Read from the clone's files: its
+    """(the pin, "") for a git clone with an origin, else (None, why not: a clause). Read from the clone's files: its
     HEAD, its origin URL (credentials removed: they would be committed) and the tags at HEAD."""
     commit = read_head(checkout)
     if commit is None:
         return None, ""  # not a git clone: nothing to pin, nothing to say
     url = read_origin(checkout)
     if not url:
-        return None, (f"{what} is a git checkout at {commit[:12]} without an `origin` remote: another machine "
-                      "cannot fetch it; add `git` and `ref` by hand")
+        return None, "no `origin` remote"
     url, stripped = _without_credentials(url)
     problem = git_url_problem(url)
     if problem:
-        return None, f"its origin URL {quoted(url)} {problem}; add `git` and `ref` by hand"
+        return None, f"its origin URL {quoted(url)} {problem}"
     tags = read_tags_at(checkout, commit)
     ref = _best_tag(tags) if tags else commit
     said = f"the tag {ref} at HEAD, commit {commit[:12]}" if tags else "HEAD's commit: no tag there"
