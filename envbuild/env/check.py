@@ -412,6 +412,8 @@ def _own_module(folder: Path, top: str) -> Path | None:
     two levels down that it puts on sys.path (Impact Pack's modules/impact), or a submodule path."""
     if not top.isidentifier():
         return None
+    if top == folder.name:  # the node importing itself by its folder name
+        return folder
     for candidate in (folder / top, folder / f"{top}.py"):
         if candidate.exists():
             return folder / top
