@@ -26,9 +26,10 @@ def check(ctx: click.Context, /, venv: Path | None, timeout: float, as_json: boo
     """Start ComfyUI with `main.py --cpu --quick-test-for-ci`: every custom node must import.
 
     \b
-    ComfyUI exits 0 even when a node fails to import, so the log is read: a missing module
-    becomes the distribution to add to extra-requirements. Exits 1 when anything failed; the
-    result is saved as <venv>/envbuild-check.json.
+    ComfyUI exits 0 even when a node fails to import, so the log is read: a missing module of
+    ComfyUI itself means the node needs a newer ComfyUI, one of the node's own folders that its
+    install step did not run, anything else the distribution to add to extra-requirements. Exits 1
+    when anything failed; the result is saved as <venv>/envbuild-check.json.
     """
     from envbuild.env.check import run_check
 

@@ -11,6 +11,7 @@ installs that its requirement files do not hold (envbuild never runs it).
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -175,10 +176,12 @@ def unpinned_nodes(config: Config, pinned_names: set[str], environ: Mapping[str,
 
 def deployment_notes(config: Config, environ: Mapping[str, str]) -> list[str]:
     """What `lock --check` says about the nodes beside the locks: pins not on disk, moved checkouts,
-    nodes nobody pinned (only once the deployment pins nodes at all: before, every node is unpinned)."""
+    nodes nobody pinned (only once the deployment pins nodes at all: before, every node is unpinned); and,
+    always, a ComfyUI or legacy Manager git checkout envbuild.toml does not pin (another machine cannot
+    fetch it, though its lock is current)."""
+    notes = unpinned_checkouts(config)
     if not config.node_pins:
-        return []
-    notes = []
+        return notes
     for status in node_statuses(config, environ, look_for_changes=False):
         where = config.display(status.path)
         if "missing" in status.states:
@@ -190,6 +193,41 @@ def deployment_notes(config: Config, environ: Mapping[str, str]) -> list[str]:
             notes.extend(f"node {status.name}: {problem}: {status.fix}" for problem in status.submodules)
         elif "unpinned" in status.states:
             notes.append(f"node {status.name} ({where}) is not pinned: {status.fix}")
+    return notes
+
+
+def unpinned_checkouts(config: Config) -> list[str]:
+    """ComfyUI, and the legacy Manager clone it runs, when each is a git checkout without [comfyui]/[manager]
+    git and ref: what to write, read from the clone's files (no git process)."""
+    from envbuild.comfy.layout import CLONE_ROUTE, manager_route
+    from envbuild.core.errors import EnvbuildError
+    from envbuild.settings.checkouts import checkout_pin
+
+    found: list[tuple[str, str, Path, bool]] = []
+    if config.comfyui is not None and config.comfyui_git is None:
+        found.append(("ComfyUI", "comfyui", config.comfyui, False))
+    if config.manager_git is None:
+        try:
+            route = manager_route(config)
+        except EnvbuildError:
+            route = None
+        if route is not None and route.kind == CLONE_ROUTE and route.path is not None:
+            found.append(("the ComfyUI-Manager clone", "manager", route.path, True))
+    notes = []
+    for what, section, folder, with_path in found:
+        commit = read_head(folder)
+        if commit is None:
+            continue
+        pin, why_not = checkout_pin(folder, what)
+        where = config.display(folder)
+        if pin is None:
+            notes.append(f"{what} ({where}) is a git checkout at {commit[:12]} that envbuild.toml does not pin: "
+                         f"another machine cannot fetch it ({why_not}); add git and ref to [{section}] by hand")
+            continue
+        keys = (f'path = {json.dumps(where)}, ' if with_path else "") + \
+            f"git = {json.dumps(pin.url)}, ref = {json.dumps(pin.ref)}"
+        notes.append(f"{what} ({where}) is a git checkout at {commit[:12]} that envbuild.toml does not pin: "
+                     f"another machine cannot fetch it; add to [{section}]: {keys}")
     return notes
 
 

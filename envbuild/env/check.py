@@ -4,8 +4,16 @@ ComfyUI's own smoke test, `main.py --cpu --quick-test-for-ci`, imports ComfyUI, 
 extra nodes and every custom node, then exits before the server listens. It exits 0 even when a
 node fails to import: `nodes.py` `load_custom_node` logs the traceback, then `Cannot import <path>
 module for custom nodes: <error>`, and `init_external_custom_nodes` prints `(IMPORT FAILED):
-<path>` in its import-time summary. So the check reads the log, not only the exit code, and turns
-a missing module into the distribution to add.
+<path>` in its import-time summary. A node on the newer node API (`comfy_entrypoint`) that fails
+when called logs only `Error while calling comfy_entrypoint in <path>: <error>` (nodes.py,
+Comfy-Org/ComfyUI master, read 2026-12-06). So the check reads the log, not only the exit code.
+
+A missing module is looked up where it would live before any distribution is named: a module of
+ComfyUI itself (`comfy.*`, `comfy_extras.*`, `folder_paths`, ...) means the node needs a newer
+ComfyUI than the checkout; a module of the node's own folder means its install step (install.py, a
+git submodule) did not run. Only what is neither becomes "add the distribution that provides it":
+the PyPI names `comfy` or `impact` are the wrong answer (the Manager removes `comfy` because it
+breaks ComfyUI).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from envbuild.core import runner
-from envbuild.core.errors import CommandFailed, UsageError, VerifyError
+from envbuild.core.errors import CommandFailed, EnvbuildError, UsageError, VerifyError
 from envbuild.core.fsio import atomic_write
 from envbuild.core.tomlfile import parse_toml
 from envbuild.deploy.deployment import Deployment
@@ -36,6 +44,10 @@ from envbuild.uv.guard import guard_environment
 CHECK_FILE = "envbuild-check.json"
 DEFAULT_TIMEOUT = 300.0
 _CANNOT_IMPORT = re.compile(r"^Cannot import (?P<path>.+) module for custom nodes: (?P<error>.*)$")
+_ENTRYPOINT = re.compile(r"^Error while calling comfy_entrypoint in (?P<path>.+?): (?P<error>.*)$")
+_ENTRYPOINT_SKIP = re.compile(r"^comfy_entrypoint in (?P<path>.+) (?P<why>is not callable|did not return a "
+                             r"ComfyExtension|did not return a list of nodes), skipping\.$")
+_IMPORT_TIMES = "Import times for custom nodes:"
 _PRESTARTUP = re.compile(r"^Failed to execute startup-script: (?P<path>.+?) / (?P<error>.*)$")
 _SUMMARY = re.compile(r"^\s*[\d.]+ seconds(?P<failed> \(IMPORT FAILED\))?: (?P<path>.+)$")
 _SKIPPED = re.compile(r"^Skip (?P<path>.+) module for custom nodes due to (?P<why>.*)$")
@@ -53,7 +65,7 @@ class NodeFailure:
     module: str | None = None
     imported_by: str | None = None  # file:line of the failing import
     distribution: str | None = None
-    source: str | None = None  # where `distribution` came from: "venv" | "table" | "guess"
+    source: str | None = None  # "venv" | "table" | "guess" (`distribution`'s origin) | "comfyui" | "node"
     advice: str = ""
 
 
@@ -143,7 +155,23 @@ def run_check(deployment: Deployment, profile: TorchProfile, venv: Path, timeout
 
 def _loaded(log: str) -> int:
     """Custom nodes the import-time summary lists as imported."""
-    return sum(1 for m in map(_SUMMARY.match, log.splitlines()) if m and not m.group("failed"))
+    return sum(1 for _, failed in import_summary(log) if not failed)
+
+
+def import_summary(log: str) -> list[tuple[str, bool]]:
+    """(path, failed) of each line under `Import times for custom nodes:` up to its blank line. Only
+    that block: the `Prestartup times for custom nodes:` block has the same line format and lists
+    the nodes with a prestartup_script.py a second time."""
+    rows: list[tuple[str, bool]] = []
+    inside = False
+    for line in log.splitlines():
+        if line.strip() == _IMPORT_TIMES:
+            inside = True
+        elif inside and (match := _SUMMARY.match(line)):
+            rows.append((match.group("path"), bool(match.group("failed"))))
+        elif inside:
+            inside = False
+    return rows
 
 
 def _inputs(config: Config, venv: Path, profile: TorchProfile) -> tuple[Path, Path]:
@@ -200,6 +228,9 @@ class LogReader:
             if found := _CANNOT_IMPORT.match(line):
                 failures.append(self._failure(found.group("path"), found.group("error"), last, "import-error"))
                 last = None
+            elif found := _ENTRYPOINT.match(line):  # logged without a traceback
+                failures.append(self._failure(found.group("path"), found.group("error"), None, "import-error"))
+                last = None
             elif found := _PRESTARTUP.match(line):
                 failures.append(self._failure(found.group("path"), found.group("error"), None, "prestartup"))
         failures += self._silent(log, failures)
@@ -215,11 +246,13 @@ class LogReader:
     def _silent(self, log: str, found: list[NodeFailure]) -> list[NodeFailure]:
         """Nodes the summary marks IMPORT FAILED without a `Cannot import` line (no NODE_CLASS_MAPPINGS...)."""
         known = {f.path for f in found}
-        skipped = {m.group("path"): m.group("why") for m in map(_SKIPPED.match, log.splitlines()) if m}
+        lines = log.splitlines()
+        skipped = {m.group("path"): m.group("why") for m in map(_SKIPPED.match, lines) if m}
+        skipped |= {m.group("path"): f"comfy_entrypoint {m.group('why').removeprefix('is ')}"
+                    for m in map(_ENTRYPOINT_SKIP.match, lines) if m}
         extra = []
-        for match in filter(None, map(_SUMMARY.match, log.splitlines())):
-            path = match.group("path")
-            if match.group("failed") and path not in known:
+        for path, failed in import_summary(log):
+            if failed and path not in known:
                 why = skipped.get(path, "did not load (see the log)")
                 extra.append(NodeFailure(self._owner(path), path, "import-error", why,
                                          advice=f"fix or remove it: {why}"))
@@ -238,6 +271,10 @@ class LogReader:
         frame = traceback.frames[-1] if traceback and traceback.frames else None
         by = f"{self._display(frame[0])}:{frame[1]}" if frame else self._display(path)
         by_owner = self._owner(frame[0]) if frame else owner
+        kind = "missing-module" if kind != "crash" else kind
+        if own := self._not_a_distribution(module, by_owner, by):
+            source, advice = own
+            return NodeFailure(owner, path, kind, first, module, by, None, source, advice)
         distribution, source = self.distribution(module)
         where = "the node's requirements" if owner != "ComfyUI" else "ComfyUI's requirements"
         if source == "venv":
@@ -247,8 +284,59 @@ class LogReader:
             name = distribution if source == "table" else f"the distribution that provides it (probably {distribution})"
             advice = (f"module {module}, imported by {by} of {by_owner}, is not in the lock: "
                       f"add {name} to extra-requirements (or to {where})")
-        return NodeFailure(owner, path, "missing-module" if kind != "crash" else kind, first, module, by,
-                           distribution, source, advice)
+        return NodeFailure(owner, path, kind, first, module, by, distribution, source, advice)
+
+    def _not_a_distribution(self, module: str, node: str, by: str) -> tuple[str, str] | None:
+        """("comfyui" | "node", advice) when the missing module is ComfyUI's or the node's own code."""
+        folder = self._node_folder(node)
+        if "/" in module or "\\" in module:  # a relative import: ComfyUI names a node's module by its path
+            stem = re.split(r"[/\\]", module)[-1]
+            inner = stem.partition(".")[2]
+            where = (folder / inner.replace(".", "/")) if folder is not None and inner else None
+            return "node", self._own_advice(module if not inner else inner, by, node, where)
+        top = module.split(".")[0]
+        if top not in _COMFYUI_MODULES and folder is not None and (where := _own_module(folder, top)):
+            return "node", self._own_advice(module, by, node, where / module.partition(".")[2].replace(".", "/"))
+        if top in _COMFYUI_MODULES or self._in_checkout(top):
+            return "comfyui", self._comfyui_advice(module, by, node, folder)
+        return None
+
+    def _node_folder(self, node: str) -> Path | None:
+        for folder in self.config.custom_node_dirs():
+            if node and (folder / node).is_dir():
+                return folder / node
+        return None
+
+    def _in_checkout(self, top: str) -> bool:
+        root = self.config.comfyui
+        if root is None or top in ("custom_nodes", "models", "input", "output", "user", "tests"):
+            return False
+        return (root / top / "__init__.py").is_file() or (root / f"{top}.py").is_file()
+
+    def _comfyui_advice(self, module: str, by: str, node: str, folder: Path | None) -> str:
+        version = comfyui_version(self.config.comfyui) if self.config.comfyui is not None else None
+        this = f"this ComfyUI ({version})" if version else "this ComfyUI checkout"
+        if node == "ComfyUI":
+            return (f"module {module}, imported by {by}, is ComfyUI's own and missing from {this}: the "
+                    f"checkout is incomplete or mixed; fetch it again (`envbuild fetch`)")
+        wants = node_wants_comfyui(folder) if folder is not None else None
+        asks = f" ({wants[0]}, says its {wants[1]})" if wants else ""
+        return (f"module {module}, imported by {by} of {node}, is ComfyUI's own and missing from {this}: the "
+                f"node needs a newer ComfyUI{asks}; set [comfyui] ref to a newer release, or pin the node "
+                f"to an older commit (no distribution on PyPI provides it)")
+
+    def _own_advice(self, module: str, by: str, node: str, where: Path | None) -> str:
+        folder = self._node_folder(node)
+        steps = []
+        if folder is not None and (folder / "install.py").is_file():
+            steps.append("its install.py")
+        if folder is not None and (folder / ".gitmodules").is_file():
+            steps.append("a git submodule in its .gitmodules")
+        step = ", ".join(steps) if steps else "install.py / a submodule"
+        place = f" ({self.config.display(where)} is missing or empty)" if where is not None else ""
+        return (f"module {module}, imported by {by} of {node}, is the node's own code{place}: the node's "
+                f"install step did not run ({step}); envbuild never runs it, so bring that part in as the "
+                f"node's README says (no distribution on PyPI provides it)")
 
     def distribution(self, module: str) -> tuple[str, str]:
         """The distribution for an import name: the venv's metadata, the table, else a guess."""
@@ -281,6 +369,63 @@ class LogReader:
 
     def _display(self, path: str) -> str:
         return self.config.display(Path(path)) if Path(path).is_absolute() else path
+
+
+# ComfyUI's own top-level modules (Comfy-Org/ComfyUI master, 2026-12-06), named even when the checkout
+# predates one of them (comfy_api arrived in 2025): a node importing them needs a newer ComfyUI.
+_COMFYUI_MODULES = frozenset({
+    "comfy", "comfy_extras", "comfy_api", "comfy_api_nodes", "comfy_execution", "comfy_config", "folder_paths",
+    "nodes", "node_helpers", "latent_preview", "comfyui_version", "execution", "server"})
+_VERSION = re.compile(r"""^__version__\s*=\s*["']([0-9][0-9A-Za-z.+-]{0,40})["']""", re.MULTILINE)
+_WANTS = re.compile(r"\bcomfyui\s*(?:version\s*)?(>=|>|==|~=)\s*v?([0-9]+(?:\.[0-9]+){1,2})\b", re.IGNORECASE)
+
+
+def comfyui_version(checkout: Path) -> str | None:
+    """The checkout's own version, from comfyui_version.py (read, never imported)."""
+    try:
+        found = _VERSION.search((checkout / "comfyui_version.py").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+    return found.group(1) if found else None
+
+
+def node_wants_comfyui(folder: Path) -> tuple[str, str] | None:
+    """(the ComfyUI versions a node asks for, where it says so): its pyproject's `[tool.comfy]
+    requires-comfyui` (the Comfy Registry's field), else a `comfyui>=X` in a comment of its
+    requirements.txt."""
+    try:
+        data = parse_toml((folder / "pyproject.toml").read_text(encoding="utf-8"), "pyproject.toml")
+        tool = data.get("tool", {})
+        wanted = tool.get("comfy", {}).get("requires-comfyui") if isinstance(tool, dict) else None
+        if isinstance(wanted, str) and re.fullmatch(r"[0-9A-Za-z.,<>=!~* ]{1,60}", wanted):
+            return f"ComfyUI {wanted.strip()}", "pyproject.toml [tool.comfy] requires-comfyui"
+    except (OSError, AttributeError, EnvbuildError):
+        pass
+    for line in _read_lines(folder / "requirements.txt"):
+        comment = line.partition("#")[2]
+        if found := _WANTS.search(comment):
+            return f"ComfyUI {found.group(1)}{found.group(2)}", "requirements.txt"
+    return None
+
+
+def _own_module(folder: Path, top: str) -> Path | None:
+    """Where the node holds a module named `top`: a package or module at its root, or a folder up to
+    two levels down that it puts on sys.path (Impact Pack's modules/impact), or a submodule path."""
+    if not top.isidentifier():
+        return None
+    if top == folder.name:  # the node importing itself by its folder name
+        return folder
+    for candidate in (folder / top, folder / f"{top}.py"):
+        if candidate.exists():
+            return folder / top
+    for child in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if child.is_dir() and not child.name.startswith(".") and (child / top).is_dir():
+            return child / top
+    for line in _read_lines(folder / ".gitmodules"):
+        key, _, value = line.partition("=")
+        if key.strip() == "path" and value.strip().rstrip("/").split("/")[-1] == top:
+            return folder / value.strip()
+    return None
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -95,7 +95,13 @@ def input_changes(old: Fingerprint, new: Fingerprint) -> list[str]:
         elif old.inputs[path] != digest:
             reasons.append(f"{path} changed")
     reasons.extend(f"{path} is no longer an input" for path in sorted(set(old.inputs) - set(new.inputs)))
+    if len(reasons) > MAX_NAMED_INPUTS:  # a moved checkout changes every path: a few lines, not kilobytes
+        rest = len(reasons) - MAX_NAMED_INPUTS + 1
+        reasons[MAX_NAMED_INPUTS - 1:] = [f"and {rest} more input file{'s' if rest != 1 else ''}"]
     return reasons
+
+
+MAX_NAMED_INPUTS = 5
 
 
 def _made_by_envbuild(recorded: Fingerprint) -> bool:

@@ -178,14 +178,16 @@ def _read_text(path: Path, shown: str) -> str:
 
 
 def _display(path: Path, root: Path | None) -> str:
-    """Path as shown to users: relative to root when inside it, posix separators always."""
+    """Path as shown to users and written into generated files: relative to root, with `..` when
+    outside it (never this machine's absolute path), posix separators always. The same rule as
+    settings/config.py `Config.display`."""
     if root is None:
         return PurePath(os.path.normpath(path)).as_posix()
-    absolute = Path(os.path.abspath(path))
+    absolute = os.path.abspath(path)
     try:
-        return absolute.relative_to(os.path.abspath(root)).as_posix()
-    except ValueError:
-        return absolute.as_posix()
+        return PurePath(os.path.relpath(absolute, os.path.abspath(root))).as_posix()
+    except ValueError:  # another Windows drive
+        return PurePath(absolute).as_posix()
 
 
 def _logical_lines(text: str) -> Iterator[tuple[int, str]]:

@@ -91,14 +91,12 @@ class Config(NamedTuple):
     node_requirements: Mapping[str, tuple[str, ...]] = NO_SETTINGS
 
     def display(self, path: Path) -> str:
-        """A path as it should appear in generated files: relative to the project, posix. Symlinks are not
-        followed: a linked node folder or checkout would otherwise put the link's target, this machine's
-        absolute path, into committed files."""
-        absolute = Path(os.path.abspath(path))
-        try:
-            return absolute.relative_to(self.project_dir).as_posix()
-        except ValueError:
-            return absolute.as_posix()
+        """A path as it should appear in generated files: relative to the project, posix, with `..`
+        when it lies outside (`../ComfyUI/requirements.txt` for `[comfyui] path = "../ComfyUI"`), as
+        envbuild.toml itself names it: committed files then hold no path of this machine, and the same
+        repository beside the same layout elsewhere reads the same. Symlinks are not followed: a linked
+        node folder or checkout would otherwise put the link's target into committed files."""
+        return relative_display(path, self.project_dir)
 
     def custom_node_dirs(self) -> tuple[Path, ...]:
         if self.node_dirs:
@@ -133,6 +131,16 @@ class Config(NamedTuple):
         """Flags win over the file; None means "not given"."""
         given = {k: v for k, v in changes.items() if v not in (None, ())}
         return self._replace(**given)
+
+
+def relative_display(path: Path, root: Path) -> str:
+    """`path` relative to `root`, posix, `..` where it lies outside; absolute only where no relative
+    path exists (another Windows drive)."""
+    absolute = os.path.abspath(path)
+    try:
+        return Path(os.path.relpath(absolute, os.path.abspath(root))).as_posix()
+    except ValueError:
+        return Path(absolute).as_posix()
 
 
 def find_config(start: Path) -> Path | None:

@@ -156,17 +156,30 @@ def pin_folder(custom_nodes: Path, pin: NodePin) -> Path:
     return custom_nodes / DISABLED_FOLDER / pin.name if pin.disabled else custom_nodes / pin.name
 
 
-def read_head(checkout: Path) -> str | None:
-    """The commit a checkout is at, read from its files: the one commit reader (no git process, so a
-    no-op command needs no git on PATH). None when it is no git checkout or its HEAD cannot be read.
-    A symbolic HEAD is followed through loose and packed refs, a worktree's or submodule's `gitdir:`
-    pointer and a worktree's common dir; every file is read bounded (a FIFO cannot hang it)."""
+def _git_dir(checkout: Path) -> Path | None:
     git_dir = checkout / ".git"
     if git_dir.is_file():  # a worktree or submodule: `gitdir: <path>`
         pointer = _small_text(git_dir)
         if pointer is None or not pointer.startswith("gitdir:"):
             return None
         git_dir = (checkout / pointer.removeprefix("gitdir:").strip()).resolve()
+    return git_dir if git_dir.is_dir() else None
+
+
+def _git_folders(git_dir: Path) -> tuple[Path, ...]:
+    """The git dir and, for a worktree, its common dir (refs, packed-refs, config and objects live there)."""
+    common = _small_text(git_dir / "commondir")
+    return (git_dir, *(((git_dir / common).resolve(),) if common else ()))
+
+
+def read_head(checkout: Path) -> str | None:
+    """The commit a checkout is at, read from its files: the one commit reader (no git process, so a
+    no-op command needs no git on PATH). None when it is no git checkout or its HEAD cannot be read.
+    A symbolic HEAD is followed through loose and packed refs, a worktree's or submodule's `gitdir:`
+    pointer and a worktree's common dir; every file is read bounded (a FIFO cannot hang it)."""
+    git_dir = _git_dir(checkout)
+    if git_dir is None:
+        return None
     head = _small_text(git_dir / "HEAD")
     if head is None:
         return None
@@ -175,8 +188,7 @@ def read_head(checkout: Path) -> str | None:
     ref = head.removeprefix("ref: ").strip() if head.startswith("ref: ") else ""
     if not ref.startswith("refs/") or ".." in ref.split("/"):
         return None
-    common = _small_text(git_dir / "commondir")
-    for folder in (git_dir, *(((git_dir / common).resolve(),) if common else ())):
+    for folder in _git_folders(git_dir):
         loose = _small_text(folder / ref)
         if loose is not None and FULL_SHA.fullmatch(loose):
             return loose
@@ -185,6 +197,70 @@ def read_head(checkout: Path) -> str | None:
             if name == ref and FULL_SHA.fullmatch(sha):
                 return sha
     return None
+
+
+_CONFIG_SECTION = re.compile(r'^\s*\[\s*remote\s+"(?P<name>[^"]*)"\s*\]\s*$')
+_CONFIG_URL = re.compile(r'^\s*url\s*=\s*(?P<value>"[^"]*"|[^;#]*?)\s*(?:[;#].*)?$', re.IGNORECASE)
+
+
+def read_origin(checkout: Path) -> str | None:
+    """The `origin` remote's URL from the checkout's git config file (no git process): None when it is no
+    git checkout or has no origin. Only the plain `url = ...` form is read, as `git clone` writes it."""
+    git_dir = _git_dir(checkout)
+    if git_dir is None:
+        return None
+    for folder in reversed(_git_folders(git_dir)):  # a worktree's remotes are in its common dir
+        section = None
+        for line in (_small_text(folder / "config") or "").splitlines():
+            if line.lstrip().startswith("["):
+                header = _CONFIG_SECTION.match(line)
+                section = header.group("name") if header else None
+            elif section == "origin" and (found := _CONFIG_URL.match(line)):
+                return found.group("value").strip('"') or None
+    return None
+
+
+def read_tags_at(checkout: Path, commit: str) -> tuple[str, ...]:
+    """The tags that name `commit`, read from files: loose tags (a lightweight tag's file holds the commit;
+    an annotated one's tag object is read when it is a loose object) and packed-refs (with git's `^peeled`
+    lines). An annotated tag whose object sits in a pack is not seen: the caller pins the commit then."""
+    git_dir = _git_dir(checkout)
+    if git_dir is None or not FULL_SHA.fullmatch(commit):
+        return ()
+    found: set[str] = set()
+    for folder in _git_folders(git_dir):
+        tags = folder / "refs" / "tags"
+        for path in sorted(tags.rglob("*")) if tags.is_dir() else []:
+            sha = _small_text(path) if path.is_file() else None
+            if sha is not None and FULL_SHA.fullmatch(sha) and commit in (sha, _peel(folder, sha)):
+                found.add(path.relative_to(tags).as_posix())
+        last = None
+        for line in (_small_text(folder / "packed-refs") or "").splitlines():
+            sha, _, name = line.partition(" ")
+            if line.startswith("^") and last is not None and line[1:].strip() == commit:
+                found.add(last)
+            last = name.removeprefix("refs/tags/") if name.startswith("refs/tags/") else None
+            if last is not None and sha == commit:
+                found.add(last)
+    return tuple(sorted(t for t in found if ref_problem(t) is None))
+
+
+def _peel(folder: Path, sha: str) -> str | None:
+    """The object an annotated tag points at, from its loose object file (zlib: `tag <size>\\0object <sha>`)."""
+    import zlib
+
+    from envbuild.core.safeio import MIB, read_regular_file
+
+    try:
+        raw = zlib.decompressobj().decompress(read_regular_file(folder / "objects" / sha[:2] / sha[2:], MIB), 4096)
+    except (OSError, zlib.error):
+        return None
+    header, _, body = raw.partition(b"\0")
+    if not header.startswith(b"tag "):
+        return None
+    first = body.split(b"\n", 1)[0].decode("ascii", "replace")
+    target = first.removeprefix("object ")
+    return target if first.startswith("object ") and FULL_SHA.fullmatch(target) else None
 
 
 def _small_text(path: Path) -> str | None:
