@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -372,3 +373,31 @@ def test_node_disable_and_enable_lock_first_then_move_the_folder(
     assert (deployment.nodes / "ComfyUI-Good" / "requirements.txt").is_file()
     assert 'name = "six"' in (deployment.locks / "cu126" / "uv.lock").read_text()
     assert run_cli(["lock", "--check", "--profile", "cu126"], env=env, cwd=deployment.root).returncode == 0
+
+
+def test_a_pin_is_edited_where_it_stands_keeping_its_comments(tmp_path: Path) -> None:
+    """Issue: `node update` moved the node's table to the end of envbuild.toml and lost its comments."""
+    from envbuild.settings.pins import NodePin
+    from envbuild.settings.pins_edit import write_pin
+
+    path = tmp_path / "envbuild.toml"
+    path.write_text(textwrap.dedent(f"""\
+        [custom-nodes.A]
+        # why we pin A here
+        git = "https://example.invalid/A"
+        commit = "{'a' * 40}"
+        ref = "v1"
+        disabled = true
+
+        [custom-nodes.B]
+        git = "https://example.invalid/B"
+        commit = "{'b' * 40}"
+
+        [lock]
+        profiles = ["cu126"]
+        """))
+    write_pin(path, "A", NodePin("A", "https://example.invalid/A", "c" * 40, "v2"))
+    text = path.read_text()
+    assert text.index("[custom-nodes.A]") < text.index("[custom-nodes.B]") < text.index("[lock]")
+    assert "# why we pin A here" in text and f'commit = "{"c" * 40}"' in text and 'ref = "v2"' in text
+    assert "disabled" not in text

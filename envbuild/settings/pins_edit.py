@@ -19,6 +19,12 @@ def write_pin(path: Path, name: str, pin: NodePin | None) -> list[str]:
         document[SECTION] = nodes
     nodes = document[SECTION]
     kept = _settings(nodes, name)
+    existing = next((key for key in nodes.keys() if key.lower() == name.lower()), None)
+    if pin is not None and existing is not None and hasattr(nodes[existing], "items"):
+        # Edited where it stands: the table keeps its place in the file, its comments and its other keys.
+        _update_in_place(nodes[existing], pin_table(pin, kept))
+        atomic_write(path, tomlkit.dumps(document))
+        return _said(path, pin)
     for key in list(nodes.keys()):  # names compare ignoring case, as folders do on some systems
         if key.lower() == name.lower():
             del nodes[key]
@@ -29,6 +35,22 @@ def write_pin(path: Path, name: str, pin: NodePin | None) -> list[str]:
         return [f"{path.name}: [{SECTION}.{name}] removed"]
     nodes[pin.name] = pin_table(pin, kept)
     atomic_write(path, tomlkit.dumps(document))
+    return _said(path, pin)
+
+
+def _update_in_place(table: Any, wanted: Any) -> None:
+    """Set the pin's keys to `wanted`'s values, drop the pin keys it no longer has (a git pin become a
+    registry one, `disabled` cleared); every other line of the table stays."""
+    from envbuild.settings.pins import PIN_KEYS, REGISTRY_KEYS
+
+    for key in [k for k in table.keys() if k in PIN_KEYS | REGISTRY_KEYS and k not in wanted]:
+        del table[key]
+    for key, value in wanted.items():
+        if table.get(key) != value:
+            table[key] = value
+
+
+def _said(path: Path, pin: NodePin) -> list[str]:
     if pin.from_registry:
         return [f"{path.name}: [{SECTION}.{pin.name}] version = {pin.version}"
                 + (f", sha256 = {pin.sha256[:12]}…" if pin.sha256 else "")]
