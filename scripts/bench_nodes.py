@@ -38,6 +38,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=20)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--node-add", action="store_true", help="only the `node add` row")
+    parser.add_argument("--pypi", action="store_true", help="with --node-add: the shipped ComfyUI on the real PyPI")
     args = parser.parse_args()
     from uv import find_uv_bin
 
@@ -53,6 +55,9 @@ def main() -> None:
         # one, installed from this checkout as scripts/bench.py does (needs PyPI for the build backend).
         script = Path(sys.executable).parent / "envbuild"
         envbuild = str(script if script.exists() else install_envbuild(uv, tmp, env))
+        if args.node_add:
+            node_add_row(envbuild, uv, env, tmp, args.runs, pypi=args.pypi)
+            return
         site = make_deployment(tmp / "site", profiles=("cu126",)).root
         pins = []
         for i in range(args.nodes):
@@ -80,6 +85,44 @@ def main() -> None:
         print(f"no-op lock with {args.nodes} pinned nodes: envbuild {ours.seconds * 1000:.0f} ms, uv lock "
               f"{theirs.seconds * 1000:.0f} ms on the same locks/cu126 (target ≤ uv + {budget * 1000:.0f} ms): "
               f"{'met' if within(ours, theirs) else 'NOT met'}")
+
+
+def node_add_row(envbuild: str, uv: str, env: dict[str, str], tmp: Path, runs: int, *, pypi: bool = False) -> None:
+    """`node add` of one node against one `uv lock` of the deployment it leaves (its generated pyproject,
+    locked afresh in a scratch project, warm cache): the issue's target is ≤ 1.1× uv."""
+    import shutil
+
+    profile = "cu130-pypi" if pypi else "cu126"
+    if pypi:  # the shipped ComfyUI requirements against the real PyPI: what a user's `node add` waits for
+        env = {k: v for k, v in env.items() if k != "UV_DEFAULT_INDEX"}
+        template = make_deployment(tmp / "add-template", profiles=(profile,), manager=None,
+                                   requirements=(ROOT / "deploy/ComfyUI/requirements.txt").read_text(),
+                                   requires_python=">=3.11,<3.14").root
+    else:
+        template = make_deployment(tmp / "add-template", profiles=(profile,)).root
+    subprocess.run([envbuild, "-q", "lock", "--profile", profile], cwd=template, env=env, check=True)
+    repo = tmp / "upstream" / "node-added"
+    make_repo(repo, {"__init__.py": "", "requirements.txt": "requests\nfilelock\n"})
+    added = [0]
+
+    def fresh_site() -> Path:
+        added[0] += 1
+        site = tmp / f"add-{added[0]}"
+        shutil.copytree(template, site, symlinks=True)
+        return site
+
+    ours, theirs = [], []
+    for _ in range(runs):
+        site = fresh_site()
+        ours.append(run([envbuild, "-q", "node", "add", repo.as_uri()], env, site))
+        scratch = tmp / f"uv-add-{added[0]}"
+        scratch.mkdir()
+        shutil.copyfile(site / "locks" / profile / "pyproject.toml", scratch / "pyproject.toml")
+        theirs.append(run([uv, "lock"], env, scratch))
+    a, b = statistics.median(x.seconds for x in ours), statistics.median(x.seconds for x in theirs)
+    where = "shipped ComfyUI, real PyPI" if pypi else "loopback index"
+    print(f"node add of one node ({where}): envbuild {a:.3f} s, uv lock of the resulting pyproject {b:.3f} s, "
+          f"ratio {a / b:.2f} (target ≤ 1.1): {'met' if a <= 1.1 * b else 'NOT met'} ({runs} runs, medians)")
 
 
 if __name__ == "__main__":
