@@ -104,3 +104,23 @@ def test_every_uv_variable_is_named_in_the_uv_layer() -> None:
                  for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
                  if spelled.search(line)]
     assert offenders == []
+
+
+@pytest.mark.unit
+def test_one_rule_says_what_a_custom_nodes_entry_is(tmp_path: Path) -> None:
+    """comfy/layout.classify: the one rule inputs, images, `node list` and `init` follow (ComfyUI's loader's)."""
+    from envbuild.comfy.layout import BROKEN_LINK, DISABLED, HIDDEN, NODE, NOT_A_NODE, node_entries
+
+    folder = tmp_path / "custom_nodes"
+    for name in ("node_a", "old.disabled", ".hidden", "__pycache__"):
+        (folder / name).mkdir(parents=True)
+    (folder / "single.py").write_text("NODE_CLASS_MAPPINGS = {}\n")
+    (folder / "README.md").write_text("not a node\n")
+    (folder / "gone").symlink_to(tmp_path / "nowhere")
+    kinds = {entry.name: entry.kind for entry in node_entries(folder)}
+    assert kinds == {"node_a": NODE, "old.disabled": DISABLED, ".hidden": HIDDEN, "__pycache__": HIDDEN,
+                     "single.py": NODE, "README.md": NOT_A_NODE, "gone": BROKEN_LINK}
+    assert list(node_entries(tmp_path / "missing")) == []
+    source = "".join(p.read_text() for p in (PACKAGE / "comfy").glob("*.py") if p.name != "layout.py")
+    source += "".join((PACKAGE / f).read_text() for f in ("image/context.py", "env/init.py"))
+    assert 'startswith((".", "__"))' not in source  # the rule is written once

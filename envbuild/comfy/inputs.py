@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from envbuild.comfy.layout import (
+    BROKEN_LINK,
     CLONE_ROUTE,
     DISABLED_SUFFIX,
+    HIDDEN,
     MANAGER_DIR_NAMES,
     MANAGER_PACKAGE,
     MANAGER_REQUIREMENTS,
@@ -29,6 +31,7 @@ from envbuild.comfy.layout import (
     _existing_node_dirs,
     blocked_by_core,
     manager_route,
+    node_entries,
 )
 from envbuild.core.errors import ConfigError, RequirementFileError
 from envbuild.pkgs.requirements import exclude_node_hint
@@ -108,15 +111,17 @@ def _node_inputs(config: Config, manager: Path | None, route: ManagerRoute) -> t
     excluded = {name.lower() for name in config.exclude_nodes}
     found_names: set[str] = set()
     for folder in _existing_node_dirs(config):
-        for node in sorted(folder.iterdir(), key=lambda p: p.name):
+        for entry in node_entries(folder):
+            node = entry.path
             found_names.add(node.name.lower())
             shown = _node_name(node)
-            if node.is_symlink() and not node.exists() and not node.name.startswith((".", "__")):
+            if entry.kind == BROKEN_LINK:
                 skipped.append(f"{shown} (a symbolic link to nothing: broken or looping)")
                 continue
-            if not node.is_dir() or node.name.startswith((".", "__")) or node.resolve() in seen:
-                if node.name == DISABLED_SUFFIX and node.is_dir():
-                    skipped.append(f"{config.display(node)}/* (the .disabled folder)")
+            if entry.kind == HIDDEN and node.name == DISABLED_SUFFIX and node.is_dir():
+                skipped.append(f"{config.display(node)}/* (the .disabled folder)")
+                continue
+            if entry.kind == HIDDEN or not node.is_dir() or node.resolve() in seen:
                 continue
             seen.add(node.resolve())
             if manager is not None and node.resolve() == manager.resolve():

@@ -4,8 +4,10 @@ that needs "where is the Manager" or "which folders hold nodes" asks here."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from envbuild.core.errors import ConfigError, RequirementFileError
 from envbuild.settings.config import Config
@@ -122,3 +124,49 @@ def _loadable_clone(config: Config, clone: Path) -> Path:
                           hint="the v4 Manager comes from ComfyUI's own manager_requirements.txt (ComfyUI v0.4.0 and "
                                "later): drop [manager] git/ref/path and remove the folder, or check out a 3.x ref")
     return clone
+
+
+# What an entry of a custom_nodes folder is, as ComfyUI's own loader (nodes.py `init_external_custom_nodes`)
+# sees it: hidden and `__pycache__`-like names are not nodes, `.disabled` ones are the Manager's disabled
+# nodes, a folder or a `.py` file is a node. The one rule every command asks (inputs, image, node list, init).
+NODE, DISABLED, HIDDEN, BROKEN_LINK, NOT_A_NODE = "node", "disabled", "hidden", "broken-link", "not-a-node"
+
+
+class NodeEntry(NamedTuple):
+    path: Path
+    kind: str  # NODE | DISABLED | HIDDEN | BROKEN_LINK | NOT_A_NODE
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def is_folder_node(self) -> bool:
+        return self.kind == NODE and self.path.is_dir()
+
+    @property
+    def is_manager_clone(self) -> bool:
+        """Named as a ComfyUI-Manager clone is (the folder name decides, as ComfyUI's and the Manager's do)."""
+        return self.name.lower() in MANAGER_DIR_NAMES
+
+
+def classify(entry: Path) -> str:
+    name = entry.name
+    if name.startswith((".", "__")):
+        return HIDDEN
+    if entry.is_symlink() and not entry.exists():
+        return BROKEN_LINK
+    if name.endswith(DISABLED_SUFFIX):
+        return DISABLED
+    if entry.is_dir() or (entry.is_file() and name.endswith(".py")):
+        return NODE
+    return NOT_A_NODE
+
+
+def node_entries(folder: Path) -> Iterator[NodeEntry]:
+    """Every entry of one custom_nodes folder, sorted by name, with what it is (nothing when it is no folder)."""
+    if not folder.is_dir():
+        return
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        yield NodeEntry(entry, classify(entry))
+

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from envbuild.comfy.layout import DISABLED_SUFFIX, MANAGER_DIR_NAMES
+from envbuild.comfy.layout import node_entries
 from envbuild.core.errors import EnvbuildError
 from envbuild.settings.config import Config
 from envbuild.settings.pins import NodePin, pin_folder, read_head
@@ -154,12 +154,9 @@ def unpinned_nodes(config: Config, pinned_names: set[str], environ: Mapping[str,
     found = []
     manager = config.manager.resolve() if config.manager is not None else None
     for folder in config.custom_node_dirs():
-        if not folder.is_dir():
-            continue
-        for node in sorted(folder.iterdir(), key=lambda p: p.name):
-            name = node.name
-            if (not node.is_dir() or name.startswith((".", "__")) or name.endswith(DISABLED_SUFFIX)
-                    or name.lower() in MANAGER_DIR_NAMES or name.lower() in pinned_names
+        for entry in node_entries(folder):
+            node, name = entry.path, entry.name
+            if (not entry.is_folder_node or entry.is_manager_clone or name.lower() in pinned_names
                     or (manager is not None and node.resolve() == manager)):
                 continue
             commit = read_head(node)

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from envbuild.comfy.layout import (
     CLONE_ROUTE,
+    DISABLED,
     DISABLED_SUFFIX,
     MANAGER_DIR_NAMES,
     NO_ROUTE,
@@ -28,6 +29,7 @@ from envbuild.comfy.layout import (
     ManagerRoute,
     blocked_by_core,
     manager_route,
+    node_entries,
 )
 from envbuild.core.errors import UsageError
 from envbuild.core.fsio import atomic_write
@@ -99,8 +101,7 @@ def init_deployment(start: Path, env: Mapping[str, str], catalogue: ProfileCatal
                          hint="edit it, or remove it and run `envbuild init` again")
     base = base_directory.resolve() if base_directory else _data_folder(root, checkout)
     node_dir = (base or checkout) / "custom_nodes"
-    nodes = tuple(sorted(p.name for p in node_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))
-                         )) if node_dir.is_dir() else ()
+    nodes = tuple(entry.name for entry in node_entries(node_dir) if entry.is_folder_node or entry.kind == DISABLED)
     route, said, warnings = _manager(root, checkout, base)
     manager = route.path if route.kind == CLONE_ROUTE else None
     chosen, why = _profile(catalogue, env, options)

@@ -246,7 +246,7 @@ def _copy_nodes(deployment: Deployment, target: Path, route: ManagerRoute, *, sk
                 ignore: Sequence[str] = ()) -> list[str]:
     """Every custom node the lock was made from (disabled and excluded ones left out), and the Manager
     when it is a legacy clone (the pip Manager is in the venv; a clone beside it core would block)."""
-    from envbuild.comfy.layout import CLONE_ROUTE, DISABLED_SUFFIX, MANAGER_DIR_NAMES, PIP_ROUTE, blocked_by_core
+    from envbuild.comfy.layout import CLONE_ROUTE, MANAGER_DIR_NAMES, NODE, PIP_ROUTE, blocked_by_core, node_entries
 
     config = deployment.config
     excluded = {name.lower() for name in config.exclude_nodes}
@@ -254,11 +254,9 @@ def _copy_nodes(deployment: Deployment, target: Path, route: ManagerRoute, *, sk
     copied: list[str] = []
     manager = route.path if route.kind == CLONE_ROUTE else None
     for folder in config.custom_node_dirs():
-        if not folder.is_dir():
-            continue
-        for node in sorted(folder.iterdir(), key=lambda p: p.name):
-            name = node.name
-            if name.startswith((".", "__")) or name.endswith(DISABLED_SUFFIX) or name.lower() in excluded:
+        for entry in node_entries(folder):
+            node, name = entry.path, entry.name
+            if entry.kind != NODE or name.lower() in excluded:
                 continue
             if name.lower() in MANAGER_DIR_NAMES or route.kind == PIP_ROUTE and blocked_by_core(name):
                 continue  # the Manager is copied once, below, wherever [manager] path puts it
