@@ -22,6 +22,23 @@ from tests.support.index import IndexServer
 _LEAKY_PREFIXES = ("UV_", "PIP_", "ENVBUILD_")  # a user's ENVBUILD_PYTORCH_MIRROR would fail the suite
 _LEAKY_NAMES = ("VIRTUAL_ENV", "CONDA_PREFIX")
 
+# The test tiers (pyproject markers): a test marked unit or cli keeps its mark; one that uses a fixture
+# serving packages, uv or a subprocess environment is e2e; the rest is unit. `-m unit` runs in seconds.
+_TIERS = {"unit", "cli", "e2e"}
+_SLOW_MARKS = {"network", "realtorch", "container"}
+_E2E_FIXTURES = {"uv_env", "index_server", "uv_bin", "env", "opencv_pypi", "registry", "manager_pypi", "site",
+                 "deployment", "locked", "marks"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        marks = {mark.name for mark in item.iter_markers()}
+        if marks & _TIERS:
+            continue
+        uses = set(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.e2e if marks & _SLOW_MARKS or uses & _E2E_FIXTURES else pytest.mark.unit)
+
+
 # The session catalogue, so the per-test cleanup can reset it without forcing it to be built.
 _ACTIVE_CATALOGUE: Catalogue | None = None
 
