@@ -10,6 +10,8 @@ are left out with `[nodes] exclude` as a user would:
 - ComfyUI_LayerStyle against itself: torchscale needs fairscale==0.4.0, image-reward>=1.1 fairscale==0.4.13,
   so uv falls back to image-reward 1.0, an sdist whose setup.py imports pkg_resources (gone in setuptools 82);
 - ComfyUI-Frame-Interpolation: taichi has no Linux aarch64 wheel, and the -pypi profiles lock aarch64 too.
+The last two fail in uv, whose message names only the generated project: envbuild's hint names the node's
+file:line and `--exclude-node`.
 Deselect the network tests with `-m "not network"`.
 """
 
@@ -98,11 +100,15 @@ def test_corpus_locks_for_cu132_and_cu130_pypi_with_one_cv2_and_one_onnxruntime(
     # The two that uv cannot lock, each shown failing on its own before it is left out.
     _exclude(site, (*CONFLICTING, "ComfyUI-Frame-Interpolation"))
     layerstyle = run_cli(["lock", "--profile", "cu132-pypi"], env=env, cwd=site.root, timeout=900)
-    assert layerstyle.returncode != 0 and "image-reward" in layerstyle.stderr, layerstyle
+    assert layerstyle.returncode != 0 and "Failed to build `image-reward==1.0`" in layerstyle.stderr, layerstyle
+    assert ("`image-reward` from data/custom_nodes/ComfyUI_LayerStyle/requirements.txt:26 (node ComfyUI_LayerStyle)"
+            in layerstyle.stderr and "`envbuild lock --exclude-node ComfyUI_LayerStyle`" in layerstyle.stderr)
     _exclude(site, (*CONFLICTING, "ComfyUI_LayerStyle"))
     interpolation = run_cli(["lock", "--profile", "cu132-pypi"], env=env, cwd=site.root, timeout=900)
-    assert interpolation.returncode != 0 and "taichi" in interpolation.stderr, interpolation
-    assert "aarch64" in interpolation.stderr
+    assert interpolation.returncode != 0 and "aarch64" in interpolation.stderr, interpolation
+    assert ("`taichi` from data/custom_nodes/ComfyUI-Frame-Interpolation/requirements.txt:10 (node "
+            "ComfyUI-Frame-Interpolation)" in interpolation.stderr)
+    assert "`envbuild lock --exclude-node ComfyUI-Frame-Interpolation`" in interpolation.stderr
     assert not (site.locks / "cu132-pypi" / "uv.lock").exists()  # a failed lock leaves nothing behind
 
     _exclude(site, (*CONFLICTING, *UNLOCKABLE))
