@@ -151,6 +151,23 @@ def test_files_hashes_and_forks() -> None:
     assert lock.named("gitpkg")[0].source_label() == "git:https://github.com/o/r?rev=main#abc"
 
 
+def test_the_same_text_parsed_again_is_answered_from_the_last_parse_under_its_own_path() -> None:
+    """A lock just made is read again after uv (compiled-package note, locks/README.md): ~0.1 s a parse of a
+    260-package lock. Only the same text is answered from the last parse; any other text is parsed anew."""
+    staged = parse_uv_lock(LOCK, "locks/.x.staging/x/uv.lock")
+    final = parse_uv_lock(LOCK, "locks/x/uv.lock")
+    assert final.packages is staged.packages and final.path == Path("locks/x/uv.lock")
+    assert final == staged._replace(path=Path("locks/x/uv.lock"))
+    edited = LOCK.replace('version = "2.7.1"', 'version = "2.7.2"')
+    assert edited != LOCK
+    other = parse_uv_lock(edited, "locks/x/uv.lock")
+    assert other.packages is not final.packages and [p.version for p in other.named("torch")][-1] == "2.7.2"
+    # README reads every profile's lock: another lock parsed in between does not push this one out
+    assert parse_uv_lock(LOCK, "locks/x/uv.lock").packages is staged.packages
+    with pytest.raises(LockIntegrityError):  # a broken text after a good one is still refused
+        parse_uv_lock(LOCK + "\n[[package]]\nversion = 1\n", "locks/x/uv.lock")
+
+
 def test_registries_are_listed_as_the_lock_spells_them() -> None:
     assert parse_uv_lock(LOCK, "uv.lock").registries() == {"https://download.pytorch.org/whl/cu126/",
                                                           "https://pypi.org/simple"}

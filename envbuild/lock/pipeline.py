@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from envbuild.core.errors import EnvbuildError, IndexUnreachableError
+from envbuild.core.errors import EnvbuildError, IndexUnreachableError, ResolveError
 from envbuild.core.fsio import atomic_write, exclusive_lock, remove_stale_staging, replace_dir, staging_dir
 from envbuild.deploy.deployment import Deployment
 from envbuild.lock.plan import LockPlan, moved_cutoff, plan_lock
@@ -257,6 +257,10 @@ def _uv_lock(deployment: Deployment, plan: LockPlan, staged: Path, upgrade: bool
                                      env_set=_mirror_env(deployment), env_unset=_unset_env(plan))
     except IndexUnreachableError as exc:
         raise _with_network_advice(exc, deployment, plan.profile) from None
+    except ResolveError as exc:  # uv names the generated project: say which inputs (and nodes) asked
+        from envbuild.lock.blame import name_asking_inputs
+
+        raise name_asking_inputs(exc, plan.merged.result) from None
     lock_text = (staged / "uv.lock").read_text(encoding="utf-8")
     return lock_text, summary, parse_uv_lock(lock_text, staged / "uv.lock")
 

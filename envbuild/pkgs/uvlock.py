@@ -129,11 +129,33 @@ def read_uv_lock(path: Path) -> LockFile:
     return parse_uv_lock(text, path)
 
 
+# The last few locks parsed, by their exact text: a lock just made is read again by the steps after uv
+# (ComfyUI's compiled-package note, then locks/README.md after the other profiles' locks), ~0.1 s a parse
+# of a 260-package lock. Only the same text, character for character, is answered from here (a value,
+# never mutated), so no other bytes can be answered with it.
+_parsed: dict[str, LockFile] = {}
+_KEPT = 4
+
+
 def parse_uv_lock(text: str, path: Path | str) -> LockFile:
     """Pure: the lock in `text`; `path` only names it in errors. Wrong shapes raise LockIntegrityError."""
+    where = Path(path)
+    known = _parsed.get(text)
+    if known is not None:
+        return known._replace(path=where)
+    parsed = _parse_uv_lock(text, where)
+    _parsed[text] = parsed
+    while len(_parsed) > _KEPT:  # the oldest first (dicts keep insertion order)
+        try:
+            _parsed.pop(next(iter(_parsed)), None)
+        except (RuntimeError, StopIteration):  # `lock --all` parses in threads: another one changed it
+            break
+    return parsed
+
+
+def _parse_uv_lock(text: str, where: Path) -> LockFile:
     from envbuild.core.tomlfile import parse_toml
 
-    where = Path(path)
     try:
         data = parse_toml(text, where)
     except ConfigError as exc:
