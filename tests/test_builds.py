@@ -125,7 +125,7 @@ def test_insightface_from_its_sdist_locks_once_allowed(tmp_path: Path, uv_env: d
     (uv builds its metadata: ~25 s against PyPI with a cold cache). Lock only, against the real PyPI."""
     env = {k: v for k, v in uv_env.items() if k != "UV_DEFAULT_INDEX"}
     site = make_deployment(tmp_path / "site", requirements="torch\ninsightface==0.7.3\n", manager=None,
-                           profiles=("cu130-pypi",), requires_python=">=3.11,<3.13")
+                           profiles=("cu130-pypi",), requires_python=">=3.10,<3.13")
     refused = run_cli(["lock", "--profile", "cu130-pypi"], env=env, cwd=site.root, timeout=600)
     assert refused.returncode == 6 and 'allow-build = ["insightface"]' in refused.stderr, refused
     with (site.root / "envbuild.toml").open("a") as handle:

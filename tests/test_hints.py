@@ -81,3 +81,17 @@ def test_sync_dry_run_says_unknown_when_no_size_is_recorded() -> None:
     assert max(len(line) for line in plan.describe()) < 200
     some = SyncPlan("cu126", Path(".venv"), ("a==1", "b==1"), (), 2048, ("b==1",)).describe()[0]
     assert "downloading up to 2.0 KiB" in some and "1 file(s) of unknown size not counted" in some
+
+
+@pytest.mark.unit
+def test_a_platform_without_a_wheel_names_the_package_and_allow_build() -> None:
+    from envbuild.core.errors import ResolveError
+    from envbuild.uv.failures import classify_failure
+
+    message = ("error: No solution found when resolving dependencies for split (markers: platform_machine == "
+               "'aarch64' and sys_platform == 'linux')\n  cause: Because aiohttp==3.14.3 has no "
+               "`platform_machine == 'aarch64' and sys_platform == 'linux'`-compatible wheels and your project "
+               "depends on aiohttp==3.14.3, we can conclude that your project's requirements are unsatisfiable.")
+    error = classify_failure("uv lock", message, ResolveError)
+    assert "aiohttp has no wheel for `platform_machine == 'aarch64'" in str(error)
+    assert 'allow-build = ["aiohttp"]' in (error.hint or "")

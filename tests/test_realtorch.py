@@ -262,6 +262,13 @@ def realtorch_site(root: Path) -> Deployment:
     """The real ComfyUI requirements.txt (no torchaudio in it); the Manager as make_deployment's (plus pip)."""
     site = make_deployment(root / "site", requirements=(FIXTURES / "comfyui" / "requirements.txt").read_text(),
                            profiles=(PROFILE,), requires_python="==3.11.*")
+    # This machine's local wheel indexes (which the mirror answers from) hold x86_64 files only, and a lock
+    # builds nothing (no-build): the deployment's own cu130 locks Linux x86_64 alone, not aarch64 too.
+    builtin = (Path(__file__).resolve().parents[1] / "profiles" / "cu130.toml").read_text(encoding="utf-8")
+    own = builtin.replace("    \"sys_platform == 'linux' and platform_machine == 'aarch64'\",\n", "")
+    assert own != builtin
+    (site.root / "profiles").mkdir()
+    (site.root / "profiles" / "cu130.toml").write_text(own, encoding="utf-8")
     return site
 
 

@@ -34,6 +34,7 @@ from envbuild.uv.command import DEFAULT_INDEX_ENV
 
 if TYPE_CHECKING:
     from envbuild.core.http.indexclient import IndexClient
+    from envbuild.settings.cooldown import Cooldown
     from envbuild.settings.mirrors import Mirrors
     from envbuild.uv.command import Uv
 
@@ -130,6 +131,16 @@ class Deployment:
         from envbuild.uv.command import get_uv
 
         return get_uv(self.env)
+
+    def cooldown(self, profile: TorchProfile) -> Cooldown | None:
+        """The cooldown this profile's lock holds to: envbuild.toml's, or the default one — except through a
+        PyPI mirror, where the default is off: a mirror that lists no upload times (most serve plain HTML
+        pages without them) would count every file as new and nothing would lock. Set [lock]
+        exclude-newer to have one through a mirror that lists them."""
+        config = self.config
+        if config.exclude_newer_set or self.indexes(profile).default is None:
+            return config.exclude_newer
+        return None
 
     def venv(self, given: Path | None) -> Path:
         """--venv, else `.venv` beside the ComfyUI checkout (inside it, a `uv sync` run in the checkout

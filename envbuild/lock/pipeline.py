@@ -63,7 +63,7 @@ def lock_profile(
     if not upgrading and remembered(deployment, profile) is not None:  # a few file hashes, no parsing
         return _up_to_date(folder, started)
     # every input error surfaces before anything is written; an upgrade also moves the cooldown's cutoff
-    plan = plan_lock(deployment, profile, cutoff=moved_cutoff(deployment) if upgrading else None)
+    plan = plan_lock(deployment, profile, cutoff=moved_cutoff(deployment, profile) if upgrading else None)
     if not upgrading and _current_as_recorded(deployment, plan):  # a fresh clone's first no-op: nothing to write
         return _up_to_date(folder, started)
     require_owned_lock_dir(deployment)
@@ -410,7 +410,7 @@ def staged_lock(deployment: Deployment, profile: TorchProfile, *, upgrade: bool 
     import dataclasses
 
     moving = move_cutoff or upgrade or bool(upgrade_packages)
-    plan = plan_lock(deployment, profile, cutoff=moved_cutoff(deployment) if moving else None)
+    plan = plan_lock(deployment, profile, cutoff=moved_cutoff(deployment, profile) if moving else None)
     require_owned_lock_dir(deployment)
     ignore_scratch_files(deployment.lock_dir)
     with exclusive_lock(deployment.lock_dir / f".{profile.name}.lock", timeout=deployment.lock_timeout,

@@ -48,7 +48,7 @@ def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Settled
     direct = {r.name for r in merged.result.requirements if r.url is None}
     companions = tuple(c for c in profile.companions if c.name in direct)
     expected = expected_fingerprint(deployment, profile)
-    cutoff, edited = _cutoff(deployment, folder, expected, cutoff)
+    cutoff, edited = _cutoff(deployment, profile, folder, expected, cutoff)
     inputs = {config.display(item.path): "" for item in merged.collected.files}
     inputs.update(_input_digests(merged, deployment))
     for item in merged.collected.files:  # read for its warning, never run: no input of the lock's pyproject
@@ -96,25 +96,25 @@ def expected_fingerprint(deployment: Deployment, profile: TorchProfile) -> Finge
         torch_source=profile.torch_source, index_url=indexes.torch, profile_sha256=profile_digest(profile),
         pyproject_sha256="", inputs={}, default_index=indexes.default, extra=extra,
         requires_python=deployment.config.requires_python,
-        exclude_newer=deployment.config.exclude_newer.text if deployment.config.exclude_newer else "",
+        exclude_newer=cooldown.text if (cooldown := deployment.cooldown(profile)) else "",
     )
 
 
-def moved_cutoff(deployment: Deployment) -> str | None:
+def moved_cutoff(deployment: Deployment, profile: TorchProfile) -> str | None:
     """The cooldown's moment for a lock made now (`lock --upgrade`, `update`): the clock is read here and
     when a lock has no recorded moment for this setting, nowhere else. None: no cooldown."""
     from envbuild.settings.cooldown import utc_now
 
-    cooldown = deployment.config.exclude_newer
+    cooldown = deployment.cooldown(profile)
     return cooldown.cutoff(utc_now()) if cooldown is not None else None
 
 
-def _cutoff(deployment: Deployment, folder: LockFolder, expected: Fingerprint,
+def _cutoff(deployment: Deployment, profile: TorchProfile, folder: LockFolder, expected: Fingerprint,
             given: str | None) -> tuple[str, tuple[str, ...]]:
     """The moment this plan renders ("": no cooldown), and a recorded one envbuild could not have written.
     The recorded moment is kept while the setting is the recorded one: re-locking changed inputs keeps the
     cutoff, so the same inputs lock the same way on any day."""
-    cooldown = deployment.config.exclude_newer
+    cooldown = deployment.cooldown(profile)
     if cooldown is None:
         return "", ()
     if cooldown.fixed is not None:  # a fixed moment: the setting itself, never moved
@@ -123,9 +123,9 @@ def _cutoff(deployment: Deployment, folder: LockFolder, expected: Fingerprint,
         return given, ()
     recorded = folder.read_fingerprint()
     if recorded is None or recorded.exclude_newer != expected.exclude_newer or not recorded.cutoff:
-        return moved_cutoff(deployment) or "", ()
+        return moved_cutoff(deployment, profile) or "", ()
     if not cooldown.could_be(recorded.cutoff):  # checked without the clock: its form and its rounding
-        return moved_cutoff(deployment) or "", (
+        return moved_cutoff(deployment, profile) or "", (
             f"{deployment.display(folder.fingerprint_path)} records a cooldown cutoff envbuild does not write for "
             f"{expected.exclude_newer!r}: {recorded.cutoff[:40]!r}",)
     return recorded.cutoff, ()

@@ -86,6 +86,7 @@ class Config(NamedTuple):
     variant_groups: Mapping[str, tuple[str, ...]] = NO_SETTINGS  # module -> members, the first kept (variants.py)
     exclude_packages: tuple[str, ...] = ()  # [lock] exclude: optional torch-family members left out (family.py)
     exclude_newer: Cooldown | None = DEFAULT_COOLDOWN  # [lock] exclude-newer (None: off; settings/cooldown.py)
+    exclude_newer_set: bool = False  # written in envbuild.toml (else the default, which a PyPI mirror turns off)
     allow_build: tuple[str, ...] = ()  # [lock] allow-build: packages whose build backend may run (sdists, git)
     # [custom-nodes.NAME] requirements: node name -> extra requirement files inside its folder (pinned or not)
     node_requirements: Mapping[str, tuple[str, ...]] = NO_SETTINGS
@@ -230,6 +231,7 @@ def _read_config(path: Path) -> Config:
         variant_groups=_variant_groups(lock.get("variant-groups", {}), path),
         exclude_packages=_exclude(lock.get("exclude", []), path),
         exclude_newer=parse_cooldown(lock["exclude-newer"], path) if "exclude-newer" in lock else DEFAULT_COOLDOWN,
+        exclude_newer_set="exclude-newer" in lock,
         allow_build=_allow_build(lock.get("allow-build", []), path),
     )
 

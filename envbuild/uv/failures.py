@@ -26,6 +26,7 @@ _FAILED_AT = (re.compile(r"for\s+url\s+\((\S+?)\)"), re.compile(r"Failed\s+to\s+
               re.compile(r"Failed\s+to\s+download\s+`([^`]+)`"))
 _NO_BUILD = re.compile(r"Wheels\s+are\s+required\s+for\s+`([^`]+)`\s+because\s+building\s+from\s+source\s+is\s+"
                        r"disabled|Distribution\s+`([^`]+)`\s+can't\s+be\s+installed\s+because\s+it\s+is\s+marked\s+as\s+`--no-build`")
+_NO_PLATFORM_WHEEL = re.compile(r"Because\s+([A-Za-z0-9._-]+)==\S+\s+has\s+no\s+`([^`]+)`-compatible\s+wheels")
 _HTTP_STATUS = re.compile(r"HTTP\s+status\s+(?:client|server)\s+error\s+\((\d{3}[^)]*)\)\s+for\s+url\s+\((\S+?)\)")
 _BODY_CUTS = tuple(re.compile(phrase.replace(" ", r"\s+"), re.I) for phrase in (  # most specific first
     "end of file before message length reached", "connection closed before message completed",
@@ -67,6 +68,17 @@ def classify_failure(action: str, message: str, default: type[UvError], *, shown
             hint=f'if you trust it, add `allow-build = ["{name}"]` to [lock] in envbuild.toml (uv then builds it '
                  "from source, here and on every machine that syncs); or find the node that asks for it "
                  "(`envbuild merge --explain`) and leave that node out",
+        )
+    platform = _NO_PLATFORM_WHEEL.search(message)
+    if platform:  # no-build: a platform the profile locks has no wheel of that release
+        name, where = platform.group(1), platform.group(2)
+        return default(
+            action, message, shown=shown,
+            summary=f"{name} has no wheel for `{where}`, a platform the profile locks, and envbuild builds nothing "
+                    "it is not allowed to",
+            hint=f'allow its build there: `allow-build = ["{name}"]` in [lock] (its own code runs on that platform '
+                 "when it installs), or pin a release that ships that wheel in an input, or use a profile without "
+                 "that platform",
         )
     cooled = _COOLDOWN.search(message)
     if cooled:  # uv's own hint (exclude-newer-package) names a file envbuild generates: say envbuild's ways
