@@ -396,3 +396,20 @@ def test_the_shipped_locks_hold_a_cooldown_that_lets_comfyuis_own_pins_through()
         exempt = set(re.findall(r"^([a-z0-9-]+) = false$", lock.split("[options.exclude-newer-package]")[1]
                                 .split("\n\n")[0], re.MULTILINE))
         assert pins <= exempt and "torch" in exempt, (folder, pins - exempt)
+
+
+@pytest.mark.unit
+def test_through_a_pypi_mirror_the_default_cooldown_is_off_and_an_explicit_one_applies(tmp_path: Path) -> None:
+    """Most mirrors list no upload times: under any cutoff uv would drop every file (measured)."""
+    from envbuild.deploy.deployment import load_deployment
+
+    site = make_deployment(tmp_path / "site", profiles=("cu130-pypi",))
+    mirrored = {"ENVBUILD_PYPI_MIRROR": "https://mirror.example/simple", "ENVBUILD_MIRROR_MODE": "lock"}
+    for env, expected in (({}, DEFAULT_COOLDOWN), (mirrored, None)):
+        deployment = load_deployment(site.root, env)
+        assert deployment.cooldown(deployment.catalogue.get("cu130-pypi")) == expected
+    with (site.root / "envbuild.toml").open("a") as handle:
+        handle.write('exclude-newer = "3 days"\n')
+    deployment = load_deployment(site.root, mirrored)
+    cooldown = deployment.cooldown(deployment.catalogue.get("cu130-pypi"))
+    assert cooldown is not None and cooldown.text == parse_cooldown("3 days", site.root / "envbuild.toml").text
