@@ -24,7 +24,8 @@ if TYPE_CHECKING:
               help="How many custom nodes to fetch at once.")
 @click.pass_context
 def fetch(ctx: click.Context, force: bool, jobs: int) -> None:
-    """Clone (or update) [comfyui] git, [manager] git and every [custom-nodes.NAME] at its pin.
+    """Clone (or update) [comfyui] git, [manager] git and every [custom-nodes.NAME] at its pin, and
+    download every [models.NAME] (verified by sha256, several at once, resumed after a drop).
 
     \b
     Each checkout is left at its pinned commit as a detached HEAD (a branch ref: its commit now),
@@ -42,8 +43,9 @@ def fetch(ctx: click.Context, force: bool, jobs: int) -> None:
     config = deployment.config
     results = fetch_all(config, deployment.env, stream=not ctx.obj["quiet"])
     targets = [(pin, folder) for pin in config.node_pins if (folder := pinned_folder(config, pin)) is not None]
-    if not results and not targets:
-        raise UsageError("nothing to fetch: envbuild.toml sets no git source and pins no custom node",
+    models = config.models.pins if config.models is not None else ()
+    if not results and not targets and not models:
+        raise UsageError("nothing to fetch: envbuild.toml sets no git source and pins no custom node or model",
                          hint='add [comfyui] git = "https://github.com/Comfy-Org/ComfyUI" and ref = "v0.3.x" '
                               "(and optionally [manager] git/ref), or `envbuild node add URL`")
     for result in results:
@@ -78,6 +80,10 @@ def fetch(ctx: click.Context, force: bool, jobs: int) -> None:
             say(ctx, f"run `envbuild lock` so the lock records these commits ({', '.join(stale)} not current)")
         else:  # a second machine fetching what the committed locks were made from: nothing to lock
             say(ctx, "the committed locks were made from these commits: `envbuild sync` installs one")
+    if models:
+        from envbuild.cli.model import fetch_pinned_models
+
+        fetch_pinned_models(ctx, deployment, jobs=min(jobs, 4), force=force)
     if problems:
         raise GitError(f"{len(problems)} of {len(nodes)} custom node(s) not at their pin:\n  "
                         + "\n  ".join(problems),
