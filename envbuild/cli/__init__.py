@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "rollback": "envbuild.cli.rollback:rollback",
     "update": "envbuild.cli.update:update",
     "model": "envbuild.cli.model:model",
+    "workflow": "envbuild.cli.workflow:workflow",
 }
 
 
