@@ -252,3 +252,30 @@ def test_list_verify_and_remove(server: ModelServer, tmp_path: Path) -> None:
     removed = invoke_cli(["model", "remove", "sd15"], env=env, cwd=project)
     assert removed.returncode == 0 and "kept" in removed.stdout and placed.exists()
     assert "[models" not in (project / "envbuild.toml").read_text()
+
+
+@pytest.mark.parametrize("fault", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_full_disk_or_ctrl_c_keeps_the_partial_for_resume(server: ModelServer, tmp_path: Path,
+                                                            fault: BaseException) -> None:
+    url = server.add("/m", Served(BODY))
+
+    def interrupt(done: int, total: int | None) -> None:
+        if done >= 1024 * 1024:
+            raise fault
+
+    with pytest.raises(type(fault)):
+        download(url, tmp_path / "store", sha256=SHA, size=len(BODY), limits=FAST, progress=interrupt)
+    partial = tmp_path / "store" / "partial" / f"{SHA}.part"
+    kept = partial.stat().st_size
+    assert kept >= 1024 * 1024 and not list((tmp_path / "store").rglob("sha256/*"))
+    fetched = download(url, tmp_path / "store", sha256=SHA, size=len(BODY), limits=FAST)
+    assert fetched.resumed_from == kept and fetched.path.read_bytes() == BODY
+
+
+def test_names_that_escape_are_refused(tmp_path: Path) -> None:
+    make_project(tmp_path)
+    env = env_for(tmp_path)
+    for args in (["--folder", "../../etc"], ["--folder", "checkpoints", "--filename", "../x"],
+                 ["--folder", "loras", "--name", "../x"]):
+        result = invoke_cli(["model", "add", "http://127.0.0.1:9/m.bin", *args], env=env, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)

@@ -239,7 +239,7 @@ def _hint(bad: list[ModelFetch]) -> str:
         return "the file moved: `envbuild model add NEW-URL --name NAME --sha256 HEX` re-points the pin"
     if "sha256" in problems:
         return "the server sends other bytes than were pinned: nothing was placed; check the URL or the pin"
-    return "run the command again: what arrived is kept and resumed"
+    return "run the command again (a partial download is kept and resumed)"
 
 
 # -- status, verify -------------------------------------------------------------------------------------
@@ -310,6 +310,10 @@ def add_model(deployment: Deployment, url: str, *, folder: str | None, name: str
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
             raise UsageError(f"--sha256 {sha256!r} is not 64 hex digits", hint="the file's sha256, e.g. from the "
                              "model page or `sha256sum FILE`")
+    if filename is not None and path_component_problem(filename):
+        raise UsageError(f"--filename {filename!r} {path_component_problem(filename)}", hint="one file name")
+    if name is not None and not valid_model_name(name):
+        raise UsageError(f"`{name}` cannot be a model's name", hint="pass --name NAME (letters, digits, _ . + -)")
     models_dir(deployment)
     fetch_url = effective_url(url, hf_endpoint(deployment))
     progress = (lambda done, total: on_progress(name or "model", done, total)) if on_progress else None

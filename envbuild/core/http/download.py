@@ -108,8 +108,9 @@ def _download(client: httpx.Client, url: str, store: Path, part: Path, sha256: s
     failures, reason = 0, ""
     while size is None or state.have != size:
         if failures >= limits.tries:
-            raise DownloadFailure(url, f"{reason} ({failures} failed tries in a row; what arrived is "
-                                       "kept and the next run resumes it)")
+            kept = f"; the {state.have:,} bytes that arrived are kept and the next run resumes them" \
+                if state.have else ""
+            raise DownloadFailure(url, f"{reason} ({failures} failed tries in a row{kept})")
         if failures:
             time.sleep(min(limits.backoff * 2 ** (failures - 1), 5.0))
         before, done, stalled = state.have, False, False
