@@ -279,3 +279,36 @@ def test_names_that_escape_are_refused(tmp_path: Path) -> None:
                  ["--folder", "loras", "--name", "../x"]):
         result = invoke_cli(["model", "add", "http://127.0.0.1:9/m.bin", *args], env=env, cwd=tmp_path)
         assert result.returncode == 2, (args, result.stderr)
+
+
+def test_across_file_systems_a_copy_is_made_said_and_known_again(server: ModelServer, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def no_links(*args: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    url = server.add("/m.safetensors", Served(BODY))
+    project = make_project(tmp_path / "p", pin_text(url))
+    env = env_for(tmp_path)
+    result = invoke_cli(["fetch"], env=env, cwd=project)
+    assert result.returncode == 0 and "a copy, not a link" in result.stdout, result.stderr
+    placed = project / "ComfyUI" / "models" / "checkpoints" / "m.safetensors"
+    assert placed.read_bytes() == BODY and placed.stat().st_nlink == 1
+    assert "already there" in invoke_cli(["fetch"], env=env, cwd=project).stdout
+    removed = invoke_cli(["model", "remove", "sd15"], env=env, cwd=project)
+    assert "deleted" in removed.stdout and not placed.exists()
+
+
+def test_a_users_file_at_a_pinned_path_is_left_alone(server: ModelServer, tmp_path: Path) -> None:
+    url = server.add("/m.safetensors", Served(BODY))
+    project = make_project(tmp_path / "p", pin_text(url))
+    mine = project / "ComfyUI" / "models" / "checkpoints" / "m.safetensors"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"my own model")
+    env = env_for(tmp_path)
+    result = invoke_cli(["fetch"], env=env, cwd=project)
+    assert result.returncode == 7 and "left alone" in result.stderr and mine.read_bytes() == b"my own model"
+    forced = invoke_cli(["fetch", "--force"], env=env, cwd=project)
+    assert forced.returncode == 0 and mine.read_bytes() == BODY

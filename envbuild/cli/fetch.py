@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.option("--force", is_flag=True,
-              help="Put a pinned node that moved or has local changes back at its pin (its changes are lost); replace a "
-                   "file at a pinned model's path that holds other bytes.")
+              help="Put a pinned node that moved or has local changes back at its pin (its changes are lost); "
+                   "replace a file at a pinned model's path that holds other bytes.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 32), default=8, show_default=True,
               help="How many custom nodes to fetch at once.")
 @click.pass_context

@@ -131,7 +131,8 @@ def place(stored: Path, target: Path) -> str:
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
             raise
-        shutil.copyfile(stored, staged)
+        shutil.copy2(stored, staged)  # its mtime kept: `is_store_copy` knows it again without a re-hash
+        os.chmod(staged, 0o644)
         action = "copied"
     try:
         os.replace(staged, target)
@@ -139,6 +140,17 @@ def place(stored: Path, target: Path) -> str:
         staged.unlink(missing_ok=True)
         raise
     return action
+
+
+def is_store_copy(path: Path, stored: Path) -> bool:
+    """`path` is the store's file, linked, or copied across file systems by `place` (same size and mtime)."""
+    if _same_file(path, stored):
+        return True
+    try:
+        mine, theirs = path.stat(), stored.stat()
+    except OSError:
+        return False
+    return mine.st_size == theirs.st_size and mine.st_mtime_ns == theirs.st_mtime_ns
 
 
 def placed_by_envbuild(path: Path, store: Path) -> bool:
@@ -195,7 +207,7 @@ def _fetch_one(deployment: Deployment, pin: ModelPin, on_progress: OnProgress | 
     store = store_dir(deployment)
     target = model_path(deployment, pin)
     stored = store_file(store, pin.sha256)
-    if stored.is_file() and _same_file(stored, target):
+    if stored.is_file() and is_store_copy(target, stored):
         return ModelFetch(pin, target, "present")
     if target.exists() and not stored.is_file():
         # A file put there by hand: hashed once; the pinned bytes join the store (a link, no copy).
@@ -260,7 +272,7 @@ def model_statuses(deployment: Deployment, *, full_hash: bool = False) -> list[M
         if size != pin.size:
             statuses.append(ModelStatus(pin, path, "modified", f"{size:,} bytes, the pin says {pin.size:,}"))
             continue
-        if full_hash or not _same_file(path, store_file(store, pin.sha256)):
+        if full_hash or not is_store_copy(path, store_file(store, pin.sha256)):
             actual = file_sha256(path) if full_hash else None
             if actual is not None and actual != pin.sha256:
                 statuses.append(ModelStatus(pin, path, "modified", f"sha256 {actual}, the pin says {pin.sha256}"))
@@ -362,7 +374,7 @@ def remove_model(deployment: Deployment, name: str) -> tuple[str, ...]:
         raise UsageError(f"no model named {name} is pinned", hint=f"pinned models: {known}")
     lines = list(write_model_pins(config.source, [], remove=(pin.name,)))
     target = model_path(deployment, pin)
-    if _same_file(target, store_file(store_dir(deployment), pin.sha256)):
+    if target.is_file() and is_store_copy(target, store_file(store_dir(deployment), pin.sha256)):
         target.unlink()
         lines.append(f"{deployment.display(target)} deleted (the store keeps its copy)")
     elif target.exists():
