@@ -328,7 +328,8 @@ def add_model(deployment: Deployment, url: str, *, folder: str | None, name: str
         raise UsageError(f"`{name}` cannot be a model's name", hint="pass --name NAME (letters, digits, _ . + -)")
     models_dir(deployment)
     fetch_url = effective_url(url, hf_endpoint(deployment))
-    progress = (lambda done, total: on_progress(name or "model", done, total)) if on_progress else None
+    shown = name or filename or filename_from_url(url) or "model"
+    progress = (lambda done, total: on_progress(shown, done, total)) if on_progress else None
     try:
         fetched = download(fetch_url, store_dir(deployment), sha256=sha256,
                            headers=auth_headers(fetch_url, deployment.env), progress=progress)
@@ -354,6 +355,8 @@ def add_model(deployment: Deployment, url: str, *, folder: str | None, name: str
         raise UsageError(f"{deployment.display(target)} exists with other bytes and envbuild did not place it",
                          hint="move it away, or pass --filename for another name")
     action = place(fetched.path, target)
+    if fetched.downloaded:
+        action = "downloaded" if action == "linked" else f"downloaded, {action}"
     lines = write_model_pins(config.source, [pin])
     return ModelAdded(pin, ModelFetch(pin, target, action, fetched.downloaded, fetched.resumed_from),
                       tuple(lines))
