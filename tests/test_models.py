@@ -312,3 +312,25 @@ def test_a_users_file_at_a_pinned_path_is_left_alone(server: ModelServer, tmp_pa
     assert result.returncode == 7 and "left alone" in result.stderr and mine.read_bytes() == b"my own model"
     forced = invoke_cli(["fetch", "--force"], env=env, cwd=project)
     assert forced.returncode == 0 and mine.read_bytes() == BODY
+
+
+def test_hf_endpoint_fetches_from_the_mirror_without_the_token(server: ModelServer, tmp_path: Path) -> None:
+    server.add("/org/repo/resolve/main/m.safetensors", Served(BODY))
+    hub = "https://huggingface.co/org/repo/resolve/main/m.safetensors"
+    project = make_project(tmp_path / "p", f'\n[models]\nhf-endpoint = "{server.url}"\n' + pin_text(hub))
+    result = invoke_cli(["fetch"], env=env_for(tmp_path, HF_TOKEN="hf_secret"), cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert [path for path, _ in server.requests] == ["/org/repo/resolve/main/m.safetensors"]
+    assert "Authorization" not in server.requests[0][1]  # a mirror gets no token
+    assert hub in (project / "envbuild.toml").read_text()  # the pin keeps the canonical URL
+
+
+def test_help_imports_neither_rich_nor_httpx() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "envbuild", "model", "--help"],
+                          capture_output=True, text=True, check=True)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert "envbuild.cli.options" in imported  # the command module was loaded (it imports options)
+    assert "rich" not in imported and "httpx" not in imported

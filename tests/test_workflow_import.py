@@ -136,3 +136,14 @@ def test_not_a_workflow_is_refused(tmp_path: Path) -> None:
     path.write_bytes(png_with([]))
     with pytest.raises(WorkflowError, match="without a ComfyUI workflow"):
         read_workflow(path)
+
+
+def test_subgraph_nodes_count_and_types_found_in_code_are_not_listed(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p")
+    (project / "ComfyUI" / "nodes.py").write_text('NODE_CLASS_MAPPINGS = {"Unknowable": object}\n')
+    flow = {"nodes": [{"type": "Unknowable"}],
+            "definitions": {"subgraphs": [{"nodes": [{"type": "Inner", "properties": {}}]}]}}
+    (project / "wf.json").write_text(json.dumps(flow))
+    result = invoke_cli(["workflow", "import", "wf.json"], env=env_for(tmp_path), cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "provides: Inner" in result.stderr and "Unknowable" not in result.stderr
