@@ -334,3 +334,28 @@ def test_help_imports_neither_rich_nor_httpx() -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
     assert "envbuild.cli.options" in imported  # the command module was loaded (it imports options)
     assert "rich" not in imported and "httpx" not in imported
+
+
+def test_ctrl_c_stops_every_parallel_download_and_keeps_the_partials(server: ModelServer, tmp_path: Path) -> None:
+    import time
+
+    from envbuild.deploy.deployment import load_deployment
+    from envbuild.env.models import fetch_models
+
+    fast = server.add("/fast.safetensors", Served(BODY))
+    slow = server.add("/slow.safetensors", Served(BODY[:4000], drip=0.01))  # ~40 s in all
+    slow_sha = hashlib.sha256(BODY[:4000]).hexdigest()
+    project = make_project(tmp_path / "p", pin_text(fast, name="fast")
+                           + pin_text(slow, name="slow", sha=slow_sha, size=4000))
+    deployment = load_deployment(project, env_for(tmp_path))
+
+    def ctrl_c(name: str, done: int, total: int | None) -> None:
+        if name == "fast" and done > 1024 * 1024:
+            raise KeyboardInterrupt
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        fetch_models(deployment, jobs=2, on_progress=ctrl_c)
+    assert time.monotonic() - started < 10
+    partials = {p.name: p.stat().st_size for p in (tmp_path / "cache" / "models" / "partial").glob("*.part")}
+    assert partials[f"{SHA}.part"] > 1024 * 1024 and 0 < partials[f"{slow_sha}.part"] < 4000

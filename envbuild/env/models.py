@@ -15,10 +15,11 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 from envbuild.core.errors import EnvbuildError, UsageError
@@ -39,6 +40,8 @@ from envbuild.settings.models import (
 
 TOKENS = (("huggingface.co", "HF_TOKEN"), ("civitai.com", "CIVITAI_API_TOKEN"))
 OnProgress = Callable[[str, int, "int | None"], None]  # (model name, bytes so far, total)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class ModelError(EnvbuildError):
@@ -180,6 +183,31 @@ def file_sha256(path: Path) -> str:
 
 # -- fetch --------------------------------------------------------------------------------------------
 
+def in_parallel(items: Sequence[T], work: Callable[[T, threading.Event], R], jobs: int) -> list[R]:
+    """`work` over `items`, `jobs` at a time, results in order. On Ctrl-C (or any error) the event is set and
+    every download stops at its next chunk (`progress_for`), its partial kept for a resume, instead of the
+    pool waiting for gigabytes to finish."""
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(items))))
+    try:
+        futures = [pool.submit(work, item, stop) for item in items]
+        return [future.result() for future in futures]
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def progress_for(name: str, on_progress: OnProgress | None, stop: threading.Event) -> Callable[[int, int | None], None]:
+    def report(done: int, total: int | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # in a download thread: it ends there, the partial kept
+        if on_progress is not None:
+            on_progress(name, done, total)
+    return report
+
+
 def fetch_models(deployment: Deployment, pins: tuple[ModelPin, ...] | None = None, *, jobs: int = 4,
                  on_progress: OnProgress | None = None, on_done: Callable[[ModelFetch], None] | None = None,
                  force: bool = False) -> list[ModelFetch]:
@@ -191,17 +219,17 @@ def fetch_models(deployment: Deployment, pins: tuple[ModelPin, ...] | None = Non
         return []
     models_dir(deployment)  # refuse before any download when there is nowhere to put them
 
-    def one(pin: ModelPin) -> ModelFetch:
-        result = _fetch_one(deployment, pin, on_progress, force)
+    def one(pin: ModelPin, stop: threading.Event) -> ModelFetch:
+        result = _fetch_one(deployment, pin, progress_for(pin.name, on_progress, stop), force)
         if on_done is not None:
             on_done(result)
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(chosen)))) as pool:
-        return list(pool.map(one, chosen))
+    return in_parallel(chosen, one, jobs)
 
 
-def _fetch_one(deployment: Deployment, pin: ModelPin, on_progress: OnProgress | None, force: bool) -> ModelFetch:
+def _fetch_one(deployment: Deployment, pin: ModelPin, progress: Callable[[int, int | None], None],
+               force: bool) -> ModelFetch:
     from envbuild.core.http.download import DownloadFailure, download, store_file
 
     store = store_dir(deployment)
@@ -222,7 +250,6 @@ def _fetch_one(deployment: Deployment, pin: ModelPin, on_progress: OnProgress | 
         return ModelFetch(pin, target, "modified", problem=f"{deployment.display(target)} holds other bytes than "
                           "the pin and envbuild did not place it: left alone (move it away, or pass --force)")
     url = effective_url(pin.url, hf_endpoint(deployment))
-    progress = (lambda done, total: on_progress(pin.name, done, total)) if on_progress is not None else None
     try:
         fetched = download(url, store, sha256=pin.sha256, size=pin.size, headers=auth_headers(url, deployment.env),
                            progress=progress)

@@ -10,7 +10,7 @@ that no pinned node or ComfyUI provides (as far as their code on disk says) are 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,10 +22,12 @@ from envbuild.env.models import (
     OnProgress,
     auth_headers,
     hf_endpoint,
+    in_parallel,
     model_path,
     models_dir,
     pins_of,
     place,
+    progress_for,
     store_dir,
 )
 from envbuild.settings.models import (
@@ -131,12 +133,12 @@ def _model_pins(deployment: Deployment, wanted: tuple[WorkflowModel, ...], skipp
     models_dir(deployment)
     store = store_dir(deployment)
 
-    def one(item: tuple[WorkflowModel, str | None]) -> ModelPin | str:
+    def one(item: tuple[WorkflowModel, str | None], stop: threading.Event) -> ModelPin | str:
         model, digest = item
         url = effective_url(model.url, hf_endpoint(deployment))
-        progress = (lambda done, total: on_progress(model.name, done, total)) if on_progress else None
         try:
-            fetched = download(url, store, sha256=digest, headers=auth_headers(url, deployment.env), progress=progress)
+            fetched = download(url, store, sha256=digest, headers=auth_headers(url, deployment.env),
+                               progress=progress_for(model.name, on_progress, stop))
         except DownloadFailure as exc:
             return f"model {model.name}: {exc.reason}"
         pin = ModelPin(name_from_filename(model.name), model.url, fetched.sha256, fetched.size, model.directory,
@@ -144,8 +146,7 @@ def _model_pins(deployment: Deployment, wanted: tuple[WorkflowModel, ...], skipp
         place(fetched.path, model_path(deployment, pin))
         return pin
 
-    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(todo)))) as pool:
-        results = list(pool.map(one, todo))
+    results = in_parallel(todo, one, jobs)
     pins, computed, names = [], [], {p.name.lower() for p in pins_of(deployment)}
     for (_, digest), result in zip(todo, results, strict=True):
         if isinstance(result, str):
