@@ -359,3 +359,10 @@ def test_ctrl_c_stops_every_parallel_download_and_keeps_the_partials(server: Mod
     assert time.monotonic() - started < 10
     partials = {p.name: p.stat().st_size for p in (tmp_path / "cache" / "models" / "partial").glob("*.part")}
     assert partials[f"{SHA}.part"] > 1024 * 1024 and 0 < partials[f"{slow_sha}.part"] < 4000
+
+
+def test_a_redirect_loop_is_a_clear_failure(server: ModelServer, tmp_path: Path) -> None:
+    loop = server.add("/a", Served())
+    server.files["/a"] = Served(redirect=loop)
+    with pytest.raises(DownloadFailure, match="redirected too many times"):
+        download(loop, tmp_path / "store", limits=FAST)

@@ -142,14 +142,18 @@ def _download(client: httpx.Client, url: str, store: Path, part: Path, sha256: s
                     _stream(response, state, total, progress, limits, url)
                     done = total is None or state.have >= total
                     reason = "" if done else f"the connection closed at {state.have:,} of {total:,} bytes"
-        except httpx.InvalidURL as exc:
-            raise DownloadFailure(url, f"not a valid URL: {exc}") from None
+        except httpx.InvalidURL:  # its text may hold a redirect's (signed) URL: not repeated
+            raise DownloadFailure(url, "not a valid URL (or it redirected to one that is not)") from None
+        except httpx.TooManyRedirects:
+            raise DownloadFailure(url, "redirected too many times") from None
         except httpx.TimeoutException:
             reason = f"timed out after {limits.timeout:g} s without a byte"
         except _Stalled as exc:  # a drip makes progress on every try: it counts against the tries all the same
             reason, stalled = str(exc), True
         except (httpx.TransportError, httpx.DecodingError) as exc:
             reason = f"the connection failed ({type(exc).__name__})"
+        except httpx.HTTPError as exc:  # anything else httpx raises: said by its kind, never its text
+            raise DownloadFailure(url, f"the request failed ({type(exc).__name__})") from None
         if done and (size is None or state.have >= size):
             break
         failures = 0 if state.have > before and not stalled else failures + 1
