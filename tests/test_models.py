@@ -179,7 +179,7 @@ def test_model_add_downloads_pins_and_keeps_comments(server: ModelServer, tmp_pa
     placed = tmp_path / "ComfyUI" / "models" / "vae" / "ae.safetensors"
     assert placed.read_bytes() == BODY
     assert os.path.samefile(placed, tmp_path / "cache" / "models" / "sha256" / SHA)
-    assert "computed by envbuild" in result.stdout
+    assert "computed by envbuild" in result.stdout and "folder vae (named in the URL" in result.stdout
 
 
 def test_model_add_enforces_a_given_sha256(server: ModelServer, tmp_path: Path) -> None:

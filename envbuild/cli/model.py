@@ -46,6 +46,9 @@ def add(ctx: click.Context, url: str, folder: str | None, name: str | None, file
         added = add_model(deployment, url, folder=folder, name=name, sha256=sha256, filename=filename,
                           on_progress=progress.update)
     _said_fetch(ctx, added.fetch)
+    if added.folder_from != "given":
+        why = "named in the URL" if added.folder_from == "url" else "the default"
+        say(ctx, f"model {added.pin.name}: folder {added.pin.folder} ({why}; `--folder` names another)")
     if not sha256:
         say(ctx, f"model {added.pin.name}: sha256 {added.pin.sha256} computed by envbuild from the bytes it "
                  "downloaded (compare it with the publisher's, if they give one)")

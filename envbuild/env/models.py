@@ -314,6 +314,7 @@ class ModelAdded(NamedTuple):
     pin: ModelPin
     fetch: ModelFetch
     config_lines: tuple[str, ...]
+    folder_from: str = "given"  # "given", "url" (named in its path) or "default" (checkpoints)
 
 
 def guess_folder(url: str) -> str | None:
@@ -340,6 +341,7 @@ def add_model(deployment: Deployment, url: str, *, folder: str | None, name: str
     if config.source is None:
         raise UsageError("no envbuild.toml here to pin the model in", hint="`envbuild init` writes one")
     check_new_url(url)
+    folder_from = "given" if folder else "url" if guess_folder(url) else "default"
     folder = folder or guess_folder(url) or "checkpoints"
     found = folder_problem(folder)
     if found:
@@ -386,7 +388,7 @@ def add_model(deployment: Deployment, url: str, *, folder: str | None, name: str
         action = "downloaded" if action == "linked" else f"downloaded, {action}"
     lines = write_model_pins(config.source, [pin])
     return ModelAdded(pin, ModelFetch(pin, target, action, fetched.downloaded, fetched.resumed_from),
-                      tuple(lines))
+                      tuple(lines), folder_from)
 
 
 def _usable(filename: str | None) -> str | None:
