@@ -143,6 +143,9 @@ def webp_texts(raw: bytes, path: Path) -> Iterator[tuple[str, bytes]]:
         pos += 8 + length + (length & 1)
         if kind not in (b"EXIF", b"XMP "):
             continue
+        if length > MAX_TEXT:
+            raise WorkflowError(f"{path}: its {kind.decode().strip()} chunk is {length:,} bytes, more than the "
+                                f"{MAX_TEXT // MIB} MiB a workflow may be")
         for key in ("workflow", "prompt"):
             marker = data.find(key.encode() + b":")
             if marker < 0:

@@ -42,7 +42,8 @@ from envbuild.settings.models import (
 from envbuild.settings.pins import NodePin, valid_name
 
 _SCAN_FILES = 4000  # .py files read per search for node types (bounded: a huge node tree is not walked whole)
-_SCAN_BYTES = 2 * 1024 * 1024
+_SCAN_BYTES = 2 * 1024 * 1024  # per file
+_SCAN_TOTAL = 128 * 1024 * 1024  # per search
 
 
 class WorkflowImport(NamedTuple):
@@ -195,12 +196,12 @@ def _named_in(folders: list[Path], types: set[str]) -> set[str]:
     """The types found quoted in the folders' Python files (bounded in files and bytes)."""
     found: set[str] = set()
     needles = {t: (f'"{t}"'.encode(), f"'{t}'".encode()) for t in types}
-    seen = 0
+    seen = read = 0
     for folder in folders:
         for root, dirs, files in os.walk(folder):
             dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("models", "node_modules", "venv")]
             for file in files:
-                if not file.endswith(".py") or seen >= _SCAN_FILES:
+                if not file.endswith(".py") or seen >= _SCAN_FILES or read >= _SCAN_TOTAL:
                     continue
                 seen += 1
                 try:
@@ -208,5 +209,6 @@ def _named_in(folders: list[Path], types: set[str]) -> set[str]:
                         text = handle.read(_SCAN_BYTES)
                 except OSError:
                     continue
+                read += len(text)
                 found.update(t for t, (a, b) in needles.items() if t not in found and (a in text or b in text))
     return found
