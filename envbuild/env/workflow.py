@@ -201,7 +201,9 @@ def _named_in(folders: list[Path], types: set[str]) -> set[str]:
         for root, dirs, files in os.walk(folder):
             dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("models", "node_modules", "venv")]
             for file in files:
-                if not file.endswith(".py") or seen >= _SCAN_FILES or read >= _SCAN_TOTAL:
+                if seen >= _SCAN_FILES or read >= _SCAN_TOTAL or len(found) == len(types):
+                    return found  # the walk itself stops too: a huge tree is not traversed to its end
+                if not file.endswith(".py"):
                     continue
                 seen += 1
                 try:
