@@ -200,6 +200,7 @@ def test_fetch_restores_verifies_and_the_store_dedups(server: ModelServer, tmp_p
     result = invoke_cli(["fetch"], env=env, cwd=first)
     assert result.returncode == 0, result.stderr
     assert "downloaded" in result.stdout and "verified" in result.stdout
+    assert "model sd15: 3.0 MiB of 3.0 MiB (100 %)" in result.stderr  # not a terminal: plain progress lines
     result = invoke_cli(["fetch"], env=env, cwd=second)  # a second deployment: no download, a hard link
     assert result.returncode == 0, result.stderr
     assert server.sent["/m.safetensors"] == len(BODY) and "from the store" in result.stdout
