@@ -367,3 +367,24 @@ def test_a_redirect_loop_is_a_clear_failure(server: ModelServer, tmp_path: Path)
     server.files["/a"] = Served(redirect=loop)
     with pytest.raises(DownloadFailure, match="redirected too many times"):
         download(loop, tmp_path / "store", limits=FAST)
+
+
+def test_without_a_pin_a_resume_is_only_of_the_same_file(server: ModelServer, tmp_path: Path) -> None:
+    url = server.add("/m", Served(BODY, drop_after=1_000_000, drops=1))
+    with pytest.raises(KeyboardInterrupt):  # `model add` interrupted: no sha256 known yet
+        download(url, tmp_path / "store", limits=FAST,
+                 progress=lambda done, total: (_ for _ in ()).throw(KeyboardInterrupt) if done >= 500_000 else None)
+    changed = os.urandom(len(BODY))
+    server.files["/m"] = Served(changed)  # the file changed on the server before the next run
+    fetched = download(url, tmp_path / "store", limits=FAST)
+    assert fetched.sha256 == hashlib.sha256(changed).hexdigest()  # If-Range: the whole new file, no mix
+    assert server.requests[-1][1].get("If-Range") is not None and fetched.resumed_from > 0
+
+
+def test_without_a_pin_or_a_validator_nothing_is_resumed(tmp_path: Path, server: ModelServer) -> None:
+    url = server.add("/m", Served(BODY))
+    partial = tmp_path / "store" / "partial" / f"{hashlib.sha256(url.encode()).hexdigest()}.part"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"x" * 1000)  # from who knows which file
+    fetched = download(url, tmp_path / "store", limits=FAST)
+    assert fetched.sha256 == SHA and fetched.resumed_from == 0

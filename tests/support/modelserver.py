@@ -29,6 +29,15 @@ class Served:
     drip: float = 0.0  # seconds between one-byte writes
     disposition: str | None = None  # a Content-Disposition file name
 
+    def etag(self) -> str:
+        """A strong ETag of what is served now (tampered bytes get their own)."""
+        if self.file is not None:
+            info = self.file.stat()
+            return f'"{info.st_size}-{info.st_mtime_ns}"'
+        import hashlib
+
+        return '"' + hashlib.sha256((self.data or b"") + (b"t" if self.tamper else b"")).hexdigest()[:16] + '"'
+
     def size(self) -> int:
         return len(self.data) if self.data is not None else (self.file.stat().st_size if self.file else 0)
 
@@ -94,6 +103,9 @@ class ModelServer:
         size = served.size()
         start = 0
         wanted = handler.headers.get("Range")
+        condition = handler.headers.get("If-Range")
+        if condition is not None and condition != served.etag():
+            wanted = None  # RFC 9110 13.1.5: the file changed, the whole of it
         if wanted and not served.ignore_range:
             start = int(wanted.removeprefix("bytes=").split("-", 1)[0])
             if start >= size:
@@ -108,6 +120,7 @@ class ModelServer:
             handler.send_response(200)
         handler.send_header("Content-Length", str(size - start))
         handler.send_header("Accept-Ranges", "bytes")
+        handler.send_header("ETag", served.etag())
         if served.disposition:
             handler.send_header("Content-Disposition", f'attachment; filename="{served.disposition}"')
         handler.end_headers()

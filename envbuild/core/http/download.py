@@ -105,6 +105,8 @@ def download(url: str, store: Path, *, sha256: str | None = None, size: int | No
 def _download(client: httpx.Client, url: str, store: Path, part: Path, sha256: str | None, size: int | None,
               headers: dict[str, str], progress: Progress | None, limits: Limits) -> Fetched:
     state = _State(part, size)
+    if sha256 is None and state.have and state.validator is None:
+        state.restart()  # nothing pins these bytes and nothing says the file is the same one: start over
     resumed_from, filename = state.have, None
     failures, reason = 0, ""
     while size is None or state.have != size:
@@ -116,8 +118,12 @@ def _download(client: httpx.Client, url: str, store: Path, part: Path, sha256: s
             time.sleep(min(limits.backoff * 2 ** (failures - 1), 5.0))
         before, done, stalled = state.have, False, False
         request_headers = dict(headers)
+        if state.have and sha256 is None and state.validator is None:
+            state.restart()  # a resume only where the pin, or the server's validator, proves it is one file
         if state.have:
             request_headers["Range"] = f"bytes={state.have}-"
+            if state.validator:  # the file changed on the server: it answers 200, the whole new file
+                request_headers["If-Range"] = state.validator
         try:
             with client.stream("GET", url, headers=request_headers) as response:
                 status = response.status_code
@@ -134,6 +140,8 @@ def _download(client: httpx.Client, url: str, store: Path, part: Path, sha256: s
                 else:
                     if status == 200 and state.have:  # the server ignores Range: the whole file, from byte 0
                         state.restart()
+                    if not state.have:
+                        state.remember(_validator(response))
                     filename = filename or _disposition_name(response.headers.get("content-disposition", ""))
                     total = _total(response, state.have, size)
                     if size is not None and total is not None and total != size:
@@ -158,6 +166,7 @@ def _download(client: httpx.Client, url: str, store: Path, part: Path, sha256: s
             break
         failures = 0 if state.have > before and not stalled else failures + 1
     digest = state.hasher.hexdigest()
+    state.remember(None)
     if sha256 is not None and digest != sha256:
         part.unlink(missing_ok=True)
         raise HashMismatch(url, sha256, digest, state.have)
@@ -198,6 +207,10 @@ class _State:
 
     def __init__(self, part: Path, size: int | None) -> None:
         self.part, self.hasher, self.have, self.downloaded = part, hashlib.sha256(), 0, 0
+        self.validator_file = part.with_suffix(".validator")
+        self.validator: str | None = None
+        if self.validator_file.is_file():
+            self.validator = self.validator_file.read_text(encoding="utf-8").strip()[:512] or None
         if part.exists():
             have = part.stat().st_size
             if size is not None and have > size:
@@ -212,9 +225,27 @@ class _State:
         self.part.unlink(missing_ok=True)
         self.hasher, self.have = hashlib.sha256(), 0
 
+    def remember(self, validator: str | None) -> None:
+        """The server's strong ETag or Last-Modified of the file the partial holds, kept beside it (an
+        If-Range on resume); None forgets it."""
+        self.validator = validator
+        if validator:
+            self.validator_file.write_text(validator, encoding="utf-8")
+        else:
+            self.validator_file.unlink(missing_ok=True)
+
 
 class _Stalled(Exception):
     pass
+
+
+def _validator(response: httpx.Response) -> str | None:
+    """A strong ETag (a weak one cannot be an If-Range), else Last-Modified; control characters refused."""
+    etag = response.headers.get("etag", "").strip()
+    value = etag if etag and not etag.startswith("W/") else response.headers.get("last-modified", "").strip()
+    if not value or len(value) > 512 or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return None
+    return str(value)
 
 
 def _range_starts_at(response: httpx.Response, have: int) -> bool:
