@@ -108,7 +108,9 @@ def test_a_slow_drip_is_abandoned(server: ModelServer, tmp_path: Path) -> None:
         download(url, tmp_path / "store", limits=limits)
 
 
-def test_a_redirect_to_another_origin_gets_no_token(server: ModelServer, tmp_path: Path) -> None:
+def test_a_redirect_to_another_origin_gets_no_token(server: ModelServer, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")  # as `envbuild -v` logs: httpx names every URL it requests
     with ModelServer() as cdn:
         signed = cdn.add("/blob", Served(BODY)) + "?X-Amz-Signature=abc"
         url = server.add("/resolve/main/m.safetensors", Served(redirect=signed))
@@ -116,6 +118,7 @@ def test_a_redirect_to_another_origin_gets_no_token(server: ModelServer, tmp_pat
     assert fetched.sha256 == SHA
     assert server.requests[0][1].get("Authorization") == "Bearer hf_secret"
     assert "Authorization" not in cdn.requests[0][1]
+    assert "/blob?" in caplog.text and "Signature" not in caplog.text  # the signed URL's query never logged
 
 
 # -- settings --------------------------------------------------------------------------------------------

@@ -97,6 +97,7 @@ def download(url: str, store: Path, *, sha256: str | None = None, size: int | No
             found = store_file(store, sha256)
             return Fetched(sha256, found.stat().st_size, found, 0, 0, None)
         _larger_reads()
+        _no_queries_in_httpx_logs()
         with httpx.Client(timeout=limits.timeout, follow_redirects=True, transport=transport,
                           headers={"Accept-Encoding": "identity"}) as client:
             return _download(client, url, store, part, sha256, size, dict(headers or {}), progress, limits)
@@ -186,6 +187,22 @@ def _download(client: httpx.Client, url: str, store: Path, part: Path, sha256: s
 
 
 READ_SIZE = 1024 * 1024
+_QUERY = re.compile(r"\?[^\s\"']*")
+
+
+def _no_queries_in_httpx_logs() -> None:
+    """httpx logs every request's URL at INFO (`envbuild -v`), a redirect's signed CDN URL included: its
+    query (the signature, an expiry, a token) is cut from those lines."""
+    import logging
+
+    class NoQueries(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.msg, record.args = _QUERY.sub("?…", record.getMessage()), ()
+            return True
+
+    log = logging.getLogger("httpx")
+    if not any(type(f).__name__ == "NoQueries" for f in log.filters):
+        log.addFilter(NoQueries())
 
 
 def _larger_reads() -> None:
