@@ -391,3 +391,13 @@ def test_without_a_pin_or_a_validator_nothing_is_resumed(tmp_path: Path, server:
     partial.write_bytes(b"x" * 1000)  # from who knows which file
     fetched = download(url, tmp_path / "store", limits=FAST)
     assert fetched.sha256 == SHA and fetched.resumed_from == 0
+
+
+def test_the_environments_hf_endpoint_is_honoured(server: ModelServer, tmp_path: Path) -> None:
+    server.add("/org/repo/resolve/main/m.safetensors", Served(BODY))
+    project = make_project(tmp_path / "p", pin_text("https://huggingface.co/org/repo/resolve/main/m.safetensors"))
+    result = invoke_cli(["fetch"], env=env_for(tmp_path, HF_ENDPOINT=server.url + "/"), cwd=project)
+    assert result.returncode == 0, result.stderr
+    other = make_project(tmp_path / "q", pin_text("https://huggingface.co/org/repo/resolve/main/m.safetensors"))
+    bad = invoke_cli(["fetch"], env=env_for(tmp_path / "b", HF_ENDPOINT="https://u:s3cr3t@mirror"), cwd=other)
+    assert bad.returncode == 2 and "HF_ENDPOINT" in bad.stderr and "s3cr3t" not in bad.stderr

@@ -78,8 +78,20 @@ def pins_of(deployment: Deployment) -> tuple[ModelPin, ...]:
 
 
 def hf_endpoint(deployment: Deployment) -> str | None:
+    """[models] hf-endpoint, else the environment's HF_ENDPOINT (huggingface_hub's own variable, often set
+    machine-wide where huggingface.co is blocked)."""
     settings = deployment.config.models
-    return settings.hf_endpoint if settings is not None else None
+    if settings is not None and settings.hf_endpoint:
+        return settings.hf_endpoint
+    value = deployment.env.get("HF_ENDPOINT", "").strip()
+    if not value:
+        return None
+    problem = model_url_problem(value)
+    if problem:
+        from envbuild.core.errors import ConfigError
+
+        raise ConfigError("HF_ENDPOINT", f"{problem}", hint="a mirror's base URL, e.g. https://hf-mirror.com")
+    return value.rstrip("/")
 
 
 def models_dir(deployment: Deployment) -> Path:
