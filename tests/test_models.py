@@ -10,6 +10,7 @@ import json
 import os
 import textwrap
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -183,6 +184,9 @@ def test_model_add_downloads_pins_and_keeps_comments(server: ModelServer, tmp_pa
     assert placed.read_bytes() == BODY
     assert os.path.samefile(placed, tmp_path / "cache" / "models" / "sha256" / SHA)
     assert "computed by envbuild" in result.stdout and "folder vae (named in the URL" in result.stdout
+    again = invoke_cli(["model", "add", url, "--name", "ae2", "--filename", "ae2.safetensors"], env=env_for(tmp_path),
+                       cwd=tmp_path)
+    assert again.returncode == 0 and server.sent[urlsplit(url).path] == len(BODY)  # the same URL: from the store
 
 
 def test_model_add_enforces_a_given_sha256(server: ModelServer, tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ def add(ctx: click.Context, url: str, folder: str | None, name: str | None, file
     if added.folder_from != "given":
         why = "named in the URL" if added.folder_from == "url" else "the default"
         say(ctx, f"model {added.pin.name}: folder {added.pin.folder} ({why}; `--folder` names another)")
-    if not sha256:
+    if not sha256 and added.fetch.downloaded:
         say(ctx, f"model {added.pin.name}: sha256 {added.pin.sha256} computed by envbuild from the bytes it "
                  "downloaded (compare it with the publisher's, if they give one)")
     for line in added.config_lines:

@@ -368,6 +368,8 @@ def add_model(deployment: Deployment, url: str, *, folder: str | None, name: str
     if name is not None and not valid_model_name(name):
         raise UsageError(f"`{name}` cannot be a model's name", hint="pass --name NAME (letters, digits, _ . + -)")
     models_dir(deployment)
+    if sha256 is None:  # the same URL pinned already: its bytes are known (and likely in the store)
+        sha256 = next((p.sha256 for p in pins_of(deployment) if p.url == url), None)
     fetch_url = effective_url(url, hf_endpoint(deployment))
     shown = name or filename or filename_from_url(url) or "model"
     progress = (lambda done, total: on_progress(shown, done, total)) if on_progress else None
