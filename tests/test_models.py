@@ -405,3 +405,14 @@ def test_the_environments_hf_endpoint_is_honoured(server: ModelServer, tmp_path:
     other = make_project(tmp_path / "q", pin_text("https://huggingface.co/org/repo/resolve/main/m.safetensors"))
     bad = invoke_cli(["fetch"], env=env_for(tmp_path / "b", HF_ENDPOINT="https://u:s3cr3t@mirror"), cwd=other)
     assert bad.returncode == 2 and "HF_ENDPOINT" in bad.stderr and "s3cr3t" not in bad.stderr
+
+
+def test_run_names_pinned_models_not_in_place(server: ModelServer, tmp_path: Path) -> None:
+    from envbuild.deploy.deployment import load_deployment
+    from envbuild.env.run import missing_models
+
+    url = server.add("/m.safetensors", Served(BODY))
+    project = make_project(tmp_path / "p", pin_text(url))
+    assert missing_models(load_deployment(project, env_for(tmp_path))) == ["sd15"]
+    assert invoke_cli(["fetch"], env=env_for(tmp_path), cwd=project).returncode == 0
+    assert missing_models(load_deployment(project, env_for(tmp_path))) == []
