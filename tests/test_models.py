@@ -416,3 +416,14 @@ def test_run_names_pinned_models_not_in_place(server: ModelServer, tmp_path: Pat
     assert missing_models(load_deployment(project, env_for(tmp_path))) == ["sd15"]
     assert invoke_cli(["fetch"], env=env_for(tmp_path), cwd=project).returncode == 0
     assert missing_models(load_deployment(project, env_for(tmp_path))) == []
+
+
+def test_a_matching_file_put_there_by_hand_joins_the_store(server: ModelServer, tmp_path: Path) -> None:
+    url = server.add("/m.safetensors", Served(BODY))
+    project = make_project(tmp_path / "p", pin_text(url))
+    mine = project / "ComfyUI" / "models" / "checkpoints" / "m.safetensors"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(BODY)
+    result = invoke_cli(["fetch"], env=env_for(tmp_path), cwd=project)
+    assert result.returncode == 0 and "already there" in result.stdout and "/m.safetensors" not in server.sent
+    assert os.path.samefile(mine, tmp_path / "cache" / "models" / "sha256" / SHA)

@@ -250,13 +250,19 @@ def _fetch_one(deployment: Deployment, pin: ModelPin, progress: Callable[[int, i
     if stored.is_file() and is_store_copy(target, stored):
         return ModelFetch(pin, target, "present")
     if target.exists() and not stored.is_file():
-        # A file put there by hand: hashed once; the pinned bytes join the store (a link, no copy).
+        # A file put there by hand: hashed once; the pinned bytes join the store (a link, made read-only like
+        # every file of the store, or a copy), named by their hash only once complete.
         if target.stat().st_size == pin.size and file_sha256(target) == pin.sha256:
-            stored.parent.mkdir(parents=True, exist_ok=True)
+            staged = store / "partial" / f"{pin.sha256}.adopted"
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            staged.unlink(missing_ok=True)
             try:
-                os.link(target, stored)
+                os.link(target, staged)
             except OSError:
-                shutil.copyfile(target, stored)
+                shutil.copy2(target, staged)
+            os.chmod(staged, 0o444)
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, stored)
             return ModelFetch(pin, target, "present")
     if (target.exists() or target.is_symlink()) and not force and not placed_by_envbuild(target, store):
         return ModelFetch(pin, target, "modified", problem=f"{deployment.display(target)} holds other bytes than "
