@@ -37,6 +37,8 @@ COMMANDS: dict[str, str] = {
     "generations": "envbuild.cli.generations:generations",
     "rollback": "envbuild.cli.rollback:rollback",
     "update": "envbuild.cli.update:update",
+    "model": "envbuild.cli.model:model",
+    "workflow": "envbuild.cli.workflow:workflow",
 }
 
 

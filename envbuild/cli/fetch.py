@@ -19,12 +19,14 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.option("--force", is_flag=True,
-              help="Put a pinned node that moved or has local changes back at its pin (its changes are lost).")
+              help="Put a pinned node that moved or has local changes back at its pin (its changes are lost); "
+                   "replace a file at a pinned model's path that holds other bytes.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 32), default=8, show_default=True,
               help="How many custom nodes to fetch at once.")
 @click.pass_context
 def fetch(ctx: click.Context, force: bool, jobs: int) -> None:
-    """Clone (or update) [comfyui] git, [manager] git and every [custom-nodes.NAME] at its pin.
+    """Clone (or update) [comfyui] git, [manager] git and every [custom-nodes.NAME] at its pin, and
+    download every [models.NAME] (verified by sha256, several at once, resumed after a drop).
 
     \b
     Each checkout is left at its pinned commit as a detached HEAD (a branch ref: its commit now),
@@ -52,8 +54,9 @@ def fetch(ctx: click.Context, force: bool, jobs: int) -> None:
                         on_wait=lambda: say(ctx, "waiting for another envbuild update or fetch of this deployment")):
         results = fetch_all(config, deployment.env, stream=not ctx.obj["quiet"])
     targets = [(pin, folder) for pin in config.node_pins if (folder := pinned_folder(config, pin)) is not None]
-    if not results and not targets:
-        raise UsageError("nothing to fetch: envbuild.toml sets no git source and pins no custom node",
+    models = config.models.pins if config.models is not None else ()
+    if not results and not targets and not models:
+        raise UsageError("nothing to fetch: envbuild.toml sets no git source and pins no custom node or model",
                          hint='add [comfyui] git = "https://github.com/Comfy-Org/ComfyUI" and ref = "v0.3.x" '
                               "(and optionally [manager] git/ref), or `envbuild node add URL`")
     for result in results:
@@ -88,6 +91,10 @@ def fetch(ctx: click.Context, force: bool, jobs: int) -> None:
             say(ctx, f"run `envbuild lock` so the lock records these commits ({', '.join(stale)} not current)")
         else:  # a second machine fetching what the committed locks were made from: nothing to lock
             say(ctx, "the committed locks were made from these commits: `envbuild sync` installs one")
+    if models:
+        from envbuild.cli.model import fetch_pinned_models
+
+        fetch_pinned_models(ctx, deployment, jobs=min(jobs, 4), force=force)
     if problems:
         raise GitError(f"{len(problems)} of {len(nodes)} custom node(s) not at their pin:\n  "
                         + "\n  ".join(problems),

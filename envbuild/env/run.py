@@ -91,9 +91,22 @@ def prepare_run(deployment: Deployment, profile: TorchProfile, venv: Path, args:
     if extras:
         warnings = ((f"{venv} also holds {len(extras)} package(s) the lock does not list ({', '.join(extras)}): "
                      "installed by a node? `envbuild lock` makes them part of the lock"),)
+    missing = missing_models(deployment)
+    if missing:
+        warnings += (f"{len(missing)} pinned model(s) not in place ({', '.join(missing)}): `envbuild fetch` "
+                     "downloads and verifies them",)
     argv = (str(python), str(main), *comfy_args(config), *args)
     return Launch(profile.name, argv, main.parent, child, env_set, folder.path / CONSTRAINTS_NAME, warnings,
                   generation)
+
+
+def missing_models(deployment: Deployment) -> list[str]:
+    """Pinned models whose file is not there (one stat each: `model verify` hashes)."""
+    if deployment.config.models is None or not deployment.config.models.pins:
+        return []
+    from envbuild.env.models import model_path
+
+    return [pin.name for pin in deployment.config.models.pins if not model_path(deployment, pin).is_file()]
 
 
 def _main_py(config: Config) -> Path:

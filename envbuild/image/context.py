@@ -141,8 +141,13 @@ def write_context(deployment: Deployment, profile: TorchProfile, output: Path, *
                             skip_manager=any(p.name == "manager" for p in pins), ignore=ignore)
         for name in imagefiles.BUILD_FILES:
             atomic_write(stage / "build" / name, imagefiles.build_file(name))
-        entry = imagefiles.entrypoint(port, enable_manager=route.enable_flag)
+        models = config.models.pins if config.models is not None else ()
+        entry = imagefiles.entrypoint(port, enable_manager=route.enable_flag, models=bool(models))
         atomic_write(stage / "envbuild" / "entrypoint.sh", entry)
+        if models:  # never the files themselves: the container fills its models volume at start
+            atomic_write(stage / "envbuild" / "models.json", imagefiles.models_manifest(
+                [pin._asdict() for pin in models], config.models.hf_endpoint if config.models else None))
+            atomic_write(stage / "envbuild" / "fill_models.py", imagefiles.build_file("fill_models.py"))
         if route.enable_flag:
             atomic_write(stage / "envbuild" / Path(imagefiles.MANAGER_CONFIG).name, created_text(config))
         atomic_write(stage / "envbuild" / "extra_model_paths.yaml", imagefiles.EXTRA_PATHS)

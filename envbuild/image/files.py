@@ -39,7 +39,15 @@ def build_file(name: str) -> bytes:
 MANAGER_CONFIG = "/opt/envbuild/manager-config.ini"  # the pip Manager's config.ini for an empty volume
 
 
-def entrypoint(port: int, *, enable_manager: bool = False) -> str:
+MODELS_MANIFEST = "/opt/envbuild/models.json"  # [models] pins: the entrypoint fills the volume from it
+
+
+def models_manifest(models: Sequence[Mapping[str, object]], hf_endpoint: str | None) -> str:
+    """The pinned models as the image's fill_models.py reads them (url, sha256, size, folder, filename)."""
+    return json.dumps({"hf_endpoint": hf_endpoint, "models": list(models)}, indent=2, sort_keys=True) + "\n"
+
+
+def entrypoint(port: int, *, enable_manager: bool = False, models: bool = False) -> str:
     """`enable_manager`: the Manager is the pip package of ComfyUI's manager_requirements.txt (as for `run`);
     its config.ini lives on the volume (<user>/__manager), so the first start puts the one envbuild wrote
     there (`manager setup`'s keys and [manager]'s settings), and never replaces one that exists."""
@@ -49,6 +57,14 @@ if [ ! -e {DATA}/user/__manager/config.ini ]; then
   mkdir -p {DATA}/user/__manager && cp {MANAGER_CONFIG} {DATA}/user/__manager/config.ini
 fi
 """ if enable_manager else ""
+    fill = f"""\
+# The pinned models: fetched into {DATA}/models and verified by sha256 (what is there is skipped).
+# ENVBUILD_MODELS=skip starts without them; ENVBUILD_MODELS=only fills the volume and exits (an init container).
+if [ "${{ENVBUILD_MODELS:-fill}}" != skip ]; then
+  {VENV}/bin/python /opt/envbuild/fill_models.py
+  if [ "${{ENVBUILD_MODELS:-fill}}" = only ]; then exit 0; fi
+fi
+""" if models else ""
     return f"""\
 #!/bin/sh
 # Written by `envbuild image`: starts ComfyUI as `envbuild run` does, with the locked venv's python
@@ -56,7 +72,7 @@ fi
 # input, output and user live on the volume {DATA}; arguments given to the container come last, so they win.
 set -eu
 cd {COMFYUI}
-{seed}exec {VENV}/bin/python {COMFYUI}/main.py {manager}--base-directory {DATA} --listen 0.0.0.0 --port {port} \\
+{seed}{fill}exec {VENV}/bin/python {COMFYUI}/main.py {manager}--base-directory {DATA} --listen 0.0.0.0 --port {port} \\
   --extra-model-paths-config /opt/envbuild/extra_model_paths.yaml "$@"
 """
 

@@ -21,13 +21,14 @@ from envbuild.settings.cooldown import DEFAULT_COOLDOWN, Cooldown, parse_cooldow
 from envbuild.settings.gitref import CREDENTIALS_HINT, git_url_problem, ref_problem
 
 if TYPE_CHECKING:
+    from envbuild.settings.models import ModelSettings
     from envbuild.settings.pins import NodePin
 
 CONFIG_NAME = "envbuild.toml"
 DEFAULT_REQUIRES_PYTHON = ">=3.10"
 NO_SETTINGS: Mapping[str, Any] = MappingProxyType({})  # an immutable default, shared safely
 DEFAULT_REGISTRY = "https://api.comfy.org"  # the Comfy Registry ([nodes] registry overrides it)
-_SECTIONS = {"comfyui", "manager", "nodes", "lock", "mirrors", "custom-nodes", "generations"}
+_SECTIONS = {"comfyui", "manager", "nodes", "lock", "mirrors", "custom-nodes", "generations", "models"}
 _KEYS: Mapping[str, set[str]] = {
     "comfyui": {"path", "base-directory", "listen", "port", "git", "ref"},
     "manager": {"path", "enabled", "pip", "git", "ref", "network_mode", "security_level", "allow_git_url_install",
@@ -38,7 +39,7 @@ _KEYS: Mapping[str, set[str]] = {
     "mirrors": {"pytorch", "pytorch-layout", "pypi", "pypi-files", "mode", "timeout"},  # see mirrors.py
     "generations": {"keep"},  # see generations.py
 }
-_TABLE_OF_TABLES = {"custom-nodes"}  # one table per node, checked by pins.read_pins
+_TABLE_OF_TABLES = {"custom-nodes", "models"}  # one table per node (pins.read_pins) / model (models.read_models)
 
 # ComfyUI-Manager v4's own settings, spelled as its config.ini spells them (CM-4.3 glob/manager_core.py
 # read_config; research/comfy.md section 2): `envbuild manager setup` writes those the deployment sets.
@@ -90,6 +91,7 @@ class Config(NamedTuple):
     allow_build: tuple[str, ...] = ()  # [lock] allow-build: packages whose build backend may run (sdists, git)
     # [custom-nodes.NAME] requirements: node name -> extra requirement files inside its folder (pinned or not)
     node_requirements: Mapping[str, tuple[str, ...]] = NO_SETTINGS
+    models: ModelSettings | None = None  # [models]: model files pinned by sha256 (settings/models.py)
 
     def display(self, path: Path) -> str:
         """A path as it should appear in generated files: relative to the project, posix, with `..`
@@ -233,6 +235,7 @@ def _read_config(path: Path) -> Config:
         exclude_newer=parse_cooldown(lock["exclude-newer"], path) if "exclude-newer" in lock else DEFAULT_COOLDOWN,
         exclude_newer_set="exclude-newer" in lock,
         allow_build=_allow_build(lock.get("allow-build", []), path),
+        models=_models(data.get("models"), path),
     )
 
 
@@ -249,6 +252,15 @@ def _allow_build(value: Any, path: Path) -> tuple[str, ...]:
             raise ConfigError(path, f"`lock.allow-build`: {quoted(name)} is not a package name",
                               hint='name distributions as on PyPI, e.g. allow-build = ["insightface"]')
     return tuple(sorted({canonical_name(n) for n in names}))
+
+
+def _models(table: Any, path: Path) -> ModelSettings | None:
+    """Read only when the file pins models: a deployment without them does not import their module."""
+    if table is None:
+        return None
+    from envbuild.settings.models import read_models
+
+    return read_models(table, path)
 
 
 def _exclude(value: Any, path: Path) -> tuple[str, ...]:
