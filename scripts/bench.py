@@ -101,7 +101,8 @@ def make_site(root: Path) -> Path:
     listed = ", ".join(f'"{p}"' for p in PROFILES)
     (site / "envbuild.toml").write_text(
         '[comfyui]\npath = "ComfyUI"\nbase-directory = "data"\n'
-        f'[lock]\nrequires-python = ">=3.11,<3.13"\nprofiles = [{listed}]\n', encoding="utf-8")
+        f'[lock]\nrequires-python = ">=3.11,<3.13"\nprofiles = [{listed}]\n'
+        'allow-build = ["fvcore"]  # controlnet_aux asks for it; PyPI has only its sdist\n', encoding="utf-8")
     return site
 
 

@@ -37,10 +37,8 @@ def named_packages(uv_message: str) -> frozenset[str]:
 
 
 def name_asking_inputs(exc: UvError, merged: MergeResult) -> UvError:
-    """Give a failed lock without a hint of its own the inputs behind the packages uv names; a node that
-    alone asks for one of them gets the way to leave it out."""
-    if exc.hint is not None:
-        return exc
+    """Give a failed lock the inputs behind the packages uv names (after its own hint, when it has one);
+    without a hint, a node that alone asks for one of them gets the way to leave it out."""
     names = named_packages(exc.uv_message)
     askers = [(req.name, origin.origin) for req in merged.requirements if req.name in names
               for origin in req.origins]
@@ -51,6 +49,9 @@ def name_asking_inputs(exc: UvError, merged: MergeResult) -> UvError:
                     if len(sources) == 1 and next(iter(sources)).startswith(NODE_SOURCE_PREFIX)})
     said = "; ".join(f"`{name}` from {origin}" for name, origin in askers[:_SHOWN])
     more = f" (and {len(askers) - _SHOWN} more)" if len(askers) > _SHOWN else ""
+    if exc.hint is not None:  # uv's failure was classified already (a build refused, say): add who asks
+        exc.hint = f"{exc.hint}. Asked for by: {said}{more}"
+        return exc
     hint = f"uv could not lock what these inputs ask for: {said}{more}"
     exc.hint = f"{hint}; fix the node's requirements, or {exclude_node_hint(*nodes)}" if nodes else hint
     return exc
