@@ -34,7 +34,6 @@ from envbuild.comfy.layout import (
     node_entries,
 )
 from envbuild.core.errors import ConfigError, RequirementFileError
-from envbuild.pkgs.requirements import exclude_node_hint
 from envbuild.settings.config import Config
 from envbuild.torch.family import family_packages, guard_torch_family, guard_torchaudio, settle_clobbering
 from envbuild.torch.profile import TorchProfile
@@ -198,7 +197,7 @@ def _node_requirement_file(node: Path, config: Config) -> InputFile | None:
             raise RequirementFileError(
                 config.display(candidate), None, "is a symbolic link to nothing (its target is missing, "
                 "or the link loops), so this node's requirements cannot be read",
-                hint=f"fix or remove the link, or {exclude_node_hint(node.name)}",
+                hint=f"fix or remove the link, or {_exclude_hint(node.name)}",
             )
     if reqs.exists():  # a directory in its place is an error naming the node, not a silent skip
         return InputFile(reqs, f"node {node.name}", lenient=True)
@@ -207,7 +206,7 @@ def _node_requirement_file(node: Path, config: Config) -> InputFile | None:
     if pyproject.exists():
         raise RequirementFileError(config.display(pyproject), None, "is not a file, so this node's "
                                    "dependencies cannot be read",
-                                   hint=f"fix it, or {exclude_node_hint(node.name)}")
+                                   hint=f"fix it, or {_exclude_hint(node.name)}")
     return None
 
 
@@ -459,3 +458,11 @@ def _manager_pip(requirements_file: Path, config: Config) -> SourcedRequirement:
 def normalized_digest(parsed_texts: list[str]) -> str:
     """A file's fingerprint ignores comments and blank lines: only what it asks for counts."""
     return hashlib.sha256("\n".join(parsed_texts).encode("utf-8")).hexdigest()
+
+
+def _exclude_hint(node: str) -> str:
+    """Imported on failure only: the requirement parser (and packaging) stays off the no-op path (~20 ms)."""
+    from envbuild.pkgs.requirements import exclude_node_hint
+
+    return exclude_node_hint(node)
+

@@ -120,13 +120,18 @@ def load_profile(path: Path) -> TorchProfile:
     )
 
 
+_SPECIFIERS = re.compile(r"\s*(?:~=|===?|!=|<=|>=|<|>)\s*[0-9A-Za-z.*+!_-]+(?:\s*,\s*(?:~=|===?|!=|<=|>=|<|>)\s*"
+                         r"[0-9A-Za-z.*+!_-]+)*\s*")
+
+
 def _requires_python(value: Any, key: str, path: Path) -> str | None:
+    """Its shape checked here without `packaging` (a profile loads on every no-op command: parsing it costs
+    ~13 ms of imports there); `python_gap` parses it in full where it is used, naming this file."""
     if value is None:
         return None
-    from envbuild.torch.profile import parse_specifier
-
     text = str(expect(value, str, key, path))
-    parse_specifier(text, key, path)
+    if not _SPECIFIERS.fullmatch(text):
+        raise ConfigError(path, f"`{key}` = {text!r} is not a version specifier such as \">=3.11\"")
     return text
 
 
@@ -192,16 +197,19 @@ def ended_line(value: Any, key: str, packages: tuple[PinnedPackage, ...], path: 
     return text
 
 
-def _pypi_platforms(table: Mapping[str, Any], key: str, path: Path) -> tuple[str, ...]:
-    """`[pypi.platforms]`: Linux only, where PyPI's torch wheels carry CUDA (x86_64; aarch64 from torch 2.11)."""
-    from envbuild.torch.profile import parse_marker
+_LINUX_CLAUSE = re.compile(r"""sys_platform\s*==\s*['"]linux['"]|platform_system\s*==\s*['"]Linux['"]""")
+_OTHER_SYSTEMS = {"Windows AMD64": re.compile(r"win32|Windows|\bnt\b"), "macOS arm64": re.compile(r"darwin|Darwin")}
 
+
+def _pypi_platforms(table: Mapping[str, Any], key: str, path: Path) -> tuple[str, ...]:
+    """`[pypi.platforms]`: Linux only, where PyPI's torch wheels carry CUDA (x86_64; aarch64 from torch 2.11).
+    Checked by their text here (a profile loads on every no-op command: `packaging.markers` costs ~10 ms
+    there); `check_pypi_platforms` evaluates them in full where a lock is planned."""
     markers = tuple(expect_str_list(table.get(key, []), f"pypi.platforms.{key}", path))
-    for text in markers:
-        parse_marker(text, f"pypi.platforms.{key}", path)
     if markers:
-        outside = sorted(name for name, env in _NOT_PYPI_CUDA.items()
-                         if any(parse_marker(t, f"pypi.platforms.{key}", path).evaluate(env) for t in markers))
+        outside = sorted({name for text in markers for name, mentions in _OTHER_SYSTEMS.items()
+                          if mentions.search(text)} | {"platforms other than Linux" for text in markers
+                                                       if not _LINUX_CLAUSE.search(text)})
         if outside:
             raise ConfigError(key_line(path, f"pypi.platforms.{key}"),
                               f"`pypi.platforms.{key}` covers {', '.join(outside)}, where PyPI's torch is not a "
@@ -355,3 +363,22 @@ def profile_display_path(profile: TorchProfile, project_dir: Path) -> str:
         return profile.path.resolve().relative_to(project_dir.resolve()).as_posix()
     except ValueError:
         return f"envbuild:profiles/{profile.path.name}"
+
+
+def check_pypi_platforms(profile: TorchProfile) -> None:
+    """A -pypi variant's platforms evaluated in full (planning a lock loads `packaging` anyway): none of them
+    may hold where PyPI's torch is not a CUDA build."""
+    if profile.base is None:
+        return
+    from envbuild.torch.profile import parse_marker
+
+    for key, markers in (("environments", profile.environments_as_written),
+                         ("required-environments", profile.required_environments_as_written)):
+        outside = sorted(name for name, env in _NOT_PYPI_CUDA.items()
+                         if any(parse_marker(t, f"pypi.platforms.{key}", profile.path).evaluate(env) for t in markers))
+        if outside:
+            raise ConfigError(key_line(profile.path, f"pypi.platforms.{key}"),
+                              f"`pypi.platforms.{key}` covers {', '.join(outside)}, where PyPI's torch is not a "
+                              "CUDA build", hint="a -pypi variant covers Linux x86_64 and aarch64 only (PyPI's "
+                                                 "Windows wheel is +cpu; macOS takes the mps profile)")
+
