@@ -20,7 +20,7 @@ from envbuild.torch.catalogue import load_catalogue
 from envbuild.torch.family import audio_pairs, family_packages, guard_torchaudio, refuse_unpaired
 from envbuild.torch.gpu.explain import recommendation_reason
 from envbuild.torch.gpu.model import Gpu, Machine
-from envbuild.torch.profile_file import load_profile
+from envbuild.torch.profile_file import check_profile, load_profile
 from envbuild.uv.guard import constraints_text, locked_family
 
 CATALOGUE = load_catalogue([])
@@ -90,10 +90,10 @@ def test_last_torch_must_be_a_minor_and_bound_the_torch_range(tmp_path: Path) ->
                  '[packages]\ntorch = ">=2.6.0"\n')
     with pytest.raises(ConfigError, match=r"cu999.toml:10: `packages.torch = \">=2.6.0\"` admits torch 2.15.0.dev0, "
                                           r"but `last-torch = \"2.14\"` says the line ended"):
-        load_profile(path)
+        check_profile(load_profile(path))  # checked where a lock is planned (packaging stays off the no-op path)
     path = write(tmp_path, HEAD + 'last-torch = "2.14"\n[index]\nname = "x"\nurl = "https://x.test/whl"\n'
                  '[packages]\ntorch = ">=2.6.0,<2.15"\n')
-    assert load_profile(path).last_torch == "2.14"
+    assert check_profile(load_profile(path)).last_torch == "2.14"
 
 
 def test_pypi_platforms_are_linux_only(tmp_path: Path) -> None:

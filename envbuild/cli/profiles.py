@@ -25,8 +25,10 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
 
     catalogue = build_deployment(ctx).catalogue
     rows = []
+    from envbuild.torch.profile_file import check_profile
+
     for name in catalogue.names():
-        p = catalogue.get(name)
+        p = check_profile(catalogue.get(name))  # every file's specifiers and markers, as a lock would parse them
         torch = next((str(x.specifier) for x in p.packages if x.name == "torch"), "")
         rows.append({"name": p.name, "accelerator": p.accelerator, "version": p.accelerator_version,
                      "channel": p.channel, "index": p.index_url, "torch": torch, "description": p.description,

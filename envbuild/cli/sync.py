@@ -10,11 +10,11 @@ import click
 
 from envbuild.cli.options import build_deployment, mirror_options, profile_options, profile_to_use, resolve_venv
 from envbuild.cli.output import error, say, show, warn
-from envbuild.torch.gpu.explain import fit_reason
 
 if TYPE_CHECKING:
     from envbuild.deploy.deployment import Deployment
     from envbuild.env.sync import SyncResult
+    from envbuild.torch.gpu import Fit
     from envbuild.torch.profile import TorchProfile
 
 
@@ -134,7 +134,7 @@ class _FitCheck:
 
         try:
             _, fit = fit_of(self.profile, self.deployment.folder(self.profile), environ=self.deployment.env)
-            self.reason = None if fit.ok else fit_reason(fit)
+            self.reason = None if fit.ok else _reason(fit)
         except Exception as exc:  # reported by report(), in the main thread
             self.error = exc
 
@@ -159,3 +159,11 @@ class _FitCheck:
                 raise DetectionError(f"this machine cannot run profile {name}: {self.reason}",
                                      hint="see `envbuild detect`, or drop --strict to install it anyway")
             warn(f"this machine cannot run profile {name}: {self.reason} (installed anyway; --strict refuses)")
+
+
+def _reason(fit: Fit) -> str:
+    """In the fit-check thread: GPU detection and its sentences load there, not before uv starts (~20 ms)."""
+    from envbuild.torch.gpu.explain import fit_reason
+
+    return fit_reason(fit)
+

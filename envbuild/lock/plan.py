@@ -14,7 +14,7 @@ from envbuild.deploy.deployment import Deployment
 from envbuild.lock.settlements import Context, Settled, apply_recorded, header_notes
 from envbuild.pkgs.lockdir import Fingerprint, LockFolder, file_digest, sha256_text
 from envbuild.torch.profile import TorchProfile
-from envbuild.torch.profile_file import check_pypi_platforms, profile_display_path
+from envbuild.torch.profile_file import check_profile, profile_display_path
 from envbuild.uv.render import RENDER_VERSION, UV_REQUIRED_VERSION, RenderInput, render_pyproject
 
 
@@ -37,8 +37,7 @@ def plan_lock(deployment: Deployment, profile: TorchProfile, *, settled: Settled
     lock recorded, so a lock renders as it was made. `cutoff`: the cooldown's moment (`moved_cutoff`);
     None: the one the current lock recorded, so a no-op and `lock --check` never read the clock."""
     config = deployment.config
-    profile.validate()
-    check_pypi_platforms(profile)
+    check_profile(profile)
     config.validate()
     from envbuild.torch.variants import groups_for, overrides
 

@@ -179,9 +179,13 @@ def ended_line(value: Any, key: str, packages: tuple[PinnedPackage, ...], path: 
     if not _MINOR.fullmatch(text):
         raise ConfigError(key_line(path, key), f"`{key} = \"{text}\"` is not a torch minor such as \"2.14\"",
                           hint="the newest torch minor this line was built for: major.minor, no patch")
+    return text
+
+
+def _check_ended(text: str | None, key: str, packages: tuple[PinnedPackage, ...], path: Path) -> None:
     torch = next((p for p in packages if p.name == "torch"), None)
-    if torch is None:
-        return text
+    if text is None or torch is None:
+        return
     major, minor = (int(part) for part in text.split("."))
     newer = next((v for m in range(minor + 1, minor + 40) for v in (f"{major}.{m}.0.dev0", f"{major}.{m}.0",
                                                                      f"{major}.{m}.9")
@@ -194,7 +198,20 @@ def ended_line(value: Any, key: str, packages: tuple[PinnedPackage, ...], path: 
                           f"says the line ended with torch {text} ({key_line(path, key)})",
                           hint=f"bound torch below the next minor (`<{major}.{minor + 1}`), or remove `{key}` if the "
                                "line still gets new torch releases")
-    return text
+
+
+def check_profile(profile: TorchProfile) -> TorchProfile:
+    """What a profile file says that needs `packaging` to check, checked where a lock is planned (or the
+    catalogue listed) rather than on every no-op command (~15 ms of imports there): its specifiers and
+    markers, an ended line's torch bound, a -pypi variant's platforms."""
+    profile.validate()
+    check_pypi_platforms(profile)
+    if profile.base is None:
+        _check_ended(profile.last_torch, "last-torch", profile.packages, profile.path)
+        _check_ended(profile.pypi_last_torch, "pypi.last-torch", profile.pypi_packages, profile.path)
+    else:  # a -pypi variant: its packages and last-torch are the [pypi] table's
+        _check_ended(profile.last_torch, "pypi.last-torch", profile.packages, profile.path)
+    return profile
 
 
 _LINUX_CLAUSE = re.compile(r"""sys_platform\s*==\s*['"]linux['"]|platform_system\s*==\s*['"]Linux['"]""")
