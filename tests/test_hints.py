@@ -95,3 +95,12 @@ def test_a_platform_without_a_wheel_names_the_package_and_allow_build() -> None:
     error = classify_failure("uv lock", message, ResolveError)
     assert "aiohttp has no wheel for `platform_machine == 'aarch64'" in str(error)
     assert 'allow-build = ["aiohttp"]' in (error.hint or "")
+
+
+@pytest.mark.unit
+def test_sync_dry_run_says_how_its_count_relates_to_the_locks() -> None:
+    """Issue: `lock --all` said 149 packages where `sync --dry-run` installs 124: the lock covers every platform."""
+    from envbuild.env.sync import SyncPlan
+
+    plan = SyncPlan("cu126", Path(".venv"), ("a==1",) * 124, (), 1024, (), locked=149, platforms=2)
+    assert "the lock holds 149 packages for its 2 platforms; a machine installs those of its own" in plan.describe()[0]

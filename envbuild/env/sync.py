@@ -173,6 +173,8 @@ class SyncPlan(NamedTuple):
     removals: tuple[str, ...]  # removed and not replaced
     download_bytes: int  # the locked files of `installs`, by the sizes uv.lock records
     unsized: tuple[str, ...]  # installs whose file size the lock does not record
+    locked: int = 0  # packages in the lock, every platform's (what `lock` counts)
+    platforms: int = 0  # the platforms the lock covers (its supported-markers)
 
     def describe(self) -> list[str]:
         if not self.installs and not self.removals:
@@ -185,8 +187,10 @@ class SyncPlan(NamedTuple):
         else:
             download = (f"downloading up to {human_size(self.download_bytes)} (less what uv's cache holds"
                         + (f"; {len(self.unsized)} file(s) of unknown size not counted)" if self.unsized else ")"))
+        whole = (f" (the lock holds {self.locked} packages for its {self.platforms} platforms; a machine installs "
+                 "those of its own)") if self.platforms > 1 and self.locked else ""
         lines = [f"{self.profile}: a sync of {self.venv} would install {len(self.installs)} and remove "
-                 f"{len(self.removals)} package(s), {download}"]
+                 f"{len(self.removals)} package(s), {download}{whole}"]
         lines += [f"  + {spec}" for spec in self.installs]
         lines += [f"  - {spec}" for spec in self.removals]
         return lines
@@ -204,8 +208,12 @@ def plan_sync(deployment: Deployment, profile: TorchProfile, venv: Path, *, inex
     installs, removals = package_changes(output)
     sizes = _download_sizes(folder, installs)
     unsized = tuple(spec for spec in installs if sizes.get(spec) is None)
+    from envbuild.pkgs.uvlock import read_uv_lock
+
+    lock = read_uv_lock(folder.uv_lock)
     return SyncPlan(profile.name, venv, tuple(installs), tuple(removals),
-                    sum(size for size in sizes.values() if size), unsized)
+                    sum(size for size in sizes.values() if size), unsized,
+                    locked=sum(1 for p in lock.packages if not p.is_root), platforms=len(lock.supported_markers))
 
 
 def _download_sizes(folder: LockFolder, installs: list[str]) -> dict[str, int | None]:
