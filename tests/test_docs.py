@@ -133,3 +133,15 @@ def test_readme_is_a_front_door_with_the_quick_start() -> None:
     assert '`-m "not network"`' in text
     for target in re.findall(r"\]\((docs/[^)#]+)", text):
         assert (ROOT / target).is_file(), target
+
+
+def _first_bash_block(text: str) -> str:
+    return text.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def test_tutorial_runs_the_readme_commands() -> None:
+    """The README condenses the tutorial: both give the same commands (test_comfy_workflow runs them)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## From zero to ComfyUI\n", 1)[1].split("\n## ", 1)[0]
+    tutorial = (DOCS / "tutorial" / "zero-to-comfyui.md").read_text(encoding="utf-8")
+    assert _first_bash_block(section) == _first_bash_block(tutorial)
