@@ -145,3 +145,25 @@ def test_tutorial_runs_the_readme_commands() -> None:
     section = readme.split("## From zero to ComfyUI\n", 1)[1].split("\n## ", 1)[0]
     tutorial = (DOCS / "tutorial" / "zero-to-comfyui.md").read_text(encoding="utf-8")
     assert _first_bash_block(section) == _first_bash_block(tutorial)
+
+
+def test_profiles_catalogue_lists_every_shipped_profile_and_where_it_ended() -> None:
+    """Each profiles/*.toml has a row; a profile whose line ended (`last-torch`) says so in "Ended"."""
+    from envbuild.core.tomlfile import load_toml
+
+    text = (REFERENCE / "profiles.md").read_text(encoding="utf-8")
+    rows: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 4 and not set(cells[0]) <= {"-"}:
+            for name in re.sub(r"\(.*?\)", "", cells[0]).split(","):
+                rows[name.strip()] = cells
+    shipped = {path.stem: path for path in (ROOT / "profiles").glob("*.toml")}
+    assert len(shipped) >= 10
+    assert set(shipped) - set(rows) == set(), "profiles missing from docs/reference/profiles.md"
+    variants = {f"{name}-pypi" for name, path in shipped.items() if "pypi" in load_toml(path)}
+    assert set(rows) - set(shipped) - variants - {"Profile"} == set(), "profiles.md lists profiles not shipped"
+    for name, path in shipped.items():
+        last = load_toml(path).get("last-torch")
+        if last is not None:
+            assert str(last) in rows[name][2], f"{name}: last-torch {last} not in its Ended cell"
