@@ -3,11 +3,11 @@
 Domain code raises them; only the CLI prints them and turns them into exit codes.
 Each class writes its own message, so the handler at the top stays one line.
 
-One exit code per kind of failure, the same in every command (README: "Exit codes"):
-1 a check the command ran found problems, 2 usage or input, 3 uv missing or too old,
-4 lock missing or out of date, 5 lock cannot be trusted, 6 uv failed (resolution, install, index),
-7 the environment or machine does not hold what the lock promises, 8 git, 9 another envbuild holds
-the lock, 70 internal error.
+One exit code per kind of failure, the same in every command (docs/reference/exit-codes.md, checked
+against these classes by tests/test_docs.py): 1 a check the command ran found problems, 2 usage or input,
+3 uv missing or too old, 4 lock missing or out of date, 5 lock cannot be trusted, 6 uv failed
+(resolution, install, index), 7 the environment or machine does not hold what the lock promises, 8 git,
+9 another envbuild holds the lock, 10 a file or folder cannot be read or written, 70 internal error.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 transformers 5.0.0 broke ComfyUI the day it was published (ComfyUI #12093, 2026-01-26: fix merged ~6 h
 after the upload, released in v0.11.0 ~17 h after, no 5.0.1 for 10 days; upload times from
-https://pypi.org/pypi/transformers/json; the README's "Cooldown" says why the default is 7 days). uv
+https://pypi.org/pypi/transformers/json; docs/explanation/cooldown.md says why the default is 7 days). uv
 can hold a resolution to files uploaded before a moment (`exclude-newer`); this module reads the
 setting in uv's own grammar and turns it into that moment.
 
@@ -85,7 +85,7 @@ class Cooldown(NamedTuple):
         return next((seconds for _, seconds, _ in _UNITS[1:] if (self.span or 0) >= seconds), 1)
 
 
-DEFAULT_COOLDOWN = Cooldown(span=7 * 86400)  # "7 days": the README's "Cooldown" says why
+DEFAULT_COOLDOWN = Cooldown(span=7 * 86400)  # "7 days": docs/explanation/cooldown.md says why
 
 
 def utc_now() -> datetime.datetime:
