@@ -4,6 +4,7 @@ place that starts programs. Imports inside functions and under TYPE_CHECKING cou
 from __future__ import annotations
 
 import ast
+import logging
 from pathlib import Path
 
 import grimp
@@ -75,7 +76,15 @@ def test_cycle_finder_finds_a_cycle() -> None:
 @pytest.mark.unit
 def test_layer_contract_holds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(PACKAGE.parent)
-    assert lint_imports(config_filename=".importlinter", no_cache=True) == 0
+    # import-linter configures logging with dictConfig, which disables every logger that exists (httpx's
+    # too, so a later test in this process would see no request logged): put them back as they were.
+    loggers = [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    disabled = [lg.disabled for lg in loggers]
+    try:
+        assert lint_imports(config_filename=".importlinter", no_cache=True) == 0
+    finally:
+        for logger, was in zip(loggers, disabled, strict=True):
+            logger.disabled = was
 
 
 @pytest.mark.unit
