@@ -28,6 +28,15 @@ Exit codes: [Exit codes](exit-codes.md). Environment: [Environment variables](en
 """
 
 
+def _context(command: click.Command, name: str, parent: click.Context | None = None) -> click.Context:
+    """A context made the way click makes one for `envbuild ... --help` (`make_context`: the command's
+    context_settings, `-h` among them, applied). A bare `click.Context` would not apply them, and click caches
+    each command's help option from the first context that asks, so the page would depend on what ran
+    before in the same process (a test suite)."""
+    return command.make_context(name, [], parent=parent, resilient_parsing=True,
+                                terminal_width=WIDTH, max_content_width=WIDTH)
+
+
 def _commands(ctx: click.Context) -> list[tuple[str, click.Command, click.Context]]:
     """Every command below `ctx`'s command, depth first, in the order `--help` lists them."""
     group = ctx.command
@@ -38,7 +47,7 @@ def _commands(ctx: click.Context) -> list[tuple[str, click.Command, click.Contex
         command = group.get_command(ctx, name)
         if command is None or command.hidden:
             continue
-        sub = click.Context(command, info_name=name, parent=ctx, terminal_width=WIDTH, max_content_width=WIDTH)
+        sub = _context(command, name, parent=ctx)
         found.append((sub.command_path, command, sub))
         found.extend(_commands(sub))
     return found
@@ -48,7 +57,7 @@ def render() -> str:
     """The whole page: the group's help, then one section per command and subcommand."""
     from envbuild.cli import cli
 
-    root = click.Context(cli, info_name="envbuild", terminal_width=WIDTH, max_content_width=WIDTH)
+    root = _context(cli, "envbuild")
     commands = _commands(root)
     parts = [HEADER, "## Commands\n"]
     parts += [f"- [`{path}`](#{_anchor(path)})" for path, _, _ in commands]
