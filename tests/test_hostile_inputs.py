@@ -422,4 +422,6 @@ def test_cli_a_hostile_path_in_the_committed_fingerprint_neither_hangs_nor_reads
     data["raw_inputs"] = {str(tmp_path / "fifo"): "0" * 64, "/dev/zero": "0" * 64, **data["raw_inputs"]}
     fingerprint.write_text(json.dumps(data), encoding="utf-8")
     result = run_cli(["lock", "--check", "--profile", "cu126"], env=uv_env, cwd=site.root, timeout=30)
-    assert result.returncode == 0, result
+    # Within the timeout (a read of /dev/zero or an open of the FIFO never ends), and the verdict comes from
+    # the inputs themselves: the forged entries are only "changed" hints, the merged inputs are the same.
+    assert result.returncode == 0 and "cu126: current" in result.stdout, result

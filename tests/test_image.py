@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from envbuild.pkgs.uvlock import first_locked_version
 from tests.support.container import CA_BUNDLE, Podman, Unavailable, setup_podman
 from tests.support.deploy import Deployment, make_deployment, run_cli
 
@@ -240,7 +241,9 @@ def test_image_builds_runs_and_a_node_change_keeps_the_torch_layer(
         assert image_id.startswith("sha256:") and size.endswith(("MiB", "GiB")), stdout
         run = podman.run("run", "--rm", "--network", "none", tag, "--quick-test-for-ci")
         assert run.returncode == 0, run.stderr
-        assert "fake ComfyUI 2.7.0" in run.stdout or "fake ComfyUI" in run.stdout, run.stdout
+        locked = first_locked_version((site.locks / "cu126" / "uv.lock").read_text(encoding="utf-8"), "torch")
+        assert locked and f"fake ComfyUI {locked} args:" in run.stdout, run.stdout  # the locked torch, imported
+        assert f"guard: ['torch=={locked}']" in run.stdout, run.stdout
         assert "--base-directory /data" in run.stdout and run.stdout.rstrip().endswith("['comfy-foo', 'comfyui-manager']")
         assert "python: /opt/venv/bin/python uid: 10001" in run.stdout, run.stdout
         assert "guard: ['torch==" in run.stdout, run.stdout
