@@ -128,8 +128,9 @@ def test_every_page_is_in_the_nav() -> None:
 def test_readme_is_a_front_door_with_the_quick_start() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 220
-    assert "python -m pip install . && envbuild lock --all\n" in text
-    assert "python -m pip install '.[test]' && python -m pytest\n" in text
+    assert ("python3 -m venv .envbuild-venv && .envbuild-venv/bin/python -m pip install . && "
+            ".envbuild-venv/bin/envbuild lock --all\n") in text
+    assert ".envbuild-venv/bin/python -m pip install '.[test]' && .envbuild-venv/bin/python -m pytest\n" in text
     assert '`-m "not network"`' in text
     for target in re.findall(r"\]\((docs/[^)#]+)", text):
         assert (ROOT / target).is_file(), target
