@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import textwrap
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,7 +23,7 @@ from tests.support.modelserver import ModelServer, Served
 
 pytestmark = pytest.mark.cli
 FAST = Limits(tries=3, timeout=5.0, backoff=0.0)
-BODY = os.urandom(3 * 1024 * 1024 + 17)
+BODY = random.Random(25).randbytes(3 * 1024 * 1024 + 17)  # seeded: a failure reproduces
 SHA = hashlib.sha256(BODY).hexdigest()
 
 
@@ -225,6 +226,20 @@ def test_fetch_refuses_a_tampering_server_and_places_nothing(server: ModelServer
     result = invoke_cli(["fetch"], env=env_for(tmp_path), cwd=project)
     assert result.returncode == 7 and SHA in result.stderr and "nothing was placed" in result.stderr
     assert not (project / "ComfyUI" / "models" / "checkpoints" / "m.safetensors").exists()
+
+
+def test_the_hint_follows_what_failed_not_the_words_of_the_message() -> None:
+    """A hash in a mismatch message can hold "401" or "404" (the fetch of random bytes above once got the
+    token hint): the hint comes from the status and the mismatch flag."""
+    from envbuild.env.models import ModelFetch, _hint
+    from envbuild.settings.models import ModelPin
+
+    pin = ModelPin("sd15", "https://example.org/m.safetensors", SHA, 1, "checkpoints", "m.safetensors")
+    hashes = "sent 1 bytes with sha256 4011403a404, but the pin says " + SHA
+    assert "other bytes" in _hint([ModelFetch(pin, Path(), "failed", problem=hashes, mismatch=True)])
+    assert "HF_TOKEN" in _hint([ModelFetch(pin, Path(), "failed", problem="the server said 403", status=403)])
+    assert "re-points" in _hint([ModelFetch(pin, Path(), "failed", problem="not found", status=404)])
+    assert "again" in _hint([ModelFetch(pin, Path(), "failed", problem="timed out after 404 s")])
 
 
 def test_a_token_is_sent_and_never_printed(server: ModelServer, tmp_path: Path) -> None:

@@ -58,6 +58,8 @@ class ModelFetch(NamedTuple):
     downloaded: int = 0  # bytes read from the network
     resumed_from: int = 0
     problem: str = ""
+    status: int | None = None  # the HTTP status a failed download ended with
+    mismatch: bool = False  # the server sent other bytes than the pin's
 
 
 class ModelStatus(NamedTuple):
@@ -272,7 +274,7 @@ def _fetch_one(deployment: Deployment, pin: ModelPin, progress: Callable[[int, i
         fetched = download(url, store, sha256=pin.sha256, size=pin.size, headers=auth_headers(url, deployment.env),
                            progress=progress)
     except DownloadFailure as exc:
-        return ModelFetch(pin, target, "failed", problem=exc.reason)
+        return ModelFetch(pin, target, "failed", problem=exc.reason, status=exc.status, mismatch=exc.mismatch)
     action = place(fetched.path, target)
     if fetched.downloaded:
         action = "downloaded" if action == "linked" else f"downloaded, {action}"
@@ -288,14 +290,17 @@ def raise_failures(results: list[ModelFetch]) -> None:
 
 
 def _hint(bad: list[ModelFetch]) -> str:
-    problems = " ".join(r.problem for r in bad)
-    if "401" in problems or "403" in problems:
+    """From what each failure was (its status, a mismatch), never from its words: a hash can read "404"."""
+    statuses = {r.status for r in bad}
+    if statuses & {401, 403}:
         return ("a gated or private file: set HF_TOKEN (huggingface.co) or CIVITAI_API_TOKEN (civitai.com) in the "
                 "environment, then run the command again")
-    if "404" in problems:
+    if 404 in statuses:
         return "the file moved: `envbuild model add NEW-URL --name NAME --sha256 HEX` re-points the pin"
-    if "sha256" in problems:
+    if any(r.mismatch for r in bad):
         return "the server sends other bytes than were pinned: nothing was placed; check the URL or the pin"
+    if all(r.action == "modified" for r in bad):
+        return "move those files away, or pass --force to replace them with the pinned ones"
     return "run the command again (a partial download is kept and resumed)"
 
 
@@ -384,7 +389,8 @@ def add_model(deployment: Deployment, url: str, *, folder: str | None, name: str
                            headers=auth_headers(fetch_url, deployment.env), progress=progress)
     except DownloadFailure as exc:
         raise ModelError(f"model {url}: {exc.reason}", hint=_hint([ModelFetch(
-            ModelPin("", url, "", 0, folder, ""), Path(), "failed", problem=exc.reason)])) from None
+            ModelPin("", url, "", 0, folder, ""), Path(), "failed", problem=exc.reason, status=exc.status,
+            mismatch=exc.mismatch)])) from None
     filename = filename or _usable(fetched.filename) or filename_from_url(url)
     problem = path_component_problem(filename)
     if problem:

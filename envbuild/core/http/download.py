@@ -35,20 +35,23 @@ Progress = Callable[[int, "int | None"], None]  # (bytes so far, total if known)
 
 
 class DownloadFailure(Exception):
-    """A download that did not produce the expected file; `reason` in words, `status` the HTTP status if any."""
+    """A download that did not produce the expected file; `reason` in words, `status` the HTTP status if any,
+    `mismatch` when the server sent other bytes than the pin's (a hint is chosen by these, never by words
+    in `reason`: a hash in it can read "401")."""
 
-    def __init__(self, url: str, reason: str, status: int | None = None) -> None:
+    def __init__(self, url: str, reason: str, status: int | None = None, *, mismatch: bool = False) -> None:
         super().__init__(f"{redact(url)}: {reason}")
         self.url = redact(url)
         self.reason = reason
         self.status = status
+        self.mismatch = mismatch
 
 
 class HashMismatch(DownloadFailure):
     """The server's bytes are not the pinned ones: both hashes are named, nothing is placed."""
 
     def __init__(self, url: str, expected: str, actual: str, size: int) -> None:
-        super().__init__(url, f"sent {size:,} bytes with sha256 {actual}, but the pin says {expected}")
+        super().__init__(url, f"sent {size:,} bytes with sha256 {actual}, but the pin says {expected}", mismatch=True)
         self.expected = expected
         self.actual = actual
 
@@ -147,7 +150,7 @@ def _download(client: httpx.Client, url: str, store: Path, part: Path, sha256: s
                     total = _total(response, state.have, size)
                     if size is not None and total is not None and total != size:
                         raise DownloadFailure(url, f"serves a file of {total:,} bytes, but the pin says {size:,}: "
-                                                   "not the pinned file")
+                                                   "not the pinned file", mismatch=True)
                     _stream(response, state, total, progress, limits, url)
                     done = total is None or state.have >= total
                     reason = "" if done else f"the connection closed at {state.have:,} of {total:,} bytes"
@@ -173,7 +176,8 @@ def _download(client: httpx.Client, url: str, store: Path, part: Path, sha256: s
         raise HashMismatch(url, sha256, digest, state.have)
     if size is not None and state.have != size:
         part.unlink(missing_ok=True)
-        raise DownloadFailure(url, f"sent {state.have:,} bytes (sha256 {digest}), but the pin says {size:,}")
+        raise DownloadFailure(url, f"sent {state.have:,} bytes (sha256 {digest}), but the pin says {size:,}",
+                              mismatch=True)
     target = store_file(store, digest)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(part, os.O_RDONLY)
