@@ -11,7 +11,7 @@ import socket
 import textwrap
 import threading
 from collections.abc import Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from envbuild.torch.catalogue import load_catalogue
 from envbuild.torch.profile_file import load_profile
 from envbuild.torch.releases import cuda_of, lowest_python, public_spec, wheel_platforms
 from tests.support.deploy import Deployment, make_deployment, run_cli
+from tests.support.httpserver import QuietHTTPServer
 from tests.support.index import Index
 from tests.support.wheels import build_wheel
 
@@ -346,8 +347,7 @@ class _Origin(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class _OriginServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _OriginServer(QuietHTTPServer):
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Origin)

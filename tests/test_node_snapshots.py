@@ -9,7 +9,7 @@ import shutil
 import threading
 import zipfile
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -18,6 +18,7 @@ import pytest
 from envbuild.comfy.snapshots import read_snapshot
 from tests.support.deploy import Deployment, make_deployment, run_cli
 from tests.support.gitrepos import commit_files, file_url, git, git_env, make_repo
+from tests.support.httpserver import QuietHTTPServer
 
 DATA = Path(__file__).parent / "data"
 
@@ -61,7 +62,7 @@ class Registry:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def publish(self, node_id: str, version: str, requirements: str, *, extra: str = "") -> bytes:

@@ -7,7 +7,7 @@ import os
 import threading
 import zipfile
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -16,6 +16,7 @@ import pytest
 from envbuild.core.http import remotewheel
 from envbuild.core.http.errors import IndexReadError
 from envbuild.core.http.remotewheel import metadata_by_range
+from tests.support.httpserver import QuietHTTPServer
 from tests.support.wheels import build_wheel
 
 
@@ -48,8 +49,7 @@ class _Files(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class _FileServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _FileServer(QuietHTTPServer):
 
     def __init__(self, root: Path) -> None:
         super().__init__(("127.0.0.1", 0), _Files)

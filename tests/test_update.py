@@ -27,6 +27,24 @@ def cli(root: Path, env: dict[str, str], *args: str, code: int = 0):  # type: ig
     return result
 
 
+def _fetched_and_locked(tmp_path: Path, env: dict[str, str]) -> Deployment:
+    """A deployment whose ComfyUI is tmp_path/upstream/ComfyUI at tag v1: fetched, then locked for cu126."""
+    site = Deployment(tmp_path / "site")
+    site.nodes.mkdir(parents=True)
+    site.write_config("""\
+        [comfyui]
+        git = "../upstream/ComfyUI"
+        ref = "v1"
+        base-directory = "data"
+
+        [lock]
+        profiles = ["cu126"]
+        """)
+    cli(site.root, env, "fetch")
+    cli(site.root, env, "lock", "--profile", "cu126")
+    return site
+
+
 def test_update_dry_run_shows_the_diff_and_a_failed_check_changes_nothing(tmp_path: Path,
                                                                           env: dict[str, str]) -> None:
     site = make_deployment(tmp_path / "site", manager=None)
@@ -61,19 +79,7 @@ def test_update_moves_comfyui_to_a_new_ref_and_back_when_it_fails(tmp_path: Path
                                  "comfy_core.py": "import yaml, six\n"}, "v2", tag="v2")
     commit_files(upstream, {"requirements.txt": DEFAULT_COMFY_REQUIREMENTS + "six\n",
                             "comfy_core.py": "raise SystemExit('v3 is broken')\n"}, "v3", tag="v3")
-    site = Deployment(tmp_path / "site")
-    site.nodes.mkdir(parents=True)
-    site.write_config("""\
-        [comfyui]
-        git = "../upstream/ComfyUI"
-        ref = "v1"
-        base-directory = "data"
-
-        [lock]
-        profiles = ["cu126"]
-        """)
-    cli(site.root, env, "fetch")
-    cli(site.root, env, "lock", "--profile", "cu126")
+    site = _fetched_and_locked(tmp_path, env)
     cli(site.root, env, "sync", "--profile", "cu126")
     venv, first = site.root / ".venv", (site.root / ".venv").resolve()
 
@@ -106,19 +112,7 @@ def test_an_update_killed_with_its_checkout_moved_is_undone_by_the_next_command(
     upstream = tmp_path / "upstream" / "ComfyUI"
     v1 = make_repo(upstream, {"main.py": FAKE_MAIN, "requirements.txt": DEFAULT_COMFY_REQUIREMENTS}, tag="v1")
     commit_files(upstream, {"requirements.txt": DEFAULT_COMFY_REQUIREMENTS + "six\n"}, "v2", tag="v2")
-    site = Deployment(tmp_path / "site")
-    site.nodes.mkdir(parents=True)
-    site.write_config("""\
-        [comfyui]
-        git = "../upstream/ComfyUI"
-        ref = "v1"
-        base-directory = "data"
-
-        [lock]
-        profiles = ["cu126"]
-        """)
-    cli(site.root, env, "fetch")
-    cli(site.root, env, "lock", "--profile", "cu126")
+    site = _fetched_and_locked(tmp_path, env)
     subprocess.run(["git", "-C", str(site.comfyui), "checkout", "-q", "--detach", "v2"], env=env, check=True)
     journal = site.locks / ".update-journal.json"
     journal.write_text(json.dumps({"started": "2026-12-06 10:00:00", "checkouts": [
@@ -154,19 +148,7 @@ def test_git_is_needed_only_to_fetch(tmp_path: Path, env: dict[str, str]) -> Non
 
     upstream = tmp_path / "upstream" / "ComfyUI"
     make_repo(upstream, {"main.py": FAKE_MAIN, "requirements.txt": DEFAULT_COMFY_REQUIREMENTS}, tag="v1")
-    site = Deployment(tmp_path / "site")
-    site.nodes.mkdir(parents=True)
-    site.write_config("""\
-        [comfyui]
-        git = "../upstream/ComfyUI"
-        ref = "v1"
-        base-directory = "data"
-
-        [lock]
-        profiles = ["cu126"]
-        """)
-    cli(site.root, env, "fetch")
-    cli(site.root, env, "lock", "--profile", "cu126")
+    site = _fetched_and_locked(tmp_path, env)
     bare = tmp_path / "bin-without-git"
     bare.mkdir()
     uv = shutil.which("uv", path=env["PATH"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any, NamedTuple
 from urllib.parse import quote, unquote, urlsplit
 
 from . import pages
+from .httpserver import QuietHTTPServer
 from .pages import HTML_V1, JSON_V1, HashMode, IndexFile
 from .wheels import canonical_name, read_wheel_metadata
 
@@ -338,16 +338,9 @@ class IndexServer:
         return pages.project_page(files, index.json and pages.wants_json(accept, query))
 
 
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _QuietServer(QuietHTTPServer):
     allow_reuse_address = True
     index_server: IndexServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError | TimeoutError):
-            return  # the client went away: normal for aborted downloads and retries
-        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
