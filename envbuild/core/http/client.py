@@ -27,11 +27,27 @@ class HttpFailure(Exception):
         self.status = status
 
 
+def bounded_body(response: httpx.Response, url: str, *, limit: int, deadline: float, started: float) -> bytes:
+    """A streamed response's body, read as it arrives; `HttpFailure` past `limit` bytes or `deadline`
+    seconds after `started` (monotonic, checked between chunks). The one such loop: the index client's
+    reads go through it too."""
+    end = started + deadline
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():  # as received: a chunk size would wait for that many bytes
+        size += len(chunk)
+        if size > limit:
+            raise HttpFailure(url, f"sent more than the {limit:,} bytes allowed")
+        if time.monotonic() > end:
+            raise HttpFailure(url, f"did not finish within {deadline:g} s")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def read_bytes(url: str, *, limit: int, timeout: float, deadline: float,
                client: httpx.Client | None = None) -> tuple[bytes, str]:
     """The body of a GET (redirects followed) and the URL it came from, refused past `limit` bytes or
     `deadline` seconds in all."""
-    end = time.monotonic() + deadline
+    started = time.monotonic()
     own = client is None
     session = client or httpx.Client(timeout=timeout, follow_redirects=True)
     try:
@@ -41,15 +57,7 @@ def read_bytes(url: str, *, limit: int, timeout: float, deadline: float,
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise HttpFailure(url, f"is {int(declared):,} bytes, more than the {limit:,} allowed")
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():  # as received: a chunk size would wait for that many bytes
-                size += len(chunk)
-                if size > limit:
-                    raise HttpFailure(url, f"sent more than the {limit:,} bytes allowed")
-                if time.monotonic() > end:
-                    raise HttpFailure(url, f"did not finish within {deadline:g} s")
-                chunks.append(chunk)
-            return b"".join(chunks), str(response.url)
+            return bounded_body(response, url, limit=limit, deadline=deadline, started=started), str(response.url)
     except httpx.HTTPError as exc:
         raise HttpFailure(url, f"{type(exc).__name__}: {exc}") from None
     finally:

@@ -26,6 +26,7 @@ import httpx
 from packaging.utils import canonicalize_name
 
 from envbuild.core.fsio import atomic_write
+from envbuild.core.http.client import HttpFailure, bounded_body
 from envbuild.core.http.errors import RETRIED, IndexReadError, Retryable
 from envbuild.core.runner import redact
 
@@ -226,19 +227,15 @@ class IndexClient:
     def _bounded_get(self, url: str, headers: Mapping[str, str]) -> httpx.Response:
         """A GET read to the end within `deadline` seconds and `BODY_LIMIT` bytes: a per-read timeout alone
         let a server sending a byte every few seconds hold `profiles update` for minutes."""
-        end = time.monotonic() + self.deadline
+        started = time.monotonic()
         with self._http.stream("GET", url, headers=headers) as response:
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > BODY_LIMIT:
-                    raise IndexReadError(url, f"answered more than {BODY_LIMIT // (1024 * 1024)} MiB")
-                if time.monotonic() > end:
-                    raise IndexReadError(url, f"did not finish within {self.deadline:g} s")
-                chunks.append(chunk)
+            try:
+                body = bounded_body(response, url, limit=BODY_LIMIT, deadline=self.deadline, started=started)
+            except HttpFailure as exc:
+                raise IndexReadError(url, exc.reason) from None
             kept = {k: v for k, v in response.headers.items()  # the body is decoded already
                     if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")}
-            return httpx.Response(response.status_code, headers=kept, content=b"".join(chunks),
+            return httpx.Response(response.status_code, headers=kept, content=body,
                                   request=response.request)
 
     def _retrying(self, url: str, call: Callable[[], T]) -> T:
